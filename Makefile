@@ -1,0 +1,48 @@
+# nestor: two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+DURATION ?= 150
+ROBOTS ?= 2
+QUICK ?= 0
+CASES ?=
+
+# DDS stays on this machine, always.
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+export PYTHONDONTWRITEBYTECODE = 1
+
+PACKAGES := ros2_ws/src/nestor_core ros2_ws/src/nestor_robot ros2_ws/src/nestor_bringup sim cloud_brain
+SETUP_FILES := requirements.txt $(foreach p,$(PACKAGES),$(wildcard $(p)/setup.py $(p)/pyproject.toml))
+
+.PHONY: venv test test-fast demo lint proto certs bench bench-learning bench-load clean
+
+venv: $(STAMP)
+
+$(STAMP): $(SETUP_FILES)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip==25.3" "setuptools==80.9.0" "wheel==0.45.1"
+	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q --no-build-isolation --no-deps $(foreach p,$(PACKAGES),-e $(p))
+	touch $(STAMP)
+
+test: venv
+	$(PY) -m pytest -q tests
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow" tests
+
+demo: venv
+	$(VENV)/bin/nestor demo --duration $(DURATION) --robots $(ROBOTS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+proto: venv
+	$(PY) proto/generate.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,121 @@
+"""ROS node ``perception``: camera image -> target position and velocity of the controlled joint.
+
+Subscribes ``topics.IMAGE`` (sensor_msgs/Image rgb8) and publishes ``topics.TARGET``
+(sensor_msgs/JointState, name=[controlled_joint], position=[x], velocity=[filtered dx/dt]).
+The image work is ``perception.find_target``; this file only converts messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import rclpy
+import yaml
+from nestor_core import qos, topics
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+
+from nestor_robot.perception import CameraCalibration, find_target
+
+
+@dataclasses.dataclass
+class PerceptionConfig:
+    """Parameters of the perception node (each is a ROS parameter of the same name).
+
+    Attributes:
+        controlled_joint: Joint name written into the published target.
+        task_file: Task YAML whose ``camera`` section gives the calibration; when set it
+            overrides the camera_* parameters below (read with PyYAML only).
+        image_width: Image width (px) of the camera.
+        image_height: Image height (px) of the camera.
+        fov_deg: Vertical field of view of the camera (degrees).
+        distance: Distance from the camera to the marker plane (m).
+        center_x: x on the camera's optical axis (m).
+        velocity_alpha: Low-pass factor of the finite-difference velocity (1 = no filtering).
+    """
+
+    controlled_joint: str = "slider_to_cart"
+    task_file: str = ""
+    image_width: int = 96
+    image_height: int = 64
+    fov_deg: float = 60.0
+    distance: float = 3.0
+    center_x: float = 0.0
+    velocity_alpha: float = 0.3
+
+    def calibration(self) -> CameraCalibration:
+        """The calibration from the task file if set, else from the camera parameters."""
+        if self.task_file:
+            task = yaml.safe_load(Path(self.task_file).read_text())
+            return CameraCalibration.from_task_camera(task.get("camera") or {})
+        return CameraCalibration.from_camera(
+            self.image_width, self.image_height, self.fov_deg, self.distance, self.center_x
+        )
+
+
+_DESCRIPTIONS = {
+    "controlled_joint": "Joint name written into the published target.",
+    "task_file": "Task YAML whose camera section gives the calibration (overrides camera params).",
+    "image_width": "Camera image width (px).",
+    "image_height": "Camera image height (px).",
+    "fov_deg": "Camera vertical field of view (degrees).",
+    "distance": "Distance from the camera to the marker plane (m).",
+    "center_x": "x on the camera's optical axis (m).",
+    "velocity_alpha": "Low-pass factor of the finite-difference velocity (1 = unfiltered).",
+}
+
+
+class PerceptionNode(Node):
+    """Finds the red marker in each image and publishes it as the target."""
+
+    def __init__(self):
+        super().__init__("perception")
+        values = {}
+        for field in dataclasses.fields(PerceptionConfig):
+            descriptor = ParameterDescriptor(description=_DESCRIPTIONS[field.name])
+            values[field.name] = self.declare_parameter(field.name, field.default, descriptor).value
+        self.config = PerceptionConfig(**values)
+        if not 0.0 < self.config.velocity_alpha <= 1.0:
+            raise ValueError(f"velocity_alpha: must be in (0, 1], got {self.config.velocity_alpha}")
+        self.calib = self.config.calibration()
+        self._last: tuple[float, float] | None = None  # (stamp s, x m)
+        self._velocity = 0.0
+        self._pub = self.create_publisher(JointState, topics.TARGET, qos.SENSOR_QOS)
+        self.create_subscription(Image, topics.IMAGE, self._on_image, qos.IMAGE_QOS)
+
+    def _on_image(self, msg: Image) -> None:
+        if msg.encoding != "rgb8":
+            self.get_logger().warn(f"image: expected rgb8, got {msg.encoding}", throttle_duration_sec=5.0)
+            return
+        image = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)
+        x = find_target(image[:, : msg.width * 3].reshape(msg.height, msg.width, 3), self.calib)
+        if x is None:
+            return
+        self._publish(x, msg.header)
+
+    def _publish(self, x: float, header) -> None:
+        stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
+        if self._last is not None and stamp > self._last[0]:
+            raw = (x - self._last[1]) / (stamp - self._last[0])
+            self._velocity += self.config.velocity_alpha * (raw - self._velocity)
+        self._last = (stamp, x)
+        out = JointState(header=header, name=[self.config.controlled_joint])
+        out.position, out.velocity = [x], [self._velocity]
+        self._pub.publish(out)
+
+
+def main(args=None):
+    """Runs the perception node until shutdown."""
+    try:
+        with rclpy.init(args=args):
+            rclpy.spin(PerceptionNode())
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""ROS node ``sim_bridge``: runs a ``TrackingEnv`` in wall-clock time behind ROS topics.
+
+Every control tick (1 / control_rate_hz of wall time) it applies the newest effort command,
+advances the env one tick and publishes joint states, the target and the cost; the camera image
+at the camera rate; each dynamics shift once on ``sim/events``. All physics is ``TrackingEnv``.
+
+    ros2 run nestor_sim sim_bridge --ros-args -p task_file:=config/tasks/crane.yaml \
+        -p shifts:="['payload:2.0@20#pole']" -r __ns:=/robot0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from nestor_core import qos, topics
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64, Float64MultiArray, String
+
+from nestor_sim.task import load_task, with_shifts
+from nestor_sim.tracking_env import TrackingEnv
+
+
+@dataclasses.dataclass
+class BridgeConfig:
+    """Parameters of the sim bridge (each is a ROS parameter of the same name).
+
+    Attributes:
+        task_file: Path of the task YAML (required).
+        robot_id: Id of this robot, written into every sim event.
+        seed: Seed passed to ``TrackingEnv.reset``.
+        shifts: Shift schedule override, e.g. ["payload:4.0@20"]; empty keeps the task's.
+        wait_for_command: Hold the initial pose (physics paused) until the first command
+            arrives, so the arm does not fall while the policy loads. State is still published.
+        run_dir: If set, shift events are appended as JSON lines to <run_dir>/events.jsonl.
+        publish_target: Publish the reference on ``target`` (false when perception does).
+        camera_enabled: Publish camera images (only if the task's camera is enabled too).
+    """
+
+    task_file: str = ""
+    robot_id: str = "robot0"
+    seed: int = 0
+    shifts: list[str] = dataclasses.field(default_factory=list)
+    wait_for_command: bool = True
+    run_dir: str = ""
+    publish_target: bool = True
+    camera_enabled: bool = True
+
+
+_DESCRIPTIONS = {
+    "task_file": "Path of the task YAML (required).",
+    "robot_id": "Id of this robot, written into every sim event.",
+    "seed": "Seed passed to TrackingEnv.reset.",
+    "shifts": "Shift schedule override, e.g. ['payload:4.0@20']; empty keeps the task file's.",
+    "wait_for_command": "Hold the initial pose (physics paused) until the first command arrives.",
+    "run_dir": "If set, append shift events as JSON lines to <run_dir>/events.jsonl.",
+    "publish_target": "Publish the reference on the target topic (false when perception does).",
+    "camera_enabled": "Publish camera images (only if the task's camera is enabled too).",
+}
+
+
+def _declare(node: Node) -> BridgeConfig:
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(BridgeConfig):
+        descriptor = ParameterDescriptor(description=_DESCRIPTIONS[field.name])
+        if field.name == "shifts":
+            # An empty list has no ROS type of its own; declare the type explicitly.
+            value = node.declare_parameter("shifts", Parameter.Type.STRING_ARRAY, descriptor).value
+            values["shifts"] = [s for s in (value or []) if s.strip()]
+        else:
+            values[field.name] = node.declare_parameter(field.name, field.default, descriptor).value
+    config = BridgeConfig(**values)
+    if not config.task_file:
+        raise ValueError("task_file: required parameter is empty")
+    return config
+
+
+class SimBridge(Node):
+    """Wall-clock driver of one ``TrackingEnv``; callbacks only convert messages."""
+
+    def __init__(self):
+        super().__init__("sim_bridge")
+        self.config = _declare(self)
+        task = load_task(self.config.task_file)
+        if self.config.shifts:
+            task = with_shifts(task, self.config.shifts)
+        self.env = TrackingEnv(task)
+        self.task = task
+        self._camera = self.config.camera_enabled and task.camera.enabled
+        self._camera_every = max(1, round(task.control_rate_hz / task.camera.rate_hz))
+        self._events_file = None
+        if self.config.run_dir:
+            Path(self.config.run_dir).mkdir(parents=True, exist_ok=True)
+            self._events_file = Path(self.config.run_dir) / "events.jsonl"
+
+        self._command: np.ndarray | None = None
+        self._pub_state = self.create_publisher(JointState, topics.JOINT_STATES, qos.SENSOR_QOS)
+        self._pub_target = self.create_publisher(JointState, topics.TARGET, qos.SENSOR_QOS)
+        self._pub_cost = self.create_publisher(Float64, topics.COST, qos.COMMAND_QOS)
+        self._pub_image = self.create_publisher(Image, topics.IMAGE, qos.IMAGE_QOS)
+        self._pub_event = self.create_publisher(String, topics.SIM_EVENTS, qos.EVENT_QOS)
+        self.create_subscription(Float64MultiArray, topics.COMMANDS, self._on_command, qos.COMMAND_QOS)
+
+        _, info = self.env.reset(seed=self.config.seed)
+        self._publish_events(info["shift_events"])
+        self.create_timer(task.dt, self._on_tick)
+        self.get_logger().info(
+            f"task {task.name}: {task.act_dim} controlled joints at {task.control_rate_hz} Hz, "
+            f"shifts {[s.to_dict() for s in task.shifts]}"
+        )
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        if len(msg.data) != self.task.act_dim:
+            self.get_logger().warn(
+                f"command rejected: expected {self.task.act_dim} efforts, got {len(msg.data)}",
+                throttle_duration_sec=2.0,
+            )
+            return
+        self._command = np.asarray(msg.data, dtype=np.float64)
+
+    def _on_tick(self) -> None:
+        stamp = self.get_clock().now().to_msg()
+        if self._command is None and self.config.wait_for_command:
+            self._publish_state(stamp)
+            return
+        if self._command is not None:
+            self.env.apply_effort(self._command)
+        events = self.env.advance()
+        self._publish_state(stamp)
+        self._pub_cost.publish(Float64(data=self.env.cost()))
+        self._publish_events(events)
+        if self._camera and self.env.tick % self._camera_every == 0:
+            self._publish_image(stamp)
+
+    def _publish_state(self, stamp) -> None:
+        names, position, velocity, effort = self.env.joint_state()
+        msg = JointState(name=names)
+        msg.header.stamp = stamp
+        msg.position, msg.velocity, msg.effort = position.tolist(), velocity.tolist(), effort.tolist()
+        self._pub_state.publish(msg)
+        if self.config.publish_target:
+            q_ref, qd_ref = self.env.reference()
+            target = JointState(name=list(self.task.controlled_joints))
+            target.header.stamp = stamp
+            target.position, target.velocity = q_ref.tolist(), qd_ref.tolist()
+            self._pub_target.publish(target)
+
+    def _publish_image(self, stamp) -> None:
+        rgb = self.env.render_camera()
+        msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8")
+        msg.header.stamp = stamp
+        msg.step, msg.data = rgb.shape[1] * 3, rgb.tobytes()
+        self._pub_image.publish(msg)
+
+    def _publish_events(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            record = {"robot_id": self.config.robot_id, **event}
+            line = json.dumps(record)
+            self._pub_event.publish(String(data=line))
+            self.get_logger().info(f"shift applied: {line}")
+            if self._events_file is not None:
+                with self._events_file.open("a") as f:
+                    f.write(line + "\n")
+
+    def destroy_node(self) -> None:
+        """Closes the physics client with the node."""
+        self.env.close()
+        super().destroy_node()
+
+
+def main(args=None):
+    """Runs the sim bridge until shutdown; accepts ``--ros-args`` (params file, remaps)."""
+    try:
+        with rclpy.init(args=args):
+            node = SimBridge()
+            try:
+                rclpy.spin(node)
+            finally:
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,304 @@
+"""``TrackingEnv``: effort-controlled tracking of a moving joint reference, with dynamics shifts.
+
+One ``step(action)`` is one control tick (1 / control_rate_hz) made of ``physics_substeps``
+physics steps. The action is the effort of the controlled joints, clipped to ``effort_limit``.
+Observation layout: see ``nestor_sim.task`` (obs = q_c, qd_c, q_ref, qd_ref, q_p, qd_p).
+
+Cost of a tick (reward = -cost), evaluated after the tick::
+
+    cost = w_pos * ||q_ref - q_c||^2 + w_vel * ||qd_ref - qd_c||^2
+         + w_effort * ||u / effort_limit||^2
+
+with u the clipped commanded effort and the reference taken at the new time.
+
+The ROS bridge drives the same object through ``apply_effort`` / ``advance`` / ``joint_state``,
+so there is one physics code path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pybullet
+from pybullet_utils.bullet_client import BulletClient
+
+from nestor_sim.camera import Camera
+from nestor_sim.shifts import Plant, ShiftSpec, Undo, apply_shift
+from nestor_sim.task import TaskSpec, load_task, with_shifts
+
+
+class TrackingEnv(gym.Env):
+    """Gymnasium env built from a ``TaskSpec``; owns its own physics client.
+
+    Args:
+        task: A TaskSpec or the path of a task YAML file.
+        render_mode: None, "rgb_array" (``render`` returns the camera image) or "human"
+            (a PyBullet GUI window).
+    """
+
+    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 30}
+
+    def __init__(self, task: TaskSpec | str | os.PathLike, render_mode: str | None = None):
+        self.task = task if isinstance(task, TaskSpec) else load_task(task)
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode: unknown {render_mode!r}")
+        self.render_mode = render_mode
+        spec = self.task
+        mode = pybullet.GUI if render_mode == "human" else pybullet.DIRECT
+        self._p = BulletClient(connection_mode=mode)
+        self._p.setTimeStep(spec.dt / spec.physics_substeps)
+        self._p.setGravity(0.0, 0.0, -9.81)
+        self.body = self._p.loadURDF(
+            spec.urdf,
+            spec.base_position,
+            useFixedBase=spec.use_fixed_base,
+            flags=self._p.URDF_USE_INERTIA_FROM_FILE if spec.inertia_from_urdf else 0,
+        )
+
+        joint_index, link_index, movable = {}, {}, []
+        for j in range(self._p.getNumJoints(self.body)):
+            info = self._p.getJointInfo(self.body, j)
+            joint_index[info[1].decode()] = j
+            link_index[info[12].decode()] = j
+            if info[2] != self._p.JOINT_FIXED:
+                movable.append(j)
+        for field in ("controlled_joints", "passive_joints"):
+            for name in getattr(spec, field):
+                if name not in joint_index or joint_index[name] not in movable:
+                    raise ValueError(
+                        f"{spec.name}: {field}: {name!r} is not a movable joint of "
+                        f"{os.path.basename(spec.urdf)} (has {sorted(joint_index)})"
+                    )
+        for shift in spec.shifts:
+            if shift.link is not None and shift.link not in link_index:
+                raise ValueError(f"{spec.name}: shifts: unknown link {shift.link!r}")
+
+        self._movable = movable
+        controlled = [joint_index[n] for n in spec.controlled_joints]
+        passive = [joint_index[n] for n in spec.passive_joints]
+        # Positions of our joints inside the one getJointStates(movable) read per tick.
+        self._c_slot = np.array([movable.index(j) for j in controlled], dtype=int)
+        self._p_slot = np.array([movable.index(j) for j in passive], dtype=int)
+        self._names = list(spec.controlled_joints) + list(spec.passive_joints)
+        self._initial = [(j, spec.initial_positions.get(n, 0.0)) for n, j in joint_index.items() if j in movable]
+        n = spec.n_controlled
+        self.plant = Plant(
+            client=self._p,
+            body=self.body,
+            controlled=controlled,
+            joint_index=joint_index,
+            link_index=link_index,
+            effort_gain=np.ones(n),
+            torque_bias=np.zeros(n),
+            friction=np.zeros(n),
+            damping=np.array([self._p.getJointInfo(self.body, j)[6] for j in controlled]),
+        )
+        self._nominal_damping = self.plant.damping.copy()
+        # Torque control needs the default velocity motors off; passive joints stay free too.
+        self._p.setJointMotorControlArray(self.body, movable, self._p.VELOCITY_CONTROL, forces=[0.0] * len(movable))
+
+        self.effort_limit = np.asarray(spec.effort_limit, dtype=np.float64)
+        self.action_space = gym.spaces.Box(-self.effort_limit.astype(np.float32), self.effort_limit.astype(np.float32))
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(spec.obs_dim,), dtype=np.float32)
+
+        self._camera: Camera | None = None
+        self._active: list[tuple[ShiftSpec, Undo]] = []
+        self._pending: list[ShiftSpec] = []
+        self.tick = 0
+        self._u = np.zeros(n)
+        self._q = np.zeros(len(movable))
+        self._qd = np.zeros(len(movable))
+        self._reset_state(spec.shifts)
+
+    # ----------------------------------------------------------------- Gymnasium API
+
+    def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
+        """Restores the initial state and nominal dynamics; re-arms the shift schedule.
+
+        Args:
+            seed: Seeds ``np_random`` (the dynamics themselves are deterministic).
+            options: {"shifts": [...]} replaces the task's schedule for this episode (ShiftSpecs,
+                ``"payload:4.0@20"`` strings or YAML-style mappings; [] = no shifts).
+        """
+        super().reset(seed=seed)
+        schedule = self.task.shifts
+        if options and "shifts" in options:
+            schedule = with_shifts(self.task, options["shifts"]).shifts
+        events = self._reset_state(schedule)
+        return self.observation(), self._info(events)
+
+    def step(self, action):
+        """Applies ``action`` (efforts) for one control tick."""
+        self.apply_effort(action)
+        events = self.advance()
+        cost = self.cost()
+        obs = self.observation()
+        terminated = not (np.isfinite(obs).all() and np.isfinite(cost))
+        truncated = self.tick >= self.task.episode_ticks
+        return obs, -cost, terminated, truncated, self._info(events, cost)
+
+    def render(self):
+        """Returns the camera image in "rgb_array" mode (the GUI draws itself in "human")."""
+        if self.render_mode == "rgb_array":
+            return self.render_camera()
+        return None
+
+    def close(self) -> None:
+        """Disconnects the physics client; safe to call twice."""
+        if self._p is not None:
+            self._p.disconnect()
+            self._p = None
+
+    # ------------------------------------------------------ methods the ROS bridge reuses
+
+    @property
+    def t(self) -> float:
+        """Simulated time since reset (s)."""
+        return self.tick * self.task.dt
+
+    @property
+    def joint_names(self) -> list[str]:
+        """Controlled then passive joint names (the JointState order)."""
+        return list(self._names)
+
+    def apply_effort(self, u) -> np.ndarray:
+        """Sets the effort for the next tick, clipped to ``effort_limit``; returns the clipped u.
+
+        Raises:
+            ValueError: if ``u`` does not have ``act_dim`` entries.
+        """
+        u = np.asarray(u, dtype=np.float64).reshape(-1)
+        if u.shape[0] != self.task.act_dim:
+            raise ValueError(f"effort: expected {self.task.act_dim} values, got {u.shape[0]}")
+        self._u = np.clip(np.nan_to_num(u), -self.effort_limit, self.effort_limit)
+        return self._u
+
+    def advance(self) -> list[dict[str, Any]]:
+        """Runs one control tick with the current effort; returns the shifts applied this tick."""
+        plant, p = self.plant, self._p
+        for _ in range(self.task.physics_substeps):
+            # External torques are cleared by every stepSimulation, so set them each substep.
+            torque = plant.effort_gain * self._u + plant.torque_bias
+            p.setJointMotorControlArray(self.body, plant.controlled, p.TORQUE_CONTROL, forces=torque.tolist())
+            p.stepSimulation()
+        self.tick += 1
+        self._read_state()
+        return self._apply_due_shifts()
+
+    def observation(self) -> np.ndarray:
+        """Returns obs = concat(q_c, qd_c, q_ref, qd_ref, q_p, qd_p) as float32."""
+        q_ref, qd_ref = self.reference()
+        c, s = self._c_slot, self._p_slot
+        return np.concatenate([self._q[c], self._qd[c], q_ref, qd_ref, self._q[s], self._qd[s]]).astype(np.float32)
+
+    def joint_state(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+        """Returns (names, position, velocity, effort) of controlled then passive joints.
+
+        The effort is the motor effort actually produced (clipped command times the actuator
+        gain); passive joints report 0. Disturbances (torque_bias) are not part of it.
+        """
+        idx = np.concatenate([self._c_slot, self._p_slot])
+        effort = np.concatenate([self.plant.effort_gain * self._u, np.zeros(len(self._p_slot))])
+        return self.joint_names, self._q[idx].copy(), self._qd[idx].copy(), effort
+
+    def reference(self, t: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Returns (q_ref, qd_ref) of the controlled joints at ``t`` (default: now)."""
+        return self.task.reference_at(self.t if t is None else t)
+
+    def cost(self) -> float:
+        """Tracking cost of the current state and last effort (see the module docstring)."""
+        w = self.task.cost
+        q_ref, qd_ref = self.reference()
+        c = self._c_slot
+        return float(
+            w.w_pos * np.sum((q_ref - self._q[c]) ** 2)
+            + w.w_vel * np.sum((qd_ref - self._qd[c]) ** 2)
+            + w.w_effort * np.sum((self._u / self.effort_limit) ** 2)
+        )
+
+    def gravity_torque(self) -> np.ndarray:
+        """Effort that holds the controlled joints against gravity now (true, shifted masses).
+
+        tau = sum over links of J_com(link)^T * m(link) * (0, 0, g): the ideal gravity
+        compensation a perfect model would add. Not calculateInverseDynamics: PyBullet caches
+        its inverse-dynamics model on first use and ignores later changeDynamics(mass=...).
+        """
+        p, body = self._p, self.body
+        q = self._q.tolist()
+        zeros = [0.0] * len(q)
+        tau = np.zeros(len(q))
+        for link in range(p.getNumJoints(body)):
+            info = p.getDynamicsInfo(body, link)
+            mass, com = info[0], info[3]  # com: centre of mass in the link (joint) frame.
+            if mass > 0.0:
+                jac_lin, _ = p.calculateJacobian(body, link, com, q, zeros, zeros)
+                tau += mass * 9.81 * np.asarray(jac_lin)[2]
+        return tau[self._c_slot]
+
+    def render_camera(self, marker_x: float | None = None) -> np.ndarray:
+        """Renders the task camera as an (H, W, 3) uint8 RGB image.
+
+        Args:
+            marker_x: Where to put the target marker (m); default: the reference of the first
+                controlled joint now.
+        """
+        if self._camera is None:
+            self._camera = Camera(self._p, self.task.camera)
+        if marker_x is None:
+            marker_x = float(self.reference()[0][0])
+        return self._camera.render(marker_x=marker_x)
+
+    def active_shifts(self) -> list[dict[str, Any]]:
+        """The shifts in effect, as dicts."""
+        return [shift.to_dict() for shift, _ in self._active]
+
+    # -------------------------------------------------------------------- internals
+
+    def _reset_state(self, schedule) -> list[dict[str, Any]]:
+        for _, undo in reversed(self._active):
+            undo()
+        self._active = []
+        plant = self.plant
+        plant.effort_gain[:] = 1.0
+        plant.torque_bias[:] = 0.0
+        plant.friction[:] = 0.0
+        plant.damping[:] = self._nominal_damping
+        plant.set_friction_motors()
+        plant.set_damping()
+        for joint, position in self._initial:
+            self._p.resetJointState(self.body, joint, position, 0.0)
+        self.tick = 0
+        self._u = np.zeros(self.task.act_dim)
+        self._pending = sorted(schedule, key=lambda s: s.at_s)
+        for shift in self._pending:
+            if shift.link is not None and shift.link not in plant.link_index:
+                raise ValueError(f"shifts: unknown link {shift.link!r}")
+        self._read_state()
+        return self._apply_due_shifts()
+
+    def _read_state(self) -> None:
+        states = self._p.getJointStates(self.body, self._movable)
+        self._q = np.array([s[0] for s in states])
+        self._qd = np.array([s[1] for s in states])
+
+    def _apply_due_shifts(self) -> list[dict[str, Any]]:
+        events = []
+        # A small tolerance so that at_s = k * dt fires on tick k despite float rounding.
+        while self._pending and self._pending[0].at_s <= self.t + 1e-9:
+            shift = self._pending.pop(0)
+            self._active.append((shift, apply_shift(self.plant, shift)))
+            events.append({**shift.to_dict(), "t": self.t, "tick": self.tick})
+        return events
+
+    def _info(self, events, cost: float | None = None) -> dict[str, Any]:
+        return {
+            "cost": self.cost() if cost is None else cost,
+            "t": self.t,
+            "tick": self.tick,
+            "shifts_active": self.active_shifts(),
+            "shift_events": events,
+        }

@@ -1,0 +1,84 @@
+"""Task YAML loading and validation: every error names the file and the field."""
+
+import re
+
+import pytest
+import yaml
+from nestor_sim.task import ShiftSpec, load_task, parse_shift, with_shifts
+
+
+def test_both_tasks_load(kuka_yaml, crane_yaml):
+    kuka = load_task(kuka_yaml)
+    assert (kuka.obs_dim, kuka.act_dim) == (28, 7)
+    assert kuka.shifts == (ShiftSpec("payload", 4.0, 20.0),)
+    crane = load_task(crane_yaml)
+    assert (crane.obs_dim, crane.act_dim) == (6, 1)
+    assert crane.passive_joints == ("cart_to_pole",)
+    assert crane.urdf.endswith("cartpole.urdf")
+
+
+def test_reference_is_sinusoid(crane_yaml):
+    spec = load_task(crane_yaml)
+    q0, qd0 = spec.reference_at(0.0)
+    q_quarter, _ = spec.reference_at(1.0 / (4 * spec.reference[0].frequency_hz))
+    assert q0[0] == pytest.approx(0.0)
+    assert q_quarter[0] == pytest.approx(spec.reference[0].amplitude)
+    assert qd0[0] > 0
+
+
+def _write(tmp_path, crane_yaml, edit):
+    data = yaml.safe_load(crane_yaml.read_text())
+    edit(data)
+    path = tmp_path / "crane.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda d: d["shifts"].append({"type": "foo", "magnitude": 1}),
+            r"shifts\[1\]\.type: unknown shift 'foo' \(expected one of payload, damping",
+        ),
+        (lambda d: d.update(kp=[1.0, 2.0]), r"kp: expected 1 values"),
+        (lambda d: d.update(effort_limit=[-1.0]), r"effort_limit\[0\]: must be > 0"),
+        (lambda d: d.pop("episode_s"), r"episode_s: missing required field"),
+        (lambda d: d.update(urdf="nope.urdf"), r"urdf: file 'nope.urdf' not found"),
+        (lambda d: d.update(controlled_joints=["slider_to_cart", "slider_to_cart"]), r"controlled_joints: duplicate"),
+        (lambda d: d["reference"][0].update(frequency_hz="fast"), r"reference\[0\]\.frequency_hz: expected float"),
+        (lambda d: d["camera"].update(width=0), r"camera\.width: must be > 0"),
+        (lambda d: d["camera"].update(marker="blue"), r"camera\.marker: expected 'rail' or 'none'"),
+        (lambda d: d.update(colour="red"), r"colour: unknown field"),
+        (
+            lambda d: d["shifts"].append({"type": "friction", "magnitude": 1, "joint": "x"}),
+            r"shifts\[1\]\.joint: 'x' is not a controlled joint",
+        ),
+        (lambda d: d.update(physics_substeps=2.5), r"physics_substeps: expected int"),
+    ],
+)
+def test_validation_names_field(tmp_path, crane_yaml, edit, message):
+    path = _write(tmp_path, crane_yaml, edit)
+    with pytest.raises(ValueError, match="^crane.yaml: " + message):
+        load_task(path)
+
+
+def test_parse_shift():
+    assert parse_shift("payload:4.0@20") == ShiftSpec("payload", 4.0, 20.0)
+    assert parse_shift("payload:2@5#pole") == ShiftSpec("payload", 2.0, 5.0, link="pole")
+    assert parse_shift("friction:1.5") == ShiftSpec("friction", 1.5, 0.0)
+    assert parse_shift("torque_bias:-3@1#lbr_iiwa_joint_2").joint == "lbr_iiwa_joint_2"
+    with pytest.raises(ValueError, match=re.escape("unknown shift 'foo'")):
+        parse_shift("foo:1@2")
+    with pytest.raises(ValueError, match="expected 'type:magnitude"):
+        parse_shift("payload")
+
+
+def test_with_shifts(kuka_yaml):
+    spec = load_task(kuka_yaml)
+    new = with_shifts(spec, ["damping:2@10", {"type": "actuator_gain", "magnitude": 0.5, "at_s": 3}])
+    assert [s.type for s in new.shifts] == ["damping", "actuator_gain"]
+    assert spec.shifts != new.shifts  # The original is untouched.
+    assert with_shifts(spec, []).shifts == ()
+    with pytest.raises(ValueError, match=r"shifts\[0\]\.joint: 'elbow' is not a controlled joint"):
+        with_shifts(spec, ["friction:1@0#elbow"])

@@ -1,0 +1,174 @@
+"""`nestor-cloud`: run the cloud brain and talk to a running one.
+
+    nestor-cloud serve --config config/cloud.yaml [--address A] [--db PATH] [--ready-file F]
+    nestor-cloud status [--address A] [--json]
+    nestor-cloud models list [--task T] [--json]
+    nestor-cloud models promote VERSION
+    nestor-cloud models rollback --task T
+
+Every client call has a deadline (`--timeout`). An unreachable server prints one line and
+exits 2; other RPC errors exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+import grpc
+from google.protobuf import json_format
+from nestor_core import nestor_pb2, nestor_pb2_grpc
+
+from cloud_brain.config import ConfigError, load_config
+
+DEFAULT_ADDRESS = os.environ.get("NESTOR_CLOUD_ADDRESS", "127.0.0.1:50051")
+EXIT_UNREACHABLE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nestor-cloud", description="nestor cloud slow brain")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the cloud brain server")
+    serve.add_argument("--config", default="config/cloud.yaml", help="CloudConfig YAML")
+    serve.add_argument("--address", help="override config address (host:port, port 0 = any free port)")
+    serve.add_argument("--db", help="override config db_path")
+    serve.add_argument("--metrics-port", type=int, help="override config metrics_port (0 = off)")
+    serve.add_argument("--ready-file", help='write {"address": "host:port"} here once serving')
+    serve.add_argument("--log-level", default="INFO", help="logging level")
+
+    def client(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--address", default=DEFAULT_ADDRESS, help="server host:port (env NESTOR_CLOUD_ADDRESS)")
+        p.add_argument("--timeout", type=float, default=5.0, help="deadline of each call, seconds")
+
+    status = sub.add_parser("status", help="robots, model versions and counters")
+    client(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    models = sub.add_parser("models", help="list, promote, roll back model versions")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    mlist = msub.add_parser("list", help="list versions")
+    client(mlist)
+    mlist.add_argument("--task", default="", help="only this task")
+    mlist.add_argument("--json", action="store_true", help="machine-readable output")
+    promote = msub.add_parser("promote", help="make VERSION its task's active version")
+    client(promote)
+    promote.add_argument("version", type=int)
+    promote.add_argument("--json", action="store_true", help="machine-readable output")
+    rollback = msub.add_parser("rollback", help="re-activate the parent of the task's active version")
+    client(rollback)
+    rollback.add_argument("--task", required=True)
+    rollback.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _to_json(message) -> dict:
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+def _when(unix: float) -> str:
+    if not unix:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix))
+
+
+def _models_table(models, title: str):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("version", "task", "status", "parent", "created", "sha256", "experience rows", "metrics"):
+        table.add_column(column)
+    for m in models:
+        table.add_row(
+            str(m.version), m.task, m.status, str(m.parent), _when(m.created_unix), m.sha256[:12],
+            f"({m.experience_from}, {m.experience_to}]", m.metrics_json if m.metrics_json != "{}" else "",
+        )
+    return table
+
+
+def _print_status(status: nestor_pb2.FleetStatus) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    robots = Table(title="robots")
+    for column in ("robot", "task", "last contact", "transitions", "last seq", "dropped", "model", "recent cost"):
+        robots.add_column(column)
+    for r in status.robots:
+        robots.add_row(
+            r.robot_id, r.task, _when(r.last_contact_unix), str(r.transitions), str(r.last_seq), str(r.dropped),
+            str(r.model_version), f"{r.recent_cost:.4g}",
+        )
+    console.print(robots)
+    console.print(_models_table(status.models, "model versions"))
+    rejects = ", ".join(f"{k}={v}" for k, v in sorted(status.rejected_by_reason.items())) or "none"
+    console.print(
+        f"transitions stored: {status.transitions_stored}   consolidation rounds: {status.consolidation_rounds}"
+        f"   rejected chunks: {rejects}"
+    )
+
+
+def _client_call(args) -> int:
+    with grpc.insecure_channel(args.address) as channel:
+        if args.command == "status":
+            reply = nestor_pb2_grpc.FleetStub(channel).GetStatus(nestor_pb2.StatusRequest(), timeout=args.timeout)
+            if args.json:
+                print(json.dumps(_to_json(reply), indent=2, sort_keys=True))
+            else:
+                _print_status(reply)
+            return 0
+        stub = nestor_pb2_grpc.ModelsStub(channel)
+        if args.models_command == "list":
+            reply = stub.List(nestor_pb2.ListModelsRequest(task=args.task), timeout=args.timeout)
+            models = list(reply.models)
+        elif args.models_command == "promote":
+            reply = stub.Promote(nestor_pb2.PromoteRequest(version=args.version), timeout=args.timeout)
+            models = [reply.model]
+        else:
+            reply = stub.Rollback(nestor_pb2.RollbackRequest(task=args.task), timeout=args.timeout)
+            models = [reply.model]
+        if args.json:
+            print(json.dumps(_to_json(reply), indent=2, sort_keys=True))
+        else:
+            from rich.console import Console
+
+            Console().print(_models_table(models, "model versions" if args.models_command == "list" else "active"))
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `nestor-cloud`; returns the exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        try:
+            config = load_config(args.config, address=args.address, db_path=args.db, metrics_port=args.metrics_port)
+        except ConfigError as err:
+            print(f"nestor-cloud: {err}", file=sys.stderr)
+            return 2
+        from cloud_brain.server import serve
+
+        try:
+            return serve(config, ready_file=args.ready_file)
+        except (ConfigError, OSError) as err:
+            print(f"nestor-cloud: {err}", file=sys.stderr)
+            return 2
+    try:
+        return _client_call(args)
+    except grpc.RpcError as err:
+        code = err.code()
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            print(f"nestor-cloud: cannot reach cloud brain at {args.address} ({code.name})", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        print(f"nestor-cloud: {code.name}: {err.details()}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

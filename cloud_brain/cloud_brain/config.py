@@ -1,0 +1,256 @@
+"""CloudConfig: the one typed configuration of the cloud slow brain, loaded from YAML.
+
+`config/cloud.yaml` holds the defaults. The CLI loads it and overrides single fields from flags.
+Validation happens once, in `CloudConfig.validate`, and every error names the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; the message starts with the field name."""
+
+
+@dataclasses.dataclass
+class ScheduleConfig:
+    """When the scheduler starts a consolidation round for a task.
+
+    A round starts when the transitions stored for the task since the last round reach
+    `every_transitions`, or when at least `min_transitions` are new and `every_seconds` have
+    passed since the last round (or since the server started).
+    """
+
+    enabled: bool = True
+    """Run the consolidation scheduler at all. Off: the server only ingests and distributes."""
+    every_transitions: int = 20000
+    """Start a round as soon as this many new transitions are stored for the task."""
+    every_seconds: float = 600.0
+    """Start a round after this many seconds if at least `min_transitions` are new."""
+    min_transitions: int = 2000
+    """Never start a time-triggered round with fewer new transitions than this."""
+    poll_seconds: float = 1.0
+    """How often the scheduler thread checks whether a round is due."""
+    round_timeout_seconds: float = 1800.0
+    """A round's child process is killed (round recorded as failed) after this many seconds."""
+    failure_backoff_seconds: float = 60.0
+    """After a failed round, wait this long before trying the task again."""
+    max_rows_per_round: int = 0
+    """Upper bound on experience chunks (store rows) handed to one round; 0 = no bound."""
+
+
+@dataclasses.dataclass
+class CloudConfig:
+    """Configuration of the `nestor-cloud serve` process."""
+
+    address: str = "127.0.0.1:50051"
+    """host:port the gRPC server binds. Port 0 picks a free port (see `--ready-file`)."""
+    db_path: str = "runs/cloud/nestor.db"
+    """SQLite file (WAL mode) holding robots, experience chunks, dropped ranges and models."""
+    model_dir: str = "runs/cloud/models"
+    """Directory where every registered version is also exported as `v<N>_<task>.onnx` plus
+    `.manifest.json`, for inspection. Empty string = no export."""
+    task_files: list[str] = dataclasses.field(
+        default_factory=lambda: ["config/tasks/kuka_track.yaml", "config/tasks/crane.yaml"]
+    )
+    """Task YAML files; each defines a task name and its obs/act dimensions. Chunks for any
+    other task are rejected with reason `unknown_task`."""
+    schedule: ScheduleConfig = dataclasses.field(default_factory=ScheduleConfig)
+    """Consolidation schedule (see ScheduleConfig)."""
+    seed: int = 0
+    """Seed for the initial models; round k of a task uses seed + k."""
+    max_workers: int = 1024
+    """gRPC thread pool size. Every open stream (Ingest, Subscribe) holds one thread, so a fleet
+    of N robots needs at least 2N + a few for unary calls; must be >= 256."""
+    grace_seconds: float = 5.0
+    """On SIGTERM/SIGINT, in-flight RPCs get this long to finish before being cancelled."""
+    max_message_bytes: int = 64 * 1024 * 1024
+    """Largest gRPC message accepted or sent (chunks and ONNX models)."""
+    metrics_port: int = 0
+    """Prometheus /metrics HTTP port; 0 = off."""
+    metrics_address: str = "127.0.0.1"
+    """Address the Prometheus HTTP server binds."""
+    initial_model: str = "cloud_brain.policy_export:initial_model"
+    """`module:function` returning (onnx bytes, io_signature) for a task file and seed; used at
+    start for every task that has no active version yet."""
+    consolidate: str = "cloud_brain.consolidation:run_round"
+    """`module:function` run in the consolidation child process: run_round(request) -> result."""
+    signing_key: str = ""
+    """Path of the ed25519 private key that signs manifests; empty = unsigned (issue 4)."""
+
+    def validate(self) -> CloudConfig:
+        """Check every field; raises ConfigError naming the first bad one. Returns self."""
+        host, sep, port = self.address.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(f"address: expected host:port, got {self.address!r}")
+        if not self.db_path:
+            raise ConfigError("db_path: must not be empty")
+        if not isinstance(self.task_files, list) or not all(isinstance(p, str) and p for p in self.task_files):
+            raise ConfigError(f"task_files: expected a list of paths, got {self.task_files!r}")
+        if self.max_workers < 256:
+            raise ConfigError(f"max_workers: must be >= 256 to hold a fleet's streams, got {self.max_workers}")
+        if self.grace_seconds < 0:
+            raise ConfigError(f"grace_seconds: must be >= 0, got {self.grace_seconds}")
+        if self.max_message_bytes < 1024:
+            raise ConfigError(f"max_message_bytes: must be >= 1024, got {self.max_message_bytes}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port: must be in 0..65535, got {self.metrics_port}")
+        for name in ("initial_model", "consolidate"):
+            value = getattr(self, name)
+            if value.count(":") != 1 or not all(value.split(":")):
+                raise ConfigError(f"{name}: expected 'module:function', got {value!r}")
+        s = self.schedule
+        if s.every_transitions < 1:
+            raise ConfigError(f"schedule.every_transitions: must be >= 1, got {s.every_transitions}")
+        if s.every_seconds <= 0:
+            raise ConfigError(f"schedule.every_seconds: must be > 0, got {s.every_seconds}")
+        if s.min_transitions < 1:
+            raise ConfigError(f"schedule.min_transitions: must be >= 1, got {s.min_transitions}")
+        if s.poll_seconds <= 0:
+            raise ConfigError(f"schedule.poll_seconds: must be > 0, got {s.poll_seconds}")
+        if s.round_timeout_seconds <= 0:
+            raise ConfigError(f"schedule.round_timeout_seconds: must be > 0, got {s.round_timeout_seconds}")
+        if s.failure_backoff_seconds < 0:
+            raise ConfigError(f"schedule.failure_backoff_seconds: must be >= 0, got {s.failure_backoff_seconds}")
+        if s.max_rows_per_round < 0:
+            raise ConfigError(f"schedule.max_rows_per_round: must be >= 0, got {s.max_rows_per_round}")
+        return self
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """Instantiate a config dataclass from a mapping, checking names and basic types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{prefix}{key}: unknown field (known: {', '.join(sorted(fields))})")
+        default = getattr(cls(), key)
+        if dataclasses.is_dataclass(default):
+            kwargs[key] = _build(type(default), value or {}, f"{prefix}{key}.")
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, list):
+            ok = isinstance(value, list)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise ConfigError(f"{prefix}{key}: expected {type(default).__name__}, got {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> CloudConfig:
+    """Build and validate a CloudConfig from a mapping (YAML layout: fields at top level)."""
+    return _build(CloudConfig, values or {}, "").validate()
+
+
+def load_config(path: str | pathlib.Path, **overrides: Any) -> CloudConfig:
+    """Load a YAML file; non-None keyword overrides (e.g. from CLI flags) replace fields.
+
+    Relative `db_path`, `model_dir` and `task_files` stay relative to the working directory,
+    like every other path the CLI takes.
+    """
+    try:
+        values = yaml.safe_load(pathlib.Path(path).read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"config: cannot read {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config: {path} is not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config: {path} must hold a mapping")
+    values = dict(values)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return config_from_dict(values)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """What the cloud needs to know about a task: its name and policy dimensions.
+
+    Attributes:
+        name: task name carried by chunks and models (e.g. "kuka_track").
+        file: the task YAML it came from (handed to initial_model and run_round).
+        obs_dim: observation width, or None when the task file does not say (then chunks are
+            only checked for internal consistency).
+        act_dim: action width, or None likewise.
+    """
+
+    name: str
+    file: str
+    obs_dim: int | None = None
+    act_dim: int | None = None
+
+
+def _joint_dims(path: pathlib.Path, tree: dict) -> tuple[int | None, int | None]:
+    """obs/act dims of a nestor_sim task: nestor_sim.task when installed, else its fixed layout.
+
+    The layout (nestor_sim/task.py) is obs = concat(q_c, qd_c, q_ref, qd_ref, q_p, qd_p), so
+    obs_dim = 4 n + 2 m and act_dim = n for n controlled and m passive joints.
+    """
+    try:
+        from nestor_sim.task import load_task as load_sim_task
+    except ImportError:
+        load_sim_task = None
+    if load_sim_task is not None:
+        try:
+            task = load_sim_task(path)
+        except Exception as err:  # its errors name the file and field; keep them
+            raise ConfigError(f"task_files: {err}") from None
+        return task.obs_dim, task.act_dim
+    controlled = tree.get("controlled_joints")
+    if not isinstance(controlled, list) or not controlled:
+        return None, None
+    passive = tree.get("passive_joints") or []
+    return 4 * len(controlled) + 2 * len(passive), len(controlled)
+
+
+def load_task(path: str | pathlib.Path) -> TaskSpec:
+    """Read a task YAML: `name` (default: file stem) and its policy dims.
+
+    Dims come from explicit top-level `obs_dim`/`act_dim` when present (tasks that are not
+    nestor_sim tasks, tests), else from the joint lists of a nestor_sim task.
+    """
+    path = pathlib.Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"task_files: cannot read {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"task_files: {path} is not valid YAML: {err}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"task_files: {path} must hold a mapping")
+    name = tree.get("name") or path.stem
+    if not isinstance(name, str):
+        raise ConfigError(f"task_files: {path}: name must be a string, got {name!r}")
+    if "obs_dim" in tree or "act_dim" in tree:
+        dims = (tree.get("obs_dim"), tree.get("act_dim"))
+    else:
+        dims = _joint_dims(path, tree)
+    for key, value in zip(("obs_dim", "act_dim"), dims, strict=True):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ConfigError(f"task_files: {path}: {key} must be a positive integer, got {value!r}")
+    return TaskSpec(name=name, file=str(path), obs_dim=dims[0], act_dim=dims[1])
+
+
+def load_tasks(paths: list[str]) -> dict[str, TaskSpec]:
+    """Load every task file; names must be unique."""
+    tasks: dict[str, TaskSpec] = {}
+    for path in paths:
+        spec = load_task(path)
+        if spec.name in tasks:
+            raise ConfigError(f"task_files: task {spec.name!r} defined twice ({tasks[spec.name].file}, {path})")
+        tasks[spec.name] = spec
+    return tasks

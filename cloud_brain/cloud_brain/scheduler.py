@@ -1,0 +1,261 @@
+"""The consolidation schedule: when to run a round, and running one in a child process.
+
+`round_due` is the rule. `ConsolidationScheduler` is the background thread that applies it per
+task and, for a due task, runs ONE round: it builds the request, calls the consolidation
+function in a 'spawn' child process (niced, one torch thread, so ingest keeps its CPU),
+registers the result as a new version whose parent is the active one, and activates it when
+the round accepted it (which pushes it to subscribers through the registry's on_activate).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import multiprocessing
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+
+from cloud_brain.config import ScheduleConfig, TaskSpec
+from cloud_brain.registry import ModelRegistry, ModelVersion
+from cloud_brain.store import ExperienceStore
+
+log = logging.getLogger(__name__)
+
+
+def round_due(new_transitions: int, seconds_since_last: float, schedule: ScheduleConfig) -> bool:
+    """A round is due on enough new transitions, or on enough time with a minimum of new ones."""
+    if new_transitions >= schedule.every_transitions:
+        return True
+    return new_transitions >= schedule.min_transitions and seconds_since_last >= schedule.every_seconds
+
+
+def resolve(path: str):
+    """Import `module:function`."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _child(function_path: str, request: dict, conn) -> None:
+    """Child process entry: lower priority, one torch thread, run the round, send the result."""
+    import os
+
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    try:
+        conn.send(("ok", resolve(function_path)(request)))
+    except BaseException:  # noqa: BLE001 - everything goes back to the parent as text
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+class RoundError(RuntimeError):
+    """A round that crashed, timed out, was cancelled or returned a malformed result."""
+
+
+def run_in_child(function_path: str, request: dict, timeout: float, stop: threading.Event | None = None) -> dict:
+    """Run `module:function`(request) in a fresh spawn-context process and return its result."""
+    ctx = multiprocessing.get_context("spawn")
+    parent_conn, child_conn = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_child, args=(function_path, request, child_conn), daemon=True,
+                          name="nestor-consolidation")
+    process.start()
+    child_conn.close()
+    deadline = time.monotonic() + timeout
+    try:
+        while not parent_conn.poll(0.2):
+            if stop is not None and stop.is_set():
+                raise RoundError("cancelled: server stopping")
+            if time.monotonic() > deadline:
+                raise RoundError(f"timed out after {timeout:.0f} s")
+            if not process.is_alive() and not parent_conn.poll(0):
+                raise RoundError(f"child exited with code {process.exitcode} without a result")
+        try:
+            status, payload = parent_conn.recv()
+        except EOFError:
+            raise RoundError(f"child exited with code {process.exitcode} without a result") from None
+        if status != "ok":
+            raise RoundError(f"round raised:\n{payload}")
+        return payload
+    finally:
+        parent_conn.close()
+        if process.is_alive():
+            process.join(2.0)
+        if process.is_alive():
+            process.terminate()
+            process.join(5.0)
+
+
+@dataclasses.dataclass
+class _TaskClock:
+    last_round_monotonic: float
+    not_before_monotonic: float = 0.0
+
+
+class ConsolidationScheduler:
+    """Background thread deciding and running consolidation rounds.
+
+    Args:
+        store: experience store (also records rounds).
+        registry: model registry (its on_activate publishes new versions).
+        tasks: task specs by name.
+        schedule: the schedule config.
+        consolidate: `module:function` path run in the child process.
+        seed: base seed; a task's round k gets seed + k.
+        db_path: path the child opens the store with (defaults to store.path).
+        in_process: run the function in this process (tests of the bookkeeping only).
+        metrics: optional Metrics for round counters.
+    """
+
+    def __init__(
+        self,
+        store: ExperienceStore,
+        registry: ModelRegistry,
+        tasks: Mapping[str, TaskSpec],
+        schedule: ScheduleConfig,
+        consolidate: str,
+        seed: int = 0,
+        db_path: str | None = None,
+        in_process: bool = False,
+        metrics=None,
+    ):
+        self.store = store
+        self.registry = registry
+        self.tasks = dict(tasks)
+        self.schedule = schedule
+        self.consolidate = consolidate
+        self.seed = seed
+        self.db_path = db_path or store.path
+        self.in_process = in_process
+        self.metrics = metrics
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        now = time.monotonic()
+        self._clocks = {name: _TaskClock(now) for name in self.tasks}
+
+    # --- decisions ----------------------------------------------------------------------------
+
+    def next_range(self, task: str) -> tuple[int, int]:
+        """Store rows (from, to] the next round of `task` would use."""
+        start = max(self.registry.last_experience_row(task), self.store.last_round_row(task))
+        end = self.store.max_row_id(task)
+        if self.schedule.max_rows_per_round and end > start:
+            rows = self.store.query(
+                "SELECT id FROM chunks WHERE task = ? AND id > ? ORDER BY id LIMIT 1 OFFSET ?",
+                (task, start, self.schedule.max_rows_per_round - 1),
+            )
+            if rows:
+                end = min(end, rows[0][0])
+        return start, end
+
+    def due(self, task: str, now: float | None = None) -> bool:
+        """Whether `task` should get a round now."""
+        now = time.monotonic() if now is None else now
+        clock = self._clocks[task]
+        if now < clock.not_before_monotonic or self.registry.active(task) is None:
+            return False
+        start, end = self.next_range(task)
+        new = self.store.count_transitions(task, after_row=start, up_to_row=end)
+        return round_due(new, now - clock.last_round_monotonic, self.schedule)
+
+    # --- one round ----------------------------------------------------------------------------
+
+    def run_round(self, task: str) -> ModelVersion | None:
+        """Run one round of `task` now; returns the registered version (None when it failed)."""
+        spec = self.tasks[task]
+        parent = self.registry.active(task)
+        if parent is None:
+            raise RoundError(f"task {task!r} has no active version to consolidate from")
+        start, end = self.next_range(task)
+        request = {
+            "db_path": self.db_path,
+            "task": task,
+            "task_file": spec.file,
+            "parent_version": parent.version,
+            "parent_onnx": parent.onnx,
+            "experience_from": start,
+            "experience_to": end,
+            "seed": self.seed + self.store.round_count(task, include_failed=True) + 1,
+        }
+        started = time.time()
+        clock = self._clocks.setdefault(task, _TaskClock(time.monotonic()))
+        try:
+            if self.in_process:
+                result = resolve(self.consolidate)(request)
+            else:
+                result = run_in_child(self.consolidate, request, self.schedule.round_timeout_seconds, self._stop)
+            onnx = result["onnx"]
+            if not isinstance(onnx, bytes) or not onnx:
+                raise RoundError("result: 'onnx' must be non-empty bytes")
+            accepted = bool(result["accepted"])
+            reason = str(result.get("reason", ""))
+            metrics = dict(result.get("metrics") or {})
+        except (RoundError, KeyError, TypeError, ValueError) as err:
+            log.error("consolidation round for %s failed: %s", task, err)
+            self.store.record_round(task, started, parent.version, start, end, error=str(err) or repr(err))
+            clock.not_before_monotonic = time.monotonic() + self.schedule.failure_backoff_seconds
+            if self.metrics is not None:
+                self.metrics.rounds.labels(task=task, outcome="failed").inc()
+            return None
+        model = self.registry.register(
+            task,
+            onnx,
+            result.get("io_signature") or parent.io_signature,
+            parent=parent.version,
+            metrics=metrics,
+            experience_from=start,
+            experience_to=end,
+            status="candidate" if accepted else "rejected",
+            reason=reason,
+        )
+        if accepted:
+            model = self.registry.promote(model.version)
+        self.store.record_round(task, started, parent.version, start, end, model.version, accepted, reason)
+        clock.last_round_monotonic = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.rounds.labels(task=task, outcome="accepted" if accepted else "rejected").inc()
+        log.info("round for %s: version %d %s (%s)", task, model.version, model.status, reason)
+        return model
+
+    # --- thread -------------------------------------------------------------------------------
+
+    def poll_once(self) -> list[ModelVersion | None]:
+        """Run a round for every task that is due now (sequentially)."""
+        results = []
+        for task in self.tasks:
+            if self._stop.is_set():
+                break
+            if self.due(task):
+                results.append(self.run_round(task))
+        return results
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.schedule.poll_seconds):
+            try:
+                self.poll_once()
+            except Exception:  # noqa: BLE001 - keep scheduling; the error is logged
+                log.exception("consolidation scheduler poll failed")
+
+    def start(self) -> None:
+        """Start the background thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="nestor-scheduler", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread, cancelling a running round; safe to call twice."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

@@ -1,0 +1,192 @@
+"""Process wiring: store, registry, bus, scheduler, servicers, health, metrics, signals.
+
+`CloudServer` owns every part and takes the model providers as parameters, so tests inject
+fakes and production resolves `config.initial_model` / `config.consolidate` lazily.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import signal
+import threading
+from collections.abc import Callable
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from nestor_core import nestor_pb2, nestor_pb2_grpc
+
+from cloud_brain.config import CloudConfig, TaskSpec, load_tasks
+from cloud_brain.metrics import Metrics
+from cloud_brain.model_bus import ModelBus
+from cloud_brain.registry import ModelRegistry, ModelVersion
+from cloud_brain.scheduler import ConsolidationScheduler, resolve
+from cloud_brain.servicers import ExperienceServicer, FleetServicer, ModelsServicer, experience_handler
+from cloud_brain.store import ExperienceStore
+
+log = logging.getLogger(__name__)
+
+InitialModelFn = Callable[[str, int], tuple[bytes, dict]]
+
+SERVICE_NAMES = tuple(
+    nestor_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("Experience", "Models", "Fleet")
+)
+
+
+class CloudServer:
+    """The cloud slow brain as one object: `start()`, then `stop()`.
+
+    Args:
+        config: validated CloudConfig.
+        initial_model_fn: (task_file, seed) -> (onnx bytes, io_signature); default resolves
+            `config.initial_model` (the lead's cloud_brain.policy_export.initial_model).
+        consolidate: `module:function` run in the round's child process; default
+            `config.consolidate`. Must be importable by a fresh process.
+        tasks: task specs by name; default loads `config.task_files`.
+    """
+
+    def __init__(
+        self,
+        config: CloudConfig,
+        initial_model_fn: InitialModelFn | None = None,
+        consolidate: str | None = None,
+        tasks: dict[str, TaskSpec] | None = None,
+    ):
+        self.config = config
+        self.tasks = tasks if tasks is not None else load_tasks(config.task_files)
+        self._initial_model_fn = initial_model_fn
+        self.metrics = Metrics()
+        self.bus = ModelBus()
+        self.store = ExperienceStore(config.db_path)
+        self.registry = ModelRegistry(
+            self.store, on_activate=self._on_activate, export_dir=config.model_dir, signing_key=config.signing_key
+        )
+        self.scheduler = ConsolidationScheduler(
+            self.store,
+            self.registry,
+            self.tasks,
+            config.schedule,
+            consolidate or config.consolidate,
+            seed=config.seed,
+            metrics=self.metrics,
+        )
+        self.health = health.HealthServicer()
+        self.server: grpc.Server | None = None
+        self.address = ""
+        self._metrics_http = None
+        self._stopped = threading.Event()
+
+    def _on_activate(self, model: ModelVersion) -> None:
+        self.metrics.active_version.labels(task=model.task).set(model.version)
+        self.bus.publish(model.task, model)
+
+    def ensure_initial_models(self) -> None:
+        """Register an initial active version for every task that has none."""
+        for name, spec in self.tasks.items():
+            active = self.registry.active(name)
+            if active is not None:
+                self._on_activate(active)
+                continue
+            provider = self._initial_model_fn or resolve(self.config.initial_model)
+            onnx, io_signature = provider(spec.file, self.config.seed)
+            model = self.registry.register(
+                name, onnx, io_signature, parent=0, metrics={}, status="active", reason="initial model"
+            )
+            log.info("registered initial model for %s as version %d", name, model.version)
+
+    def start(self) -> str:
+        """Bind, start serving and return the bound address host:port."""
+        self.ensure_initial_models()
+        options = [
+            ("grpc.max_receive_message_length", self.config.max_message_bytes),
+            ("grpc.max_send_message_length", self.config.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.max_workers), options=options)
+        server.add_generic_rpc_handlers(
+            (experience_handler(ExperienceServicer(self.store, self.tasks, self.metrics)),)
+        )
+        nestor_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(self.registry, self.bus, self.tasks), server)
+        nestor_pb2_grpc.add_FleetServicer_to_server(FleetServicer(self.store, self.registry, self.metrics), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        port = server.add_insecure_port(self.config.address)
+        if port == 0:
+            raise OSError(f"address: cannot bind {self.config.address}")
+        server.start()
+        self.server = server
+        self.address = f"{self.config.address.rpartition(':')[0]}:{port}"
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._metrics_http = self.metrics.serve_http(self.config.metrics_port, self.config.metrics_address)
+        if self.config.schedule.enabled:
+            self.scheduler.start()
+        log.info("cloud brain serving on %s (tasks: %s)", self.address, ", ".join(self.tasks))
+        return self.address
+
+    def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: NOT_SERVING, end Subscribe streams, drain RPCs, stop the scheduler."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.config.grace_seconds if grace is None else grace
+        self.health.enter_graceful_shutdown()
+        self.bus.close()
+        self.scheduler.stop()
+        if self.server is not None:
+            self.server.stop(grace).wait()
+        if self._metrics_http is not None:
+            http_server, thread = self._metrics_http
+            http_server.shutdown()
+            thread.join(5)
+        self.store.close()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until stopped; True when stopped."""
+        return self._stopped.wait(timeout)
+
+    def __enter__(self) -> CloudServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def write_ready_file(path: str, address: str) -> None:
+    """Atomically write {"address": ...} so a waiting process never reads a partial file."""
+    target = pathlib.Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps({"address": address}))
+    os.replace(tmp, target)
+
+
+def serve(
+    config: CloudConfig,
+    ready_file: str | None = None,
+    initial_model_fn: InitialModelFn | None = None,
+    consolidate: str | None = None,
+) -> int:
+    """Run the server until SIGTERM/SIGINT, then stop gracefully. Returns the exit code."""
+    stop_requested = threading.Event()
+
+    def _request_stop(signum, frame):
+        log.info("signal %d: stopping", signum)
+        stop_requested.set()
+
+    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    server = CloudServer(config, initial_model_fn=initial_model_fn, consolidate=consolidate)
+    try:
+        address = server.start()
+        if ready_file:
+            write_ready_file(ready_file, address)
+        while not stop_requested.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

@@ -1,0 +1,193 @@
+"""Thin gRPC servicers: convert messages, call the core, map errors to status codes.
+
+Experience.Ingest is registered with its own handler (`experience_handler`) whose request
+deserializer never raises: undecodable bytes become a `Malformed` marker, so the servicer can
+reject them with INVALID_ARGUMENT (reason "malformed") instead of gRPC's generic INTERNAL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+
+import grpc
+from google.protobuf.message import DecodeError
+from nestor_core import nestor_pb2, nestor_pb2_grpc
+
+from cloud_brain.config import TaskSpec
+from cloud_brain.ingest import ChunkError, SequenceGapError, ingest_chunk
+from cloud_brain.metrics import Metrics
+from cloud_brain.model_bus import ModelBus
+from cloud_brain.registry import ModelRegistry, ModelVersion, RegistryError
+from cloud_brain.store import ExperienceStore
+
+log = logging.getLogger(__name__)
+
+
+class Malformed:
+    """Stands in for a request whose bytes did not parse as an ExperienceChunk."""
+
+    def __init__(self, error: str):
+        self.error = error
+
+
+def _parse_chunk(data: bytes):
+    try:
+        return nestor_pb2.ExperienceChunk.FromString(data)
+    except DecodeError as err:
+        return Malformed(str(err))
+
+
+def model_info(model: ModelVersion) -> nestor_pb2.ModelInfo:
+    """Registry version -> ModelInfo (no ONNX bytes)."""
+    return nestor_pb2.ModelInfo(
+        version=model.version,
+        parent=model.parent,
+        task=model.task,
+        sha256=model.sha256,
+        status=model.status,
+        created_unix=model.created_unix,
+        metrics_json=json.dumps(model.metrics, sort_keys=True),
+        experience_from=model.experience_from,
+        experience_to=model.experience_to,
+    )
+
+
+def model_update(model: ModelVersion) -> nestor_pb2.ModelUpdate:
+    """Registry version -> ModelUpdate pushed to robots."""
+    return nestor_pb2.ModelUpdate(
+        version=model.version,
+        parent=model.parent,
+        task=model.task,
+        sha256=model.sha256,
+        onnx=model.onnx,
+        manifest=model.manifest,
+        signature=model.signature,
+    )
+
+
+_REGISTRY_CODES = {"not_found": grpc.StatusCode.NOT_FOUND, "precondition": grpc.StatusCode.FAILED_PRECONDITION}
+
+
+class ExperienceServicer:
+    """Experience.Ingest: one ack per chunk, each after the store's durable commit."""
+
+    def __init__(self, store: ExperienceStore, tasks: Mapping[str, TaskSpec] | None, metrics: Metrics):
+        self.store = store
+        self.tasks = tasks
+        self.metrics = metrics
+
+    def Ingest(self, request_iterator, context) -> Iterator[nestor_pb2.IngestAck]:
+        for chunk in request_iterator:
+            received = time.monotonic()
+            try:
+                if isinstance(chunk, Malformed):
+                    raise ChunkError("malformed", f"chunk: cannot decode ExperienceChunk: {chunk.error}")
+                result = ingest_chunk(self.store, chunk, self.tasks)
+            except ChunkError as err:
+                self._reject(context, err.reason, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            except SequenceGapError as err:
+                self._reject(context, err.reason, grpc.StatusCode.OUT_OF_RANGE, str(err))
+            except sqlite3.OperationalError as err:
+                # Busy/locked/disk trouble: nothing was committed, the robot may resend the chunk.
+                log.error("store error while ingesting from %s: %s", context.peer(), err)
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"store: {err}")
+            self.metrics.chunks.labels(task=chunk.task).inc()
+            self.metrics.transitions.labels(task=chunk.task).inc(result.stored)
+            self.metrics.duplicates.inc(result.duplicates)
+            self.metrics.dropped.inc(result.dropped)
+            self.metrics.ack_latency.observe(time.monotonic() - received)
+            yield nestor_pb2.IngestAck(
+                robot_id=result.robot_id,
+                acked_through_seq=result.acked_through,
+                stored=result.stored,
+                duplicates=result.duplicates,
+            )
+
+    def _reject(self, context, reason: str, code: grpc.StatusCode, message: str) -> None:
+        self.metrics.reject(reason)
+        log.warning("rejected chunk from %s (%s): %s", context.peer(), reason, message)
+        context.abort(code, message)
+
+
+def experience_handler(servicer: ExperienceServicer) -> grpc.GenericRpcHandler:
+    """The Experience service handler with a never-raising request deserializer."""
+    handlers = {
+        "Ingest": grpc.stream_stream_rpc_method_handler(
+            servicer.Ingest,
+            request_deserializer=_parse_chunk,
+            response_serializer=nestor_pb2.IngestAck.SerializeToString,
+        )
+    }
+    return grpc.method_handlers_generic_handler("nestor.v1.Experience", handlers)
+
+
+class ModelsServicer(nestor_pb2_grpc.ModelsServicer):
+    """Models: Subscribe streams the active version and each new one; List/Promote/Rollback."""
+
+    def __init__(self, registry: ModelRegistry, bus: ModelBus, tasks: Mapping[str, TaskSpec] | None):
+        self.registry = registry
+        self.bus = bus
+        self.tasks = tasks
+
+    def Subscribe(self, request, context):
+        if not request.task or (self.tasks is not None and request.task not in self.tasks):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"task: unknown task {request.task!r}")
+        # Wake the bus when the client goes away so this thread is released promptly.
+        context.add_callback(self.bus.wake)
+        for model in self.bus.subscribe(request.task, request.current_version, is_active=context.is_active):
+            yield model_update(model)
+
+    def List(self, request, context):
+        return nestor_pb2.ListModelsReply(models=[model_info(m) for m in self.registry.list(request.task or None)])
+
+    def Promote(self, request, context):
+        try:
+            return nestor_pb2.ModelReply(model=model_info(self.registry.promote(request.version)))
+        except RegistryError as err:
+            context.abort(_REGISTRY_CODES[err.code], str(err))
+
+    def Rollback(self, request, context):
+        try:
+            return nestor_pb2.ModelReply(model=model_info(self.registry.rollback(request.task)))
+        except RegistryError as err:
+            context.abort(_REGISTRY_CODES[err.code], str(err))
+
+
+class FleetServicer(nestor_pb2_grpc.FleetServicer):
+    """Fleet.GetStatus: robots, model versions and counters."""
+
+    def __init__(self, store: ExperienceStore, registry: ModelRegistry, metrics: Metrics):
+        self.store = store
+        self.registry = registry
+        self.metrics = metrics
+
+    def GetStatus(self, request, context):
+        return fleet_status(self.store, self.registry, self.metrics)
+
+
+def fleet_status(store: ExperienceStore, registry: ModelRegistry, metrics: Metrics) -> nestor_pb2.FleetStatus:
+    """Assemble FleetStatus from the store, the registry and the reject counters."""
+    robots = [
+        nestor_pb2.RobotStatus(
+            robot_id=r.robot_id,
+            task=r.task,
+            last_contact_unix=r.last_contact_unix,
+            transitions=r.transitions,
+            last_seq=r.last_seq,
+            model_version=r.model_version,
+            recent_cost=r.recent_cost,
+            dropped=r.dropped,
+        )
+        for r in store.robots()
+    ]
+    return nestor_pb2.FleetStatus(
+        robots=robots,
+        models=[model_info(m) for m in registry.list()],
+        transitions_stored=store.count_transitions(),
+        consolidation_rounds=store.round_count(),
+        rejected_by_reason=metrics.rejected_by_reason(),
+    )

@@ -1,0 +1,357 @@
+"""The experience store: one SQLite file (WAL, synchronous=FULL) shared with the model registry.
+
+Per robot, stored seqs are exactly 1..last_seq minus the ranges the robot declared dropped.
+`append` enforces that inside one transaction, so an ack sent after `append` returns refers to
+rows that survive a crash. Chunks are kept as re-encoded `ExperienceChunk` bytes (validated,
+trimmed to the newly stored tail) plus indexed columns for queries.
+
+The store serialises its own access with a lock, so one instance can be shared by every gRPC
+thread. Other processes (the consolidation child) open their own `ExperienceStore(path)`; WAL
+lets them read while the server writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import pathlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+
+from nestor_core import nestor_pb2
+from nestor_core.experience import ExperienceBatch, from_chunk, to_chunk
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS robots (
+    robot_id TEXT PRIMARY KEY,
+    task TEXT NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    transitions INTEGER NOT NULL DEFAULT 0,
+    dropped INTEGER NOT NULL DEFAULT 0,
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    model_version INTEGER NOT NULL DEFAULT 0,
+    recent_cost REAL NOT NULL DEFAULT 0,
+    first_contact_unix REAL NOT NULL,
+    last_contact_unix REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    robot_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    model_version INTEGER NOT NULL,
+    mean_cost REAL NOT NULL,
+    received_unix REAL NOT NULL,
+    chunk BLOB NOT NULL,
+    UNIQUE (robot_id, first_seq)
+);
+CREATE INDEX IF NOT EXISTS chunks_by_task ON chunks (task, id);
+CREATE TABLE IF NOT EXISTS dropped (
+    robot_id TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    received_unix REAL NOT NULL,
+    PRIMARY KEY (robot_id, first_seq)
+);
+CREATE TABLE IF NOT EXISTS models (
+    version INTEGER PRIMARY KEY,
+    task TEXT NOT NULL,
+    parent INTEGER NOT NULL,
+    created_unix REAL NOT NULL,
+    sha256 TEXT NOT NULL,
+    onnx BLOB NOT NULL,
+    manifest BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    io_signature_json TEXT NOT NULL,
+    metrics_json TEXT NOT NULL,
+    experience_from INTEGER NOT NULL,
+    experience_to INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('active', 'candidate', 'rejected', 'retired')),
+    reason TEXT NOT NULL DEFAULT ''
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_active_per_task ON models (task) WHERE status = 'active';
+CREATE TABLE IF NOT EXISTS rounds (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    task TEXT NOT NULL,
+    started_unix REAL NOT NULL,
+    finished_unix REAL NOT NULL,
+    parent_version INTEGER NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0,
+    accepted INTEGER NOT NULL DEFAULT 0,
+    experience_from INTEGER NOT NULL,
+    experience_to INTEGER NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT ''
+);
+"""
+
+_READ_PAGE = 256
+
+
+class SequenceGapError(Exception):
+    """A chunk starts after the next expected seq (plus the drops it declared): OUT_OF_RANGE."""
+
+    reason = "sequence_gap"
+
+    def __init__(self, robot_id: str, expected: int, got: int, dropped_before: int):
+        self.robot_id = robot_id
+        self.expected = expected
+        self.got = got
+        declared = f" (last_seq + 1 + dropped_before={dropped_before})" if dropped_before else ""
+        super().__init__(f"first_seq: robot {robot_id!r} expected seq {expected}{declared}, got {got}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AppendResult:
+    """What one chunk did to the store.
+
+    Attributes:
+        robot_id: the chunk's robot.
+        stored: transitions newly stored.
+        duplicates: transitions of the chunk that were already stored (or declared dropped).
+        dropped: transitions the chunk declared dropped and that were recorded now.
+        acked_through: the robot's last_seq after the commit; every seq <= it is settled.
+        row_id: store row of the new chunk, 0 when nothing was stored.
+    """
+
+    robot_id: str
+    stored: int
+    duplicates: int
+    dropped: int
+    acked_through: int
+    row_id: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RobotRecord:
+    """One row of the robots table (see RobotStatus in the proto)."""
+
+    robot_id: str
+    task: str
+    last_seq: int
+    transitions: int
+    dropped: int
+    duplicates: int
+    model_version: int
+    recent_cost: float
+    first_contact_unix: float
+    last_contact_unix: float
+
+
+class ExperienceStore:
+    """Durable experience and the robots' sequence state, in one SQLite file.
+
+    Args:
+        path: SQLite file; created with its parent directory when missing.
+        timeout: seconds a connection waits for another process's write lock.
+    """
+
+    def __init__(self, path: str | pathlib.Path, timeout: float = 30.0):
+        self.path = str(path)
+        if self.path != ":memory:":
+            pathlib.Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a commit is explicit.
+        self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        self.lock = threading.RLock()
+        with self.lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        """Close the connection; safe to call twice."""
+        with self.lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT (durable on return) or ROLLBACK on any exception."""
+        with self.lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Run a read query and return all rows."""
+        with self.lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def append(self, batch: ExperienceBatch, now: float | None = None) -> AppendResult:
+        """Store the part of a validated batch that is new, enforcing the sequence invariant.
+
+        Duplicate (wholly <= last_seq): stores nothing. Overlap: stores only the new tail.
+        Contiguous (first_seq == last_seq + 1 + dropped_before): stores all and records the
+        declared dropped range. Anything else raises SequenceGapError and stores nothing.
+        """
+        now = time.time() if now is None else now
+        n = len(batch)
+        with self.transaction() as conn:
+            row = conn.execute("SELECT last_seq FROM robots WHERE robot_id = ?", (batch.robot_id,)).fetchone()
+            last = row[0] if row else 0
+            if row is None:
+                conn.execute(
+                    "INSERT INTO robots (robot_id, task, first_contact_unix, last_contact_unix) VALUES (?, ?, ?, ?)",
+                    (batch.robot_id, batch.task, now, now),
+                )
+            if batch.last_seq <= last:
+                conn.execute(
+                    "UPDATE robots SET duplicates = duplicates + ?, last_contact_unix = ? WHERE robot_id = ?",
+                    (n, now, batch.robot_id),
+                )
+                return AppendResult(batch.robot_id, 0, n, 0, last)
+            dropped = 0
+            if batch.first_seq <= last:
+                tail = batch.slice(last + 1 - batch.first_seq, n)
+            elif batch.first_seq == last + 1 + batch.dropped_before:
+                tail = batch
+                dropped = batch.dropped_before
+                if dropped:
+                    conn.execute(
+                        "INSERT INTO dropped (robot_id, first_seq, count, received_unix) VALUES (?, ?, ?, ?)",
+                        (batch.robot_id, batch.first_seq - dropped, dropped, now),
+                    )
+            else:
+                raise SequenceGapError(batch.robot_id, last + 1 + batch.dropped_before, batch.first_seq,
+                                       batch.dropped_before)
+            chunk = to_chunk(tail)
+            mean_cost = float(tail.cost.mean())
+            cursor = conn.execute(
+                "INSERT INTO chunks (robot_id, task, first_seq, count, model_version, mean_cost, received_unix, chunk)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (tail.robot_id, tail.task, tail.first_seq, len(tail), chunk.model_version, mean_cost, now,
+                 chunk.SerializeToString()),
+            )
+            conn.execute(
+                "UPDATE robots SET task = ?, last_seq = ?, transitions = transitions + ?, dropped = dropped + ?,"
+                " duplicates = duplicates + ?, model_version = ?, recent_cost = ?, last_contact_unix = ?"
+                " WHERE robot_id = ?",
+                (tail.task, tail.last_seq, len(tail), dropped, n - len(tail), int(tail.model_versions[-1]),
+                 mean_cost, now, batch.robot_id),
+            )
+            return AppendResult(batch.robot_id, len(tail), n - len(tail), dropped, tail.last_seq, cursor.lastrowid)
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def max_row_id(self, task: str | None = None) -> int:
+        """Largest chunk row id (of `task` when given); 0 when empty. Row ids never repeat."""
+        if task is None:
+            row = self.query("SELECT MAX(id) FROM chunks")
+        else:
+            row = self.query("SELECT MAX(id) FROM chunks WHERE task = ?", (task,))
+        return int(row[0][0] or 0)
+
+    def count_transitions(self, task: str | None = None, after_row: int = 0, up_to_row: int | None = None) -> int:
+        """Transitions stored (of `task` when given) in rows (after_row, up_to_row]."""
+        sql, params = "SELECT COALESCE(SUM(count), 0) FROM chunks WHERE id > ?", [after_row]
+        if task is not None:
+            sql += " AND task = ?"
+            params.append(task)
+        if up_to_row is not None:
+            sql += " AND id <= ?"
+            params.append(up_to_row)
+        return int(self.query(sql, tuple(params))[0][0])
+
+    def read_rows(
+        self, task: str, after_row: int = 0, up_to_row: int | None = None, limit_rows: int | None = None
+    ) -> Iterator[tuple[int, ExperienceBatch]]:
+        """(row id, batch) of `task` in row order over (after_row, up_to_row], at most limit_rows.
+
+        Reads in pages so the lock is never held while the caller works on a batch.
+        """
+        remaining = limit_rows if limit_rows is not None else -1
+        cursor_row = after_row
+        upper = up_to_row if up_to_row is not None else 2**62
+        while remaining != 0:
+            page = _READ_PAGE if remaining < 0 else min(_READ_PAGE, remaining)
+            rows = self.query(
+                "SELECT id, chunk FROM chunks WHERE task = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?",
+                (task, cursor_row, upper, page),
+            )
+            if not rows:
+                return
+            for row_id, blob in rows:
+                yield row_id, from_chunk(nestor_pb2.ExperienceChunk.FromString(blob))
+            cursor_row = rows[-1][0]
+            if remaining > 0:
+                remaining -= len(rows)
+
+    def read_batches(
+        self, task: str, after_row: int = 0, up_to_row: int | None = None, limit_rows: int | None = None
+    ) -> Iterator[ExperienceBatch]:
+        """Batches of `task` stored in rows (after_row, up_to_row], oldest first."""
+        for _, batch in self.read_rows(task, after_row, up_to_row, limit_rows):
+            yield batch
+
+    def robot(self, robot_id: str) -> RobotRecord | None:
+        """One robot's record, or None when it never sent a chunk."""
+        rows = self.query(f"SELECT {_ROBOT_COLUMNS} FROM robots WHERE robot_id = ?", (robot_id,))
+        return RobotRecord(*rows[0]) if rows else None
+
+    def robots(self) -> list[RobotRecord]:
+        """Every robot, by id."""
+        return [RobotRecord(*row) for row in self.query(f"SELECT {_ROBOT_COLUMNS} FROM robots ORDER BY robot_id")]
+
+    def stored_seqs(self, robot_id: str) -> list[tuple[int, int]]:
+        """(first_seq, count) of every stored chunk of a robot, by seq."""
+        return self.query("SELECT first_seq, count FROM chunks WHERE robot_id = ? ORDER BY first_seq", (robot_id,))
+
+    def dropped_ranges(self, robot_id: str) -> list[tuple[int, int]]:
+        """(first_seq, count) of every range the robot declared dropped, by seq."""
+        return self.query("SELECT first_seq, count FROM dropped WHERE robot_id = ? ORDER BY first_seq", (robot_id,))
+
+    # --- consolidation rounds -----------------------------------------------------------------
+
+    def record_round(
+        self,
+        task: str,
+        started_unix: float,
+        parent_version: int,
+        experience_from: int,
+        experience_to: int,
+        version: int = 0,
+        accepted: bool = False,
+        reason: str = "",
+        error: str = "",
+    ) -> int:
+        """Record a finished (or failed) consolidation round; returns its id."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO rounds (task, started_unix, finished_unix, parent_version, version, accepted,"
+                " experience_from, experience_to, reason, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (task, started_unix, time.time(), parent_version, version, int(accepted), experience_from,
+                 experience_to, reason, error),
+            )
+            return cursor.lastrowid
+
+    def round_count(self, task: str | None = None, include_failed: bool = False) -> int:
+        """Consolidation rounds recorded (of `task` when given); failed ones only on request."""
+        sql, params = "SELECT COUNT(*) FROM rounds WHERE 1 = 1", []
+        if task is not None:
+            sql += " AND task = ?"
+            params.append(task)
+        if not include_failed:
+            sql += " AND error = ''"
+        return int(self.query(sql, tuple(params))[0][0])
+
+    def last_round_row(self, task: str) -> int:
+        """experience_to of the task's last recorded round (successful or not); 0 when none."""
+        row = self.query("SELECT MAX(experience_to) FROM rounds WHERE task = ? AND error = ''", (task,))
+        return int(row[0][0] or 0)
+
+
+_ROBOT_COLUMNS = (
+    "robot_id, task, last_seq, transitions, dropped, duplicates, model_version, recent_cost,"
+    " first_contact_unix, last_contact_unix"
+)

@@ -1,0 +1,75 @@
+"""Test helpers: chunk builders and stand-ins for the lead's model modules.
+
+Importable by spawn children and server subprocesses (conftest puts this directory on sys.path).
+
+`initial_model` plays cloud_brain.policy_export.initial_model; `run_round` and friends play
+cloud_brain.consolidation.run_round (they return the parent's bytes plus a marker).
+"""
+
+import hashlib
+import os
+
+import numpy as np
+from nestor_core.experience import ExperienceBatch, to_chunk
+
+OBS_DIM, ACT_DIM = 3, 2
+
+
+def make_batch(robot="r1", first_seq=1, n=5, task="arm", obs_dim=OBS_DIM, act_dim=ACT_DIM, dropped_before=0,
+               version=1) -> ExperienceBatch:
+    """A valid batch whose obs[:, 0] holds the seq numbers (so tests can check which rows were stored)."""
+    seqs = np.arange(first_seq, first_seq + n)
+    obs = np.zeros((n, obs_dim), np.float32)
+    obs[:, 0] = seqs
+    return ExperienceBatch(
+        robot_id=robot,
+        task=task,
+        first_seq=first_seq,
+        obs=obs,
+        action=np.full((n, act_dim), 0.5, np.float32),
+        cost=(seqs % 7).astype(np.float32),
+        fast_read=np.zeros((n, act_dim), np.float32),
+        slow_read=np.zeros((n, act_dim), np.float32),
+        surprise=np.ones(n, np.float32),
+        stamp=seqs * 0.01,
+        model_versions=np.full(n, version, np.int64),
+        l1_state=np.zeros((act_dim, 4), np.float32),
+        dropped_before=dropped_before,
+    )
+
+
+def make_chunk(**kwargs):
+    return to_chunk(make_batch(**kwargs))
+
+
+def initial_model(task_file: str, seed: int = 0) -> tuple[bytes, dict]:
+    """Fake ONNX bytes that differ per task file and seed."""
+    digest = hashlib.sha256(f"{task_file}:{seed}".encode()).hexdigest()[:16]
+    return f"fake-onnx:{digest}".encode(), {"inputs": {"obs": [1, 3]}, "outputs": {"action": [1, 2]}}
+
+
+def run_round(request: dict) -> dict:
+    """Accepts a child of the parent; reports the child's niceness and torch threads."""
+    import torch
+    from cloud_brain.store import ExperienceStore
+
+    store = ExperienceStore(request["db_path"])
+    n = sum(len(b) for b in store.read_batches(request["task"], request["experience_from"], request["experience_to"]))
+    store.close()
+    return {
+        "onnx": request["parent_onnx"] + b"+round",
+        "accepted": True,
+        "reason": "fake: always better",
+        "metrics": {"transitions": n, "nice": os.nice(0), "torch_threads": torch.get_num_threads(),
+                    "pid": os.getpid()},
+    }
+
+
+def reject_round(request: dict) -> dict:
+    """Rejects its child."""
+    return {"onnx": request["parent_onnx"] + b"+worse", "accepted": False, "reason": "fake: worse", "metrics": {}}
+
+
+def crash_round(request: dict) -> dict:
+    """Raises inside the round."""
+    raise RuntimeError("fake consolidation crashed")

@@ -1,0 +1,57 @@
+"""Shared fixtures of the cloud brain tests: chunks, task files, a live server on 127.0.0.1:0."""
+
+import pathlib
+import sys
+
+import pytest
+
+HERE = pathlib.Path(__file__).resolve().parent
+# cloud_testlib must be importable by spawn children and server subprocesses too.
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import cloud_testlib  # noqa: E402
+from cloud_brain.config import CloudConfig, ScheduleConfig, TaskSpec  # noqa: E402
+from cloud_brain.server import CloudServer  # noqa: E402
+from cloud_testlib import ACT_DIM, OBS_DIM  # noqa: E402
+
+
+@pytest.fixture
+def task_files(tmp_path):
+    """Two tiny tasks with explicit dims: arm (3, 2) and crane (6, 1)."""
+    arm = tmp_path / "arm.yaml"
+    arm.write_text(f"name: arm\nobs_dim: {OBS_DIM}\nact_dim: {ACT_DIM}\n")
+    crane = tmp_path / "crane.yaml"
+    crane.write_text("name: crane\nobs_dim: 6\nact_dim: 1\n")
+    return [str(arm), str(crane)]
+
+
+@pytest.fixture
+def tasks(task_files):
+    return {
+        "arm": TaskSpec("arm", task_files[0], OBS_DIM, ACT_DIM),
+        "crane": TaskSpec("crane", task_files[1], 6, 1),
+    }
+
+
+@pytest.fixture
+def cloud_config(tmp_path, task_files):
+    return CloudConfig(
+        address="127.0.0.1:0",
+        db_path=str(tmp_path / "cloud.db"),
+        model_dir="",
+        task_files=task_files,
+        schedule=ScheduleConfig(enabled=False),
+        max_workers=256,
+        grace_seconds=1.0,
+        initial_model="cloud_testlib:initial_model",
+        consolidate="cloud_testlib:run_round",
+    ).validate()
+
+
+@pytest.fixture
+def server(cloud_config):
+    srv = CloudServer(cloud_config, initial_model_fn=cloud_testlib.initial_model)
+    srv.start()
+    yield srv
+    srv.stop(0.5)

@@ -1,0 +1,110 @@
+"""`nestor-cloud` against a live `nestor-cloud serve` subprocess on 127.0.0.1, port 0."""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+HERE = pathlib.Path(__file__).resolve().parent
+CLI = [sys.executable, "-m", "cloud_brain.cli"]
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def _run(*args, timeout=30):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=_env())
+
+
+@pytest.fixture
+def live_server(tmp_path, task_files):
+    config = tmp_path / "cloud.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "address": "127.0.0.1:50051",  # overridden by --address below
+                "db_path": str(tmp_path / "cloud.db"),
+                "model_dir": str(tmp_path / "models"),
+                "task_files": task_files,
+                "initial_model": "cloud_testlib:initial_model",
+                "consolidate": "cloud_testlib:run_round",
+                "grace_seconds": 1.0,
+                "schedule": {"enabled": False},
+            }
+        )
+    )
+    ready = tmp_path / "ready.json"
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--config", str(config), "--address", "127.0.0.1:0", "--ready-file", str(ready)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "server did not become ready"
+        time.sleep(0.05)
+    yield json.loads(ready.read_text())["address"], proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_status_json_and_models_commands(live_server, tmp_path):
+    address, proc = live_server
+    assert address.startswith("127.0.0.1:") and not address.endswith(":0")
+    result = _run("status", "--address", address, "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert sorted(m["task"] for m in status["models"]) == ["arm", "crane"]
+    assert all(m["status"] == "active" for m in status["models"])
+    assert status["robots"] == [] and int(status["transitions_stored"]) == 0
+    assert (tmp_path / "models" / "v1_arm.onnx").exists()
+
+    table = _run("status", "--address", address)
+    assert table.returncode == 0 and "model versions" in table.stdout
+
+    listed = _run("models", "list", "--address", address, "--task", "crane", "--json")
+    assert [m["task"] for m in json.loads(listed.stdout)["models"]] == ["crane"]
+
+    rollback = _run("models", "rollback", "--address", address, "--task", "arm")
+    assert rollback.returncode == 1 and "FAILED_PRECONDITION" in rollback.stderr
+    promote = _run("models", "promote", "1", "--address", address, "--json")
+    assert promote.returncode == 0 and json.loads(promote.stdout)["model"]["status"] == "active"
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+def test_unreachable_server_exits_2_with_one_line():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = pathlib.Path(sys.executable).with_name("nestor-cloud")  # the installed console script
+    command = [str(script)] if script.exists() else CLI
+    result = subprocess.run(
+        [*command, "status", "--address", f"127.0.0.1:{port}", "--timeout", "2"],
+        capture_output=True, text=True, timeout=30, env=_env(),
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "cannot reach cloud brain" in result.stderr
+
+
+def test_bad_config_exits_2_naming_the_field(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("max_workers: 4\n")
+    result = _run("serve", "--config", str(config))
+    assert result.returncode == 2 and "max_workers" in result.stderr

@@ -1,0 +1,139 @@
+"""ROS node `uplink`: runs the experience Uplink in a background thread and reports its state.
+
+Publishes diagnostic_msgs/DiagnosticArray on `uplink/status` every status_period_s (spool depth,
+acked seq, drops, stream counters).
+"""
+
+import dataclasses
+import logging
+import threading
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nestor_core import qos
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+
+from nestor_robot.spool import Spool
+from nestor_robot.uplink import Uplink, UplinkConfig
+
+STATUS_TOPIC = "uplink/status"
+
+
+@dataclasses.dataclass
+class UplinkNodeConfig:
+    """Parameters of the `uplink` node.
+
+    Attributes:
+        robot_id: this robot; must match the spool's owner.
+        spool_path: SQLite spool file shared with the policy node.
+        cloud_address: host:port of the cloud's Experience service.
+        window: most chunks in flight without an ack.
+        backoff_min_s: first reconnect delay after an error.
+        backoff_max_s: cap of the reconnect delay.
+        stream_deadline_s: deadline of one Ingest stream (reopened when it expires).
+        ack_timeout_s: reopen the stream when an ack is this late.
+        poll_period_s: how often an idle stream looks for new chunks.
+        status_period_s: period of the uplink/status diagnostics.
+    """
+
+    robot_id: str = "robot_0"
+    spool_path: str = "/tmp/nestor_spool.sqlite"
+    cloud_address: str = "127.0.0.1:50051"
+    window: int = 8
+    backoff_min_s: float = 0.1
+    backoff_max_s: float = 10.0
+    stream_deadline_s: float = 300.0
+    ack_timeout_s: float = 30.0
+    poll_period_s: float = 0.05
+    status_period_s: float = 1.0
+
+    def uplink_config(self) -> UplinkConfig:
+        return UplinkConfig(
+            window=self.window,
+            backoff_min_s=self.backoff_min_s,
+            backoff_max_s=self.backoff_max_s,
+            stream_deadline_s=self.stream_deadline_s,
+            ack_timeout_s=self.ack_timeout_s,
+            poll_period_s=self.poll_period_s,
+        ).validate()
+
+
+def declare_config(node: Node, cls) -> object:
+    """Declare every dataclass field as a described parameter with the dataclass default; read back."""
+    doc = cls.__doc__ or ""
+    values = {}
+    for field in dataclasses.fields(cls):
+        description = next(
+            (line.strip() for line in doc.splitlines() if line.strip().startswith(f"{field.name}:")), field.name
+        )
+        default = field.default
+        # Floats accept integer overrides (`-p backoff_max_s:=5`); the value is cast below.
+        descriptor = ParameterDescriptor(description=description, dynamic_typing=isinstance(default, float))
+        node.declare_parameter(field.name, default, descriptor)
+        values[field.name] = type(default)(node.get_parameter(field.name).value)
+    return cls(**values)
+
+
+class UplinkNode(Node):
+    def __init__(self):
+        super().__init__("uplink")
+        self.config = declare_config(self, UplinkNodeConfig)
+        if not self.config.status_period_s > 0:
+            raise ValueError(f"status_period_s: must be > 0, got {self.config.status_period_s}")
+        self.spool = Spool(self.config.spool_path, self.config.robot_id)
+        self.uplink = Uplink(self.spool, self.config.cloud_address, self.config.uplink_config())
+        self.status_pub = self.create_publisher(DiagnosticArray, STATUS_TOPIC, qos.STATUS_QOS)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.uplink.run, args=(self.stop_event,), name="uplink", daemon=True)
+        self.thread.start()
+        self.timer = self.create_timer(self.config.status_period_s, self.publish_status)
+        self._last_dropped = self.spool.stats()["dropped"]
+        self.get_logger().info(f"uplink: {self.config.spool_path} -> {self.config.cloud_address}")
+
+    def publish_status(self) -> None:
+        spool = self.spool.stats()
+        link = self.uplink.stats()
+        if spool["dropped"] > self._last_dropped:
+            self.get_logger().warning(
+                f"spool dropped {spool['dropped'] - self._last_dropped} transitions "
+                f"(evicted {spool['evicted']}, rejected {spool['rejected']}, quarantined {spool['quarantined']} total)"
+            )
+            self._last_dropped = spool["dropped"]
+        status = DiagnosticStatus(name="uplink", hardware_id=self.config.robot_id)
+        if link["connected"]:
+            status.level, status.message = DiagnosticStatus.OK, "streaming"
+        else:
+            status.level, status.message = DiagnosticStatus.WARN, link["last_error"] or "connecting"
+        values = {**{f"spool.{k}": v for k, v in spool.items()}, **link}
+        status.values = [KeyValue(key=str(k), value=str(v)) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.status_pub.publish(msg)
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=5.0)
+        self.spool.close()
+
+
+def main(args=None):
+    # The plain-logic modules log through `logging`; show their warnings and drops.
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = UplinkNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,337 @@
+"""Weight sync: receive model versions from the cloud, verify them, store them atomically, announce them.
+
+A version is announced only after it passed every check (sha256 of the bytes, the manifest's
+sha256, onnx.checker, the policy input/output signature and a finite smoke inference, via
+`nestor_core.policy_model.load_model`) and was written durably as `<model_dir>/<task>-v<version>.onnx`
+with a `.json` sidecar that marks the file complete. Any failure keeps the current model, and is
+logged and counted by reason.
+
+Plain client logic, no rclpy: `weight_sync_node` wraps it in a ROS node.
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable
+
+import grpc
+from nestor_core import nestor_pb2, nestor_pb2_grpc
+from nestor_core.policy_model import load_model
+
+from nestor_robot.uplink import Backoff, open_channel
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class WeightSyncConfig:
+    """How weight sync talks to the cloud.
+
+    Attributes:
+        backoff_min_s: first reconnect delay after an error.
+        backoff_max_s: cap of the exponentially growing reconnect delay (full jitter below it).
+        stream_deadline_s: deadline of one Subscribe stream; when it expires the robot re-subscribes
+            at once with its current version.
+        max_model_bytes: largest ONNX model accepted (also the channel's receive limit, plus slack).
+        channel_credentials: returns credentials for a TLS channel; None means insecure (loopback).
+        channel_options: extra gRPC channel options.
+    """
+
+    backoff_min_s: float = 0.2
+    backoff_max_s: float = 30.0
+    stream_deadline_s: float = 600.0
+    max_model_bytes: int = 128 * 1024 * 1024
+    channel_credentials: Callable[[], grpc.ChannelCredentials] | None = None
+    channel_options: tuple = ()
+
+    def validate(self) -> "WeightSyncConfig":
+        if not 0 < self.backoff_min_s <= self.backoff_max_s:
+            raise ValueError(
+                f"backoff_min_s/backoff_max_s: need 0 < min <= max, got {self.backoff_min_s}, {self.backoff_max_s}"
+            )
+        if self.stream_deadline_s <= 0:
+            raise ValueError(f"stream_deadline_s: must be > 0, got {self.stream_deadline_s}")
+        if self.max_model_bytes < 1:
+            raise ValueError(f"max_model_bytes: must be >= 1, got {self.max_model_bytes}")
+        return self
+
+
+class UpdateRejected(Exception):
+    """A model update that failed verification; `reason` is a short metric label."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def model_path(model_dir: str, task: str, version: int) -> str:
+    return os.path.join(model_dir, f"{task}-v{version}.onnx")
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write via a temporary file in the same directory, fsync, os.replace and fsync the directory."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class WeightSync:
+    """Subscribes to the task's model versions and announces each verified one.
+
+    Args:
+        target: cloud address, e.g. "127.0.0.1:50051".
+        robot_id: this robot.
+        task: model lineage to follow.
+        model_dir: where verified models are kept (created if missing).
+        on_model: called with {"version", "path", "sha256", "task", "parent"} for every verified
+            model, from the sync thread; it must not block for long.
+        config: transport settings.
+        loader: verifies ONNX bytes, signature `load_model(onnx_bytes, expected_sha256, version)`,
+            raising on any failure; defaults to `nestor_core.policy_model.load_model`.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        robot_id: str,
+        task: str,
+        model_dir: str,
+        on_model: Callable[[dict], None],
+        config: WeightSyncConfig | None = None,
+        loader: Callable | None = None,
+    ):
+        if not robot_id:
+            raise ValueError("robot_id: must not be empty")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", task or ""):
+            raise ValueError(f"task: must be a plain name ([A-Za-z0-9_.-]+), got {task!r}")
+        self.target = target
+        self.robot_id = robot_id
+        self.task = task
+        self.model_dir = str(model_dir)
+        self.on_model = on_model
+        self.config = (config or WeightSyncConfig()).validate()
+        self.loader = loader or load_model
+        os.makedirs(self.model_dir, exist_ok=True)
+        self._lock = threading.Lock()
+        self._call = None
+        self.current: dict | None = None
+        self._stats = {
+            "updates": 0,
+            "accepted": 0,
+            "unchanged": 0,
+            "rejected": 0,
+            "rejected_by_reason": {},
+            "reconnects": 0,
+            "last_error": "",
+            "connected": False,
+        }
+
+    # ---------------------------------------------------------------- public
+
+    def load_local(self) -> dict | None:
+        """Adopt the newest complete, verified local model (announcing it); None when there is none."""
+        for info in self._local_models():
+            try:
+                with open(info["path"], "rb") as f:
+                    self.loader(f.read(), expected_sha256=info["sha256"], version=info["version"])
+            except Exception as err:  # a damaged local file is skipped, never used
+                log.error("weight_sync: local model %s failed verification: %s", info["path"], err)
+                continue
+            self.current = info
+            self._announce(info)
+            return info
+        return None
+
+    def current_version(self) -> int:
+        return int(self.current["version"]) if self.current else 0
+
+    def run(self, stop_event: threading.Event) -> None:
+        """Subscribe until stop_event is set, re-subscribing after errors and expired deadlines."""
+        backoff = Backoff(self.config.backoff_min_s, self.config.backoff_max_s)
+        watcher = threading.Thread(target=self._cancel_on_stop, args=(stop_event,), daemon=True)
+        watcher.start()
+        while not stop_event.is_set():
+            channel = open_channel(
+                self.target,
+                self.config.channel_credentials,
+                [
+                    ("grpc.max_receive_message_length", self.config.max_model_bytes + (1 << 20)),
+                    *self.config.channel_options,
+                ],
+            )
+            try:
+                error = self._subscribe_once(channel, stop_event)
+            except Exception as err:  # never let one bad update or a local error end the sync thread
+                log.exception("weight_sync: subscription failed")
+                with self._lock:
+                    self._stats["last_error"] = f"{type(err).__name__}: {err}"
+                error = err
+            finally:
+                channel.close()
+            if stop_event.is_set():
+                break
+            with self._lock:
+                self._stats["reconnects"] += 1
+            if isinstance(error, grpc.RpcError) and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                backoff.reset()
+                continue  # the stream reached its deadline: re-subscribe now
+            if error is None:
+                backoff.reset()  # the cloud closed the stream cleanly: re-subscribe soon
+                stop_event.wait(self.config.backoff_min_s)
+                continue
+            stop_event.wait(backoff.next_delay())
+
+    def handle_update(self, update: nestor_pb2.ModelUpdate) -> dict | None:
+        """Verify, store and announce one update; returns the announced info, None if not announced."""
+        with self._lock:
+            self._stats["updates"] += 1
+        try:
+            info = self._verify_and_store(update)
+        except Exception as err:  # every failure keeps the old model; the reason is counted
+            reason = getattr(err, "reason", None) or type(err).__name__
+            log.error("weight_sync: rejected %s v%d (%s): %s", update.task, update.version, reason, err)
+            with self._lock:
+                self._stats["rejected"] += 1
+                by_reason = self._stats["rejected_by_reason"]
+                by_reason[reason] = by_reason.get(reason, 0) + 1
+            return None
+        if info is None:
+            with self._lock:
+                self._stats["unchanged"] += 1
+            return None
+        self.current = info
+        with self._lock:
+            self._stats["accepted"] += 1
+        log.info("weight_sync: model %s v%d verified and stored at %s", info["task"], info["version"], info["path"])
+        self._announce(info)
+        return info
+
+    def _announce(self, info: dict) -> None:
+        try:
+            self.on_model(dict(info))
+        except Exception:  # a failing subscriber must not stop the sync; the model stays stored
+            log.exception("weight_sync: on_model callback failed for v%d", info["version"])
+
+    def stats(self) -> dict:
+        with self._lock:
+            out = dict(self._stats)
+            out["rejected_by_reason"] = dict(out["rejected_by_reason"])
+        out["current_version"] = self.current_version()
+        return out
+
+    # ---------------------------------------------------------------- internals
+
+    def _subscribe_once(self, channel: grpc.Channel, stop_event: threading.Event) -> grpc.RpcError | None:
+        stub = nestor_pb2_grpc.ModelsStub(channel)
+        request = nestor_pb2.SubscribeRequest(
+            robot_id=self.robot_id, task=self.task, current_version=self.current_version()
+        )
+        try:
+            call = stub.Subscribe(request, timeout=self.config.stream_deadline_s)
+            with self._lock:
+                self._call = call
+            if stop_event.is_set():
+                call.cancel()
+            for update in call:
+                with self._lock:
+                    self._stats["connected"] = True
+                self.handle_update(update)
+            return None
+        except grpc.RpcError as err:
+            if not stop_event.is_set() and err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                text = f"{err.code().name}: {err.details()}"
+                log.warning("weight_sync: stream ended: %s", text)
+                with self._lock:
+                    self._stats["last_error"] = text
+            return err
+        finally:
+            with self._lock:
+                self._call = None
+                self._stats["connected"] = False
+
+    def _verify_and_store(self, update: nestor_pb2.ModelUpdate) -> dict | None:
+        version = int(update.version)
+        if update.task != self.task:
+            raise UpdateRejected("wrong_task", f"task {update.task!r}, subscribed to {self.task!r}")
+        if version < 1:
+            raise UpdateRejected("bad_version", f"version must be >= 1, got {version}")
+        if len(update.onnx) > self.config.max_model_bytes:
+            raise UpdateRejected("too_large", f"{len(update.onnx)} bytes > max_model_bytes")
+        digest = hashlib.sha256(update.onnx).hexdigest()
+        if digest != update.sha256.lower():
+            raise UpdateRejected("sha256_mismatch", f"onnx sha256 {digest} != announced {update.sha256}")
+        if update.manifest:
+            try:
+                manifest = json.loads(update.manifest)
+            except ValueError as err:
+                raise UpdateRejected("bad_manifest", f"manifest is not JSON: {err}") from None
+            for key, want in (("sha256", digest), ("version", version)):
+                if isinstance(manifest, dict) and key in manifest and manifest[key] != want:
+                    raise UpdateRejected("manifest_mismatch", f"manifest {key}={manifest[key]!r}, update has {want!r}")
+        current = self.current
+        if current is not None and int(current["version"]) == version:
+            if current["sha256"] != digest:
+                raise UpdateRejected("version_conflict", f"v{version} already held with sha256 {current['sha256']}")
+            return None
+        model = self.loader(bytes(update.onnx), expected_sha256=digest, version=version)
+        model_task = getattr(model, "task", self.task)
+        if model_task != self.task:
+            raise UpdateRejected("wrong_task", f"model metadata task {model_task!r}, subscribed to {self.task!r}")
+        path = model_path(self.model_dir, self.task, version)
+        info = {"version": version, "path": path, "sha256": digest, "task": self.task, "parent": int(update.parent)}
+        write_atomic(path, bytes(update.onnx))
+        # The sidecar is written last: a model file without one is incomplete and ignored.
+        sidecar = dict(info, path=os.path.basename(path))
+        write_atomic(path[: -len(".onnx")] + ".json", json.dumps(sidecar, sort_keys=True).encode())
+        return info
+
+    def _local_models(self) -> list[dict]:
+        """Complete local models of this task (sidecar present, sha256 matching), newest first."""
+        pattern = re.compile(rf"{re.escape(self.task)}-v(\d+)\.json")
+        found = []
+        for name in os.listdir(self.model_dir):
+            match = pattern.fullmatch(name)
+            if not match:
+                continue
+            try:
+                with open(os.path.join(self.model_dir, name), "rb") as f:
+                    sidecar = json.load(f)
+                info = {
+                    "version": int(match.group(1)),
+                    "path": model_path(self.model_dir, self.task, int(match.group(1))),
+                    "sha256": str(sidecar["sha256"]),
+                    "task": self.task,
+                    "parent": int(sidecar.get("parent", 0)),
+                }
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                log.error("weight_sync: ignoring unreadable sidecar %s: %s", name, err)
+                continue
+            if os.path.exists(info["path"]):
+                found.append(info)
+        return sorted(found, key=lambda i: i["version"], reverse=True)
+
+    def _cancel_on_stop(self, stop_event: threading.Event) -> None:
+        stop_event.wait()
+        with self._lock:
+            call = self._call
+        if call is not None:
+            call.cancel()

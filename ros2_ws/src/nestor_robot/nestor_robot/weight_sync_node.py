@@ -1,0 +1,98 @@
+"""ROS node `weight_sync`: follows the cloud's model versions and announces each verified one.
+
+Each verified model is published as std_msgs/String JSON {"version", "path", "sha256", "task",
+"parent"} on MODEL_UPDATE with EVENT_QOS (reliable, transient local), so a policy node that starts
+later still receives the newest.
+"""
+
+import dataclasses
+import json
+import logging
+import threading
+
+import rclpy
+from nestor_core import qos, topics
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from std_msgs.msg import String
+
+from nestor_robot.uplink_node import declare_config
+from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
+
+
+@dataclasses.dataclass
+class WeightSyncNodeConfig:
+    """Parameters of the `weight_sync` node.
+
+    Attributes:
+        robot_id: this robot.
+        task: model lineage to follow, e.g. "kuka_track".
+        cloud_address: host:port of the cloud's Models service.
+        model_dir: directory of verified models (<task>-v<version>.onnx plus a .json sidecar).
+        backoff_min_s: first reconnect delay after an error.
+        backoff_max_s: cap of the reconnect delay.
+        stream_deadline_s: deadline of one Subscribe stream (re-subscribed when it expires).
+    """
+
+    robot_id: str = "robot_0"
+    task: str = "kuka_track"
+    cloud_address: str = "127.0.0.1:50051"
+    model_dir: str = "/tmp/nestor_models"
+    backoff_min_s: float = 0.2
+    backoff_max_s: float = 30.0
+    stream_deadline_s: float = 600.0
+
+
+class WeightSyncNode(Node):
+    def __init__(self):
+        super().__init__("weight_sync")
+        self.config = declare_config(self, WeightSyncNodeConfig)
+        self.publisher = self.create_publisher(String, topics.MODEL_UPDATE, qos.EVENT_QOS)
+        sync_config = WeightSyncConfig(
+            backoff_min_s=self.config.backoff_min_s,
+            backoff_max_s=self.config.backoff_max_s,
+            stream_deadline_s=self.config.stream_deadline_s,
+        )
+        self.sync = WeightSync(
+            self.config.cloud_address,
+            self.config.robot_id,
+            self.config.task,
+            self.config.model_dir,
+            self.announce,
+            sync_config,
+        )
+        local = self.sync.load_local()
+        if local is not None:
+            self.get_logger().info(f"local model {local['task']} v{local['version']} at {local['path']}")
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.sync.run, args=(self.stop_event,), name="weight_sync", daemon=True)
+        self.thread.start()
+
+    def announce(self, info: dict) -> None:
+        self.get_logger().info(f"model {info['task']} v{info['version']} verified: {info['path']}")
+        self.publisher.publish(String(data=json.dumps(info, sort_keys=True)))
+
+    def shutdown(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=5.0)
+
+
+def main(args=None):
+    # The plain-logic modules log through `logging`; show their warnings and drops.
+    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = WeightSyncNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

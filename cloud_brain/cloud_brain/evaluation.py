@@ -79,3 +79,62 @@ def rollout(
             cost[t:] = cost[t]
             break
     return Rollout(cost=cost, shift_tick=shift_tick, fast_read_norm=fast)
+
+
+def collect_experience(
+    model: PolicyModel | bytes,
+    env,
+    robot_id: str,
+    shifts: list | None = None,
+    seed: int = 0,
+    ticks: int | None = None,
+    first_seq: int = 1,
+    chunk: int = 100,
+    runtime_config: RuntimeConfig | None = None,
+):
+    """Run one episode and return it as ExperienceBatch chunks, exactly as a robot records them.
+
+    Used to seed the store in tests and benchmarks without ROS (same runtime, same record).
+    """
+    from nestor_core.experience import ExperienceBatch
+
+    if isinstance(model, bytes | bytearray):
+        model = load_model(bytes(model))
+    ticks = ticks or env.task.episode_ticks
+    options = None if shifts is None else {"shifts": shifts}
+    obs, _ = env.reset(seed=seed, options=options)
+    runtime = PolicyRuntime(model, runtime_config or RuntimeConfig())
+    n, a = model.obs_dim, model.act_dim
+    rec = {
+        "obs": np.zeros((ticks, n), np.float32),
+        "action": np.zeros((ticks, a), np.float32),
+        "fast_read": np.zeros((ticks, a), np.float32),
+        "slow_read": np.zeros((ticks, a), np.float32),
+        "cost": np.zeros(ticks, np.float32),
+        "surprise": np.zeros(ticks, np.float32),
+    }
+    for t in range(ticks):
+        out = runtime.step(obs)
+        rec["obs"][t] = obs
+        rec["action"][t] = out.action
+        rec["fast_read"][t] = out.fast_read
+        rec["slow_read"][t] = out.l1_read
+        rec["surprise"][t] = out.surprise
+        obs, reward, terminated, truncated, _ = env.step(out.action)
+        rec["cost"][t] = -reward
+    dt = 1.0 / model.control_rate_hz
+    batches = []
+    for start in range(0, ticks, chunk):
+        stop = min(ticks, start + chunk)
+        batches.append(
+            ExperienceBatch(
+                robot_id=robot_id,
+                task=model.task,
+                first_seq=first_seq + start,
+                stamp=np.arange(start, stop, dtype=np.float64) * dt,
+                model_versions=np.full(stop - start, model.version, np.int64),
+                l1_state=runtime.l1.state.copy(),
+                **{k: v[start:stop] for k, v in rec.items()},
+            )
+        )
+    return batches

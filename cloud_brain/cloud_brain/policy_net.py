@@ -89,7 +89,7 @@ class L0Defaults:
     eta_max: float = 1.0
     gate_a: float = 4.0
     gate_b: float = 0.0
-    beta_max: float = 0.002
+    beta_max: float = 0.0002
     decay_a: float = -4.0
     decay_b: float = 0.0
     e_max_per_limit: float = 0.05

@@ -67,6 +67,10 @@ class Plant:
         friction: Per controlled joint, max force of the zero-velocity motor that emulates
             Coulomb friction (0 = frictionless).
         damping: Per controlled joint, viscous joint damping (N·m·s/rad); starts at the URDF's.
+        joint_scale: Per controlled joint, effort_limit / max(effort_limit). A damping,
+            friction or torque_bias shift that names no joint is scaled by it, so the magnitude
+            is the strongest joint's and a small wrist joint gets its proportional share (equal
+            absolute values would swamp, and numerically destabilise, light wrist links).
     """
 
     client: Any
@@ -78,6 +82,7 @@ class Plant:
     torque_bias: np.ndarray
     friction: np.ndarray
     damping: np.ndarray
+    joint_scale: np.ndarray | None = None
 
     def set_friction_motors(self) -> None:
         """Pushes ``friction`` to the engine as zero-velocity motors (force 0 = motor off)."""
@@ -114,7 +119,12 @@ def _payload(plant: Plant, shift: ShiftSpec) -> Undo:
     return lambda: plant.client.changeDynamics(plant.body, link, mass=before)
 
 
-def _array_shift(name: str, combine: Callable[[np.ndarray, float], np.ndarray], push: str | None = None):
+def _array_shift(
+    name: str,
+    combine: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    push: str | None = None,
+    scaled: bool = False,
+):
     """Builds a shift that edits one of the plant's per-joint arrays.
 
     Args:
@@ -122,13 +132,17 @@ def _array_shift(name: str, combine: Callable[[np.ndarray, float], np.ndarray], 
         combine: (old values, magnitude) -> new values.
         push: ``Plant`` method that hands the array to the engine; None when the env's effort
             path reads the array every step.
+        scaled: scale the magnitude by ``Plant.joint_scale`` when the shift names no joint.
     """
 
     def apply(plant: Plant, shift: ShiftSpec) -> Undo:
         array = getattr(plant, name)
         slots = plant.controlled_slots(shift)
         before = array[slots].copy()
-        array[slots] = combine(before, shift.magnitude)
+        magnitude = np.full(len(slots), shift.magnitude)
+        if scaled and shift.joint is None and plant.joint_scale is not None:
+            magnitude = magnitude * plant.joint_scale[slots]
+        array[slots] = combine(before, magnitude)
         if push:
             getattr(plant, push)()
 
@@ -145,10 +159,10 @@ def _array_shift(name: str, combine: Callable[[np.ndarray, float], np.ndarray], 
 # The one table of shift types. Order is the order shown in error messages.
 SHIFT_TYPES: dict[str, Callable[[Plant, ShiftSpec], Undo]] = {
     "payload": _payload,
-    "damping": _array_shift("damping", lambda old, m: old + m, "set_damping"),
-    "friction": _array_shift("friction", lambda old, m: old + m, "set_friction_motors"),
+    "damping": _array_shift("damping", lambda old, m: old + m, "set_damping", scaled=True),
+    "friction": _array_shift("friction", lambda old, m: old + m, "set_friction_motors", scaled=True),
     "actuator_gain": _array_shift("effort_gain", lambda old, m: old * m),
-    "torque_bias": _array_shift("torque_bias", lambda old, m: old + m),
+    "torque_bias": _array_shift("torque_bias", lambda old, m: old + m, scaled=True),
 }
 
 

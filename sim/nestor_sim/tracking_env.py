@@ -96,6 +96,7 @@ class TrackingEnv(gym.Env):
             torque_bias=np.zeros(n),
             friction=np.zeros(n),
             damping=np.array([self._p.getJointInfo(self.body, j)[6] for j in controlled]),
+            joint_scale=np.asarray(spec.effort_limit, float) / max(spec.effort_limit),
         )
         self._nominal_damping = self.plant.damping.copy()
         # Torque control needs the default velocity motors off; passive joints stay free too.

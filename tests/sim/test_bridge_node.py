@@ -141,7 +141,9 @@ def test_bridge_runs_shifts_and_rejects_bad_commands(ros_env, start, tmp_path, c
 def test_perception_node_reads_the_bridge_camera(ros_env, start, crane_yaml):
     _, context = ros_env
     start("sim_bridge", task_file=crane_yaml, wait_for_command="false", publish_target="false")
-    log = start("perception_node", task_file=crane_yaml)
+    from nestor_bringup.nodes import perception_params
+
+    log = start("perception_node", **{k: str(v) for k, v in perception_params(crane_yaml).items()})
     probe = Probe(context, [("target", JointState, topics.TARGET, qos.SENSOR_QOS)])
     try:
         # The crane reference is x = sin(0.2 pi t): |x| <= 1 m, |dx/dt| <= 0.63 m/s. The sim

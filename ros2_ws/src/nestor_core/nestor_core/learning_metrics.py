@@ -7,7 +7,8 @@ import numpy as np
 
 MA_WINDOW = 20  # ticks in the moving average of the cost
 RECOVERY_TOLERANCE = 0.10  # "back within 10% of pre-shift"
-PRE_WINDOW = 200  # ticks before the shift that define the pre-shift cost
+PRE_WINDOW = 300  # ticks before the shift that define the pre-shift cost
+HOLD = 50  # ticks the moving average must stay inside the band to count as recovered
 
 
 def moving_average(cost: np.ndarray, window: int = MA_WINDOW) -> np.ndarray:
@@ -33,21 +34,27 @@ def recovery_ticks(
     tolerance: float = RECOVERY_TOLERANCE,
     window: int = MA_WINDOW,
     pre_window: int = PRE_WINDOW,
+    hold: int = HOLD,
 ) -> int | None:
     """Ticks after the shift until the moving-average cost is back within `tolerance` of pre-shift.
 
-    Recovery counts only once the shift has been felt: the moving average must first rise above
-    the band, then come back into it. Returns 0 if the shift never left the band, None if the
-    cost never came back before the trace ends (the caller reports it as not recovered).
+    Recovery counts only once the shift has been felt (the moving average first rises above the
+    band) and only when the moving average then stays inside the band for `hold` ticks, so that a
+    dip along a periodic trajectory is not mistaken for recovery. Returns 0 if the shift never
+    left the band, None if the cost did not come back before the trace ends (not recovered).
     """
     cost = np.asarray(cost, np.float64)
     band = (1.0 + tolerance) * pre_shift_cost(cost, shift_tick, pre_window)
-    ma = moving_average(cost, window)[shift_tick:]
-    above = np.flatnonzero(ma > band)
+    inside = moving_average(cost, window)[shift_tick:] <= band
+    above = np.flatnonzero(~inside)
     if len(above) == 0:
         return 0
-    back = np.flatnonzero(ma[above[0] :] <= band)
-    return None if len(back) == 0 else int(above[0] + back[0])
+    run = 0
+    for i in range(int(above[0]), len(inside)):
+        run = run + 1 if inside[i] else 0
+        if run >= hold:
+            return i - hold + 1
+    return None
 
 
 def window_mean(cost: np.ndarray, start: int, ticks: int) -> float:

@@ -8,11 +8,9 @@ The image work is ``perception.find_target``; this file only converts messages.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import rclpy
-import yaml
 from nestor_core import qos, topics
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
@@ -28,8 +26,6 @@ class PerceptionConfig:
 
     Attributes:
         controlled_joint: Joint name written into the published target.
-        task_file: Task YAML whose ``camera`` section gives the calibration; when set it
-            overrides the camera_* parameters below (read with PyYAML only).
         image_width: Image width (px) of the camera.
         image_height: Image height (px) of the camera.
         fov_deg: Vertical field of view of the camera (degrees).
@@ -39,7 +35,6 @@ class PerceptionConfig:
     """
 
     controlled_joint: str = "slider_to_cart"
-    task_file: str = ""
     image_width: int = 96
     image_height: int = 64
     fov_deg: float = 60.0
@@ -48,10 +43,7 @@ class PerceptionConfig:
     velocity_alpha: float = 0.3
 
     def calibration(self) -> CameraCalibration:
-        """The calibration from the task file if set, else from the camera parameters."""
-        if self.task_file:
-            task = yaml.safe_load(Path(self.task_file).read_text())
-            return CameraCalibration.from_task_camera(task.get("camera") or {})
+        """The calibration of the camera parameters (bringup copies them from the task file)."""
         return CameraCalibration.from_camera(
             self.image_width, self.image_height, self.fov_deg, self.distance, self.center_x
         )
@@ -59,7 +51,6 @@ class PerceptionConfig:
 
 _DESCRIPTIONS = {
     "controlled_joint": "Joint name written into the published target.",
-    "task_file": "Task YAML whose camera section gives the calibration (overrides camera params).",
     "image_width": "Camera image width (px).",
     "image_height": "Camera image height (px).",
     "fov_deg": "Camera vertical field of view (degrees).",

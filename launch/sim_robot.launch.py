@@ -1,0 +1,59 @@
+"""One simulated robot: the sim bridge plus the robot's nodes, like `nestor robot`.
+
+    ros2 launch nestor_bringup sim_robot.launch.py robot_id:=robot0 task:=kuka_track shifts:=payload:4.0@20
+
+`shifts` is a comma-separated list; empty keeps the task file's own shifts.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+from nestor_bringup.nodes import RobotSpec, robot_nodes
+
+from launch import LaunchDescription
+
+ARGUMENTS = {
+    "robot_id": ("robot0", "robot id (also its namespace)"),
+    "task": ("kuka_track", "task name (config/tasks/<task>.yaml)"),
+    "cloud": ("127.0.0.1:50051", "cloud brain host:port"),
+    "run_dir": ("runs/latest", "run directory"),
+    "seed": ("0", "sim seed"),
+    "shifts": ("", "comma-separated shifts, e.g. payload:4.0@20"),
+    "initial_model": ("", "local .onnx the policy starts with"),
+}
+
+
+def _nodes(context):
+    config_dir = os.path.join(get_package_share_directory("nestor_bringup"), "config")
+    value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    spec = RobotSpec(
+        robot_id=value["robot_id"],
+        task=value["task"],
+        cloud_address=value["cloud"],
+        run_dir=value["run_dir"],
+        seed=int(value["seed"]),
+        shifts=[s.strip() for s in value["shifts"].split(",") if s.strip()],
+        initial_model=value["initial_model"],
+        sim=True,
+    )
+    return [
+        Node(
+            package=n.package,
+            executable=n.executable,
+            name=n.name,
+            namespace=n.namespace,
+            parameters=[*n.param_files, n.overrides],
+            output="screen",
+        )
+        for n in robot_nodes(spec, config_dir)
+    ]
+
+
+def generate_launch_description():
+    return LaunchDescription(
+        [DeclareLaunchArgument(name, default_value=d, description=h) for name, (d, h) in ARGUMENTS.items()]
+        + [OpaqueFunction(function=_nodes)]
+    )

@@ -1,0 +1,249 @@
+"""`nestor`: start robots (and later the demo) as plain OS processes.
+
+    nestor robot --robot-id r0 --task kuka_track [--cloud ADDR] [--shift payload:4@20] [--run-dir D] [--duration S]
+    nestor fleet --robots N [--task T] [--cloud ADDR] [--run-dir D] [--duration S] [--seed S]
+
+Subcommands live in SUBCOMMANDS; add one with `register(...)` (e.g. `nestor demo`).
+"""
+
+import argparse
+import dataclasses
+import datetime
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from nestor_bringup.nodes import RobotSpec, fleet_specs, robot_nodes, task_file_for
+from nestor_bringup.process_group import ProcessGroup
+
+# Same grammar as nestor_sim.shifts.parse_shift: type:magnitude[@at_s][#target].
+_SHIFT_RE = re.compile(r"^\s*\w+\s*:\s*[-+0-9.eE]+\s*(@\s*[-+0-9.eE]+)?\s*(#\s*[\w./-]+)?\s*$")
+
+
+class CliError(Exception):
+    """A bad argument: `nestor: error: <message>`, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+@dataclasses.dataclass
+class Subcommand:
+    """One `nestor <name>` subcommand.
+
+    Attributes:
+        name: the word after `nestor`.
+        help: one line for `nestor --help`.
+        add_arguments: adds the subcommand's options to its parser.
+        run: runs it with the parsed args; returns the exit code (raise CliError for a bad argument).
+    """
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+
+def register(name: str, help: str, add_arguments, run) -> None:
+    SUBCOMMANDS[name] = Subcommand(name, help, add_arguments, run)
+
+
+# ---------------------------------------------------------------------- shared helpers
+
+
+def default_config_dir() -> str:
+    """config/ of the bringup: $NESTOR_CONFIG_DIR, the source tree, or the installed share dir."""
+    env = os.environ.get("NESTOR_CONFIG_DIR")
+    if env:
+        return env
+    source = Path(__file__).resolve().parents[1] / "config"  # the symlink to the repo's config/
+    if source.is_dir():
+        return str(source)
+    installed = Path(sys.prefix) / "share" / "nestor_bringup" / "config"
+    if installed.is_dir():
+        return str(installed)
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return os.path.join(get_package_share_directory("nestor_bringup"), "config")
+    except (ImportError, LookupError):
+        return str(source)
+
+
+def _positive_float(name: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
+def _shift(text: str) -> str:
+    if not _SHIFT_RE.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not type:magnitude[@at_s][#target]")
+    return text.strip()
+
+
+def _robot_id(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: letters, digits and _ only, starting with a letter")
+    return text
+
+
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", default="kuka_track", help="task name (config/tasks/<task>.yaml)")
+    parser.add_argument("--task-file", default="", help="task YAML (overrides --task's file)")
+    parser.add_argument("--cloud", default="127.0.0.1:50051", help="cloud brain host:port")
+    parser.add_argument("--run-dir", default="", help="run directory (default runs/<timestamp>)")
+    parser.add_argument("--duration", type=_positive_float("duration"), default=None, help="seconds, then stop")
+    parser.add_argument("--seed", type=int, default=0, help="sim seed (robot i of a fleet gets seed + i)")
+    parser.add_argument("--initial-model", default="", help="local .onnx the policies start with")
+    parser.add_argument("--no-sim", action="store_true", help="robot nodes only (hardware or external sim)")
+    parser.add_argument("--config-dir", default="", help="bringup config dir (default: the package's)")
+
+
+def _resolve_common(args) -> tuple[str, str]:
+    config_dir = args.config_dir or default_config_dir()
+    if not os.path.isdir(os.path.join(config_dir, "robot")):
+        raise CliError(f"argument --config-dir: {config_dir!r} has no robot/ defaults")
+    probe = RobotSpec(robot_id="probe", task=args.task, task_file=args.task_file)
+    if not os.path.isfile(task_file_for(probe, config_dir)):
+        which = "--task-file" if args.task_file else "--task"
+        raise CliError(f"argument {which}: no task file {task_file_for(probe, config_dir)}")
+    if args.initial_model and not os.path.isfile(args.initial_model):
+        raise CliError(f"argument --initial-model: no such file {args.initial_model!r}")
+    run_dir = args.run_dir or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    return config_dir, os.path.abspath(run_dir)
+
+
+def run_robots(specs: list[RobotSpec], config_dir: str, run_dir: str, duration: float | None) -> int:
+    """Start every robot's nodes; run until Ctrl-C, `duration`, or a node dies. Returns the exit code."""
+    group = ProcessGroup(run_dir)
+    code = 0
+    try:
+        for spec in specs:
+            nodes = robot_nodes(spec, config_dir)
+            group.start_robot(spec.robot_id, nodes)
+            print(f"robot {spec.robot_id} (/{spec.ns}): {', '.join(n.name for n in nodes)}", flush=True)
+        print(f"run dir {run_dir}; Ctrl-C to stop", flush=True)
+        end = None if duration is None else time.monotonic() + duration
+        while end is None or time.monotonic() < end:
+            dead = group.dead()
+            if dead:
+                for proc in dead:
+                    print(f"nestor: error: {group.describe_death(proc)}", file=sys.stderr, flush=True)
+                code = 1
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        codes = group.stop()
+        bad = {k: v for k, v in codes.items() if v not in (0, -2, 130)}
+        if bad and code == 0:
+            print(f"nestor: nodes exited with errors at stop: {bad}", file=sys.stderr)
+        print(f"stopped; logs in {run_dir}/robots/", flush=True)
+    return code
+
+
+# ---------------------------------------------------------------------- nestor robot
+
+
+def _robot_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--robot-id", required=True, type=_robot_id, help="robot id (also its namespace)")
+    parser.add_argument("--namespace", default="", help="ROS namespace (default: the robot id)")
+    parser.add_argument("--shift", action="append", type=_shift, default=[], help="e.g. payload:4@20 (repeat)")
+    parser.add_argument("--camera", choices=("auto", "on", "off"), default="auto", help="target from the camera")
+    _common_arguments(parser)
+
+
+def _run_robot(args) -> int:
+    config_dir, run_dir = _resolve_common(args)
+    spec = RobotSpec(
+        robot_id=args.robot_id,
+        task=args.task,
+        task_file=args.task_file,
+        namespace=args.namespace,
+        cloud_address=args.cloud,
+        run_dir=run_dir,
+        seed=args.seed,
+        shifts=list(args.shift),
+        camera={"auto": None, "on": True, "off": False}[args.camera],
+        initial_model=args.initial_model,
+        sim=not args.no_sim,
+    )
+    return run_robots([spec], config_dir, run_dir, args.duration)
+
+
+# ---------------------------------------------------------------------- nestor fleet
+
+
+def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--robots", type=_positive_int, default=2, help="number of robots")
+    parser.add_argument(
+        "--shift", action="append", type=_shift, default=[],
+        help="give every robot this shift (repeat); default cycles through a built-in list",
+    )
+    _common_arguments(parser)
+
+
+def _run_fleet(args) -> int:
+    config_dir, run_dir = _resolve_common(args)
+    specs = fleet_specs(
+        args.robots, args.task, run_dir, args.cloud, args.seed, args.task_file, args.initial_model,
+        not args.no_sim, [list(args.shift)] if args.shift else None,
+    )
+    return run_robots(specs, config_dir, run_dir, args.duration)
+
+
+register("robot", "start one robot's nodes", _robot_arguments, _run_robot)
+register("fleet", "start N robots (robot0..N-1)", _fleet_arguments, _run_fleet)
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nestor", description="nestor bring-up")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
+    for command in SUBCOMMANDS.values():
+        command.add_arguments(sub.add_parser(command.name, help=command.help))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return SUBCOMMANDS[args.command].run(args)
+    except CliError as err:
+        print(f"nestor: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""What runs on a robot: THE single source of truth for the launch files and the `nestor` CLI.
+
+`robot_nodes(spec, config_dir)` lists the processes of one robot, each as a `NodeSpec` with its
+per-node defaults file (`config/robot/<node>.yaml`, layout `/**/<node>: ros__parameters:`) and the
+per-robot overrides (ids, paths, seed, shifts). Plain data; no launch or rclpy import here.
+"""
+
+import dataclasses
+import os
+
+import yaml
+
+# Per-robot files live under <run_dir>/robots/<robot_id>/.
+SPOOL_FILE = "spool.sqlite"
+MODEL_DIR = "models"
+
+# Shift schedules the fleet cycles through, one per robot (robot i gets entry i % len).
+DEFAULT_FLEET_SHIFTS: list[list[str]] = [
+    ["payload:4.0@20"],
+    ["friction:2.0@15"],
+    ["actuator_gain:0.7@20"],
+    ["damping:1.0@10"],
+    ["torque_bias:5.0@25"],
+]
+
+
+@dataclasses.dataclass
+class RobotSpec:
+    """One robot of a run.
+
+    Attributes:
+        robot_id: robot id (spool owner, experience label).
+        task: task name; selects config/tasks/<task>.yaml and the model lineage.
+        task_file: task YAML; empty means <config_dir>/tasks/<task>.yaml.
+        namespace: ROS namespace of all the robot's nodes; empty means robot_id.
+        cloud_address: host:port of the cloud brain (experience and model services).
+        run_dir: run directory; the robot writes under <run_dir>/robots/<robot_id>/.
+        seed: sim seed.
+        shifts: dynamics shifts for the sim, e.g. ["payload:4.0@20"]; empty keeps the task's own.
+        camera: whether the target comes from the camera (adds perception); None reads the task file.
+        initial_model: optional local .onnx the policy starts with (otherwise it waits for weight_sync).
+        sim: run the simulator bridge as part of the robot (False on hardware).
+    """
+
+    robot_id: str
+    task: str = "kuka_track"
+    task_file: str = ""
+    namespace: str = ""
+    cloud_address: str = "127.0.0.1:50051"
+    run_dir: str = "runs/latest"
+    seed: int = 0
+    shifts: list[str] = dataclasses.field(default_factory=list)
+    camera: bool | None = None
+    initial_model: str = ""
+    sim: bool = True
+
+    @property
+    def ns(self) -> str:
+        return self.namespace or self.robot_id
+
+    @property
+    def robot_dir(self) -> str:
+        return os.path.join(self.run_dir, "robots", self.robot_id)
+
+
+@dataclasses.dataclass
+class NodeSpec:
+    """One node process.
+
+    Attributes:
+        package: ROS package (and Python distribution) providing the executable.
+        executable: console script name.
+        name: node name (matches the `/**/<name>` key of its defaults file).
+        namespace: ROS namespace without the leading slash.
+        param_files: parameter files, applied in order.
+        overrides: per-robot parameters, applied last.
+    """
+
+    package: str
+    executable: str
+    name: str
+    namespace: str
+    param_files: list[str]
+    overrides: dict
+
+
+def task_file_for(spec: RobotSpec, config_dir: str) -> str:
+    return os.path.abspath(spec.task_file or os.path.join(config_dir, "tasks", f"{spec.task}.yaml"))
+
+
+def _task_camera(task_file: str) -> dict:
+    with open(task_file) as f:
+        task = yaml.safe_load(f) or {}
+    return task.get("camera") or {}
+
+
+def task_uses_camera(task_file: str) -> bool:
+    """True when the task's target comes from the camera (its `camera.enabled`)."""
+    return bool(_task_camera(task_file).get("enabled", False))
+
+
+def perception_params(task_file: str) -> dict:
+    """The perception node's calibration parameters, copied from the task's camera section.
+
+    The task file stays the single source of truth; the robot-side node never parses YAML.
+    """
+    camera = _task_camera(task_file)
+    keys = {
+        "width": ("image_width", int),
+        "height": ("image_height", int),
+        "fov_deg": ("fov_deg", float),
+        "distance": ("distance", float),
+        "center_x": ("center_x", float),
+    }
+    return {param: kind(camera[key]) for key, (param, kind) in keys.items() if key in camera}
+
+
+def _node(spec: RobotSpec, config_dir: str, package: str, executable: str, name: str, **overrides) -> NodeSpec:
+    # An empty list has no ROS parameter type in a params file; leaving it out keeps the default.
+    overrides = {k: v for k, v in overrides.items() if not (isinstance(v, list) and not v)}
+    return NodeSpec(
+        package=package,
+        executable=executable,
+        name=name,
+        namespace=spec.ns,
+        param_files=[os.path.join(os.path.abspath(config_dir), "robot", f"{name}.yaml")],
+        overrides=overrides,
+    )
+
+
+def robot_nodes(spec: RobotSpec, config_dir: str) -> list[NodeSpec]:
+    """The node processes of one robot, in start order."""
+    task_file = task_file_for(spec, config_dir)
+    camera = task_uses_camera(task_file) if spec.camera is None else spec.camera
+    robot_dir = os.path.abspath(spec.robot_dir)
+    spool = os.path.join(robot_dir, SPOOL_FILE)
+    nodes = []
+    if spec.sim:
+        nodes.append(
+            _node(
+                spec, config_dir, "nestor_sim", "sim_bridge", "sim_bridge",
+                task_file=task_file, robot_id=spec.robot_id, seed=int(spec.seed), shifts=list(spec.shifts),
+                run_dir=robot_dir, publish_target=not camera, camera_enabled=camera,
+            )
+        )
+    if camera:
+        nodes.append(
+            _node(spec, config_dir, "nestor_robot", "perception_node", "perception", **perception_params(task_file))
+        )
+    policy = {"robot_id": spec.robot_id, "task": spec.task, "spool_path": spool, "run_dir": robot_dir}
+    if spec.initial_model:
+        policy["initial_model"] = os.path.abspath(spec.initial_model)
+    nodes += [
+        _node(spec, config_dir, "nestor_robot", "policy_node", "policy", **policy),
+        _node(
+            spec, config_dir, "nestor_robot", "uplink_node", "uplink",
+            robot_id=spec.robot_id, spool_path=spool, cloud_address=spec.cloud_address,
+        ),
+        _node(
+            spec, config_dir, "nestor_robot", "weight_sync_node", "weight_sync",
+            robot_id=spec.robot_id, task=spec.task, cloud_address=spec.cloud_address,
+            model_dir=os.path.join(robot_dir, MODEL_DIR),
+        ),
+    ]
+    return nodes
+
+
+def overrides_yaml(nodes: list[NodeSpec]) -> str:
+    """A ROS params file holding every node's overrides, keyed by its full name."""
+    doc = {
+        f"/{n.namespace.strip('/')}/{n.name}" if n.namespace.strip("/") else f"/{n.name}": {
+            "ros__parameters": n.overrides
+        }
+        for n in nodes
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def fleet_specs(
+    robots: int, task: str, run_dir: str, cloud: str, seed: int = 0, task_file: str = "",
+    initial_model: str = "", sim: bool = True, shifts: list[list[str]] | None = None,
+) -> list[RobotSpec]:
+    """robot0..robotN-1, namespaces = ids, seeds seed+i, shifts cycling through `shifts`."""
+    cycle = shifts or DEFAULT_FLEET_SHIFTS
+    return [
+        RobotSpec(
+            robot_id=f"robot{i}", task=task, task_file=task_file, cloud_address=cloud, run_dir=run_dir,
+            seed=seed + i, shifts=list(cycle[i % len(cycle)]), initial_model=initial_model, sim=sim,
+        )
+        for i in range(robots)
+    ]

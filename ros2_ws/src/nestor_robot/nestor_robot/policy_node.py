@@ -1,0 +1,551 @@
+"""The policy node: runs the ONNX policy on every joint-state message and records experience.
+
+Threads and what they may do:
+  * tick (joint_states callback, plus target/cost/model_update callbacks in the same mutually
+    exclusive group): build the observation, swap in a pending model, `runtime.step`, publish the
+    command, `recorder.record`. No disk or network I/O, no model loading.
+  * model loader (background thread): reads announced model files and verifies them with
+    `load_model`; a verified model waits in the pending slot until the next tick starts.
+  * flusher (background thread): every flush_period_s drains the recorder into the spool.
+  * the same background thread, every status_period_s: computes the stats (tick-time percentiles)
+    and writes `<run_dir>/policy_stats.json` atomically; a timer then publishes the newest stats as
+    a DiagnosticArray on topics.POLICY_STATUS (cheap, between two ticks).
+One single-threaded executor runs the callbacks, so a tick never overlaps another callback.
+"""
+
+import dataclasses
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nestor_core import topics
+from nestor_core.policy_model import ModelRejected, PolicyModel, load_model
+from nestor_core.policy_runtime import PolicyRuntime, RuntimeConfig
+from nestor_core.qos import COMMAND_QOS, EVENT_QOS, SENSOR_QOS, STATUS_QOS
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64, Float64MultiArray, String
+
+from nestor_robot.params import ConfigError, declare_config
+from nestor_robot.recorder import ExperienceRecorder
+
+SPOOL_FULL_POLICIES = ("drop_oldest", "reject_newest")
+
+
+@dataclasses.dataclass
+class PolicyNodeConfig:
+    """Parameters of the policy node (RuntimeConfig's fields are declared next to these).
+
+    Attributes:
+        robot_id: this robot's id; owns the spool's sequence numbers.
+        task: task name; models for another task are refused.
+        initial_model: path of a local .onnx to start with; empty waits for a model_update.
+        initial_model_version: version recorded for the initial model.
+        spool_path: SQLite spool file shared with the uplink node; empty disables recording.
+        spool_capacity: most unacked transitions kept in the spool.
+        spool_full_policy: drop_oldest or reject_newest when the spool is full.
+        recorder_capacity: transitions buffered in memory between two flushes (more is overflow).
+        flush_period_s: period of the recorder-to-spool flush.
+        run_dir: directory for policy_stats.json; empty writes no stats file.
+        control_rate_hz: nominal tick rate; a tick later than 1.5 periods counts as missed.
+        status_period_s: period of the status topic and the stats file.
+        tick_samples: compute-time samples kept for the percentiles.
+    """
+
+    robot_id: str = "robot0"
+    task: str = "kuka_track"
+    initial_model: str = ""
+    initial_model_version: int = 0
+    spool_path: str = ""
+    spool_capacity: int = 200_000
+    spool_full_policy: str = "drop_oldest"
+    recorder_capacity: int = 4096
+    flush_period_s: float = 0.1
+    run_dir: str = ""
+    control_rate_hz: float = 100.0
+    status_period_s: float = 1.0
+    tick_samples: int = 10_000
+
+    def validate(self) -> "PolicyNodeConfig":
+        if not self.robot_id:
+            raise ValueError("robot_id: must not be empty")
+        if not self.task:
+            raise ValueError("task: must not be empty")
+        if self.spool_capacity < 1:
+            raise ValueError(f"spool_capacity: must be >= 1, got {self.spool_capacity}")
+        if self.spool_full_policy not in SPOOL_FULL_POLICIES:
+            raise ValueError(f"spool_full_policy: {self.spool_full_policy!r} not in {SPOOL_FULL_POLICIES}")
+        if self.recorder_capacity < 1:
+            raise ValueError(f"recorder_capacity: must be >= 1, got {self.recorder_capacity}")
+        for name in ("flush_period_s", "control_rate_hz", "status_period_s"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if self.tick_samples < 1:
+            raise ValueError(f"tick_samples: must be >= 1, got {self.tick_samples}")
+        if self.initial_model and not os.path.isfile(self.initial_model):
+            raise ValueError(f"initial_model: no such file {self.initial_model!r}")
+        return self
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    """Write JSON to path via a temporary file and os.replace (readers never see half a file)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+class _JointIndex:
+    """Cached mapping of a JointState name list to the indices of the joints we need."""
+
+    def __init__(self):
+        self.names: list[str] | None = None
+        self.wanted: tuple[str, ...] = ()
+        self.idx: np.ndarray | None = None
+        self.missing: str | None = None
+
+    def lookup(self, names, wanted: tuple[str, ...]) -> np.ndarray | None:
+        """Indices of `wanted` in `names` (None when one is missing: see `.missing`)."""
+        if names != self.names or wanted is not self.wanted:
+            self.names = list(names)
+            self.wanted = wanted
+            where = {name: i for i, name in enumerate(self.names)}
+            self.missing = next((j for j in wanted if j not in where), None)
+            self.idx = None if self.missing else np.array([where[j] for j in wanted], np.intp)
+        return self.idx
+
+
+class PolicyNode(Node):
+    """Node `policy`: see the module docstring."""
+
+    def __init__(self, **kwargs):
+        super().__init__("policy", **kwargs)
+        self.config: PolicyNodeConfig = declare_config(self, PolicyNodeConfig)
+        self.runtime_config: RuntimeConfig = declare_config(self, RuntimeConfig)
+        cfg = self.config
+        self._log = self.get_logger()
+
+        self.runtime: PolicyRuntime | None = None
+        self.recorder: ExperienceRecorder | None = None
+        self.model_version: int | None = None
+        self._pending: PolicyModel | None = None
+        self._pending_lock = threading.Lock()
+        self._newest_seen = -1  # newest model version announced or running: older ones are ignored
+
+        # Tick state; written only on the tick thread.
+        self.ticks = 0
+        self.missed_ticks = 0
+        self.max_gap_s = 0.0
+        self.bad_inputs = 0
+        self.no_target_ticks = 0
+        self._last_tick_start: float | None = None
+        self._period = 1.0 / cfg.control_rate_hz
+        self._joint_index = _JointIndex()
+        self._target_index = _JointIndex()
+        self._obs: np.ndarray | None = None
+        self._q_ref: np.ndarray | None = None
+        self._qd_ref: np.ndarray | None = None
+        self._have_target = False
+        self._cost = 0.0
+        self._cmd = Float64MultiArray()
+        self._tick_us = np.zeros(cfg.tick_samples, np.float64)
+        self._tick_n = 0
+
+        self.swaps = 0
+        self.swap_log: list[dict] = []
+        self.rejected_models = 0
+        self.reject_log: list[dict] = []  # newest 20
+        self.spool_errors = 0
+        self._spool = None
+        self._spool_stats: dict = {}
+        self._unsent = None  # a drained batch the spool refused to take; retried on the next flush
+
+        if cfg.initial_model:
+            with open(cfg.initial_model, "rb") as f:
+                data = f.read()
+            try:
+                model = load_model(data, None, cfg.initial_model_version)
+                self._check_task(model)
+            except ModelRejected as err:
+                raise ConfigError(f"parameter initial_model: {cfg.initial_model}: {err}") from None
+            self._activate(model)
+
+        if cfg.spool_path:
+            from nestor_robot.spool import Spool  # imported here: the tick path never touches it
+
+            os.makedirs(os.path.dirname(os.path.abspath(cfg.spool_path)), exist_ok=True)
+            self._spool = Spool(cfg.spool_path, cfg.robot_id, cfg.spool_capacity, cfg.spool_full_policy)
+            self._spool_stats = self._spool.stats()
+        else:
+            self._log.warning("spool_path is empty: experience is not recorded")
+        if cfg.run_dir:
+            os.makedirs(cfg.run_dir, exist_ok=True)
+
+        self._cmd_pub = self.create_publisher(Float64MultiArray, topics.COMMANDS, COMMAND_QOS)
+        self._status_pub = self.create_publisher(DiagnosticArray, topics.POLICY_STATUS, STATUS_QOS)
+        self.create_subscription(
+            JointState, topics.JOINT_STATES, self._on_joint_states, SENSOR_QOS)
+        self.create_subscription(JointState, topics.TARGET, self._on_target, SENSOR_QOS)
+        self.create_subscription(Float64, topics.COST, self._on_cost, COMMAND_QOS)
+        self.create_subscription(String, topics.MODEL_UPDATE, self._on_model_update, EVENT_QOS)
+        self._last_stats: dict | None = None
+        self.create_timer(cfg.status_period_s, self.publish_status)
+
+        self._stop = threading.Event()
+        self._updates: queue.Queue = queue.Queue()
+        self._loader = threading.Thread(target=self._load_loop, name="model_loader", daemon=True)
+        self._flusher = threading.Thread(target=self._flush_loop, name="spool_flusher", daemon=True)
+        self._loader.start()
+        self._flusher.start()
+        self._closed = False
+        self._log.info(
+            f"policy ready: robot {cfg.robot_id}, task {cfg.task}, model version {self.model_version}, "
+            f"spool {cfg.spool_path or '(none)'}"
+        )
+
+    # ------------------------------------------------------------------ the tick
+
+    def _on_joint_states(self, msg: JointState) -> None:
+        start = time.perf_counter()
+        if self._pending is not None:
+            self._swap_pending()
+        runtime = self.runtime
+        if runtime is None:
+            return
+        if self._last_tick_start is not None:
+            gap = start - self._last_tick_start
+            if gap > 1.5 * self._period:
+                self.missed_ticks += 1
+            if gap > self.max_gap_s:
+                self.max_gap_s = gap
+        self._last_tick_start = start
+        if not self._fill_obs(msg, runtime.model):
+            return
+        out = runtime.step(self._obs)
+        self._cmd.data = out.action.tolist()
+        self._cmd_pub.publish(self._cmd)
+        if self.recorder is not None:
+            stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec or time.time()
+            self.recorder.record(self._obs, out, self._cost, stamp, self.model_version, runtime.l1.state)
+        self.ticks += 1
+        self._tick_us[self._tick_n % self._tick_us.shape[0]] = (time.perf_counter() - start) * 1e6
+        self._tick_n += 1
+
+    def _fill_obs(self, msg: JointState, model: PolicyModel) -> bool:
+        """obs = concat(q_c, qd_c, q_ref, qd_ref, q_p, qd_p); False (and no command) on bad input."""
+        n, p = model.act_dim, len(model.passive_joints)
+        if not self._have_target:
+            self.no_target_ticks += 1
+            self._log.warning("no target received yet: no command", throttle_duration_sec=2.0)
+            return False
+        ctrl = self._joint_index.lookup(msg.name, model.controlled_joints)
+        if ctrl is None:
+            return self._bad_input(f"joint_states: joint {self._joint_index.missing!r} missing")
+        passive = None
+        if p:
+            passive = self._passive_index.lookup(msg.name, model.passive_joints)
+            if passive is None:
+                return self._bad_input(f"joint_states: joint {self._passive_index.missing!r} missing")
+        count = len(msg.name)
+        if len(msg.position) != count or len(msg.velocity) != count:
+            return self._bad_input(
+                f"joint_states: {count} names but {len(msg.position)} positions, {len(msg.velocity)} velocities"
+            )
+        q = np.frombuffer(msg.position, np.float64) if len(msg.position) else np.zeros(0)
+        qd = np.frombuffer(msg.velocity, np.float64) if len(msg.velocity) else np.zeros(0)
+        obs = self._obs
+        obs[0:n] = q[ctrl]
+        obs[n : 2 * n] = qd[ctrl]
+        obs[2 * n : 3 * n] = self._q_ref
+        obs[3 * n : 4 * n] = self._qd_ref
+        if p:
+            obs[4 * n : 4 * n + p] = q[passive]
+            obs[4 * n + p :] = qd[passive]
+        return True
+
+    def _bad_input(self, reason: str) -> bool:
+        self.bad_inputs += 1
+        self._log.error(f"{reason}: no command", throttle_duration_sec=2.0)
+        return False
+
+    def _on_target(self, msg: JointState) -> None:
+        runtime = self.runtime
+        if runtime is None:
+            return
+        idx = self._target_index.lookup(msg.name, runtime.model.controlled_joints)
+        if idx is None:
+            self._bad_input(f"target: joint {self._target_index.missing!r} missing")
+            return
+        count = len(msg.name)
+        if len(msg.position) != count or len(msg.velocity) != count:
+            self._bad_input(f"target: {count} names but {len(msg.position)} positions, {len(msg.velocity)} velocities")
+            return
+        self._q_ref[:] = np.frombuffer(msg.position, np.float64)[idx]
+        self._qd_ref[:] = np.frombuffer(msg.velocity, np.float64)[idx]
+        self._have_target = True
+
+    def _on_cost(self, msg: Float64) -> None:
+        self._cost = msg.data
+
+    # ------------------------------------------------------------------ models
+
+    def _check_task(self, model: PolicyModel) -> None:
+        if model.task != self.config.task:
+            raise ModelRejected("task_mismatch", f"model task {model.task!r}, robot task {self.config.task!r}")
+
+    def _activate(self, model: PolicyModel) -> None:
+        """Make `model` the running one; on the tick thread only (or before spinning)."""
+        tick = self.runtime.ticks if self.runtime is not None else 0
+        previous = self.model_version
+        if self.runtime is None:
+            self.runtime = PolicyRuntime(model, self.runtime_config)
+            self._obs = np.zeros(model.obs_dim, np.float32)
+            self._q_ref = np.zeros(model.act_dim, np.float32)
+            self._qd_ref = np.zeros(model.act_dim, np.float32)
+            self._passive_index = _JointIndex()
+            self.recorder = ExperienceRecorder(
+                self.config.robot_id, model.task, model.obs_dim, model.act_dim, self.config.recorder_capacity
+            )
+        else:
+            self.runtime.swap(model)
+            self.swaps += 1
+        self.model_version = model.version
+        self.model_sha256 = model.sha256
+        self._newest_seen = max(self._newest_seen, model.version)
+        self.swap_log.append(
+            {"tick": tick, "wall_time": time.time(), "from_version": previous, "to_version": model.version}
+        )
+        if previous is None:
+            self._log.info(f"model version {model.version} active (sha256 {model.sha256[:12]})")
+        else:
+            self._log.info(f"swapped model {previous} -> {model.version} at tick {tick}")
+
+    def _swap_pending(self) -> None:
+        with self._pending_lock:
+            model, self._pending = self._pending, None
+        if model is not None:
+            self._activate(model)
+
+    def _on_model_update(self, msg: String) -> None:
+        self._updates.put(msg.data)
+
+    def _load_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                raw = self._updates.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self._handle_update(raw)
+
+    def _handle_update(self, raw: str) -> None:
+        """Verify one announced model (loader thread); on success it waits in the pending slot."""
+        try:
+            update = json.loads(raw)
+            version = int(update["version"])
+            path, sha256 = str(update["path"]), str(update["sha256"])
+        except (ValueError, KeyError, TypeError) as err:
+            self._reject(None, "bad_announcement", f"model_update {raw[:200]!r}: {err}")
+            return
+        task = update.get("task")
+        if task and task != self.config.task:
+            self._log.debug(f"model_update for task {task!r} ignored")
+            return
+        if version <= self._newest_seen:
+            self._log.debug(f"model_update version {version} not newer than {self._newest_seen}: ignored")
+            return
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            model = load_model(data, sha256, version)
+            self._check_task(model)
+            running = self.runtime.model if self.runtime is not None else None
+            if running is not None and (model.obs_dim, model.act_dim) != (running.obs_dim, running.act_dim):
+                raise ModelRejected(
+                    "dims_mismatch",
+                    f"obs/act {model.obs_dim}/{model.act_dim}, running {running.obs_dim}/{running.act_dim}",
+                )
+        except OSError as err:
+            self._reject(version, "unreadable", f"{path}: {err}")
+            return
+        except ModelRejected as err:
+            self._reject(version, err.reason, str(err))
+            return
+        with self._pending_lock:
+            self._pending = model
+            self._newest_seen = max(self._newest_seen, version)
+        self._log.info(f"model version {version} verified, swapping in on the next tick")
+
+    def _reject(self, version, reason: str, message: str) -> None:
+        self.rejected_models += 1
+        self.reject_log = [*self.reject_log[-19:], {"version": version, "reason": reason, "wall_time": time.time()}]
+        self._log.error(f"model {version} refused ({reason}): {message}; keeping version {self.model_version}")
+
+    # ------------------------------------------------------------------ experience flush
+
+    def _flush_loop(self) -> None:
+        next_status = time.monotonic()
+        while not self._stop.wait(self.config.flush_period_s):
+            self.flush()
+            if time.monotonic() >= next_status:
+                next_status += self.config.status_period_s
+                stats = self.stats()
+                self._write_stats(stats)
+                self._last_stats = stats
+
+    def flush(self) -> None:
+        """Drain the recorder into the spool (flusher thread, or once at shutdown)."""
+        if self._spool is None or self.recorder is None:
+            return
+        try:
+            if self._unsent is not None:
+                self._unsent = dataclasses.replace(self._unsent, first_seq=self._spool.next_seq())
+                self._spool.append(self._unsent)
+                self._unsent = None
+            batch = self.recorder.drain(self._spool.next_seq())
+            if batch is not None:
+                self._unsent = batch
+                self._spool.append(batch)
+                self._unsent = None
+            self._spool_stats = self._spool.stats()
+        except Exception as err:  # sqlite errors and ValueError: keep the batch, report, retry
+            self.spool_errors += 1
+            self._log.error(f"spool append failed ({err}); retrying", throttle_duration_sec=5.0)
+
+    # ------------------------------------------------------------------ status
+
+    def tick_percentiles(self) -> dict:
+        n = min(self._tick_n, self._tick_us.shape[0])
+        if n == 0:
+            return {"n": 0, "p50": None, "p90": None, "p99": None, "max": None}
+        samples = self._tick_us[:n].copy()
+        p50, p90, p99 = np.percentile(samples, [50, 90, 99])
+        return {"n": int(n), "p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(samples.max())}
+
+    def stats(self) -> dict:
+        recorder = self.recorder.stats() if self.recorder is not None else {}
+        return {
+            "robot_id": self.config.robot_id,
+            "task": self.config.task,
+            "model_version": self.model_version,
+            "model_sha256": getattr(self, "model_sha256", None),
+            "ticks": self.ticks,
+            "missed_ticks": self.missed_ticks,
+            "max_gap_ms": self.max_gap_s * 1e3,
+            "bad_inputs": self.bad_inputs,
+            "no_target_ticks": self.no_target_ticks,
+            "swaps": self.swaps,
+            "swap_log": list(self.swap_log),
+            "rejected_models": self.rejected_models,
+            "reject_log": list(self.reject_log),
+            "recorder": recorder,
+            "recorder_overflow": recorder.get("overflow", 0),
+            "spool": dict(self._spool_stats),
+            "spool_depth": self._spool_stats.get("depth_transitions", 0),
+            "spool_errors": self.spool_errors,
+            "tick_us": self.tick_percentiles(),
+            "control_rate_hz": self.config.control_rate_hz,
+            "wall_time": time.time(),
+        }
+
+    def publish_status(self) -> None:
+        """Publish the newest stats computed by the background thread (timer callback)."""
+        stats = self._last_stats
+        if stats is None:
+            return
+        tick = stats["tick_us"]
+        values = {
+            "model_version": stats["model_version"],
+            "ticks": stats["ticks"],
+            "missed_ticks": stats["missed_ticks"],
+            "swaps": stats["swaps"],
+            "rejected_models": stats["rejected_models"],
+            "spool_depth": stats["spool_depth"],
+            "recorder_overflow": stats["recorder_overflow"],
+            "tick_p50_us": tick["p50"],
+            "tick_p99_us": tick["p99"],
+        }
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.OK if stats["model_version"] is not None else DiagnosticStatus.WARN,
+            name=self.get_fully_qualified_name(),
+            hardware_id=self.config.robot_id,
+            message="waiting for a model" if stats["model_version"] is None else f"model {stats['model_version']}",
+            values=[
+                KeyValue(key=k, value="" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v)))
+                for k, v in values.items()
+            ],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._status_pub.publish(array)
+
+    def _write_stats(self, stats: dict) -> None:
+        if not self.config.run_dir:
+            return
+        try:
+            write_json_atomic(os.path.join(self.config.run_dir, "policy_stats.json"), stats)
+        except OSError as err:
+            self._log.error(f"writing policy_stats.json failed: {err}", throttle_duration_sec=10.0)
+
+    # ------------------------------------------------------------------ shutdown
+
+    def close(self) -> None:
+        """Stop the threads, flush the recorder into the spool, write the final stats. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._flusher.join(timeout=5.0)
+        self._loader.join(timeout=5.0)
+        self.flush()
+        self._write_stats(self.stats())
+        if self._spool is not None:
+            self._spool.close()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(args=None) -> None:
+    # Our own SIGINT/SIGTERM handling: the executor stops and finishes its in-flight tick while the
+    # context is still valid; then the recorder is flushed into the spool and rclpy shuts down.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    node = None
+    executor = None
+    code = 0
+    try:
+        node = PolicyNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except ConfigError as err:
+        print(f"policy_node: error: {err}", file=sys.stderr)
+        code = 2
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if executor is not None:
+            executor.shutdown(timeout_sec=2.0)
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    if code:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

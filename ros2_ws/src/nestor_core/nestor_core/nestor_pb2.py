@@ -4,70 +4,73 @@
 # source: nestor_core/nestor.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-
 _runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC, 7, 35, 1, "", "nestor_core/nestor.proto"
+    _runtime_version.Domain.PUBLIC,
+    7,
+    35,
+    1,
+    '',
+    'nestor_core/nestor.proto'
 )
 # @@protoc_insertion_point(imports)
 
 _sym_db = _symbol_database.Default()
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x18nestor_core/nestor.proto\x12\tnestor.v1"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c"\xaa\x04\n\x0f\x45xperienceChunk\x12\x10\n\x08robot_id\x18\x01 \x01(\t\x12\x11\n\tfirst_seq\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\x04\x12\x1e\n\x03obs\x18\x06 \x01(\x0b\x32\x11.nestor.v1.Tensor\x12!\n\x06\x61\x63tion\x18\x07 \x01(\x0b\x32\x11.nestor.v1.Tensor\x12\x1f\n\x04\x63ost\x18\x08 \x01(\x0b\x32\x11.nestor.v1.Tensor\x12$\n\tfast_read\x18\t \x01(\x0b\x32\x11.nestor.v1.Tensor\x12 \n\x05stamp\x18\n \x01(\x0b\x32\x11.nestor.v1.Tensor\x12)\n\x0emodel_versions\x18\x0b \x01(\x0b\x32\x11.nestor.v1.Tensor\x12#\n\x08l1_state\x18\x0c \x01(\x0b\x32\x11.nestor.v1.Tensor\x12$\n\tslow_read\x18\r \x01(\x0b\x32\x11.nestor.v1.Tensor\x12#\n\x08surprise\x18\x0e \x01(\x0b\x32\x11.nestor.v1.Tensor\x12\x16\n\x0e\x64ropped_before\x18\x0f \x01(\x04\x12\x32\n\x04tags\x18\x10 \x03(\x0b\x32$.nestor.v1.ExperienceChunk.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01"\\\n\tIngestAck\x12\x10\n\x08robot_id\x18\x01 \x01(\t\x12\x19\n\x11\x61\x63ked_through_seq\x18\x02 \x01(\x04\x12\x0e\n\x06stored\x18\x03 \x01(\x04\x12\x12\n\nduplicates\x18\x04 \x01(\x04"K\n\x10SubscribeRequest\x12\x10\n\x08robot_id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x17\n\x0f\x63urrent_version\x18\x03 \x01(\x04"\x7f\n\x0bModelUpdate\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06parent\x18\x02 \x01(\x04\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x0c\n\x04onnx\x18\x05 \x01(\x0c\x12\x10\n\x08manifest\x18\x06 \x01(\x0c\x12\x11\n\tsignature\x18\x07 \x01(\x0c"\x0f\n\rStatusRequest"\xac\x01\n\x0bRobotStatus\x12\x10\n\x08robot_id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x19\n\x11last_contact_unix\x18\x03 \x01(\x01\x12\x13\n\x0btransitions\x18\x04 \x01(\x04\x12\x10\n\x08last_seq\x18\x05 \x01(\x04\x12\x15\n\rmodel_version\x18\x06 \x01(\x04\x12\x13\n\x0brecent_cost\x18\x07 \x01(\x01\x12\x0f\n\x07\x64ropped\x18\x08 \x01(\x04"\xb6\x01\n\tModelInfo\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06parent\x18\x02 \x01(\x04\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x14\n\x0c\x63reated_unix\x18\x06 \x01(\x01\x12\x14\n\x0cmetrics_json\x18\x07 \x01(\t\x12\x17\n\x0f\x65xperience_from\x18\x08 \x01(\x04\x12\x15\n\rexperience_to\x18\t \x01(\x04"\x98\x02\n\x0b\x46leetStatus\x12&\n\x06robots\x18\x01 \x03(\x0b\x32\x16.nestor.v1.RobotStatus\x12$\n\x06models\x18\x02 \x03(\x0b\x32\x14.nestor.v1.ModelInfo\x12\x1a\n\x12transitions_stored\x18\x03 \x01(\x04\x12\x1c\n\x14\x63onsolidation_rounds\x18\x04 \x01(\x04\x12H\n\x12rejected_by_reason\x18\x05 \x03(\x0b\x32,.nestor.v1.FleetStatus.RejectedByReasonEntry\x1a\x37\n\x15RejectedByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01"!\n\x11ListModelsRequest\x12\x0c\n\x04task\x18\x01 \x01(\t"7\n\x0fListModelsReply\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.nestor.v1.ModelInfo"!\n\x0ePromoteRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04"\x1f\n\x0fRollbackRequest\x12\x0c\n\x04task\x18\x01 \x01(\t"1\n\nModelReply\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.nestor.v1.ModelInfo2L\n\nExperience\x12>\n\x06Ingest\x12\x1a.nestor.v1.ExperienceChunk\x1a\x14.nestor.v1.IngestAck(\x01\x30\x01\x32\x8a\x02\n\x06Models\x12\x42\n\tSubscribe\x12\x1b.nestor.v1.SubscribeRequest\x1a\x16.nestor.v1.ModelUpdate0\x01\x12@\n\x04List\x12\x1c.nestor.v1.ListModelsRequest\x1a\x1a.nestor.v1.ListModelsReply\x12;\n\x07Promote\x12\x19.nestor.v1.PromoteRequest\x1a\x15.nestor.v1.ModelReply\x12=\n\x08Rollback\x12\x1a.nestor.v1.RollbackRequest\x1a\x15.nestor.v1.ModelReply2F\n\x05\x46leet\x12=\n\tGetStatus\x12\x18.nestor.v1.StatusRequest\x1a\x16.nestor.v1.FleetStatusb\x06proto3'
-)
+
+
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18nestor_core/nestor.proto\x12\tnestor.v1\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xaa\x04\n\x0f\x45xperienceChunk\x12\x10\n\x08robot_id\x18\x01 \x01(\t\x12\x11\n\tfirst_seq\x18\x02 \x01(\x04\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x0c\n\x04task\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\x04\x12\x1e\n\x03obs\x18\x06 \x01(\x0b\x32\x11.nestor.v1.Tensor\x12!\n\x06\x61\x63tion\x18\x07 \x01(\x0b\x32\x11.nestor.v1.Tensor\x12\x1f\n\x04\x63ost\x18\x08 \x01(\x0b\x32\x11.nestor.v1.Tensor\x12$\n\tfast_read\x18\t \x01(\x0b\x32\x11.nestor.v1.Tensor\x12 \n\x05stamp\x18\n \x01(\x0b\x32\x11.nestor.v1.Tensor\x12)\n\x0emodel_versions\x18\x0b \x01(\x0b\x32\x11.nestor.v1.Tensor\x12#\n\x08l1_state\x18\x0c \x01(\x0b\x32\x11.nestor.v1.Tensor\x12$\n\tslow_read\x18\r \x01(\x0b\x32\x11.nestor.v1.Tensor\x12#\n\x08surprise\x18\x0e \x01(\x0b\x32\x11.nestor.v1.Tensor\x12\x16\n\x0e\x64ropped_before\x18\x0f \x01(\x04\x12\x32\n\x04tags\x18\x10 \x03(\x0b\x32$.nestor.v1.ExperienceChunk.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\\\n\tIngestAck\x12\x10\n\x08robot_id\x18\x01 \x01(\t\x12\x19\n\x11\x61\x63ked_through_seq\x18\x02 \x01(\x04\x12\x0e\n\x06stored\x18\x03 \x01(\x04\x12\x12\n\nduplicates\x18\x04 \x01(\x04\"K\n\x10SubscribeRequest\x12\x10\n\x08robot_id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x17\n\x0f\x63urrent_version\x18\x03 \x01(\x04\"\x7f\n\x0bModelUpdate\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06parent\x18\x02 \x01(\x04\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x0c\n\x04onnx\x18\x05 \x01(\x0c\x12\x10\n\x08manifest\x18\x06 \x01(\x0c\x12\x11\n\tsignature\x18\x07 \x01(\x0c\"\x0f\n\rStatusRequest\"\xac\x01\n\x0bRobotStatus\x12\x10\n\x08robot_id\x18\x01 \x01(\t\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x19\n\x11last_contact_unix\x18\x03 \x01(\x01\x12\x13\n\x0btransitions\x18\x04 \x01(\x04\x12\x10\n\x08last_seq\x18\x05 \x01(\x04\x12\x15\n\rmodel_version\x18\x06 \x01(\x04\x12\x13\n\x0brecent_cost\x18\x07 \x01(\x01\x12\x0f\n\x07\x64ropped\x18\x08 \x01(\x04\"\xb6\x01\n\tModelInfo\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06parent\x18\x02 \x01(\x04\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x14\n\x0c\x63reated_unix\x18\x06 \x01(\x01\x12\x14\n\x0cmetrics_json\x18\x07 \x01(\t\x12\x17\n\x0f\x65xperience_from\x18\x08 \x01(\x04\x12\x15\n\rexperience_to\x18\t \x01(\x04\"\x98\x02\n\x0b\x46leetStatus\x12&\n\x06robots\x18\x01 \x03(\x0b\x32\x16.nestor.v1.RobotStatus\x12$\n\x06models\x18\x02 \x03(\x0b\x32\x14.nestor.v1.ModelInfo\x12\x1a\n\x12transitions_stored\x18\x03 \x01(\x04\x12\x1c\n\x14\x63onsolidation_rounds\x18\x04 \x01(\x04\x12H\n\x12rejected_by_reason\x18\x05 \x03(\x0b\x32,.nestor.v1.FleetStatus.RejectedByReasonEntry\x1a\x37\n\x15RejectedByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"!\n\x11ListModelsRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\"7\n\x0fListModelsReply\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.nestor.v1.ModelInfo\"!\n\x0ePromoteRequest\x12\x0f\n\x07version\x18\x01 \x01(\x04\"\x1f\n\x0fRollbackRequest\x12\x0c\n\x04task\x18\x01 \x01(\t\"1\n\nModelReply\x12#\n\x05model\x18\x01 \x01(\x0b\x32\x14.nestor.v1.ModelInfo2L\n\nExperience\x12>\n\x06Ingest\x12\x1a.nestor.v1.ExperienceChunk\x1a\x14.nestor.v1.IngestAck(\x01\x30\x01\x32\x8a\x02\n\x06Models\x12\x42\n\tSubscribe\x12\x1b.nestor.v1.SubscribeRequest\x1a\x16.nestor.v1.ModelUpdate0\x01\x12@\n\x04List\x12\x1c.nestor.v1.ListModelsRequest\x1a\x1a.nestor.v1.ListModelsReply\x12;\n\x07Promote\x12\x19.nestor.v1.PromoteRequest\x1a\x15.nestor.v1.ModelReply\x12=\n\x08Rollback\x12\x1a.nestor.v1.RollbackRequest\x1a\x15.nestor.v1.ModelReply2F\n\x05\x46leet\x12=\n\tGetStatus\x12\x18.nestor.v1.StatusRequest\x1a\x16.nestor.v1.FleetStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "nestor_core.nestor_pb2", _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nestor_core.nestor_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-    DESCRIPTOR._loaded_options = None
-    _globals["_EXPERIENCECHUNK_TAGSENTRY"]._loaded_options = None
-    _globals["_EXPERIENCECHUNK_TAGSENTRY"]._serialized_options = b"8\001"
-    _globals["_FLEETSTATUS_REJECTEDBYREASONENTRY"]._loaded_options = None
-    _globals["_FLEETSTATUS_REJECTEDBYREASONENTRY"]._serialized_options = b"8\001"
-    _globals["_TENSOR"]._serialized_start = 39
-    _globals["_TENSOR"]._serialized_end = 91
-    _globals["_EXPERIENCECHUNK"]._serialized_start = 94
-    _globals["_EXPERIENCECHUNK"]._serialized_end = 648
-    _globals["_EXPERIENCECHUNK_TAGSENTRY"]._serialized_start = 605
-    _globals["_EXPERIENCECHUNK_TAGSENTRY"]._serialized_end = 648
-    _globals["_INGESTACK"]._serialized_start = 650
-    _globals["_INGESTACK"]._serialized_end = 742
-    _globals["_SUBSCRIBEREQUEST"]._serialized_start = 744
-    _globals["_SUBSCRIBEREQUEST"]._serialized_end = 819
-    _globals["_MODELUPDATE"]._serialized_start = 821
-    _globals["_MODELUPDATE"]._serialized_end = 948
-    _globals["_STATUSREQUEST"]._serialized_start = 950
-    _globals["_STATUSREQUEST"]._serialized_end = 965
-    _globals["_ROBOTSTATUS"]._serialized_start = 968
-    _globals["_ROBOTSTATUS"]._serialized_end = 1140
-    _globals["_MODELINFO"]._serialized_start = 1143
-    _globals["_MODELINFO"]._serialized_end = 1325
-    _globals["_FLEETSTATUS"]._serialized_start = 1328
-    _globals["_FLEETSTATUS"]._serialized_end = 1608
-    _globals["_FLEETSTATUS_REJECTEDBYREASONENTRY"]._serialized_start = 1553
-    _globals["_FLEETSTATUS_REJECTEDBYREASONENTRY"]._serialized_end = 1608
-    _globals["_LISTMODELSREQUEST"]._serialized_start = 1610
-    _globals["_LISTMODELSREQUEST"]._serialized_end = 1643
-    _globals["_LISTMODELSREPLY"]._serialized_start = 1645
-    _globals["_LISTMODELSREPLY"]._serialized_end = 1700
-    _globals["_PROMOTEREQUEST"]._serialized_start = 1702
-    _globals["_PROMOTEREQUEST"]._serialized_end = 1735
-    _globals["_ROLLBACKREQUEST"]._serialized_start = 1737
-    _globals["_ROLLBACKREQUEST"]._serialized_end = 1768
-    _globals["_MODELREPLY"]._serialized_start = 1770
-    _globals["_MODELREPLY"]._serialized_end = 1819
-    _globals["_EXPERIENCE"]._serialized_start = 1821
-    _globals["_EXPERIENCE"]._serialized_end = 1897
-    _globals["_MODELS"]._serialized_start = 1900
-    _globals["_MODELS"]._serialized_end = 2166
-    _globals["_FLEET"]._serialized_start = 2168
-    _globals["_FLEET"]._serialized_end = 2238
+  DESCRIPTOR._loaded_options = None
+  _globals['_EXPERIENCECHUNK_TAGSENTRY']._loaded_options = None
+  _globals['_EXPERIENCECHUNK_TAGSENTRY']._serialized_options = b'8\001'
+  _globals['_FLEETSTATUS_REJECTEDBYREASONENTRY']._loaded_options = None
+  _globals['_FLEETSTATUS_REJECTEDBYREASONENTRY']._serialized_options = b'8\001'
+  _globals['_TENSOR']._serialized_start=39
+  _globals['_TENSOR']._serialized_end=91
+  _globals['_EXPERIENCECHUNK']._serialized_start=94
+  _globals['_EXPERIENCECHUNK']._serialized_end=648
+  _globals['_EXPERIENCECHUNK_TAGSENTRY']._serialized_start=605
+  _globals['_EXPERIENCECHUNK_TAGSENTRY']._serialized_end=648
+  _globals['_INGESTACK']._serialized_start=650
+  _globals['_INGESTACK']._serialized_end=742
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=744
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=819
+  _globals['_MODELUPDATE']._serialized_start=821
+  _globals['_MODELUPDATE']._serialized_end=948
+  _globals['_STATUSREQUEST']._serialized_start=950
+  _globals['_STATUSREQUEST']._serialized_end=965
+  _globals['_ROBOTSTATUS']._serialized_start=968
+  _globals['_ROBOTSTATUS']._serialized_end=1140
+  _globals['_MODELINFO']._serialized_start=1143
+  _globals['_MODELINFO']._serialized_end=1325
+  _globals['_FLEETSTATUS']._serialized_start=1328
+  _globals['_FLEETSTATUS']._serialized_end=1608
+  _globals['_FLEETSTATUS_REJECTEDBYREASONENTRY']._serialized_start=1553
+  _globals['_FLEETSTATUS_REJECTEDBYREASONENTRY']._serialized_end=1608
+  _globals['_LISTMODELSREQUEST']._serialized_start=1610
+  _globals['_LISTMODELSREQUEST']._serialized_end=1643
+  _globals['_LISTMODELSREPLY']._serialized_start=1645
+  _globals['_LISTMODELSREPLY']._serialized_end=1700
+  _globals['_PROMOTEREQUEST']._serialized_start=1702
+  _globals['_PROMOTEREQUEST']._serialized_end=1735
+  _globals['_ROLLBACKREQUEST']._serialized_start=1737
+  _globals['_ROLLBACKREQUEST']._serialized_end=1768
+  _globals['_MODELREPLY']._serialized_start=1770
+  _globals['_MODELREPLY']._serialized_end=1819
+  _globals['_EXPERIENCE']._serialized_start=1821
+  _globals['_EXPERIENCE']._serialized_end=1897
+  _globals['_MODELS']._serialized_start=1900
+  _globals['_MODELS']._serialized_end=2166
+  _globals['_FLEET']._serialized_start=2168
+  _globals['_FLEET']._serialized_end=2238
 # @@protoc_insertion_point(module_scope)

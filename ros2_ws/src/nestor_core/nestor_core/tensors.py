@@ -13,7 +13,7 @@ class TensorError(ValueError):
 
 def to_tensor(array: np.ndarray) -> nestor_pb2.Tensor:
     """Pack an array as little-endian raw bytes in C order."""
-    array = np.ascontiguousarray(array)
+    array = np.ascontiguousarray(array).reshape(np.shape(array))  # keeps 0-d arrays 0-d
     if array.dtype.name not in ALLOWED_DTYPES:
         raise TensorError(f"dtype {array.dtype.name} is not one of {sorted(ALLOWED_DTYPES)}")
     little = array.astype(array.dtype.newbyteorder("<"), copy=False)

@@ -1,0 +1,451 @@
+"""docker-compose.yml and the two Dockerfiles, checked against the Compose schema and the repo.
+
+No Docker engine runs here, so nothing is built: the file is validated against the official Compose
+specification JSON schema, and every command, path, launch argument and port it names is checked
+against the repository.
+
+Schema provenance: tests/data/compose-spec.json is `check_jsonschema/builtin_schemas/vendor/compose-spec.json`
+from the PyPI package check-jsonschema 0.39.0 (wheel check_jsonschema-0.39.0-py3-none-any.whl, obtained with
+`pip download check-jsonschema==0.39.0 --no-deps`), which vendors compose-spec/compose-spec
+`schema/compose-spec.json` (branch master; JSON Schema draft 2020-12; Apache-2.0). It is newer than
+`compose/config/compose_spec.json` of docker-compose 1.29.2 (draft-07). To update it, replace the file and
+SCHEMA_SHA256 together.
+
+The semantic checks are functions that return a list of problems; each one is run on the real file
+(no problems) and on a deliberately broken copy (the expected problem), so every check can fail.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from concurrent import futures
+
+import grpc
+import jsonschema
+import pytest
+import yaml
+from cloud_brain.config import is_loopback_host
+from dockerfiles import (
+    copied_from,
+    copy_sources,
+    declared_launch_arguments,
+    entrypoint_command,
+    launch_arguments,
+    parse_dockerfile,
+    workdir,
+)
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+SCHEMA_FILE = REPO / "tests/data/compose-spec.json"
+SCHEMA_SHA256 = "d549057ebc2925f39f62799eab0db7b9e2c18b35b6c00595199116da3ed10e64"
+CLOUD = "cloud_brain"
+ROBOT_PACKAGES = {"nestor_core", "nestor_robot", "nestor_bringup", "nestor_sim"}
+
+
+def load_compose() -> dict:
+    # PyYAML resolves the `<<: *robot` merge keys the way Compose does.
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def robot_services(compose: dict) -> dict[str, dict]:
+    return {name: svc for name, svc in compose["services"].items() if name != CLOUD}
+
+
+def dockerfile_of(service: dict) -> pathlib.Path:
+    build = service["build"]
+    return REPO / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
+
+
+def requirement_pins() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        name, sep, version = line.strip().partition("==")
+        if sep and not name.startswith("#"):
+            pins[name.lower()] = version
+    return pins
+
+
+def host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def cloud_command(compose: dict) -> list[str]:
+    """argv the cloud container runs: ENTRYPOINT + (compose command, else CMD)."""
+    service = compose["services"][CLOUD]
+    instructions = parse_dockerfile(dockerfile_of(service))
+    command = service.get("command")
+    if command is None:
+        cmd = [i for i in instructions if i.keyword == "CMD"]
+        command = cmd[-1].exec_form() if cmd else []
+    elif isinstance(command, str):
+        command = shlex.split(command)
+    return entrypoint_command(instructions) + list(command)
+
+
+def cloud_listen_port(compose: dict) -> int:
+    argv = cloud_command(compose)
+    return host_port(argv[argv.index("--address") + 1])[1]
+
+
+# --- checks: each returns the list of problems it finds ------------------------------------------
+
+
+def check_schema(compose: dict) -> list[str]:
+    schema = json.loads(SCHEMA_FILE.read_text())
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator = validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+    problems = [
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(compose)
+    ]
+    if "version" in compose:
+        problems.append("version: obsolete in the Compose specification, remove it")
+    return problems
+
+
+def check_builds(compose: dict) -> list[str]:
+    problems = []
+    for name, service in compose["services"].items():
+        if "build" not in service:
+            problems.append(f"{name}: no build section")
+            continue
+        context = REPO / service["build"].get("context", ".")
+        dockerfile = dockerfile_of(service)
+        if not dockerfile.is_file():
+            problems.append(f"{name}: dockerfile {dockerfile.relative_to(REPO)} does not exist")
+            continue
+        for source in copy_sources(parse_dockerfile(dockerfile)):
+            if not (context / source).exists():
+                problems.append(f"{name}: COPY source {source} missing from the build context")
+    return problems
+
+
+def check_robot_images(compose: dict) -> list[str]:
+    """FROM ros:kilted, colcon build of the real packages, `ros2 launch` of a real launch file."""
+    problems = []
+    for name, service in robot_services(compose).items():
+        instructions = parse_dockerfile(dockerfile_of(service))
+        base = next(i.value for i in instructions if i.keyword == "FROM")
+        if not base.startswith("ros:kilted"):
+            problems.append(f"{name}: FROM {base}, expected ros:kilted-*")
+        runs = " ".join(i.value for i in instructions if i.keyword == "RUN")
+        colcon = re.search(r"colcon build --base-paths ((?:[\w./-]+ )+)--symlink-install", runs)
+        if colcon is None:
+            problems.append(f"{name}: no `colcon build --base-paths ... --symlink-install`")
+        else:
+            found = {
+                re.search(r"<name>(.+?)</name>", p.read_text()).group(1)
+                for base_path in colcon.group(1).split()
+                for p in (REPO / base_path).glob("*/package.xml")
+            }
+            found |= {
+                re.search(r"<name>(.+?)</name>", (REPO / b / "package.xml").read_text()).group(1)
+                for b in colcon.group(1).split()
+                if (REPO / b / "package.xml").is_file()
+            }
+            if missing := ROBOT_PACKAGES - found:
+                problems.append(f"{name}: colcon base paths miss packages {sorted(missing)}")
+        argv = entrypoint_command(instructions)
+        if argv[:3] != ["ros2", "launch", "nestor_bringup"] or len(argv) != 4:
+            problems.append(f"{name}: ENTRYPOINT runs {argv}, expected ros2 launch nestor_bringup <file>")
+            continue
+        launch_file = REPO / "launch" / argv[3]
+        if not launch_file.is_file():
+            problems.append(f"{name}: launch file launch/{argv[3]} does not exist")
+            continue
+        declared = declared_launch_arguments(launch_file)
+        cmd = [i for i in instructions if i.keyword == "CMD"]
+        for source, words in (("CMD", cmd[-1].exec_form() if cmd else []), ("command", service.get("command", []))):
+            try:
+                args = launch_arguments(words)
+            except ValueError as err:
+                problems.append(f"{name}: {source}: {err}")
+                continue
+            if undeclared := sorted(set(args) - declared):
+                problems.append(f"{name}: {source}: {undeclared} not declared by launch/{argv[3]}")
+    return problems
+
+
+def check_robot_fleet(compose: dict) -> list[str]:
+    """Ids, DDS isolation, start order and the cloud address of every robot service."""
+    problems = []
+    robots = robot_services(compose)
+    if len(robots) < 2:
+        problems.append(f"expected at least robot0 and robot1, got {sorted(robots)}")
+    argv = cloud_command(compose)
+    cloud_host, port = host_port(argv[argv.index("--address") + 1])
+    domains: dict[str, str] = {}
+    for name, service in robots.items():
+        if not re.fullmatch(r"robot\d+", name):
+            problems.append(f"{name}: robot services are named robot<N>")
+        args = launch_arguments(service.get("command", []))
+        if args.get("robot_id") != name:
+            problems.append(f"{name}: robot_id:={args.get('robot_id')}, expected the service name")
+        host, cloud_port = host_port(args.get("cloud", ":0"))
+        if cloud_port != port:
+            problems.append(f"{name}: cloud:={args.get('cloud')}, but the cloud listens on port {port}")
+        # A loopback-bound cloud is reachable only from its own network namespace; a robot in its own
+        # namespace reaches the cloud by service name, which needs the cloud on a non-loopback address.
+        shares_netns = service.get("network_mode") == f"service:{CLOUD}"
+        if shares_netns and not is_loopback_host(host):
+            problems.append(f"{name}: shares {CLOUD}'s network namespace, so cloud:= must be 127.0.0.1, got {host}")
+        if not shares_netns and (host != CLOUD or is_loopback_host(cloud_host)):
+            problems.append(
+                f"{name}: in its own network namespace it needs cloud:={CLOUD}:<port> and a cloud not bound to "
+                f"loopback (cloud:={args.get('cloud')}, cloud binds {cloud_host})"
+            )
+        env = service.get("environment", {})
+        if not isinstance(env, dict):
+            env = dict(e.split("=", 1) for e in env)
+        if env.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != "LOCALHOST":
+            problems.append(f"{name}: ROS_AUTOMATIC_DISCOVERY_RANGE must be LOCALHOST")
+        domain = str(env.get("ROS_DOMAIN_ID", ""))
+        if not domain.isdigit() or not 0 <= int(domain) <= 101:
+            problems.append(f"{name}: ROS_DOMAIN_ID {domain!r} is not in 0..101")
+        elif domain in domains.values():
+            others = sorted(k for k, v in domains.items() if v == domain)
+            problems.append(f"{name}: ROS_DOMAIN_ID {domain} also used by {others}")
+        domains[name] = domain
+        depends = service.get("depends_on", {})
+        if not isinstance(depends, dict) or depends.get(CLOUD, {}).get("condition") != "service_healthy":
+            problems.append(f"{name}: must depend on {CLOUD} with condition service_healthy")
+    return problems
+
+
+def check_cloud(compose: dict) -> list[str]:
+    """`nestor-cloud serve` with a loadable config shipped in the image, state on a volume."""
+    from cloud_brain.cli import _parser
+    from cloud_brain.config import ConfigError, load_config
+
+    problems = []
+    service = compose["services"][CLOUD]
+    instructions = parse_dockerfile(dockerfile_of(service))
+    base = next(i.value for i in instructions if i.keyword == "FROM")
+    if base != "python:3.11-slim":
+        problems.append(f"{CLOUD}: FROM {base}, expected python:3.11-slim")
+    argv = cloud_command(compose)
+    scripts = tomllib.loads((REPO / "cloud_brain/pyproject.toml").read_text())["project"]["scripts"]
+    if not argv or argv[0] not in scripts:
+        problems.append(f"{CLOUD}: runs {argv[:1]}, not a console script of cloud_brain ({sorted(scripts)})")
+        return problems
+    try:
+        args = _parser().parse_args(argv[1:])
+    except SystemExit:
+        return [f"{CLOUD}: `{shlex.join(argv)}` is rejected by the nestor-cloud CLI"]
+    if args.command != "serve":
+        return [f"{CLOUD}: runs `{argv[0]} {args.command}`, expected serve"]
+    cwd = pathlib.PurePosixPath(workdir(instructions))
+    config_src = copied_from(instructions, str(cwd / args.config))
+    if config_src is None or not (REPO / config_src).is_file():
+        return [f"{CLOUD}: --config {args.config} is not a repo file copied into the image"]
+    if pathlib.PurePosixPath(config_src).parts[0] != "config":
+        problems.append(f"{CLOUD}: --config comes from {config_src}, expected the repo's config/")
+    try:
+        config = load_config(REPO / config_src, address=args.address, db_path=args.db)
+    except ConfigError as err:
+        return problems + [f"{CLOUD}: {err}"]
+    # Relative paths resolve against WORKDIR in the container, as against the repo root here.
+    for task_file in config.task_files:
+        src = copied_from(instructions, str(cwd / task_file))
+        if src is None or not (REPO / src).is_file():
+            problems.append(f"{CLOUD}: task file {task_file} is not in the image")
+    mounts = [str(v).split(":")[1] if isinstance(v, str) else v["target"] for v in service.get("volumes", [])]
+    for field in ("db_path", "model_dir"):
+        path = cwd / getattr(config, field)
+        if not any(pathlib.PurePosixPath(m) in path.parents for m in mounts):
+            problems.append(f"{CLOUD}: {field} {path} is not on a volume ({mounts})")
+    port = host_port(config.address)[1]
+    if f"127.0.0.1:{port}" not in " ".join(service.get("healthcheck", {}).get("test", [])):
+        problems.append(f"{CLOUD}: healthcheck does not probe 127.0.0.1:{port}")
+    published = [str(p).rsplit(":", 1)[-1] for p in service.get("ports", [])]
+    if published and str(port) not in published:
+        problems.append(f"{CLOUD}: published container ports {published} miss the listen port {port}")
+    if published and is_loopback_host(host_port(config.address)[0]):
+        problems.append(f"{CLOUD}: publishes {published}, but a server bound to loopback is unreachable through them")
+    # The image's own default command must start too (docker run without arguments).
+    cmd = [i for i in instructions if i.keyword == "CMD"]
+    default = cmd[-1].exec_form() if cmd else []
+    try:
+        d = _parser().parse_args(default)
+        d_src = copied_from(instructions, str(cwd / d.config))
+        load_config(REPO / (d_src or "missing"), address=d.address, db_path=d.db)
+    except SystemExit:
+        problems.append(f"{CLOUD}: image CMD {default} is rejected by the nestor-cloud CLI")
+    except ConfigError as err:
+        problems.append(f"{CLOUD}: image CMD {default}: {err}")
+    return problems
+
+
+def check_pins(compose: dict) -> list[str]:
+    """Versions the Dockerfiles install come from requirements.txt."""
+    problems = []
+    pins = requirement_pins()
+    for name, service in compose["services"].items():
+        text = " ".join(i.value for i in parse_dockerfile(dockerfile_of(service)) if i.keyword == "RUN")
+        for pkg, version in re.findall(r"\b([A-Za-z][\w.-]*)==([\w.+-]+)", text):
+            if pkg.lower() in pins and pins[pkg.lower()] != version and pkg.lower() not in ("setuptools", "wheel"):
+                problems.append(f"{name}: installs {pkg}=={version}, requirements.txt pins {pins[pkg.lower()]}")
+            if pkg.lower() == "torch" and pkg.lower() not in pins:
+                problems.append(f"{name}: installs torch, which requirements.txt does not pin")
+        # `grep -E '^(a|b)=='` selections must name packages requirements.txt pins, or pip silently skips them.
+        for group in re.findall(r"\^\(([\w|.-]+)\)==", text):
+            if missing := [p for p in group.split("|") if p.lower() not in pins]:
+                problems.append(f"{name}: selects {missing} from requirements.txt, which does not pin them")
+    return problems
+
+
+def _needs_dockerfiles(check):
+    """Checks that read the Dockerfiles report a missing one (check_builds names it) instead of crashing."""
+
+    def wrapped(compose: dict) -> list[str]:
+        missing = [n for n, svc in compose["services"].items() if not dockerfile_of(svc).is_file()]
+        if missing:
+            return [f"{check.__name__}: services {missing} have no Dockerfile"]
+        return check(compose)
+
+    wrapped.__name__ = check.__name__
+    return wrapped
+
+
+check_robot_images = _needs_dockerfiles(check_robot_images)
+check_robot_fleet = _needs_dockerfiles(check_robot_fleet)
+check_cloud = _needs_dockerfiles(check_cloud)
+check_pins = _needs_dockerfiles(check_pins)
+CHECKS = [check_schema, check_builds, check_robot_images, check_robot_fleet, check_cloud, check_pins]
+
+
+# --- the real files ------------------------------------------------------------------------------
+
+
+def test_schema_is_the_vendored_one():
+    assert hashlib.sha256(SCHEMA_FILE.read_bytes()).hexdigest() == SCHEMA_SHA256
+    schema = json.loads(SCHEMA_FILE.read_text())
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+    assert schema["title"] == "Compose Specification"
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_compose_file(check):
+    assert check(load_compose()) == []
+
+
+def test_robots_share_the_x_robot_extension():
+    source = COMPOSE_FILE.read_text()
+    compose = load_compose()
+    assert "x-robot" in compose
+    for name in robot_services(compose):
+        # The service body starts by merging the extension, so nothing is copied by hand.
+        assert re.search(rf"^  {name}:\n    <<: \*robot$", source, re.M), name
+
+
+# --- every check can fail ------------------------------------------------------------------------
+
+
+def _set(compose: dict, path: str, value) -> None:
+    *parents, leaf = path.split("/")
+    node = compose
+    for key in parents:
+        node = node[key]
+    if value is _DELETE:
+        del node[leaf]
+    else:
+        node[leaf] = value
+
+
+_DELETE = object()
+BREAKAGES = [
+    ("version key", "version", "3.9", check_schema, "version"),
+    ("unknown service key", "services/robot0/dependson", ["cloud_brain"], check_schema, "dependson"),
+    ("bad condition", "services/robot0/depends_on/cloud_brain/condition", "healthy", check_schema, "condition"),
+    ("missing dockerfile", "services/robot1/build/dockerfile", "docker/nope.Dockerfile", check_builds, "nope"),
+    ("undeclared arg", "services/robot0/command", ["robot_id:=robot0", "cloud_address:=127.0.0.1:50051"],
+     check_robot_images, "cloud_address"),
+    ("wrong robot id", "services/robot1/command", ["robot_id:=robot0", "cloud:=127.0.0.1:50051"],
+     check_robot_fleet, "robot_id"),
+    ("wrong cloud port", "services/robot1/command", ["robot_id:=robot1", "cloud:=127.0.0.1:50052"],
+     check_robot_fleet, "listens on port"),
+    ("cloud by name in shared netns", "services/robot1/command", ["robot_id:=robot1", "cloud:=cloud_brain:50051"],
+     check_robot_fleet, "must be 127.0.0.1"),
+    ("own netns, loopback cloud", "services/robot0/network_mode", _DELETE, check_robot_fleet, "own network"),
+    ("insecure on 0.0.0.0", "services/cloud_brain/command",
+     ["serve", "--config", "/app/config/cloud.yaml", "--address", "0.0.0.0:50051"], check_cloud, "tls"),
+    ("publish loopback", "services/cloud_brain/ports", ["127.0.0.1:50051:50051"], check_cloud, "unreachable"),
+    ("shared domain", "services/robot1/environment/ROS_DOMAIN_ID", "11", check_robot_fleet, "also used"),
+    ("no health gate", "services/robot0/depends_on", [CLOUD], check_robot_fleet, "service_healthy"),
+    ("missing config", "services/cloud_brain/command", ["serve", "--config", "/app/config/nope.yaml"],
+     check_cloud, "--config"),
+    ("bad cli flag", "services/cloud_brain/command", ["serve", "--confg", "/app/config/cloud.yaml"],
+     check_cloud, "rejected"),
+    ("no volume", "services/cloud_brain/volumes", _DELETE, check_cloud, "db_path"),
+    ("bad address", "services/cloud_brain/command", ["serve", "--address", "0.0.0.0"], check_cloud, "address"),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "check", "expected"), [b[1:] for b in BREAKAGES], ids=[b[0] for b in BREAKAGES]
+)
+def test_broken_compose_is_caught(path, value, check, expected):
+    compose = copy.deepcopy(load_compose())
+    _set(compose, path, value)
+    problems = check(compose)
+    assert any(expected in p for p in problems), problems
+
+
+def test_broken_dockerfiles_are_caught(tmp_path):
+    compose = load_compose()
+    robot = parse_dockerfile(dockerfile_of(compose["services"]["robot0"]))
+    assert entrypoint_command(robot) == ["ros2", "launch", "nestor_bringup", "sim_robot.launch.py"]
+    text = dockerfile_of(compose["services"]["robot0"]).read_text()
+    for n, (old, new, expected) in enumerate([
+        ("FROM ros:kilted-ros-base", "FROM ros:jazzy-ros-base", "FROM"),
+        ("sim_robot.launch.py", "sim_robot_x.launch.py", "does not exist"),
+        ("--base-paths ros2_ws/src sim", "--base-paths ros2_ws/src", "nestor_sim"),
+        ("onnxruntime|onnx|", "onnxruntime|onnx|onnxruntimeX|", "onnxruntimeX"),
+    ]):
+        broken = tmp_path / f"robot-{n}.Dockerfile"
+        broken.write_text(text.replace(old, new))
+        mutated = copy.deepcopy(compose)
+        for svc in robot_services(mutated).values():
+            svc["build"]["dockerfile"] = str(broken)  # absolute: REPO / "." / abs == abs
+        problems = check_robot_images(mutated) + check_pins(mutated)
+        assert any(expected in p for p in problems), (old, problems)
+
+
+# --- the healthcheck really speaks the gRPC health protocol --------------------------------------
+
+
+def test_healthcheck_probe():
+    compose = load_compose()
+    test = compose["services"][CLOUD]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"], test
+    script = test[3]
+    port = cloud_listen_port(compose)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    bound = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        probe = script.replace(f"127.0.0.1:{port}", f"127.0.0.1:{bound}")
+        assert probe != script
+
+        def run() -> int:
+            return subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=30).returncode
+
+        servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        assert run() == 0
+        servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert run() != 0
+    finally:
+        server.stop(0)
+    assert run() != 0  # nothing listening

@@ -42,6 +42,8 @@ class ConsolidationConfig:
         eval_ticks: length of each gate episode.
         eval_shift_s: time of the dynamics shift inside a gate episode.
         gate_tolerance: candidate may be at most this fraction worse than the parent per scenario.
+        blend_steps: steps from the parent toward the trained weights tried in order; the first
+            that passes the gate is the candidate.
     """
 
     max_transitions: int = 60_000
@@ -51,6 +53,7 @@ class ConsolidationConfig:
     eval_ticks: int = 1500
     eval_shift_s: float = 5.0
     gate_tolerance: float = 0.05
+    blend_steps: tuple[float, ...] = (1.0, 0.5, 0.25)
 
 
 @dataclasses.dataclass
@@ -104,7 +107,7 @@ def train_slow_weights(net: NestedPolicy, memories: Memories, config: Consolidat
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return {"loss_first": losses[0], "loss_last": float(np.mean(losses[-20:])), "samples": len(obs)}
 
 
@@ -116,25 +119,51 @@ def gate_scenarios(task, config: ConsolidationConfig) -> dict[str, list[str]]:
     return scenarios
 
 
-def evaluate_gate(parent_onnx: bytes, candidate_onnx: bytes, task, config: ConsolidationConfig, seed: int) -> dict:
-    """Step 5: both models, same seeded episodes, L0 on (as deployed) and L0 frozen (slow only)."""
+def evaluate(onnx_bytes: bytes, env, scenarios: dict, config: ConsolidationConfig, seed: int, slow_only=False) -> dict:
+    """Mean cost per scenario, same seeded episodes; L0 on (as deployed), or frozen (slow weights only)."""
+    model = load_model(onnx_bytes)
+    runtime = RuntimeConfig(l0_step_scale=0.0) if slow_only else None
+    return {
+        name: float(np.mean(rollout(model, env, shifts, seed, config.eval_ticks, runtime).cost))
+        for name, shifts in scenarios.items()
+    }
+
+
+def blend(parent: NestedPolicy, trained: NestedPolicy, alpha: float) -> NestedPolicy:
+    """parent + alpha (trained - parent) in weight space: a smaller step away from what works."""
+    out = copy.deepcopy(parent)
+    with torch.no_grad():
+        for p_out, p_par, p_new in zip(out.parameters(), parent.parameters(), trained.parameters(), strict=True):
+            p_out.copy_(p_par + alpha * (p_new - p_par))
+    return out
+
+
+def select_candidate(parent_onnx: bytes, parent, trained, task, config: ConsolidationConfig, seed: int):
+    """Step 5: the largest step toward the trained weights that regresses on no gate scenario.
+
+    Returns (onnx bytes or None, gate report).
+    """
     from nestor_sim.tracking_env import TrackingEnv
 
     env = TrackingEnv(task)
-    parent, candidate = load_model(parent_onnx), load_model(candidate_onnx)
-    results = {}
+    scenarios = gate_scenarios(task, config)
+    report = {"scenarios": {name: list(shifts) for name, shifts in scenarios.items()}, "tried": []}
     try:
-        for name, shifts in gate_scenarios(task, config).items():
-            row = {}
-            for label, model in (("parent", parent), ("candidate", candidate)):
-                deployed = rollout(model, env, shifts, seed, config.eval_ticks)
-                frozen = rollout(model, env, shifts, seed, config.eval_ticks, RuntimeConfig(l0_step_scale=0.0))
-                row[label] = float(np.mean(deployed.cost))
-                row[f"{label}_slow_only"] = float(np.mean(frozen.cost))
-            results[name] = row
+        baseline = evaluate(parent_onnx, env, scenarios, config, seed)
+        report["parent"] = baseline
+        for alpha in config.blend_steps:
+            candidate_onnx = export_onnx(blend(parent, trained, alpha))
+            costs = evaluate(candidate_onnx, env, scenarios, config, seed)
+            regressed = [n for n, c in costs.items() if c > baseline[n] * (1.0 + config.gate_tolerance)]
+            report["tried"].append({"alpha": alpha, "costs": costs, "regressed": regressed})
+            if not regressed:
+                report["accepted_alpha"] = alpha
+                report["candidate_slow_only"] = evaluate(candidate_onnx, env, scenarios, config, seed, slow_only=True)
+                report["parent_slow_only"] = evaluate(parent_onnx, env, scenarios, config, seed, slow_only=True)
+                return candidate_onnx, report
     finally:
         env.close()
-    return results
+    return None, report
 
 
 def run_round(request: dict) -> dict:
@@ -159,20 +188,21 @@ def run_round(request: dict) -> dict:
             "reason": f"only {len(memories.obs)} usable transitions (< batch {config.batch_size})",
             "metrics": {"samples": len(memories.obs)},
         }
-    candidate = copy.deepcopy(parent)
-    training = train_slow_weights(candidate, memories, config, seed)
-    candidate_onnx = export_onnx(candidate)
-    gate = evaluate_gate(request["parent_onnx"], candidate_onnx, task, config, seed)
-    regressions = [
-        name for name, row in gate.items() if row["candidate"] > row["parent"] * (1.0 + config.gate_tolerance) + 1e-9
-    ]
-    accepted = not regressions
-    reason = "no regression on " + ", ".join(gate) if accepted else "regressed on " + ", ".join(regressions)
+    trained = copy.deepcopy(parent)
+    training = train_slow_weights(trained, memories, config, seed)
+    candidate_onnx, gate = select_candidate(request["parent_onnx"], parent, trained, task, config, seed)
+    accepted = candidate_onnx is not None
+    if accepted:
+        reason = f"no regression on {', '.join(gate['parent'])} (step {gate['accepted_alpha']:g})"
+    else:
+        candidate_onnx = export_onnx(trained)
+        worst = gate["tried"][-1]["regressed"] if gate["tried"] else []
+        reason = f"regressed on {', '.join(worst)} at every step {list(config.blend_steps)}"
     metrics = {"training": training, "gate": gate, "round_seconds": time.time() - started, "seed": seed}
     return {
         "onnx": candidate_onnx,
         "accepted": accepted,
         "reason": reason,
         "metrics": metrics,
-        "io_signature": io_signature(candidate.spec),
+        "io_signature": io_signature(trained.spec),
     }

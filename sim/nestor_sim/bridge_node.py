@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from nestor_core import qos, topics
+from nestor_core.realtime import set_sched_priority
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -43,6 +44,8 @@ class BridgeConfig:
         run_dir: If set, shift events are appended as JSON lines to <run_dir>/events.jsonl.
         publish_target: Publish the reference on ``target`` (false when perception does).
         camera_enabled: Publish camera images (only if the task's camera is enabled too).
+        sched_priority: SCHED_FIFO priority of the node's threads (1-99; 0 = default). Without
+            the privilege the node logs it and runs at default priority.
     """
 
     task_file: str = ""
@@ -53,6 +56,7 @@ class BridgeConfig:
     run_dir: str = ""
     publish_target: bool = True
     camera_enabled: bool = True
+    sched_priority: int = 0
 
 
 _DESCRIPTIONS = {
@@ -64,6 +68,7 @@ _DESCRIPTIONS = {
     "run_dir": "If set, append shift events as JSON lines to <run_dir>/events.jsonl.",
     "publish_target": "Publish the reference on the target topic (false when perception does).",
     "camera_enabled": "Publish camera images (only if the task's camera is enabled too).",
+    "sched_priority": "SCHED_FIFO priority of the node's threads (1-99; 0 = default scheduling).",
 }
 
 
@@ -89,6 +94,7 @@ class SimBridge(Node):
     def __init__(self):
         super().__init__("sim_bridge")
         self.config = _declare(self)
+        self.get_logger().info(set_sched_priority(self.config.sched_priority))
         task = load_task(self.config.task_file)
         if self.config.shifts:
             task = with_shifts(task, self.config.shifts)
@@ -162,7 +168,10 @@ class SimBridge(Node):
 
     def _publish_events(self, events: list[dict[str, Any]]) -> None:
         for event in events:
-            record = {"robot_id": self.config.robot_id, **event}
+            # stamp: the ROS clock of the tick, the same clock as the JointState headers (and so
+            # as the experience stamps), so reports can place the shift on the robot's timeline.
+            now = self.get_clock().now().nanoseconds * 1e-9
+            record = {"robot_id": self.config.robot_id, **event, "stamp": now}
             line = json.dumps(record)
             self._pub_event.publish(String(data=line))
             self.get_logger().info(f"shift applied: {line}")

@@ -119,17 +119,29 @@ class ProcessGroup:
 
     def stop(self, timeout_s: float = 10.0) -> dict[str, int]:
         """SIGINT everyone, wait up to timeout_s, then SIGKILL; returns label -> exit code."""
-        for proc in self.running():
+        self._stop(self.processes, timeout_s)
+        return {p.label: p.popen.returncode for p in self.processes}
+
+    def stop_nodes(self, names: set[str], timeout_s: float = 10.0) -> dict[str, int]:
+        """Stop only the nodes called `names` (on every robot), as stop() does."""
+        chosen = [p for p in self.processes if p.spec.name in names]
+        self._stop(chosen, timeout_s)
+        return {p.label: p.popen.returncode for p in chosen}
+
+    @staticmethod
+    def _stop(processes: list[ManagedProcess], timeout_s: float) -> None:
+        for proc in processes:
+            if proc.popen.poll() is not None:
+                continue
             try:
                 proc.popen.send_signal(signal.SIGINT)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + timeout_s
-        for proc in self.processes:
+        for proc in processes:
             left = max(0.0, deadline - time.monotonic())
             try:
                 proc.popen.wait(timeout=left)
             except subprocess.TimeoutExpired:
                 proc.popen.kill()
                 proc.popen.wait()
-        return {p.label: p.popen.returncode for p in self.processes}

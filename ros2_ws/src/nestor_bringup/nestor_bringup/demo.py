@@ -1,0 +1,351 @@
+"""`nestor demo`: the whole loop on one machine, as separate processes.
+
+    cloud brain (nestor-cloud serve)  <-- gRPC 127.0.0.1 -->  robot0..N-1, each: sim_bridge,
+                                                              [perception], policy, uplink, weight_sync
+
+Timeline: the cloud starts and registers each task's initial model; the robots start, get it
+pushed and begin to track; every robot's dynamics shift at `shift_frac` of the run; the cloud
+consolidates on a timer and pushes each accepted version; at the end the policies stop, the
+uplinks drain their spools, the cloud stops, and the report is written to runs/<id>/ (with
+runs/latest pointing at it). The learning figures come from seeded closed-loop evaluations in
+simulation of the models the run produced (nestor_bringup.demo_report).
+"""
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import yaml
+
+from nestor_bringup.cli import CliError, _positive_float, _positive_int, default_config_dir, register
+from nestor_bringup.nodes import SPOOL_FILE, RobotSpec, robot_nodes
+from nestor_bringup.process_group import ProcessGroup, log_tail, node_env
+from nestor_core import nestor_pb2, nestor_pb2_grpc
+
+# Shifts the demo fleet cycles through (robot i gets entry i % len); the time is set per run.
+DEMO_SHIFTS = ["payload:4.0", "actuator_gain:0.5", "torque_bias:3.0", "damping:5.0"]
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """What one demo run does.
+
+    Attributes:
+        duration_s: seconds the fleet runs (from the moment the robots start).
+        robots: fleet size.
+        task: task every robot runs.
+        seed: base seed (robot i gets seed + i).
+        shift_frac: each robot's dynamics shift at this fraction of the run.
+        rounds: consolidation rounds aimed for (the cloud consolidates every duration/(rounds+1) s).
+        run_dir: output directory; empty = runs/<timestamp>.
+        config_dir: bringup config dir.
+        cloud_config: base cloud config YAML; the demo derives its own from it.
+    """
+
+    duration_s: float = 150.0
+    robots: int = 2
+    task: str = "kuka_track"
+    seed: int = 0
+    shift_frac: float = 0.4
+    rounds: int = 3
+    run_dir: str = ""
+    config_dir: str = ""
+    cloud_config: str = "config/cloud.yaml"
+
+    def validate(self) -> "DemoConfig":
+        if self.duration_s < 30:
+            raise CliError(f"argument --duration: at least 30 s are needed for a shift and two rounds, got {self.duration_s:g}")
+        if not 0.1 <= self.shift_frac <= 0.9:
+            raise CliError(f"argument --shift-frac: must be in [0.1, 0.9], got {self.shift_frac}")
+        if self.rounds < 1:
+            raise CliError(f"argument --rounds: must be >= 1, got {self.rounds}")
+        return self
+
+
+def _prepare_run_dir(config: DemoConfig) -> Path:
+    run_dir = Path(config.run_dir or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S")))
+    run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=False)
+    latest = run_dir.parent / "latest"
+    if latest.is_symlink() or not latest.exists():
+        if latest.is_symlink():
+            latest.unlink()
+        latest.symlink_to(run_dir.name)
+    return run_dir
+
+
+def _cloud_config(config: DemoConfig, run_dir: Path, task_file: str) -> Path:
+    """The run's own cloud config: loopback, ephemeral port, files under the run, a timed schedule."""
+    base = yaml.safe_load(Path(config.cloud_config).read_text()) or {}
+    period = config.duration_s / (config.rounds + 1)
+    base.update(
+        address="127.0.0.1:0",
+        db_path=str(run_dir / "cloud" / "nestor.db"),
+        model_dir=str(run_dir / "cloud" / "models"),
+        task_files=[task_file],
+        seed=config.seed,
+    )
+    base["schedule"] = {
+        **(base.get("schedule") or {}),
+        "enabled": True,
+        "every_transitions": 10**9,
+        "every_seconds": period,
+        "min_transitions": 1000,
+        "poll_seconds": 1.0,
+        "failure_backoff_seconds": 5.0,
+    }
+    path = run_dir / "cloud" / "cloud.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(base, sort_keys=False))
+    return path
+
+
+class Cloud:
+    """The cloud brain as a child process (its own session, so Ctrl-C reaches only the demo)."""
+
+    def __init__(self, config_path: Path, run_dir: Path, env: dict):
+        self.ready_file = run_dir / "cloud" / "ready.json"
+        self.log_path = run_dir / "cloud" / "cloud.log"
+        script = Path(sys.executable).parent / "nestor-cloud"
+        argv = [str(script), "serve", "--config", str(config_path), "--ready-file", str(self.ready_file)]
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        self.address = ""
+
+    def wait_ready(self, timeout_s: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"cloud brain exited with {self.popen.returncode}:\n{log_tail(self.log_path)}")
+            if self.ready_file.exists():
+                self.address = json.loads(self.ready_file.read_text())["address"]
+                return self.address
+            time.sleep(0.2)
+        raise RuntimeError(f"cloud brain not ready after {timeout_s:g} s:\n{log_tail(self.log_path)}")
+
+    def status(self, timeout_s: float = 3.0) -> nestor_pb2.FleetStatus | None:
+        try:
+            with grpc.insecure_channel(self.address) as channel:
+                return nestor_pb2_grpc.FleetStub(channel).GetStatus(nestor_pb2.StatusRequest(), timeout=timeout_s)
+        except grpc.RpcError:
+            return None
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _spool_stats(path: Path, robot_id: str) -> dict:
+    from nestor_robot.spool import Spool
+
+    if not path.exists():
+        return {}
+    with Spool(str(path), robot_id) as spool:
+        return spool.stats()
+
+
+class Progress:
+    """Live table on a terminal; a plain line every 10 s otherwise (CI logs)."""
+
+    def __init__(self, config: DemoConfig):
+        self.tty = sys.stdout.isatty()
+        self.config = config
+        self._last_line = 0.0
+        self._live = None
+        if self.tty:
+            from rich.live import Live
+
+            self._live = Live(refresh_per_second=2)
+            self._live.start()
+
+    def update(self, elapsed: float, status, robots: dict) -> None:
+        rows = []
+        by_id = {r.robot_id: r for r in status.robots} if status else {}
+        for robot_id, stats in robots.items():
+            cloud = by_id.get(robot_id)
+            rows.append(
+                (
+                    robot_id,
+                    str(stats.get("model_version", "-")),
+                    str(stats.get("swaps", 0)),
+                    str(stats.get("ticks", 0)),
+                    str(stats.get("missed_ticks", 0)),
+                    str(cloud.transitions if cloud else 0),
+                    f"{cloud.recent_cost:.4f}" if cloud else "-",
+                )
+            )
+        versions = [m.version for m in status.models] if status else []
+        head = (
+            f"nestor demo  {elapsed:5.0f}/{self.config.duration_s:.0f} s  "
+            f"stored={status.transitions_stored if status else 0}  rounds={status.consolidation_rounds if status else 0}  "
+            f"versions={versions}"
+        )
+        if self._live is not None:
+            from rich.table import Table
+
+            table = Table(title=head)
+            for col in ("robot", "model", "swaps", "ticks", "missed", "stored", "recent cost"):
+                table.add_column(col)
+            for row in rows:
+                table.add_row(*row)
+            self._live.update(table)
+        elif time.monotonic() - self._last_line >= 10.0:
+            self._last_line = time.monotonic()
+            detail = "; ".join(f"{r[0]} v{r[1]} swaps={r[2]} ticks={r[3]} missed={r[4]} cost={r[6]}" for r in rows)
+            print(f"{head} | {detail}", flush=True)
+
+    def close(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+
+
+def run_demo(config: DemoConfig) -> int:
+    """Run the fleet, then write the report; returns the exit code."""
+    config = config.validate()
+    config_dir = config.config_dir or default_config_dir()
+    task_file = os.path.abspath(os.path.join(config_dir, "tasks", f"{config.task}.yaml"))
+    if not os.path.isfile(task_file):
+        raise CliError(f"argument --task: no task file {task_file}")
+    run_dir = _prepare_run_dir(config)
+    env = node_env()
+    env.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 101)))
+    shift_at = round(config.duration_s * config.shift_frac, 1)
+    specs = [
+        RobotSpec(
+            robot_id=f"robot{i}",
+            task=config.task,
+            task_file=task_file,
+            run_dir=str(run_dir),
+            seed=config.seed + i,
+            shifts=[f"{DEMO_SHIFTS[i % len(DEMO_SHIFTS)]}@{shift_at:g}"],
+        )
+        for i in range(config.robots)
+    ]
+    print(f"nestor demo: run dir {run_dir} (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, discovery LOCALHOST)", flush=True)
+    cloud = Cloud(_cloud_config(config, run_dir, task_file), run_dir, env)
+    group = ProcessGroup(str(run_dir), env)
+    progress = None
+    code = 0
+    started = time.monotonic()
+    try:
+        address = cloud.wait_ready()
+        print(f"cloud brain serving on {address}; starting {config.robots} robots", flush=True)
+        for spec in specs:
+            spec.cloud_address = address
+            group.start_robot(spec.robot_id, robot_nodes(spec, config_dir))
+        started = time.monotonic()
+        progress = Progress(config)
+        while time.monotonic() - started < config.duration_s:
+            dead = group.dead()
+            if dead or cloud.popen.poll() is not None:
+                for proc in dead:
+                    print(f"nestor demo: error: {group.describe_death(proc)}", file=sys.stderr, flush=True)
+                if cloud.popen.poll() is not None:
+                    print(f"nestor demo: error: cloud brain died:\n{log_tail(cloud.log_path)}", file=sys.stderr)
+                code = 1
+                break
+            robots = {s.robot_id: _read_json(Path(s.robot_dir) / "policy_stats.json") for s in specs}
+            progress.update(time.monotonic() - started, cloud.status(), robots)
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        if progress is not None:
+            progress.close()
+        elapsed = time.monotonic() - started
+        _stop_fleet(group, specs)
+        final_status = cloud.status()
+        cloud_code = cloud.stop()
+        print(f"fleet and cloud stopped (cloud exit {cloud_code}); evaluating", flush=True)
+    if code not in (0, 130):
+        return code
+    from nestor_bringup.demo_report import write_report
+
+    summary = write_report(run_dir, specs, config, elapsed, final_status, task_file, shift_at)
+    print(json.dumps({k: summary[k] for k in _HEADLINE if k in summary}, indent=1), flush=True)
+    print(f"report: {run_dir / 'report.md'}", flush=True)
+    return code
+
+
+_HEADLINE = (
+    "transitions_uploaded",
+    "transitions_stored",
+    "model_versions_pushed",
+    "swaps",
+    "missed_ticks",
+    "recovery_ticks_fast",
+    "recovery_ticks_frozen",
+    "cost_initial_model",
+    "cost_consolidated_model",
+)
+
+
+def _stop_fleet(group: ProcessGroup, specs: list[RobotSpec], drain_timeout_s: float = 60.0) -> None:
+    """Stop control first (the policy flushes to its spool), let the uplinks drain, then the rest."""
+    group.stop_nodes({"policy", "sim_bridge", "perception"})
+    deadline = time.monotonic() + drain_timeout_s
+    pending = {s.robot_id: Path(s.robot_dir) / SPOOL_FILE for s in specs}
+    while pending and time.monotonic() < deadline:
+        for robot_id, path in list(pending.items()):
+            stats = _spool_stats(path, robot_id)
+            if not stats or stats.get("depth_transitions", 1) == 0:
+                del pending[robot_id]
+        time.sleep(0.5)
+    if pending:
+        print(f"nestor demo: warning: spools not drained after {drain_timeout_s:g} s: {sorted(pending)}", file=sys.stderr)
+    group.stop()
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=_positive_float("duration"), default=150.0, help="seconds the fleet runs")
+    parser.add_argument("--robots", type=_positive_int, default=2, help="fleet size")
+    parser.add_argument("--task", default="kuka_track", help="task every robot runs (config/tasks/<task>.yaml)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed")
+    parser.add_argument("--shift-frac", type=float, default=0.4, help="shift time as a fraction of the run")
+    parser.add_argument("--rounds", type=_positive_int, default=3, help="consolidation rounds aimed for")
+    parser.add_argument("--run-dir", default="", help="output directory (default runs/<timestamp>)")
+    parser.add_argument("--config-dir", default="", help="bringup config dir")
+    parser.add_argument("--cloud-config", default="config/cloud.yaml", help="base cloud config")
+
+
+def _run_demo(args) -> int:
+    return run_demo(
+        DemoConfig(
+            duration_s=args.duration,
+            robots=args.robots,
+            task=args.task,
+            seed=args.seed,
+            shift_frac=args.shift_frac,
+            rounds=args.rounds,
+            run_dir=args.run_dir,
+            config_dir=args.config_dir,
+            cloud_config=args.cloud_config,
+        )
+    )
+
+
+register("demo", "cloud brain + simulated fleet, end to end, with a report", _demo_arguments, _run_demo)

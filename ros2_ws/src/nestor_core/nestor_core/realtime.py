@@ -1,0 +1,33 @@
+"""Real-time scheduling for control processes (the sim bridge and the policy node).
+
+On a robot the control loop runs at a real-time priority so that nothing else on the machine
+(the uplink, a consolidation job, logging) can make it miss a tick. `set_sched_priority` moves
+every thread of this process, and so every thread it starts later, to SCHED_FIFO. Without the
+privilege (CAP_SYS_NICE; a container without it) it changes nothing and says why.
+"""
+
+import os
+
+
+def set_sched_priority(priority: int) -> str:
+    """Apply SCHED_FIFO `priority` (1-99) to all threads of this process; 0 leaves them alone.
+
+    Returns a one-line description of what happened, for the node's log.
+    """
+    if priority <= 0:
+        return "scheduling: default (sched_priority 0)"
+    if priority > 99:
+        raise ValueError(f"sched_priority: must be in 0..99, got {priority}")
+    param = os.sched_param(priority)
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    try:
+        for tid in tids:
+            os.sched_setscheduler(tid, os.SCHED_FIFO, param)
+    except PermissionError as err:
+        return f"scheduling: SCHED_FIFO {priority} not permitted ({err.strerror}); running at default priority"
+    except OSError as err:
+        return f"scheduling: SCHED_FIFO {priority} failed ({err.strerror}); running at default priority"
+    return f"scheduling: SCHED_FIFO priority {priority} on {len(tids)} threads"

@@ -46,3 +46,9 @@ proto: venv
 
 clean:
 	rm -rf $(VENV) runs
+
+certs: venv
+	$(VENV)/bin/nestor-cloud certs --out certs --robots $(ROBOTS)
+
+bench: venv
+	$(PY) -m bench.run $(if $(filter 1,$(QUICK)),--quick,)

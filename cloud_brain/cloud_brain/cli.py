@@ -5,9 +5,14 @@
     nestor-cloud models list [--task T] [--json]
     nestor-cloud models promote VERSION
     nestor-cloud models rollback --task T
+    nestor-cloud certs --out certs --robots 2
 
-Every client call has a deadline (`--timeout`). An unreachable server prints one line and
-exits 2; other RPC errors exit 1.
+Client commands talk mutual TLS when given --ca, --cert and --key (or NESTOR_TLS_CA,
+NESTOR_TLS_CERT, NESTOR_TLS_KEY); promote and rollback need the admin certificate. Without them
+the channel is insecure, which only a server in loopback dev mode accepts.
+
+Every client call has a deadline (`--timeout`). An unreachable server (or one that refuses the
+TLS handshake) prints one line and exits 2; other RPC errors exit 1.
 """
 
 from __future__ import annotations
@@ -44,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     def client(p: argparse.ArgumentParser) -> None:
         p.add_argument("--address", default=DEFAULT_ADDRESS, help="server host:port (env NESTOR_CLOUD_ADDRESS)")
         p.add_argument("--timeout", type=float, default=5.0, help="deadline of each call, seconds")
+        p.add_argument("--ca", default=os.environ.get("NESTOR_TLS_CA", ""), help="CA PEM (env NESTOR_TLS_CA)")
+        p.add_argument(
+            "--cert", default=os.environ.get("NESTOR_TLS_CERT", ""), help="client cert PEM (env NESTOR_TLS_CERT)"
+        )
+        p.add_argument(
+            "--key", default=os.environ.get("NESTOR_TLS_KEY", ""), help="client key PEM (env NESTOR_TLS_KEY)"
+        )
 
     status = sub.add_parser("status", help="robots, model versions and counters")
     client(status)
@@ -63,7 +75,31 @@ def _parser() -> argparse.ArgumentParser:
     client(rollback)
     rollback.add_argument("--task", required=True)
     rollback.add_argument("--json", action="store_true", help="machine-readable output")
+
+    certs = sub.add_parser("certs", help="write a dev CA, server/robot/admin certs and the model-signing keys")
+    certs.add_argument("--out", default="certs", help="output directory (an existing CA and signing key are reused)")
+    certs.add_argument("--robots", type=int, default=2, help="robot client certs robot0 .. robot{N-1}")
+    certs.add_argument("--robot-prefix", default="robot", help="robot name prefix (robot ids must match)")
     return parser
+
+
+def _channel(args) -> grpc.Channel:
+    """Mutual TLS when --ca/--cert/--key are given (all three), else an insecure channel."""
+    paths = {"--ca": args.ca, "--cert": args.cert, "--key": args.key}
+    if not any(paths.values()):
+        return grpc.insecure_channel(args.address)
+    missing = [flag for flag, path in paths.items() if not path]
+    if missing:
+        raise ValueError(f"{', '.join(missing)}: mutual TLS needs --ca, --cert and --key")
+    data = {}
+    for flag, path in paths.items():
+        try:
+            with open(path, "rb") as f:
+                data[flag] = f.read()
+        except OSError as err:
+            raise ValueError(f"{flag}: cannot read {path}: {err.strerror}") from None
+    credentials = grpc.ssl_channel_credentials(data["--ca"], data["--key"], data["--cert"])
+    return grpc.secure_channel(args.address, credentials)
 
 
 def _to_json(message) -> dict:
@@ -115,7 +151,7 @@ def _print_status(status: nestor_pb2.FleetStatus) -> None:
 
 
 def _client_call(args) -> int:
-    with grpc.insecure_channel(args.address) as channel:
+    with _channel(args) as channel:
         if args.command == "status":
             reply = nestor_pb2_grpc.FleetStub(channel).GetStatus(nestor_pb2.StatusRequest(), timeout=args.timeout)
             if args.json:
@@ -159,8 +195,22 @@ def main(argv: list[str] | None = None) -> int:
         except (ConfigError, OSError) as err:
             print(f"nestor-cloud: {err}", file=sys.stderr)
             return 2
+    if args.command == "certs":
+        from cloud_brain.certs import generate
+
+        try:
+            written = generate(args.out, robots=args.robots, robot_prefix=args.robot_prefix)
+        except (OSError, ValueError) as err:
+            print(f"nestor-cloud: {err}", file=sys.stderr)
+            return 2
+        print(f"certs in {args.out}: wrote {', '.join(written['written'])}"
+              + (f"; reused {', '.join(written['reused'])}" if written["reused"] else ""))
+        return 0
     try:
         return _client_call(args)
+    except ValueError as err:
+        print(f"nestor-cloud: {err}", file=sys.stderr)
+        return 2
     except grpc.RpcError as err:
         code = err.code()
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):

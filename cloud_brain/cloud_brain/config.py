@@ -7,6 +7,8 @@ Validation happens once, in `CloudConfig.validate`, and every error names the fi
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import os
 import pathlib
 from typing import Any
 
@@ -42,6 +44,39 @@ class ScheduleConfig:
     """After a failed round, wait this long before trying the task again."""
     max_rows_per_round: int = 0
     """Upper bound on experience chunks (store rows) handed to one round; 0 = no bound."""
+
+
+@dataclasses.dataclass
+class TlsConfig:
+    """Mutual TLS of the gRPC server. All three paths set = TLS on; all empty = insecure.
+
+    With TLS on every client must present a certificate signed by `client_ca`, and the servicers
+    authorise by it (cloud_brain.authz). Insecure mode is refused unless `address` is a loopback
+    address, and even there it logs an INSECURE warning at startup; it enforces no authorisation.
+    `nestor-cloud certs --out certs` writes a development set of these files.
+    """
+
+    cert: str = ""
+    """PEM certificate chain of the server (e.g. certs/server.pem)."""
+    key: str = ""
+    """PEM private key of the server certificate (e.g. certs/server.key)."""
+    client_ca: str = ""
+    """PEM CA bundle that signs client certificates (e.g. certs/ca.pem); client auth is required."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert or self.key or self.client_ca)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for localhost and loopback IP literals (127.0.0.0/8, ::1); any other name is not."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclasses.dataclass
@@ -81,7 +116,10 @@ class CloudConfig:
     consolidate: str = "cloud_brain.consolidation:run_round"
     """`module:function` run in the consolidation child process: run_round(request) -> result."""
     signing_key: str = ""
-    """Path of the ed25519 private key that signs manifests; empty = unsigned (issue 4)."""
+    """Path of the PEM ed25519 private key that signs every manifest (e.g. certs/model_signing.pem);
+    empty = unsigned, and robots that hold a public key then refuse the models."""
+    tls: TlsConfig = dataclasses.field(default_factory=TlsConfig)
+    """Mutual TLS (see TlsConfig); off by default, which is allowed on loopback addresses only."""
 
     def validate(self) -> CloudConfig:
         """Check every field; raises ConfigError naming the first bad one. Returns self."""
@@ -104,6 +142,26 @@ class CloudConfig:
             value = getattr(self, name)
             if value.count(":") != 1 or not all(value.split(":")):
                 raise ConfigError(f"{name}: expected 'module:function', got {value!r}")
+        if self.signing_key:
+            from nestor_core.manifest import load_private_key
+
+            try:
+                load_private_key(self.signing_key)
+            except ValueError as err:
+                raise ConfigError(f"signing_key: {err}") from None
+        tls = self.tls
+        if tls.enabled:
+            for name in ("cert", "key", "client_ca"):
+                path = getattr(tls, name)
+                if not path:
+                    raise ConfigError(f"tls.{name}: must be set when any tls field is set (mutual TLS)")
+                if not os.path.isfile(path):
+                    raise ConfigError(f"tls.{name}: no such file {path!r}")
+        elif not is_loopback_host(host):
+            raise ConfigError(
+                f"tls: refusing to serve without TLS on non-loopback address {self.address!r}; set tls.cert, "
+                "tls.key and tls.client_ca (see `nestor-cloud certs`) or bind 127.0.0.1"
+            )
         s = self.schedule
         if s.every_transitions < 1:
             raise ConfigError(f"schedule.every_transitions: must be >= 1, got {s.every_transitions}")

@@ -1,51 +1,34 @@
-"""Model manifests: canonical JSON describing a version, and the (future) signing hook."""
+"""Model manifests on the cloud side: canonical JSON (nestor_core.manifest) and signing with a key file.
+
+The manifest format and the signature scheme live in the robot-safe nestor_core.manifest, so the
+cloud signs exactly what robots verify.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import Any
+import functools
+import os
+
+from nestor_core.manifest import build_manifest, canonical_json, load_private_key, sha256_hex, sign
+
+__all__ = ["build_manifest", "canonical_json", "sha256_hex", "sign_manifest"]
 
 
-def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no spaces, UTF-8: the same object always gives the same bytes."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def sha256_hex(data: bytes) -> str:
-    """Hex sha256 of `data`."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def build_manifest(
-    version: int,
-    parent: int,
-    task: str,
-    sha256: str,
-    io_signature: dict,
-    metrics: dict,
-    created_unix: float,
-) -> bytes:
-    """The canonical manifest of one model version, as robots verify it."""
-    return canonical_json(
-        {
-            "version": version,
-            "parent": parent,
-            "task": task,
-            "sha256": sha256,
-            "io_signature": io_signature,
-            "metrics": metrics,
-            "created_unix": created_unix,
-        }
-    )
+@functools.lru_cache(maxsize=4)
+def _private_key(path: str, mtime_ns: int):
+    return load_private_key(path)
 
 
 def sign_manifest(manifest_bytes: bytes, key_path: str = "") -> bytes:
-    """ed25519 signature of the manifest; b"" while no key is configured.
+    """ed25519 signature of the manifest with the PEM key at `key_path`; b"" when no key is configured.
 
-    Signing arrives with issue 4; until then a configured key is an error rather than a
-    silently unsigned model.
+    Raises:
+        ValueError: the key file is missing or is not an ed25519 private key (never silently unsigned).
     """
     if not key_path:
         return b""
-    raise NotImplementedError("signing_key: manifest signing is not implemented yet (issue 4)")
+    try:
+        mtime = os.stat(key_path).st_mtime_ns
+    except OSError as err:
+        raise ValueError(f"signing_key: cannot read {key_path}: {err.strerror}") from None
+    return sign(manifest_bytes, _private_key(key_path, mtime))

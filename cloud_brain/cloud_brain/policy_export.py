@@ -131,6 +131,7 @@ def export_onnx(net: NestedPolicy, metadata: dict[str, str] | None = None) -> by
     u_max = g.const(_np(net.u_max), "u_max")
     g.op("Max", g.op("Min", raw, u_max), g.op("Neg", u_max), out="action")
     g.op("Identity", e, out="surprise")
+    g.op("Identity", k, out="key")
 
     shapes = policy_io.shapes(d, n, kdim)
 

@@ -191,4 +191,4 @@ class NestedPolicy(nn.Module):
         l1_read = k @ l1_state.transpose(0, 1)
         raw = self.prior(obs) + self.slow(obs) + fast_read + l1_read
         action = torch.maximum(torch.minimum(raw, self.u_max), -self.u_max)
-        return action, fast_out, fast_read, l1_read, e, update_dir
+        return action, fast_out, fast_read, l1_read, e, update_dir, k

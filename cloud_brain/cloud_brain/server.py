@@ -19,7 +19,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 
-from cloud_brain.config import CloudConfig, TaskSpec, load_tasks
+from cloud_brain.authz import Authorizer
+from cloud_brain.config import CloudConfig, ConfigError, TaskSpec, is_loopback_host, load_tasks
 from cloud_brain.metrics import Metrics
 from cloud_brain.model_bus import ModelBus
 from cloud_brain.registry import ModelRegistry, ModelVersion
@@ -105,14 +106,24 @@ class CloudServer:
             ("grpc.max_send_message_length", self.config.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
+        credentials = server_credentials(self.config)
+        # Authorisation needs a client certificate, so it is enforced exactly when TLS is on.
+        authz = Authorizer(enforce=credentials is not None)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.max_workers), options=options)
         server.add_generic_rpc_handlers(
-            (experience_handler(ExperienceServicer(self.store, self.tasks, self.metrics)),)
+            (experience_handler(ExperienceServicer(self.store, self.tasks, self.metrics, authz)),)
         )
-        nestor_pb2_grpc.add_ModelsServicer_to_server(ModelsServicer(self.registry, self.bus, self.tasks), server)
-        nestor_pb2_grpc.add_FleetServicer_to_server(FleetServicer(self.store, self.registry, self.metrics), server)
+        nestor_pb2_grpc.add_ModelsServicer_to_server(
+            ModelsServicer(self.registry, self.bus, self.tasks, authz), server
+        )
+        nestor_pb2_grpc.add_FleetServicer_to_server(
+            FleetServicer(self.store, self.registry, self.metrics, authz), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        port = server.add_insecure_port(self.config.address)
+        if credentials is None:
+            port = server.add_insecure_port(self.config.address)
+        else:
+            port = server.add_secure_port(self.config.address, credentials)
         if port == 0:
             raise OSError(f"address: cannot bind {self.config.address}")
         server.start()
@@ -123,7 +134,13 @@ class CloudServer:
         self._metrics_http = self.metrics.serve_http(self.config.metrics_port, self.config.metrics_address)
         if self.config.schedule.enabled:
             self.scheduler.start()
-        log.info("cloud brain serving on %s (tasks: %s)", self.address, ", ".join(self.tasks))
+        log.info(
+            "cloud brain serving on %s (%s; tasks: %s; manifests %s)",
+            self.address,
+            "mutual TLS" if credentials is not None else "insecure",
+            ", ".join(self.tasks),
+            "signed" if self.config.signing_key else "UNSIGNED",
+        )
         return self.address
 
     def stop(self, grace: float | None = None) -> None:
@@ -153,6 +170,35 @@ class CloudServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def server_credentials(config: CloudConfig) -> grpc.ServerCredentials | None:
+    """Mutual-TLS credentials from config.tls, or None for insecure mode (loopback only, loudly).
+
+    Raises:
+        ConfigError: insecure mode on a non-loopback address, or an unreadable TLS file.
+    """
+    tls = config.tls
+    if not tls.enabled:
+        host = config.address.rpartition(":")[0]
+        if not is_loopback_host(host):
+            raise ConfigError(
+                f"tls: refusing to serve without TLS on non-loopback address {config.address!r}; "
+                "set tls.cert, tls.key and tls.client_ca"
+            )
+        log.warning(
+            "INSECURE: serving %s without TLS: no client authentication and no authorisation "
+            "(any local process may upload as any robot or promote models); set tls.* in the config",
+            config.address,
+        )
+        return None
+    try:
+        chain = pathlib.Path(tls.cert).read_bytes()
+        key = pathlib.Path(tls.key).read_bytes()
+        client_ca = pathlib.Path(tls.client_ca).read_bytes()
+    except OSError as err:
+        raise ConfigError(f"tls: cannot read {err.filename}: {err.strerror}") from None
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca, require_client_auth=True)
 
 
 def write_ready_file(path: str, address: str) -> None:

@@ -3,6 +3,9 @@
 Experience.Ingest is registered with its own handler (`experience_handler`) whose request
 deserializer never raises: undecodable bytes become a `Malformed` marker, so the servicer can
 reject them with INVALID_ARGUMENT (reason "malformed") instead of gRPC's generic INTERNAL.
+
+Every servicer asks an `authz.Authorizer` first (PERMISSION_DENIED when refused); the default
+allows everything, which is what the server uses when TLS is off.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 
+from cloud_brain.authz import ALLOW_ALL, Authorizer, PermissionDenied
 from cloud_brain.config import TaskSpec
 from cloud_brain.ingest import ChunkError, SequenceGapError, ingest_chunk
 from cloud_brain.metrics import Metrics
@@ -69,16 +73,32 @@ def model_update(model: ModelVersion) -> nestor_pb2.ModelUpdate:
     )
 
 
+def _authorize(context, check, *args) -> None:
+    """Run an Authorizer check; a refusal aborts the call with PERMISSION_DENIED."""
+    try:
+        check(context, *args)
+    except PermissionDenied as err:
+        log.warning("permission denied to %s (%s): %s", context.peer(), err.reason, err)
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, str(err))
+
+
 _REGISTRY_CODES = {"not_found": grpc.StatusCode.NOT_FOUND, "precondition": grpc.StatusCode.FAILED_PRECONDITION}
 
 
 class ExperienceServicer:
     """Experience.Ingest: one ack per chunk, each after the store's durable commit."""
 
-    def __init__(self, store: ExperienceStore, tasks: Mapping[str, TaskSpec] | None, metrics: Metrics):
+    def __init__(
+        self,
+        store: ExperienceStore,
+        tasks: Mapping[str, TaskSpec] | None,
+        metrics: Metrics,
+        authz: Authorizer = ALLOW_ALL,
+    ):
         self.store = store
         self.tasks = tasks
         self.metrics = metrics
+        self.authz = authz
 
     def Ingest(self, request_iterator, context) -> Iterator[nestor_pb2.IngestAck]:
         for chunk in request_iterator:
@@ -86,7 +106,10 @@ class ExperienceServicer:
             try:
                 if isinstance(chunk, Malformed):
                     raise ChunkError("malformed", f"chunk: cannot decode ExperienceChunk: {chunk.error}")
+                self.authz.upload(context, chunk.robot_id)
                 result = ingest_chunk(self.store, chunk, self.tasks)
+            except PermissionDenied as err:
+                self._reject(context, err.reason, grpc.StatusCode.PERMISSION_DENIED, str(err))
             except ChunkError as err:
                 self._reject(context, err.reason, grpc.StatusCode.INVALID_ARGUMENT, str(err))
             except SequenceGapError as err:
@@ -128,12 +151,20 @@ def experience_handler(servicer: ExperienceServicer) -> grpc.GenericRpcHandler:
 class ModelsServicer(nestor_pb2_grpc.ModelsServicer):
     """Models: Subscribe streams the active version and each new one; List/Promote/Rollback."""
 
-    def __init__(self, registry: ModelRegistry, bus: ModelBus, tasks: Mapping[str, TaskSpec] | None):
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        bus: ModelBus,
+        tasks: Mapping[str, TaskSpec] | None,
+        authz: Authorizer = ALLOW_ALL,
+    ):
         self.registry = registry
         self.bus = bus
         self.tasks = tasks
+        self.authz = authz
 
     def Subscribe(self, request, context):
+        _authorize(context, self.authz.read)
         if not request.task or (self.tasks is not None and request.task not in self.tasks):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"task: unknown task {request.task!r}")
         # Wake the bus when the client goes away so this thread is released promptly.
@@ -142,15 +173,18 @@ class ModelsServicer(nestor_pb2_grpc.ModelsServicer):
             yield model_update(model)
 
     def List(self, request, context):
+        _authorize(context, self.authz.read)
         return nestor_pb2.ListModelsReply(models=[model_info(m) for m in self.registry.list(request.task or None)])
 
     def Promote(self, request, context):
+        _authorize(context, self.authz.admin, "Promote")
         try:
             return nestor_pb2.ModelReply(model=model_info(self.registry.promote(request.version)))
         except RegistryError as err:
             context.abort(_REGISTRY_CODES[err.code], str(err))
 
     def Rollback(self, request, context):
+        _authorize(context, self.authz.admin, "Rollback")
         try:
             return nestor_pb2.ModelReply(model=model_info(self.registry.rollback(request.task)))
         except RegistryError as err:
@@ -160,12 +194,16 @@ class ModelsServicer(nestor_pb2_grpc.ModelsServicer):
 class FleetServicer(nestor_pb2_grpc.FleetServicer):
     """Fleet.GetStatus: robots, model versions and counters."""
 
-    def __init__(self, store: ExperienceStore, registry: ModelRegistry, metrics: Metrics):
+    def __init__(
+        self, store: ExperienceStore, registry: ModelRegistry, metrics: Metrics, authz: Authorizer = ALLOW_ALL
+    ):
         self.store = store
         self.registry = registry
         self.metrics = metrics
+        self.authz = authz
 
     def GetStatus(self, request, context):
+        _authorize(context, self.authz.read)
         return fleet_status(self.store, self.registry, self.metrics)
 
 

@@ -93,5 +93,6 @@ def test_errors(registry):
 
 def test_sign_manifest_hook_is_empty_without_key():
     assert sign_manifest(b"{}") == b""
-    with pytest.raises(NotImplementedError):
+    # A configured but missing key is an error, never a silently unsigned model (tests/security).
+    with pytest.raises(ValueError, match="signing_key"):
         sign_manifest(b"{}", "/some/key")

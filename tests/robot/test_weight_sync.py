@@ -41,10 +41,12 @@ def tiny_policy(gain: float = 0.5, task: str = TASK) -> bytes:
         helper.make_tensor_value_info("l1_read", f, [1, ACT]),
         helper.make_tensor_value_info("surprise", f, [1, ACT]),
         helper.make_tensor_value_info("update_dir", f, [ACT, KEY]),
+        helper.make_tensor_value_info("key", f, [1, KEY]),
     ]
     weights = [
         numpy_helper.from_array(np.full((OBS, ACT), gain, np.float32), "w"),
         numpy_helper.from_array(np.zeros((OBS, ACT), np.float32), "w0"),
+        numpy_helper.from_array(np.zeros((OBS, KEY), np.float32), "wkey"),
     ]
     nodes = [
         helper.make_node("MatMul", ["obs", "w"], ["raw"]),
@@ -54,6 +56,7 @@ def tiny_policy(gain: float = 0.5, task: str = TASK) -> bytes:
         helper.make_node("MatMul", ["obs", "w0"], ["l1_read"]),
         helper.make_node("Sub", ["action", "fast_read"], ["surprise"]),
         helper.make_node("Identity", ["l1_state"], ["update_dir"]),
+        helper.make_node("MatMul", ["obs", "wkey"], ["key"]),
     ]
     graph = helper.make_graph(nodes, "tiny_policy", inputs, outputs, weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)

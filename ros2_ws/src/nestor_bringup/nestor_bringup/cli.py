@@ -226,7 +226,6 @@ register("fleet", "start N robots (robot0..N-1)", _fleet_arguments, _run_fleet)
 # `nestor demo` registers itself; imported here so every subcommand is known to the parser.
 from nestor_bringup import demo  # noqa: E402, F401
 
-
 # ---------------------------------------------------------------------- entry point
 
 

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import grpc
 import yaml
+from nestor_core import nestor_pb2, nestor_pb2_grpc
 
 from nestor_bringup.cli import CliError, _positive_float, _positive_int, default_config_dir, register
 from nestor_bringup.nodes import SPOOL_FILE, RobotSpec, robot_nodes
 from nestor_bringup.process_group import ProcessGroup, log_tail, node_env
-from nestor_core import nestor_pb2, nestor_pb2_grpc
 
 # Shifts the demo fleet cycles through (robot i gets entry i % len); the time is set per run.
 DEMO_SHIFTS = ["payload:4.0", "actuator_gain:0.5", "torque_bias:3.0", "damping:5.0"]
@@ -63,7 +63,9 @@ class DemoConfig:
 
     def validate(self) -> "DemoConfig":
         if self.duration_s < 30:
-            raise CliError(f"argument --duration: at least 30 s are needed for a shift and two rounds, got {self.duration_s:g}")
+            raise CliError(
+                f"argument --duration: at least 30 s are needed for a shift and two rounds, got {self.duration_s:g}"
+            )
         if not 0.1 <= self.shift_frac <= 0.9:
             raise CliError(f"argument --shift-frac: must be in [0.1, 0.9], got {self.shift_frac}")
         if self.rounds < 1:
@@ -199,10 +201,10 @@ class Progress:
                 )
             )
         versions = [m.version for m in status.models] if status else []
+        stored, rounds = (status.transitions_stored, status.consolidation_rounds) if status else (0, 0)
         head = (
             f"nestor demo  {elapsed:5.0f}/{self.config.duration_s:.0f} s  "
-            f"stored={status.transitions_stored if status else 0}  rounds={status.consolidation_rounds if status else 0}  "
-            f"versions={versions}"
+            f"stored={stored}  rounds={rounds}  versions={versions}"
         )
         if self._live is not None:
             from rich.table import Table
@@ -316,7 +318,9 @@ def _stop_fleet(group: ProcessGroup, specs: list[RobotSpec], drain_timeout_s: fl
                 del pending[robot_id]
         time.sleep(0.5)
     if pending:
-        print(f"nestor demo: warning: spools not drained after {drain_timeout_s:g} s: {sorted(pending)}", file=sys.stderr)
+        print(
+            f"nestor demo: warning: spools not drained after {drain_timeout_s:g} s: {sorted(pending)}", file=sys.stderr
+        )
     group.stop()
 
 

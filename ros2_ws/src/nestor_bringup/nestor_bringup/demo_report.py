@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from nestor_core import learning_metrics
 
 EVAL_TICKS = 2500  # 25 s at 100 Hz per evaluation episode
@@ -114,8 +113,14 @@ def _plot(path: Path, series: dict, events: dict, swaps: dict) -> None:
         for event in events.get(robot_id, []):
             if "stamp" in event:
                 ax.axvline(event["stamp"] - t0, color="C3", ls="--", lw=1.5)
-                ax.text(event["stamp"] - t0, ax.get_ylim()[1], f" {event['type']} {event['magnitude']:g}",
-                        color="C3", va="top", fontsize=8)
+                ax.text(
+                    event["stamp"] - t0,
+                    ax.get_ylim()[1],
+                    f" {event['type']} {event['magnitude']:g}",
+                    color="C3",
+                    va="top",
+                    fontsize=8,
+                )
         for tick_t, version in swaps.get(robot_id, []):
             ax.axvline(tick_t - t0, color="C2", ls=":", lw=1.2)
             ax.text(tick_t - t0, ax.get_ylim()[0], f" v{version}", color="C2", va="bottom", fontsize=8)

@@ -11,12 +11,14 @@ feeds back `fast_state_out` as the next tick's `fast_state`.
     l0_scale   [1]           float32         surprise        [1, act_dim]       L0 prediction error
                                              update_dir      [act_dim, key_dim] surprise x previous key
                                                                                 (L1 accumulates it)
+                                             key             [1, key_dim]       unit key of obs (the
+                                                                                runtime's bumpless swap)
 
 Metadata (model.metadata_props, all strings): the keys in METADATA_KEYS.
 """
 
 INPUTS = ("obs", "prev_obs", "fast_state", "l1_state", "l0_scale")
-OUTPUTS = ("action", "fast_state_out", "fast_read", "l1_read", "surprise", "update_dir")
+OUTPUTS = ("action", "fast_state_out", "fast_read", "l1_read", "surprise", "update_dir", "key")
 # Metadata key holding the meta-learned initial L0 memory (JSON [act_dim][key_dim]): the
 # value the robot resets its fast state to when it swaps this model in.
 FAST_INIT = "nestor.fast_init"
@@ -49,4 +51,5 @@ def shapes(obs_dim: int, act_dim: int, key_dim: int) -> dict[str, tuple[int, ...
         "l1_read": (1, act_dim),
         "surprise": (1, act_dim),
         "update_dir": (act_dim, key_dim),
+        "key": (1, key_dim),
     }

@@ -1,11 +1,18 @@
 """The robot's policy step: ONNX inference with the L0 update inside, the short-horizon buffer,
 and the L1 chunk memory. Pure numpy + onnxruntime, no ROS, no I/O: this is the tick path.
 
-Swap semantics (documented in the README): `swap(model)` takes effect before the next tick.
-L0 resets to the new model's meta-learned `fast_init` (the old fast weights encoded a residual
-relative to the old slow weights, which the new slow weights have absorbed); L1 is kept (it is
-this robot's own memory) unless its shape changed; the short-horizon buffer is kept (it holds
-observations, not weights).
+Swap semantics (documented in the README): `swap(model)` takes effect before the next tick and
+is bumpless. The fast weights encode what this robot learned on top of the old slow weights; the
+new slow weights have absorbed part of it (the fleet's part), not necessarily this robot's part.
+So L0 is kept and re-based: with the last observation o, the new model's key k = k_new(o) and
+the action difference d = a_old(o) - a_new(o) (both with L0 frozen for that evaluation),
+
+    M0 <- M0 + d k^T              (|k| = 1, so the new model's action at o equals the old one)
+
+and L0 then keeps adapting from there. Before the first tick (no observation yet), and when the
+old and new key sizes differ, L0 starts from the new model's meta-learned `fast_init`. L1 is
+kept (it is this robot's own memory) unless its shape changed; the short-horizon buffer is kept
+(it holds observations, not weights).
 """
 
 import dataclasses
@@ -89,6 +96,7 @@ class PolicyRuntime:
         self.fast_state = model.fast_init.copy()
         self.l1 = self._make_l1(model, l1_state)
         self.ticks = 0
+        self.swaps = 0
         self._obs = np.zeros((1, model.obs_dim), np.float32)
         self._prev = np.zeros((1, model.obs_dim), np.float32)
         self._scale = np.array([config.l0_step_scale], np.float32)
@@ -109,7 +117,7 @@ class PolicyRuntime:
         self._obs[0] = obs
         last = self.buffer.last_obs()
         self._prev[0] = obs if last is None else last
-        action, fast_out, fast_read, l1_read, surprise, update_dir = self.model.session.run(
+        action, fast_out, fast_read, l1_read, surprise, update_dir, _ = self.model.session.run(
             None,
             {
                 "obs": self._obs,
@@ -126,6 +134,20 @@ class PolicyRuntime:
         self.ticks += 1
         return TickOutput(action[0], fast_read[0], l1_read[0], surprise_norm)
 
+    def _frozen_run(self, model: PolicyModel, fast_state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(action, key) of `model` at the last observation, with L0 frozen for this evaluation."""
+        outputs = model.session.run(
+            ["action", "key"],
+            {
+                "obs": self._obs,
+                "prev_obs": self._prev,
+                "fast_state": fast_state,
+                "l1_state": self.l1.state,
+                "l0_scale": np.zeros(1, np.float32),
+            },
+        )
+        return outputs[0][0], outputs[1][0]
+
     def swap(self, model: PolicyModel) -> None:
         """Replace the model; call only between two ticks (see module doc for state rules)."""
         if (model.obs_dim, model.act_dim) != (self.model.obs_dim, self.model.act_dim):
@@ -133,7 +155,15 @@ class PolicyRuntime:
                 f"swap: model dims obs={model.obs_dim} act={model.act_dim} do not match "
                 f"running obs={self.model.obs_dim} act={self.model.act_dim}"
             )
-        keep_l1 = model.key_dim == self.model.key_dim
+        same_keys = model.key_dim == self.model.key_dim
+        if same_keys and self.ticks > 0:
+            old_action, _ = self._frozen_run(self.model, self.fast_state)
+            new_action, key = self._frozen_run(model, self.fast_state)
+            # The graph clips the memory it is fed, so no bound is needed here.
+            self.fast_state = self.fast_state + np.outer(old_action - new_action, key).astype(np.float32)
+        else:
+            self.fast_state = model.fast_init.copy()
         self.model = model
-        self.fast_state = model.fast_init.copy()
-        self.l1 = self._make_l1(model, self.l1.state if keep_l1 else None)
+        self.l1 = self._make_l1(model, self.l1.state if same_keys else None)
+        self.swaps += 1
+

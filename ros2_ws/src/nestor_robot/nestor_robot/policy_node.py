@@ -4,8 +4,10 @@ Threads and what they may do:
   * tick (joint_states callback, plus target/cost/model_update callbacks in the same mutually
     exclusive group): build the observation, swap in a pending model, `runtime.step`, publish the
     command, `recorder.record`. No disk or network I/O, no model loading.
-  * model loader (background thread): reads announced model files and verifies them with
-    `load_model`; a verified model waits in the pending slot until the next tick starts.
+  * model loader (background thread): reads announced model files and verifies them (the signed
+    manifest in the weight_sync sidecar when `public_key_path` is set, then `load_model`, which
+    re-checks the announced sha256); a verified model waits in the pending slot until the next
+    tick starts.
   * flusher (background thread): every flush_period_s drains the recorder into the spool.
   * the same background thread, every status_period_s: computes the stats (tick-time percentiles)
     and writes `<run_dir>/policy_stats.json` atomically; a timer then publishes the newest stats as
@@ -26,9 +28,11 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nestor_core import topics
+from nestor_core.manifest import ManifestRejected, load_public_key, verify_stored
 from nestor_core.policy_model import ModelRejected, PolicyModel, load_model
 from nestor_core.policy_runtime import PolicyRuntime, RuntimeConfig
 from nestor_core.qos import COMMAND_QOS, EVENT_QOS, SENSOR_QOS, STATUS_QOS
+from nestor_core.realtime import set_sched_priority
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -59,6 +63,11 @@ class PolicyNodeConfig:
         control_rate_hz: nominal tick rate; a tick later than 1.5 periods counts as missed.
         status_period_s: period of the status topic and the stats file.
         tick_samples: compute-time samples kept for the percentiles.
+        sched_priority: SCHED_FIFO priority of the node's threads (1-99; 0 = default scheduling).
+            Without the privilege the node logs it and runs at default priority.
+        public_key_path: PEM ed25519 public key of the model signer; when set, a model (the initial
+            one included) is loaded only if the .json sidecar next to it holds a manifest signed by
+            this key that names the file's sha256 and version. Empty = not checked.
     """
 
     robot_id: str = "robot0"
@@ -74,6 +83,8 @@ class PolicyNodeConfig:
     control_rate_hz: float = 100.0
     status_period_s: float = 1.0
     tick_samples: int = 10_000
+    sched_priority: int = 0
+    public_key_path: str = ""
 
     def validate(self) -> "PolicyNodeConfig":
         if not self.robot_id:
@@ -93,6 +104,8 @@ class PolicyNodeConfig:
             raise ValueError(f"tick_samples: must be >= 1, got {self.tick_samples}")
         if self.initial_model and not os.path.isfile(self.initial_model):
             raise ValueError(f"initial_model: no such file {self.initial_model!r}")
+        if self.public_key_path and not os.path.isfile(self.public_key_path):
+            raise ValueError(f"public_key_path: no such file {self.public_key_path!r}")
         return self
 
 
@@ -131,6 +144,7 @@ class PolicyNode(Node):
         super().__init__("policy", **kwargs)
         self.config: PolicyNodeConfig = declare_config(self, PolicyNodeConfig)
         self.runtime_config: RuntimeConfig = declare_config(self, RuntimeConfig)
+        self.get_logger().info(set_sched_priority(self.config.sched_priority))
         cfg = self.config
         self._log = self.get_logger()
 
@@ -144,6 +158,7 @@ class PolicyNode(Node):
         # Tick state; written only on the tick thread.
         self.ticks = 0
         self.missed_ticks = 0
+        self.missed_log: list[dict] = []  # the first 100 missed ticks, to find their cause
         self.max_gap_s = 0.0
         self.bad_inputs = 0
         self.no_target_ticks = 0
@@ -169,13 +184,21 @@ class PolicyNode(Node):
         self._spool_stats: dict = {}
         self._unsent = None  # a drained batch the spool refused to take; retried on the next flush
 
+        self._public_key = None
+        if cfg.public_key_path:
+            try:
+                self._public_key = load_public_key(cfg.public_key_path)
+            except ValueError as err:
+                raise ConfigError(f"parameter public_key_path: {err}") from None
+
         if cfg.initial_model:
             with open(cfg.initial_model, "rb") as f:
                 data = f.read()
             try:
+                self._verify_signed(cfg.initial_model, data, cfg.initial_model_version or None)
                 model = load_model(data, None, cfg.initial_model_version)
                 self._check_task(model)
-            except ModelRejected as err:
+            except (ModelRejected, ManifestRejected) as err:
                 raise ConfigError(f"parameter initial_model: {cfg.initial_model}: {err}") from None
             self._activate(model)
 
@@ -225,6 +248,8 @@ class PolicyNode(Node):
             gap = start - self._last_tick_start
             if gap > 1.5 * self._period:
                 self.missed_ticks += 1
+                if len(self.missed_log) < 100:
+                    self.missed_log.append({"tick": self.ticks, "gap_ms": round(gap * 1e3, 2), "unix": time.time()})
             if gap > self.max_gap_s:
                 self.max_gap_s = gap
         self._last_tick_start = start
@@ -298,6 +323,11 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------ models
 
+    def _verify_signed(self, path: str, data: bytes, version: int | None) -> None:
+        """With a public key: the sidecar's signed manifest must name these bytes (and version)."""
+        if self._public_key is not None:
+            verify_stored(path, data, self._public_key, version=version)
+
     def _check_task(self, model: PolicyModel) -> None:
         if model.task != self.config.task:
             raise ModelRejected("task_mismatch", f"model task {model.task!r}, robot task {self.config.task!r}")
@@ -365,6 +395,7 @@ class PolicyNode(Node):
         try:
             with open(path, "rb") as f:
                 data = f.read()
+            self._verify_signed(path, data, version)
             model = load_model(data, sha256, version)
             self._check_task(model)
             running = self.runtime.model if self.runtime is not None else None
@@ -376,7 +407,7 @@ class PolicyNode(Node):
         except OSError as err:
             self._reject(version, "unreadable", f"{path}: {err}")
             return
-        except ModelRejected as err:
+        except (ModelRejected, ManifestRejected) as err:
             self._reject(version, err.reason, str(err))
             return
         with self._pending_lock:
@@ -439,6 +470,7 @@ class PolicyNode(Node):
             "model_sha256": getattr(self, "model_sha256", None),
             "ticks": self.ticks,
             "missed_ticks": self.missed_ticks,
+            "missed_log": list(self.missed_log),
             "max_gap_ms": self.max_gap_s * 1e3,
             "bad_inputs": self.bad_inputs,
             "no_target_ticks": self.no_target_ticks,

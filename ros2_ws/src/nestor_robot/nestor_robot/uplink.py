@@ -84,6 +84,33 @@ def open_channel(target: str, credentials: Callable[[], grpc.ChannelCredentials]
     return grpc.insecure_channel(target, options=options)
 
 
+def tls_credentials(
+    ca: str, cert: str, key: str, prefix: str = "tls_"
+) -> Callable[[], grpc.ChannelCredentials] | None:
+    """A `channel_credentials` hook for mutual TLS from PEM files; None when all three are empty.
+
+    The files are read now, so a wrong path fails at start-up with the parameter's name rather
+    than as an endless reconnect loop.
+
+    Raises:
+        ValueError: only some of the three are set, or a file cannot be read.
+    """
+    paths = {"ca": ca, "cert": cert, "key": key}
+    if not any(paths.values()):
+        return None
+    missing = [prefix + name for name, path in paths.items() if not path]
+    if missing:
+        raise ValueError(f"{', '.join(missing)}: mutual TLS needs {prefix}ca, {prefix}cert and {prefix}key")
+    data = {}
+    for name, path in paths.items():
+        try:
+            with open(path, "rb") as f:
+                data[name] = f.read()
+        except OSError as err:
+            raise ValueError(f"{prefix}{name}: cannot read {path}: {err.strerror}") from None
+    return lambda: grpc.ssl_channel_credentials(data["ca"], data["key"], data["cert"])
+
+
 class Backoff:
     """Exponential backoff with full jitter: delay n is uniform in [min, min(max, min * 2**n)]."""
 

@@ -16,7 +16,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from nestor_robot.spool import Spool
-from nestor_robot.uplink import Uplink, UplinkConfig
+from nestor_robot.uplink import Uplink, UplinkConfig, tls_credentials
 
 STATUS_TOPIC = "uplink/status"
 
@@ -36,6 +36,9 @@ class UplinkNodeConfig:
         ack_timeout_s: reopen the stream when an ack is this late.
         poll_period_s: how often an idle stream looks for new chunks.
         status_period_s: period of the uplink/status diagnostics.
+        tls_ca: PEM CA that signed the cloud's server cert; with tls_cert and tls_key turns on mutual TLS.
+        tls_cert: PEM client certificate of this robot (its CN must equal robot_id to upload).
+        tls_key: PEM private key of tls_cert. All three empty = insecure channel (loopback dev only).
     """
 
     robot_id: str = "robot_0"
@@ -48,6 +51,9 @@ class UplinkNodeConfig:
     ack_timeout_s: float = 30.0
     poll_period_s: float = 0.05
     status_period_s: float = 1.0
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
 
     def uplink_config(self) -> UplinkConfig:
         return UplinkConfig(
@@ -57,6 +63,7 @@ class UplinkNodeConfig:
             stream_deadline_s=self.stream_deadline_s,
             ack_timeout_s=self.ack_timeout_s,
             poll_period_s=self.poll_period_s,
+            channel_credentials=tls_credentials(self.tls_ca, self.tls_cert, self.tls_key),
         ).validate()
 
 
@@ -91,6 +98,11 @@ class UplinkNode(Node):
         self.timer = self.create_timer(self.config.status_period_s, self.publish_status)
         self._last_dropped = self.spool.stats()["dropped"]
         self.get_logger().info(f"uplink: {self.config.spool_path} -> {self.config.cloud_address}")
+        if self.uplink.config.channel_credentials is None:
+            self.get_logger().warning(
+                f"INSECURE: uplink to {self.config.cloud_address} without TLS (tls_ca/tls_cert/tls_key empty); "
+                "experience travels in clear text and the cloud cannot authenticate this robot"
+            )
 
     def publish_status(self) -> None:
         spool = self.spool.stats()

@@ -1,10 +1,15 @@
 """Weight sync: receive model versions from the cloud, verify them, store them atomically, announce them.
 
-A version is announced only after it passed every check (sha256 of the bytes, the manifest's
-sha256, onnx.checker, the policy input/output signature and a finite smoke inference, via
-`nestor_core.policy_model.load_model`) and was written durably as `<model_dir>/<task>-v<version>.onnx`
-with a `.json` sidecar that marks the file complete. Any failure keeps the current model, and is
-logged and counted by reason.
+A version is announced only after it passed every check and was written durably as
+`<model_dir>/<task>-v<version>.onnx` with a `.json` sidecar that marks the file complete (and holds
+the signed manifest, so the policy node can re-verify it). The checks, in order:
+  0. when `public_key_path` is set: the update carries an ed25519 signature that verifies over its
+     manifest, and that manifest names the received bytes' sha256, the update's version and task
+     (nestor_core.manifest.verify; reasons unsigned, bad_signature, bad_manifest, manifest_mismatch);
+  1. sha256 of the bytes and the manifest's sha256;
+  2. onnx.checker, the policy input/output signature and a finite smoke inference, via
+     `nestor_core.policy_model.load_model`.
+Any failure keeps the current model, and is logged and counted by reason.
 
 Plain client logic, no rclpy: `weight_sync_node` wraps it in a ROS node.
 """
@@ -21,6 +26,7 @@ from collections.abc import Callable
 
 import grpc
 from nestor_core import nestor_pb2, nestor_pb2_grpc
+from nestor_core.manifest import load_public_key, sidecar_fields, verify, verify_stored
 from nestor_core.policy_model import load_model
 
 from nestor_robot.uplink import Backoff, open_channel
@@ -40,6 +46,9 @@ class WeightSyncConfig:
         max_model_bytes: largest ONNX model accepted (also the channel's receive limit, plus slack).
         channel_credentials: returns credentials for a TLS channel; None means insecure (loopback).
         channel_options: extra gRPC channel options.
+        public_key_path: PEM ed25519 public key of the fleet's model signer; when set every update
+            must carry a valid signature over a manifest matching it, checked before anything else.
+            Empty = signatures are not required (dev only).
     """
 
     backoff_min_s: float = 0.2
@@ -48,6 +57,7 @@ class WeightSyncConfig:
     max_model_bytes: int = 128 * 1024 * 1024
     channel_credentials: Callable[[], grpc.ChannelCredentials] | None = None
     channel_options: tuple = ()
+    public_key_path: str = ""
 
     def validate(self) -> "WeightSyncConfig":
         if not 0 < self.backoff_min_s <= self.backoff_max_s:
@@ -130,6 +140,14 @@ class WeightSync:
         self.on_model = on_model
         self.config = (config or WeightSyncConfig()).validate()
         self.loader = loader or load_model
+        self.public_key = None
+        if self.config.public_key_path:
+            try:
+                self.public_key = load_public_key(self.config.public_key_path)
+            except ValueError as err:
+                raise ValueError(f"public_key_path: {err}") from None
+        else:
+            log.warning("weight_sync: public_key_path is empty: model signatures are NOT verified")
         os.makedirs(self.model_dir, exist_ok=True)
         self._lock = threading.Lock()
         self._call = None
@@ -152,7 +170,10 @@ class WeightSync:
         for info in self._local_models():
             try:
                 with open(info["path"], "rb") as f:
-                    self.loader(f.read(), expected_sha256=info["sha256"], version=info["version"])
+                    data = f.read()
+                if self.public_key is not None:
+                    verify_stored(info["path"], data, self.public_key, version=info["version"])
+                self.loader(data, expected_sha256=info["sha256"], version=info["version"])
             except Exception as err:  # a damaged local file is skipped, never used
                 log.error("weight_sync: local model %s failed verification: %s", info["path"], err)
                 continue
@@ -270,6 +291,17 @@ class WeightSync:
 
     def _verify_and_store(self, update: nestor_pb2.ModelUpdate) -> dict | None:
         version = int(update.version)
+        signed = None
+        if self.public_key is not None:
+            # First, before any other check: is this a version the fleet's signer published?
+            signed = verify(
+                update.manifest,
+                update.signature,
+                self.public_key,
+                sha256=hashlib.sha256(update.onnx).hexdigest(),
+                version=version,
+                task=update.task,
+            )
         if update.task != self.task:
             raise UpdateRejected("wrong_task", f"task {update.task!r}, subscribed to {self.task!r}")
         if version < 1:
@@ -279,7 +311,7 @@ class WeightSync:
         digest = hashlib.sha256(update.onnx).hexdigest()
         if digest != update.sha256.lower():
             raise UpdateRejected("sha256_mismatch", f"onnx sha256 {digest} != announced {update.sha256}")
-        if update.manifest:
+        if update.manifest and signed is None:
             try:
                 manifest = json.loads(update.manifest)
             except ValueError as err:
@@ -300,7 +332,7 @@ class WeightSync:
         info = {"version": version, "path": path, "sha256": digest, "task": self.task, "parent": int(update.parent)}
         write_atomic(path, bytes(update.onnx))
         # The sidecar is written last: a model file without one is incomplete and ignored.
-        sidecar = dict(info, path=os.path.basename(path))
+        sidecar = dict(info, path=os.path.basename(path), **sidecar_fields(update.manifest, update.signature))
         write_atomic(path[: -len(".onnx")] + ".json", json.dumps(sidecar, sort_keys=True).encode())
         return info
 

@@ -16,6 +16,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import String
 
+from nestor_robot.uplink import tls_credentials
 from nestor_robot.uplink_node import declare_config
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
 
@@ -32,6 +33,10 @@ class WeightSyncNodeConfig:
         backoff_min_s: first reconnect delay after an error.
         backoff_max_s: cap of the reconnect delay.
         stream_deadline_s: deadline of one Subscribe stream (re-subscribed when it expires).
+        public_key_path: PEM ed25519 public key of the model signer; set = only validly signed models are accepted.
+        tls_ca: PEM CA that signed the cloud's server cert; with tls_cert and tls_key turns on mutual TLS.
+        tls_cert: PEM client certificate of this robot.
+        tls_key: PEM private key of tls_cert. All three empty = insecure channel (loopback dev only).
     """
 
     robot_id: str = "robot_0"
@@ -41,6 +46,10 @@ class WeightSyncNodeConfig:
     backoff_min_s: float = 0.2
     backoff_max_s: float = 30.0
     stream_deadline_s: float = 600.0
+    public_key_path: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
 
 
 class WeightSyncNode(Node):
@@ -52,7 +61,15 @@ class WeightSyncNode(Node):
             backoff_min_s=self.config.backoff_min_s,
             backoff_max_s=self.config.backoff_max_s,
             stream_deadline_s=self.config.stream_deadline_s,
+            channel_credentials=tls_credentials(self.config.tls_ca, self.config.tls_cert, self.config.tls_key),
+            public_key_path=self.config.public_key_path,
         )
+        if sync_config.channel_credentials is None:
+            self.get_logger().warning(
+                f"INSECURE: subscribing to {self.config.cloud_address} without TLS (tls_ca/tls_cert/tls_key empty)"
+            )
+        if not sync_config.public_key_path:
+            self.get_logger().warning("INSECURE: public_key_path is empty: model signatures are NOT verified")
         self.sync = WeightSync(
             self.config.cloud_address,
             self.config.robot_id,

@@ -29,11 +29,14 @@ $(STAMP): $(SETUP_FILES)
 	$(PIP) install -q --no-build-isolation --no-deps $(foreach p,$(PACKAGES),-e $(p))
 	touch $(STAMP)
 
+# Two pytest processes: tests/learning imports torch, the rest imports rclpy; never both at once.
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests --ignore=tests/learning
+	$(PY) -m pytest -q tests/learning
 
 test-fast: venv
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow" tests --ignore=tests/learning
+	$(PY) -m pytest -q -m "not slow" tests/learning
 
 demo: venv
 	$(VENV)/bin/nestor demo --duration $(DURATION) --robots $(ROBOTS)

@@ -20,7 +20,6 @@ import time
 import numpy as np
 import torch
 from nestor_core.policy_model import load_model
-from nestor_core.policy_runtime import RuntimeConfig
 
 from cloud_brain.evaluation import rollout
 from cloud_brain.policy_export import export_onnx, import_onnx, io_signature
@@ -50,8 +49,8 @@ class ConsolidationConfig:
     steps: int = 400
     batch_size: int = 512
     learning_rate: float = 3e-3
-    eval_ticks: int = 1500
-    eval_shift_s: float = 5.0
+    eval_ticks: int = 1000
+    eval_shift_s: float = 4.0
     gate_tolerance: float = 0.05
     blend_steps: tuple[float, ...] = (1.0, 0.5, 0.25)
 
@@ -119,12 +118,11 @@ def gate_scenarios(task, config: ConsolidationConfig) -> dict[str, list[str]]:
     return scenarios
 
 
-def evaluate(onnx_bytes: bytes, env, scenarios: dict, config: ConsolidationConfig, seed: int, slow_only=False) -> dict:
-    """Mean cost per scenario, same seeded episodes; L0 on (as deployed), or frozen (slow weights only)."""
+def evaluate(onnx_bytes: bytes, env, scenarios: dict, config: ConsolidationConfig, seed: int) -> dict:
+    """Mean cost per scenario over the same seeded episodes, L0 on (as deployed)."""
     model = load_model(onnx_bytes)
-    runtime = RuntimeConfig(l0_step_scale=0.0) if slow_only else None
     return {
-        name: float(np.mean(rollout(model, env, shifts, seed, config.eval_ticks, runtime).cost))
+        name: float(np.mean(rollout(model, env, shifts, seed, config.eval_ticks).cost))
         for name, shifts in scenarios.items()
     }
 
@@ -158,8 +156,6 @@ def select_candidate(parent_onnx: bytes, parent, trained, task, config: Consolid
             report["tried"].append({"alpha": alpha, "costs": costs, "regressed": regressed})
             if not regressed:
                 report["accepted_alpha"] = alpha
-                report["candidate_slow_only"] = evaluate(candidate_onnx, env, scenarios, config, seed, slow_only=True)
-                report["parent_slow_only"] = evaluate(parent_onnx, env, scenarios, config, seed, slow_only=True)
                 return candidate_onnx, report
     finally:
         env.close()

@@ -49,6 +49,8 @@ class DemoConfig:
         run_dir: output directory; empty = runs/<timestamp>.
         config_dir: bringup config dir.
         cloud_config: base cloud config YAML; the demo derives its own from it.
+        secure: mutual TLS between robots and cloud, and signed models (a fresh dev PKI under
+            <run_dir>/certs); False runs insecure on loopback (the cloud logs it loudly).
     """
 
     duration_s: float = 150.0
@@ -60,6 +62,7 @@ class DemoConfig:
     run_dir: str = ""
     config_dir: str = ""
     cloud_config: str = "config/cloud.yaml"
+    secure: bool = True
 
     def validate(self) -> "DemoConfig":
         if self.duration_s < 30:
@@ -85,7 +88,20 @@ def _prepare_run_dir(config: DemoConfig) -> Path:
     return run_dir
 
 
-def _cloud_config(config: DemoConfig, run_dir: Path, task_file: str) -> Path:
+def _make_certs(run_dir: Path, robots: int, env: dict) -> Path:
+    """A fresh dev CA, server/robot/admin certificates and the model-signing key for this run."""
+    certs = run_dir / "certs"
+    script = Path(sys.executable).parent / "nestor-cloud"
+    done = subprocess.run(
+        [str(script), "certs", "--out", str(certs), "--robots", str(robots)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"nestor-cloud certs failed:\n{done.stdout}{done.stderr}")
+    return certs
+
+
+def _cloud_config(config: DemoConfig, run_dir: Path, task_file: str, certs: Path | None) -> Path:
     """The run's own cloud config: loopback, ephemeral port, files under the run, a timed schedule."""
     base = yaml.safe_load(Path(config.cloud_config).read_text()) or {}
     period = config.duration_s / (config.rounds + 1)
@@ -96,6 +112,13 @@ def _cloud_config(config: DemoConfig, run_dir: Path, task_file: str) -> Path:
         task_files=[task_file],
         seed=config.seed,
     )
+    if certs is not None:
+        base["tls"] = {
+            "cert": str(certs / "server.pem"),
+            "key": str(certs / "server.key"),
+            "client_ca": str(certs / "ca.pem"),
+        }
+        base["signing_key"] = str(certs / "model_signing.pem")
     base["schedule"] = {
         **(base.get("schedule") or {}),
         "enabled": True,
@@ -114,7 +137,8 @@ def _cloud_config(config: DemoConfig, run_dir: Path, task_file: str) -> Path:
 class Cloud:
     """The cloud brain as a child process (its own session, so Ctrl-C reaches only the demo)."""
 
-    def __init__(self, config_path: Path, run_dir: Path, env: dict):
+    def __init__(self, config_path: Path, run_dir: Path, env: dict, certs: Path | None):
+        self.certs = certs
         self.ready_file = run_dir / "cloud" / "ready.json"
         self.log_path = run_dir / "cloud" / "cloud.log"
         script = Path(sys.executable).parent / "nestor-cloud"
@@ -136,9 +160,20 @@ class Cloud:
             time.sleep(0.2)
         raise RuntimeError(f"cloud brain not ready after {timeout_s:g} s:\n{log_tail(self.log_path)}")
 
+    def channel(self) -> grpc.Channel:
+        """A channel to the cloud, as the admin when TLS is on."""
+        if self.certs is None:
+            return grpc.insecure_channel(self.address)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=(self.certs / "ca.pem").read_bytes(),
+            private_key=(self.certs / "admin.key").read_bytes(),
+            certificate_chain=(self.certs / "admin.pem").read_bytes(),
+        )
+        return grpc.secure_channel(self.address, credentials)
+
     def status(self, timeout_s: float = 3.0) -> nestor_pb2.FleetStatus | None:
         try:
-            with grpc.insecure_channel(self.address) as channel:
+            with self.channel() as channel:
                 return nestor_pb2_grpc.FleetStub(channel).GetStatus(nestor_pb2.StatusRequest(), timeout=timeout_s)
         except grpc.RpcError:
             return None
@@ -248,7 +283,11 @@ def run_demo(config: DemoConfig) -> int:
         for i in range(config.robots)
     ]
     print(f"nestor demo: run dir {run_dir} (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, discovery LOCALHOST)", flush=True)
-    cloud = Cloud(_cloud_config(config, run_dir, task_file), run_dir, env)
+    certs = _make_certs(run_dir, config.robots, env) if config.secure else None
+    for spec in specs:
+        spec.certs_dir = str(certs) if certs else ""
+    print(f"transport: {'mutual TLS, signed models (' + str(certs) + ')' if certs else 'INSECURE loopback'}")
+    cloud = Cloud(_cloud_config(config, run_dir, task_file, certs), run_dir, env, certs)
     group = ProcessGroup(str(run_dir), env)
     progress = None
     code = 0
@@ -334,6 +373,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", default="", help="output directory (default runs/<timestamp>)")
     parser.add_argument("--config-dir", default="", help="bringup config dir")
     parser.add_argument("--cloud-config", default="config/cloud.yaml", help="base cloud config")
+    parser.add_argument("--insecure", action="store_true", help="no TLS, unsigned models (loopback only)")
 
 
 def _run_demo(args) -> int:
@@ -348,6 +388,7 @@ def _run_demo(args) -> int:
             run_dir=args.run_dir,
             config_dir=args.config_dir,
             cloud_config=args.cloud_config,
+            secure=not args.insecure,
         )
     )
 

@@ -40,6 +40,9 @@ class RobotSpec:
         camera: whether the target comes from the camera (adds perception); None reads the task file.
         initial_model: optional local .onnx the policy starts with (otherwise it waits for weight_sync).
         sim: run the simulator bridge as part of the robot (False on hardware).
+        certs_dir: directory made by `nestor-cloud certs`: when set, the uplink and weight sync
+            use mutual TLS with <robot_id>.pem/.key and ca.pem, and the weight sync and policy
+            accept only models signed by model_signing.pub.pem. Empty = insecure (loopback only).
     """
 
     robot_id: str
@@ -53,6 +56,7 @@ class RobotSpec:
     camera: bool | None = None
     initial_model: str = ""
     sim: bool = True
+    certs_dir: str = ""
 
     @property
     def ns(self) -> str:
@@ -150,19 +154,33 @@ def robot_nodes(spec: RobotSpec, config_dir: str) -> list[NodeSpec]:
     policy = {"robot_id": spec.robot_id, "task": spec.task, "spool_path": spool, "run_dir": robot_dir}
     if spec.initial_model:
         policy["initial_model"] = os.path.abspath(spec.initial_model)
+    tls, signer = security_params(spec)
     nodes += [
-        _node(spec, config_dir, "nestor_robot", "policy_node", "policy", **policy),
+        _node(spec, config_dir, "nestor_robot", "policy_node", "policy", **policy, **signer),
         _node(
             spec, config_dir, "nestor_robot", "uplink_node", "uplink",
-            robot_id=spec.robot_id, spool_path=spool, cloud_address=spec.cloud_address,
+            robot_id=spec.robot_id, spool_path=spool, cloud_address=spec.cloud_address, **tls,
         ),
         _node(
             spec, config_dir, "nestor_robot", "weight_sync_node", "weight_sync",
             robot_id=spec.robot_id, task=spec.task, cloud_address=spec.cloud_address,
-            model_dir=os.path.join(robot_dir, MODEL_DIR),
+            model_dir=os.path.join(robot_dir, MODEL_DIR), **tls, **signer,
         ),
     ]
     return nodes
+
+
+def security_params(spec: RobotSpec) -> tuple[dict, dict]:
+    """(TLS parameters, model-signer parameters) of a robot; both empty when certs_dir is unset."""
+    if not spec.certs_dir:
+        return {}, {}
+    certs = os.path.abspath(spec.certs_dir)
+    tls = {
+        "tls_ca": os.path.join(certs, "ca.pem"),
+        "tls_cert": os.path.join(certs, f"{spec.robot_id}.pem"),
+        "tls_key": os.path.join(certs, f"{spec.robot_id}.key"),
+    }
+    return tls, {"public_key_path": os.path.join(certs, "model_signing.pub.pem")}
 
 
 def overrides_yaml(nodes: list[NodeSpec]) -> str:

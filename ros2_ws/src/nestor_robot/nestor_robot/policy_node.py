@@ -32,7 +32,7 @@ from nestor_core.manifest import ManifestRejected, load_public_key, verify_store
 from nestor_core.policy_model import ModelRejected, PolicyModel, load_model
 from nestor_core.policy_runtime import PolicyRuntime, RuntimeConfig
 from nestor_core.qos import COMMAND_QOS, EVENT_QOS, SENSOR_QOS, STATUS_QOS
-from nestor_core.realtime import set_sched_priority
+from nestor_core.realtime import demote_current_thread, set_sched_priority
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -369,6 +369,7 @@ class PolicyNode(Node):
         self._updates.put(msg.data)
 
     def _load_loop(self) -> None:
+        demote_current_thread()  # verification work must never delay a tick
         while not self._stop.is_set():
             try:
                 raw = self._updates.get(timeout=0.2)
@@ -423,6 +424,7 @@ class PolicyNode(Node):
     # ------------------------------------------------------------------ experience flush
 
     def _flush_loop(self) -> None:
+        demote_current_thread()  # disk I/O must never delay a tick
         next_status = time.monotonic()
         while not self._stop.wait(self.config.flush_period_s):
             self.flush()

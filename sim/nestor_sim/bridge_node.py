@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +119,10 @@ class SimBridge(Node):
 
         _, info = self.env.reset(seed=self.config.seed)
         self._publish_events(info["shift_events"])
-        self.create_timer(task.dt, self._on_tick)
+        # The physics clock is a dedicated thread with absolute deadlines (start() / stop()), not
+        # an executor timer: no drift, and an executor busy with a command cannot delay a tick.
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="physics_clock", daemon=True)
         self.get_logger().info(
             f"task {task.name}: {task.act_dim} controlled joints at {task.control_rate_hz} Hz, "
             f"shifts {[s.to_dict() for s in task.shifts]}"
@@ -132,6 +137,31 @@ class SimBridge(Node):
             return
         self._command = np.asarray(msg.data, dtype=np.float64)
 
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)
+
+    def _run(self) -> None:
+        period = self.task.dt
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                self._on_tick()
+            except Exception:  # a publish after the context shut down (Ctrl-C): stop quietly
+                if self._stop.is_set() or not self.context.ok():
+                    return
+                raise
+            deadline += period
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+            else:
+                deadline = time.monotonic()  # late ticks are not made up: a real clock moves on
+
     def _on_tick(self) -> None:
         stamp = self.get_clock().now().to_msg()
         if self._command is None and self.config.wait_for_command:
@@ -140,24 +170,26 @@ class SimBridge(Node):
         if self._command is not None:
             self.env.apply_effort(self._command)
         events = self.env.advance()
-        self._publish_state(stamp)
+        # The cost first and the joint states last: the policy's tick runs on the joint states,
+        # so by then the cost and target of the same physics tick are already delivered.
         self._pub_cost.publish(Float64(data=self.env.cost()))
+        self._publish_state(stamp)
         self._publish_events(events)
         if self._camera and self.env.tick % self._camera_every == 0:
             self._publish_image(stamp)
 
     def _publish_state(self, stamp) -> None:
-        names, position, velocity, effort = self.env.joint_state()
-        msg = JointState(name=names)
-        msg.header.stamp = stamp
-        msg.position, msg.velocity, msg.effort = position.tolist(), velocity.tolist(), effort.tolist()
-        self._pub_state.publish(msg)
         if self.config.publish_target:
             q_ref, qd_ref = self.env.reference()
             target = JointState(name=list(self.task.controlled_joints))
             target.header.stamp = stamp
             target.position, target.velocity = q_ref.tolist(), qd_ref.tolist()
             self._pub_target.publish(target)
+        names, position, velocity, effort = self.env.joint_state()
+        msg = JointState(name=names)
+        msg.header.stamp = stamp
+        msg.position, msg.velocity, msg.effort = position.tolist(), velocity.tolist(), effort.tolist()
+        self._pub_state.publish(msg)
 
     def _publish_image(self, stamp) -> None:
         rgb = self.env.render_camera()
@@ -190,9 +222,11 @@ def main(args=None):
     try:
         with rclpy.init(args=args):
             node = SimBridge()
+            node.start()
             try:
                 rclpy.spin(node)
             finally:
+                node.stop()
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -39,6 +39,10 @@ def append_n(spool: Spool, chunks: int, size: int) -> None:
         spool.append(make_batch(spool.next_seq(), size))
 
 
+class SequenceGap(Exception):
+    """A chunk that starts after an unannounced gap."""
+
+
 class MemoryCloud:
     """Durable-enough store for the test: survives server restarts, de-duplicates by (robot, seq)."""
 
@@ -56,9 +60,9 @@ class MemoryCloud:
             gap = batch.first_seq - (self.last + 1)
             if gap > 0:
                 if gap > batch.dropped_before:
-                    raise ChunkError(
-                        "bad_sequence", f"gap of {gap} before {batch.first_seq}, announced {batch.dropped_before}"
-                    )
+                    # As the real cloud does (cloud_brain.store.SequenceGapError): OUT_OF_RANGE,
+                    # the uplink reconnects and resends from its last acknowledged seq.
+                    raise SequenceGap(f"expected seq {self.last + 1}, got {batch.first_seq}")
                 self.dropped += gap
             new = 0
             for seq, value in zip(range(batch.first_seq, batch.last_seq + 1), batch.obs[:, 0], strict=True):
@@ -88,6 +92,8 @@ class ExperienceServicer(nestor_pb2_grpc.ExperienceServicer):
                 ack = self.cloud.ingest(chunk)
             except ChunkError as err:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{err.reason}: {err}")
+            except SequenceGap as err:
+                context.abort(grpc.StatusCode.OUT_OF_RANGE, f"sequence_gap: {err}")
             yield ack
 
 

@@ -41,6 +41,7 @@ YAML schema (defaults in brackets)::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -207,11 +208,17 @@ class TaskSpec:
 
     def reference_at(self, t: float) -> tuple[np.ndarray, np.ndarray]:
         """Returns (q_ref, qd_ref) of the controlled joints at time ``t`` (float64 arrays)."""
+        c, a, w, phase0 = self._reference_arrays
+        phase = phase0 + w * t
+        return c + a * np.sin(phase), a * w * np.cos(phase)
+
+    @functools.cached_property
+    def _reference_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(center, amplitude, angular frequency, phase) per controlled joint, built once."""
         c = np.array([r.center for r in self.reference])
         a = np.array([r.amplitude for r in self.reference])
         w = 2.0 * math.pi * np.array([r.frequency_hz for r in self.reference])
-        phase = np.array([r.phase for r in self.reference]) + w * t
-        return c + a * np.sin(phase), a * w * np.cos(phase)
+        return c, a, w, np.array([r.phase for r in self.reference])
 
 
 class _Fields:

@@ -108,8 +108,12 @@ class TrackingEnv(gym.Env):
 
         self._camera: Camera | None = None
         self._active: list[tuple[ShiftSpec, Undo]] = []
+        self._active_dicts: list[dict[str, Any]] | None = None
         self._pending: list[ShiftSpec] = []
         self.tick = 0
+        self._ref_tick = -1
+        self._ref = (np.zeros(n), np.zeros(n))
+        self._cid = self._p._client
         self._u = np.zeros(n)
         self._q = np.zeros(len(movable))
         self._qd = np.zeros(len(movable))
@@ -175,17 +179,22 @@ class TrackingEnv(gym.Env):
         u = np.asarray(u, dtype=np.float64).reshape(-1)
         if u.shape[0] != self.task.act_dim:
             raise ValueError(f"effort: expected {self.task.act_dim} values, got {u.shape[0]}")
-        self._u = np.clip(np.nan_to_num(u), -self.effort_limit, self.effort_limit)
+        u = np.clip(u, -self.effort_limit, self.effort_limit)  # +-inf -> the limit
+        u[np.isnan(u)] = 0.0
+        self._u = u
         return self._u
 
     def advance(self) -> list[dict[str, Any]]:
         """Runs one control tick with the current effort; returns the shifts applied this tick."""
-        plant, p = self.plant, self._p
+        plant, cid = self.plant, self._cid
+        # The torque is constant within a tick. The raw pybullet functions with the client id
+        # skip BulletClient's per-call attribute lookup (most of a substep's Python time).
+        torque = (plant.effort_gain * self._u + plant.torque_bias).tolist()
+        set_motors, step = pybullet.setJointMotorControlArray, pybullet.stepSimulation
         for _ in range(self.task.physics_substeps):
             # External torques are cleared by every stepSimulation, so set them each substep.
-            torque = plant.effort_gain * self._u + plant.torque_bias
-            p.setJointMotorControlArray(self.body, plant.controlled, p.TORQUE_CONTROL, forces=torque.tolist())
-            p.stepSimulation()
+            set_motors(self.body, plant.controlled, pybullet.TORQUE_CONTROL, forces=torque, physicsClientId=cid)
+            step(physicsClientId=cid)
         self.tick += 1
         self._read_state()
         return self._apply_due_shifts()
@@ -208,18 +217,20 @@ class TrackingEnv(gym.Env):
 
     def reference(self, t: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Returns (q_ref, qd_ref) of the controlled joints at ``t`` (default: now)."""
-        return self.task.reference_at(self.t if t is None else t)
+        if t is not None:
+            return self.task.reference_at(t)
+        if self._ref_tick != self.tick:  # computed once per tick (cost and observation share it)
+            self._ref = self.task.reference_at(self.t)
+            self._ref_tick = self.tick
+        return self._ref
 
     def cost(self) -> float:
         """Tracking cost of the current state and last effort (see the module docstring)."""
         w = self.task.cost
         q_ref, qd_ref = self.reference()
         c = self._c_slot
-        return float(
-            w.w_pos * np.sum((q_ref - self._q[c]) ** 2)
-            + w.w_vel * np.sum((qd_ref - self._qd[c]) ** 2)
-            + w.w_effort * np.sum((self._u / self.effort_limit) ** 2)
-        )
+        e, de, un = q_ref - self._q[c], qd_ref - self._qd[c], self._u / self.effort_limit
+        return float(w.w_pos * (e @ e) + w.w_vel * (de @ de) + w.w_effort * (un @ un))
 
     def gravity_torque(self) -> np.ndarray:
         """Effort that holds the controlled joints against gravity now (true, shifted masses).
@@ -254,8 +265,10 @@ class TrackingEnv(gym.Env):
         return self._camera.render(marker_x=marker_x)
 
     def active_shifts(self) -> list[dict[str, Any]]:
-        """The shifts in effect, as dicts."""
-        return [shift.to_dict() for shift, _ in self._active]
+        """The shifts in effect, as dicts (rebuilt only when a shift is applied or undone)."""
+        if self._active_dicts is None:
+            self._active_dicts = [shift.to_dict() for shift, _ in self._active]
+        return list(self._active_dicts)
 
     # -------------------------------------------------------------------- internals
 
@@ -263,6 +276,7 @@ class TrackingEnv(gym.Env):
         for _, undo in reversed(self._active):
             undo()
         self._active = []
+        self._active_dicts = None
         plant = self.plant
         plant.effort_gain[:] = 1.0
         plant.torque_bias[:] = 0.0
@@ -282,7 +296,7 @@ class TrackingEnv(gym.Env):
         return self._apply_due_shifts()
 
     def _read_state(self) -> None:
-        states = self._p.getJointStates(self.body, self._movable)
+        states = pybullet.getJointStates(self.body, self._movable, physicsClientId=self._cid)
         self._q = np.array([s[0] for s in states])
         self._qd = np.array([s[1] for s in states])
 
@@ -292,6 +306,7 @@ class TrackingEnv(gym.Env):
         while self._pending and self._pending[0].at_s <= self.t + 1e-9:
             shift = self._pending.pop(0)
             self._active.append((shift, apply_shift(self.plant, shift)))
+            self._active_dicts = None
             events.append({**shift.to_dict(), "t": self.t, "tick": self.tick})
         return events
 

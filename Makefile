@@ -55,3 +55,9 @@ certs: venv
 
 bench: venv
 	$(PY) -m bench.run $(if $(filter 1,$(QUICK)),--quick,)
+
+bench-learning: venv
+	$(PY) -m bench_learning.run $(if $(filter 1,$(QUICK)),--quick,) $(if $(CASES),--cases $(CASES),)
+
+bench-load: venv
+	$(PY) -m bench_load.run $(if $(filter 1,$(QUICK)),--quick,)

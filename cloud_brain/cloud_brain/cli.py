@@ -6,6 +6,8 @@
     nestor-cloud models promote VERSION
     nestor-cloud models rollback --task T
     nestor-cloud certs --out certs --robots 2
+    nestor-cloud backup --out FILE [--config C | --db PATH]     (online: the server may be running)
+    nestor-cloud restore --from FILE --db PATH [--force]        (verified; the server must be stopped)
 
 Client commands talk mutual TLS when given --ca, --cert and --key (or NESTOR_TLS_CA,
 NESTOR_TLS_CERT, NESTOR_TLS_KEY); promote and rollback need the admin certificate. Without them
@@ -80,7 +82,41 @@ def _parser() -> argparse.ArgumentParser:
     certs.add_argument("--out", default="certs", help="output directory (an existing CA and signing key are reused)")
     certs.add_argument("--robots", type=int, default=2, help="robot client certs robot0 .. robot{N-1}")
     certs.add_argument("--robot-prefix", default="robot", help="robot name prefix (robot ids must match)")
+
+    backup = sub.add_parser("backup", help="online, consistent copy of the cloud database (server may run)")
+    backup.add_argument("--out", required=True, help="backup file to write (must not exist)")
+    backup.add_argument("--config", default="config/cloud.yaml", help="CloudConfig YAML naming db_path")
+    backup.add_argument("--db", help="database file (overrides the config's db_path)")
+    backup.add_argument("--json", action="store_true", help="machine-readable output")
+    restore = sub.add_parser("restore", help="verify a backup and install it as the database")
+    restore.add_argument("--from", dest="source", required=True, help="backup file")
+    restore.add_argument("--db", required=True, help="database file to create (stop the server first)")
+    restore.add_argument("--force", action="store_true", help="replace an existing database file")
+    restore.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def _backup_command(args) -> int:
+    from cloud_brain import backup
+
+    try:
+        if args.command == "backup":
+            db = args.db or load_config(args.config).db_path
+            report = backup.backup(db, args.out)
+        else:
+            report = backup.restore(args.source, args.db, force=args.force)
+    except (backup.BackupError, ConfigError, OSError) as err:
+        print(f"nestor-cloud: {err}", file=sys.stderr)
+        return 1
+    summary = {"path": report.path, "integrity": report.integrity, "counts": report.counts,
+               "transitions": report.transitions, "robots": report.robots, "ok": report.ok}
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        rows = ", ".join(f"{k}={v}" for k, v in report.counts.items())
+        print(f"{args.command}: {report.path} verified (integrity {report.integrity}; {rows}; "
+              f"{report.transitions} transitions of {report.robots} robots, seqs contiguous)")
+    return 0
 
 
 def _channel(args) -> grpc.Channel:
@@ -195,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         except (ConfigError, OSError) as err:
             print(f"nestor-cloud: {err}", file=sys.stderr)
             return 2
+    if args.command in ("backup", "restore"):
+        return _backup_command(args)
     if args.command == "certs":
         from cloud_brain.certs import generate
 

@@ -47,6 +47,32 @@ class ScheduleConfig:
 
 
 @dataclasses.dataclass
+class RolloutConfig:
+    """Staged rollout of versions accepted by consolidation rounds (cloud_brain.rollout).
+
+    With `canary_fraction` > 0 an accepted version first goes to ceil(fraction * fleet) canary
+    robots (the lowest robot ids among the task's connected subscribers). It is promoted to
+    everyone once every canary has `canary_transitions` transitions produced by it and their mean
+    cost has not regressed by more than `max_regression` against the same robots' costs under the
+    previous version; otherwise it is marked rejected and the canaries get the previous version
+    back. 0 = off: accepted versions are activated for the whole fleet at once.
+    """
+
+    canary_fraction: float = 0.0
+    """Share of the task's connected robots that run a new version first, in [0, 1]; 0 = off."""
+    canary_transitions: int = 500
+    """Transitions each canary must produce with the new version before the decision."""
+    canary_timeout_seconds: float = 300.0
+    """Decide after this long even without enough experience (no experience at all = reject)."""
+    max_regression: float = 0.1
+    """Largest accepted relative cost increase: (post - pre) / |pre| <= max_regression."""
+    baseline_transitions: int = 2000
+    """Pre-swap baseline: each canary's last this many transitions under the previous version."""
+    poll_seconds: float = 1.0
+    """How often a running canary is checked."""
+
+
+@dataclasses.dataclass
 class TlsConfig:
     """Mutual TLS of the gRPC server. All three paths set = TLS on; all empty = insecure.
 
@@ -106,6 +132,11 @@ class CloudConfig:
     """On SIGTERM/SIGINT, in-flight RPCs get this long to finish before being cancelled."""
     max_message_bytes: int = 64 * 1024 * 1024
     """Largest gRPC message accepted or sent (chunks and ONNX models)."""
+    max_chunk_transitions: int = 16384
+    """Largest chunk (transitions) Ingest accepts; a larger one is refused with INVALID_ARGUMENT
+    (reason `too_large`), so the robot quarantines it instead of resending it forever."""
+    rollout: RolloutConfig = dataclasses.field(default_factory=RolloutConfig)
+    """Staged (canary) rollout of new versions (see RolloutConfig); off by default."""
     metrics_port: int = 0
     """Prometheus /metrics HTTP port; 0 = off."""
     metrics_address: str = "127.0.0.1"
@@ -136,6 +167,20 @@ class CloudConfig:
             raise ConfigError(f"grace_seconds: must be >= 0, got {self.grace_seconds}")
         if self.max_message_bytes < 1024:
             raise ConfigError(f"max_message_bytes: must be >= 1024, got {self.max_message_bytes}")
+        if self.max_chunk_transitions < 1:
+            raise ConfigError(f"max_chunk_transitions: must be >= 1, got {self.max_chunk_transitions}")
+        r = self.rollout
+        if not 0.0 <= r.canary_fraction <= 1.0:
+            raise ConfigError(f"rollout.canary_fraction: must be in [0, 1], got {r.canary_fraction}")
+        if r.canary_transitions < 1:
+            raise ConfigError(f"rollout.canary_transitions: must be >= 1, got {r.canary_transitions}")
+        if r.baseline_transitions < 1:
+            raise ConfigError(f"rollout.baseline_transitions: must be >= 1, got {r.baseline_transitions}")
+        for name in ("canary_timeout_seconds", "poll_seconds"):
+            if not getattr(r, name) > 0:
+                raise ConfigError(f"rollout.{name}: must be > 0, got {getattr(r, name)}")
+        if r.max_regression < 0:
+            raise ConfigError(f"rollout.max_regression: must be >= 0, got {r.max_regression}")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port: must be in 0..65535, got {self.metrics_port}")
         for name in ("initial_model", "consolidate"):

@@ -40,6 +40,17 @@ class Metrics:
         self.rounds = prom.Counter(
             "nestor_consolidation_rounds", "Consolidation rounds by outcome.", ["task", "outcome"], registry=r
         )
+        self.robot_model_version = prom.Gauge(
+            "nestor_robot_model_version", "Model version of each robot's newest stored transition.",
+            ["task", "robot_id"], registry=r,
+        )
+        self.robot_rollbacks = prom.Counter(
+            "nestor_robot_rollbacks", "Versions robots rolled back and reported bad (Models.ReportBad).",
+            ["task"], registry=r,
+        )
+        self.rollouts = prom.Counter(
+            "nestor_rollouts", "Staged rollouts by outcome (started, promoted, rejected).", ["outcome"], registry=r
+        )
         self._lock = threading.Lock()
         self._rejects: dict[str, int] = {}
 

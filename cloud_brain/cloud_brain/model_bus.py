@@ -30,6 +30,15 @@ class ModelBus:
             self._latest[task] = (self._generation, model)
             self._cond.notify_all()
 
+    def touch(self, task: str) -> None:
+        """Make the task's subscribers look at its version again (a canary set changed)."""
+        with self._cond:
+            entry = self._latest.get(task)
+            if entry is not None:
+                self._generation += 1
+                self._latest[task] = (self._generation, entry[1])
+                self._cond.notify_all()
+
     def current(self, task: str) -> Any | None:
         """The task's latest published version, or None."""
         with self._cond:

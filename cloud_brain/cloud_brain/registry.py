@@ -221,6 +221,39 @@ class ModelRegistry:
         self._activated(model)
         return model
 
+    def reject(self, version: int, reason: str) -> ModelVersion:
+        """Mark a candidate version rejected (a failed canary); the active version is untouched."""
+        with self.store.transaction() as conn:
+            row = conn.execute("SELECT status FROM models WHERE version = ?", (version,)).fetchone()
+            if row is None:
+                raise RegistryError("not_found", f"version: {version} does not exist")
+            if row[0] == "active":
+                raise RegistryError("precondition", f"version: {version} is active; roll it back instead")
+            conn.execute("UPDATE models SET status = 'rejected', reason = ? WHERE version = ?", (reason, version))
+        return self.get(version)
+
+    # --- per-robot bad marks (Models.ReportBad) -----------------------------------------------
+
+    def mark_bad(self, robot_id: str, version: int, reason: str, now: float | None = None) -> int:
+        """Record that `robot_id` rolled `version` back; returns how many robots reported it bad.
+
+        Raises:
+            RegistryError: not_found when the version does not exist.
+        """
+        now = time.time() if now is None else now
+        with self.store.transaction() as conn:
+            if conn.execute("SELECT 1 FROM models WHERE version = ?", (version,)).fetchone() is None:
+                raise RegistryError("not_found", f"version: {version} does not exist")
+            conn.execute(
+                "INSERT OR IGNORE INTO bad_models (robot_id, version, reason, reported_unix) VALUES (?, ?, ?, ?)",
+                (robot_id, version, reason, now),
+            )
+            return int(conn.execute("SELECT COUNT(*) FROM bad_models WHERE version = ?", (version,)).fetchone()[0])
+
+    def bad_versions(self, robot_id: str) -> set[int]:
+        """Versions `robot_id` reported bad."""
+        return {int(r[0]) for r in self.store.query("SELECT version FROM bad_models WHERE robot_id = ?", (robot_id,))}
+
     def _activated(self, model: ModelVersion) -> None:
         if self.on_activate is not None:
             self.on_activate(model)

@@ -129,6 +129,7 @@ class ConsolidationScheduler:
         db_path: str | None = None,
         in_process: bool = False,
         metrics=None,
+        on_accepted=None,
     ):
         self.store = store
         self.registry = registry
@@ -139,6 +140,8 @@ class ConsolidationScheduler:
         self.db_path = db_path or store.path
         self.in_process = in_process
         self.metrics = metrics
+        # Accepted version -> what happened to it (staged rollout); None = promote it at once.
+        self.on_accepted = on_accepted
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         now = time.monotonic()
@@ -220,7 +223,7 @@ class ConsolidationScheduler:
             reason=reason,
         )
         if accepted:
-            model = self.registry.promote(model.version)
+            model = self.on_accepted(model) if self.on_accepted else self.registry.promote(model.version)
         self.store.record_round(task, started, parent.version, start, end, model.version, accepted, reason)
         clock.last_round_monotonic = time.monotonic()
         if self.metrics is not None:

@@ -24,6 +24,7 @@ from cloud_brain.config import CloudConfig, ConfigError, TaskSpec, is_loopback_h
 from cloud_brain.metrics import Metrics
 from cloud_brain.model_bus import ModelBus
 from cloud_brain.registry import ModelRegistry, ModelVersion
+from cloud_brain.rollout import Rollout
 from cloud_brain.scheduler import ConsolidationScheduler, resolve
 from cloud_brain.servicers import ExperienceServicer, FleetServicer, ModelsServicer, experience_handler
 from cloud_brain.store import ExperienceStore
@@ -65,6 +66,7 @@ class CloudServer:
         self.registry = ModelRegistry(
             self.store, on_activate=self._on_activate, export_dir=config.model_dir, signing_key=config.signing_key
         )
+        self.rollout = Rollout(config.rollout, self.registry, self.store, self.bus, metrics=self.metrics)
         self.scheduler = ConsolidationScheduler(
             self.store,
             self.registry,
@@ -73,6 +75,7 @@ class CloudServer:
             consolidate or config.consolidate,
             seed=config.seed,
             metrics=self.metrics,
+            on_accepted=self.rollout.accept,
         )
         self.health = health.HealthServicer()
         self.server: grpc.Server | None = None
@@ -111,10 +114,13 @@ class CloudServer:
         authz = Authorizer(enforce=credentials is not None)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.max_workers), options=options)
         server.add_generic_rpc_handlers(
-            (experience_handler(ExperienceServicer(self.store, self.tasks, self.metrics, authz)),)
+            (experience_handler(ExperienceServicer(
+                self.store, self.tasks, self.metrics, authz, max_chunk_transitions=self.config.max_chunk_transitions
+            )),)
         )
         nestor_pb2_grpc.add_ModelsServicer_to_server(
-            ModelsServicer(self.registry, self.bus, self.tasks, authz), server
+            ModelsServicer(self.registry, self.bus, self.tasks, authz, rollout=self.rollout, metrics=self.metrics),
+            server,
         )
         nestor_pb2_grpc.add_FleetServicer_to_server(
             FleetServicer(self.store, self.registry, self.metrics, authz), server
@@ -134,6 +140,7 @@ class CloudServer:
         self._metrics_http = self.metrics.serve_http(self.config.metrics_port, self.config.metrics_address)
         if self.config.schedule.enabled:
             self.scheduler.start()
+        self.rollout.start()
         log.info(
             "cloud brain serving on %s (%s; tasks: %s; manifests %s)",
             self.address,
@@ -152,6 +159,7 @@ class CloudServer:
         self.health.enter_graceful_shutdown()
         self.bus.close()
         self.scheduler.stop()
+        self.rollout.stop()
         if self.server is not None:
             self.server.stop(grace).wait()
         if self._metrics_http is not None:

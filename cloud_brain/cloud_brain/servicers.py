@@ -21,11 +21,12 @@ from google.protobuf.message import DecodeError
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 
 from cloud_brain.authz import ALLOW_ALL, Authorizer, PermissionDenied
-from cloud_brain.config import TaskSpec
+from cloud_brain.config import RolloutConfig, TaskSpec
 from cloud_brain.ingest import ChunkError, SequenceGapError, ingest_chunk
 from cloud_brain.metrics import Metrics
 from cloud_brain.model_bus import ModelBus
 from cloud_brain.registry import ModelRegistry, ModelVersion, RegistryError
+from cloud_brain.rollout import Rollout
 from cloud_brain.store import ExperienceStore
 
 log = logging.getLogger(__name__)
@@ -94,11 +95,13 @@ class ExperienceServicer:
         tasks: Mapping[str, TaskSpec] | None,
         metrics: Metrics,
         authz: Authorizer = ALLOW_ALL,
+        max_chunk_transitions: int = 0,
     ):
         self.store = store
         self.tasks = tasks
         self.metrics = metrics
         self.authz = authz
+        self.max_chunk_transitions = max_chunk_transitions
 
     def Ingest(self, request_iterator, context) -> Iterator[nestor_pb2.IngestAck]:
         for chunk in request_iterator:
@@ -107,6 +110,12 @@ class ExperienceServicer:
                 if isinstance(chunk, Malformed):
                     raise ChunkError("malformed", f"chunk: cannot decode ExperienceChunk: {chunk.error}")
                 self.authz.upload(context, chunk.robot_id)
+                if self.max_chunk_transitions and chunk.count > self.max_chunk_transitions:
+                    raise ChunkError(
+                        "too_large",
+                        f"count: chunk first_seq={chunk.first_seq} holds {chunk.count} transitions, more than "
+                        f"max_chunk_transitions={self.max_chunk_transitions}",
+                    )
                 result = ingest_chunk(self.store, chunk, self.tasks)
             except PermissionDenied as err:
                 self._reject(context, err.reason, grpc.StatusCode.PERMISSION_DENIED, str(err))
@@ -115,13 +124,21 @@ class ExperienceServicer:
             except SequenceGapError as err:
                 self._reject(context, err.reason, grpc.StatusCode.OUT_OF_RANGE, str(err))
             except sqlite3.OperationalError as err:
-                # Busy/locked/disk trouble: nothing was committed, the robot may resend the chunk.
+                # Nothing was committed or acknowledged: the robot keeps the chunk and resends it later.
+                if getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                    self._reject(context, "disk_full", grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                 f"store: disk full ({err}); nothing acknowledged, resend later")
                 log.error("store error while ingesting from %s: %s", context.peer(), err)
+                self.metrics.reject("store_error")
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"store: {err}")
             self.metrics.chunks.labels(task=chunk.task).inc()
             self.metrics.transitions.labels(task=chunk.task).inc(result.stored)
             self.metrics.duplicates.inc(result.duplicates)
             self.metrics.dropped.inc(result.dropped)
+            if result.stored:
+                self.metrics.robot_model_version.labels(task=chunk.task, robot_id=chunk.robot_id).set(
+                    chunk.model_version
+                )
             self.metrics.ack_latency.observe(time.monotonic() - received)
             yield nestor_pb2.IngestAck(
                 robot_id=result.robot_id,
@@ -149,7 +166,8 @@ def experience_handler(servicer: ExperienceServicer) -> grpc.GenericRpcHandler:
 
 
 class ModelsServicer(nestor_pb2_grpc.ModelsServicer):
-    """Models: Subscribe streams the active version and each new one; List/Promote/Rollback."""
+    """Models: Subscribe streams the version meant for the robot and each new one; List/Promote/Rollback;
+    ReportBad records a robot's rollback."""
 
     def __init__(
         self,
@@ -157,11 +175,15 @@ class ModelsServicer(nestor_pb2_grpc.ModelsServicer):
         bus: ModelBus,
         tasks: Mapping[str, TaskSpec] | None,
         authz: Authorizer = ALLOW_ALL,
+        rollout: Rollout | None = None,
+        metrics: Metrics | None = None,
     ):
         self.registry = registry
         self.bus = bus
         self.tasks = tasks
         self.authz = authz
+        self.rollout = rollout or Rollout(RolloutConfig(), registry, registry.store, bus)
+        self.metrics = metrics
 
     def Subscribe(self, request, context):
         _authorize(context, self.authz.read)
@@ -169,8 +191,31 @@ class ModelsServicer(nestor_pb2_grpc.ModelsServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"task: unknown task {request.task!r}")
         # Wake the bus when the client goes away so this thread is released promptly.
         context.add_callback(self.bus.wake)
-        for model in self.bus.subscribe(request.task, request.current_version, is_active=context.is_active):
-            yield model_update(model)
+        last = request.current_version
+        with self.rollout.subscribed(request.task, request.robot_id):
+            # The bus says what is active; the rollout says what this robot gets (canary, bad marks).
+            for active in self.bus.subscribe(request.task, 0, is_active=context.is_active):
+                model = self.rollout.select(request.robot_id, request.task, active)
+                if model is None or model.version == last:
+                    continue
+                last = model.version
+                yield model_update(model)
+
+    def ReportBad(self, request, context):
+        # A robot reports only for itself (same rule as uploading its experience).
+        _authorize(context, self.authz.upload, request.robot_id)
+        if not request.robot_id or not request.version:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "robot_id, version: both required")
+        try:
+            count = self.registry.mark_bad(request.robot_id, request.version, request.reason[:1000])
+        except RegistryError as err:
+            context.abort(_REGISTRY_CODES[err.code], str(err))
+        model = self.registry.get(request.version)
+        log.warning("robot %s rolled back version %d of %s: %s", request.robot_id, request.version, model.task,
+                    request.reason)
+        if self.metrics is not None:
+            self.metrics.robot_rollbacks.labels(task=model.task).inc()
+        return nestor_pb2.BadModelReply(version=request.version, robots_reporting=count)
 
     def List(self, request, context):
         _authorize(context, self.authz.read)

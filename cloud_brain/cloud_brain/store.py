@@ -86,6 +86,14 @@ CREATE TABLE IF NOT EXISTS rounds (
     reason TEXT NOT NULL DEFAULT '',
     error TEXT NOT NULL DEFAULT ''
 );
+-- Versions a robot rolled back (Models.ReportBad): never offered to that robot again.
+CREATE TABLE IF NOT EXISTS bad_models (
+    robot_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    reported_unix REAL NOT NULL,
+    PRIMARY KEY (robot_id, version)
+);
 """
 
 _READ_PAGE = 256
@@ -177,9 +185,16 @@ class ExperienceStore:
             try:
                 yield self._conn
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                # SQLite may already have rolled back by itself (e.g. SQLITE_FULL); keep the real error.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+            try:
+                self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Run a read query and return all rows."""

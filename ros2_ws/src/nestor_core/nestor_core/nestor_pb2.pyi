@@ -195,3 +195,21 @@ class ModelReply(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     model: ModelInfo
     def __init__(self, model: _Optional[_Union[ModelInfo, _Mapping]] = ...) -> None: ...
+
+class BadModelReport(_message.Message):
+    __slots__ = ("robot_id", "version", "reason")
+    ROBOT_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    robot_id: str
+    version: int
+    reason: str
+    def __init__(self, robot_id: _Optional[str] = ..., version: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class BadModelReply(_message.Message):
+    __slots__ = ("version", "robots_reporting")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROBOTS_REPORTING_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    robots_reporting: int
+    def __init__(self, version: _Optional[int] = ..., robots_reporting: _Optional[int] = ...) -> None: ...

@@ -130,6 +130,11 @@ class ModelsStub:
                 request_serializer=nestor__core_dot_nestor__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=nestor__core_dot_nestor__pb2.ModelReply.FromString,
                 _registered_method=True)
+        self.ReportBad = channel.unary_unary(
+                '/nestor.v1.Models/ReportBad',
+                request_serializer=nestor__core_dot_nestor__pb2.BadModelReport.SerializeToString,
+                response_deserializer=nestor__core_dot_nestor__pb2.BadModelReply.FromString,
+                _registered_method=True)
 
 
 class ModelsServicer:
@@ -160,6 +165,13 @@ class ModelsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportBad(self, request, context):
+        """A robot reports a version bad for itself (only as itself under mutual TLS).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -182,6 +194,11 @@ def add_ModelsServicer_to_server(servicer, server):
                     servicer.Rollback,
                     request_deserializer=nestor__core_dot_nestor__pb2.RollbackRequest.FromString,
                     response_serializer=nestor__core_dot_nestor__pb2.ModelReply.SerializeToString,
+            ),
+            'ReportBad': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportBad,
+                    request_deserializer=nestor__core_dot_nestor__pb2.BadModelReport.FromString,
+                    response_serializer=nestor__core_dot_nestor__pb2.BadModelReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -293,6 +310,33 @@ class Models:
             '/nestor.v1.Models/Rollback',
             nestor__core_dot_nestor__pb2.RollbackRequest.SerializeToString,
             nestor__core_dot_nestor__pb2.ModelReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportBad(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nestor.v1.Models/ReportBad',
+            nestor__core_dot_nestor__pb2.BadModelReport.SerializeToString,
+            nestor__core_dot_nestor__pb2.BadModelReply.FromString,
             options,
             channel_credentials,
             insecure,

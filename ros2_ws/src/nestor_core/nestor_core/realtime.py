@@ -2,7 +2,11 @@
 
 On a robot the control loop runs at a real-time priority so that nothing else on the machine
 (the uplink, a consolidation job, logging) can make it miss a tick. `set_sched_priority` moves
-every thread of this process, and so every thread it starts later, to SCHED_FIFO. Without the
+every thread of this process, and so every thread it starts later, to SCHED_FIFO. Background
+threads (the spool flusher, the model loader) stay at the same priority on purpose: they share
+the GIL with the control thread, and a low-priority thread preempted while holding the GIL would
+block the control thread (priority inversion). The short GIL switch interval bounds how long
+they can hold it. Without the
 privilege (CAP_SYS_NICE; a container without it) it changes nothing and says why.
 """
 
@@ -35,15 +39,3 @@ def set_sched_priority(priority: int) -> str:
     sys.setswitchinterval(0.0005)
     return f"scheduling: SCHED_FIFO priority {priority} on {len(tids)} threads"
 
-
-def demote_current_thread() -> None:
-    """Move the calling thread back to default scheduling (for background work in a RT process).
-
-    Also shortens the interpreter's GIL switch interval, so a background thread holding the GIL
-    hands it to the control thread within 0.5 ms instead of the default 5 ms.
-    """
-    sys.setswitchinterval(0.0005)
-    try:
-        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
-    except OSError:
-        pass

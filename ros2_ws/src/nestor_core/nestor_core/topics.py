@@ -11,6 +11,8 @@ Message types (standard ROS 2 messages only):
     SIM_EVENTS     std_msgs/String (JSON)       sim_bridge -> anyone   (dynamics shifts)
     MODEL_UPDATE   std_msgs/String (JSON)       weight_sync -> policy  ({"version","path","sha256",...})
     POLICY_STATUS  diagnostic_msgs/DiagnosticArray policy -> anyone (model version, swaps, missed ticks)
+    POLICY_ROLLBACK std_msgs/String (JSON)      policy -> weight_sync ({"robot_id","task","version",
+                                                "reverted_to","reason",...}; forwarded as Models.ReportBad)
 """
 
 JOINT_STATES = "joint_states"
@@ -21,3 +23,4 @@ IMAGE = "camera/image_raw"
 SIM_EVENTS = "sim/events"
 MODEL_UPDATE = "model_update"
 POLICY_STATUS = "policy/status"
+POLICY_ROLLBACK = "policy/rollback"

@@ -32,7 +32,7 @@ from nestor_core.manifest import ManifestRejected, load_public_key, verify_store
 from nestor_core.policy_model import ModelRejected, PolicyModel, load_model
 from nestor_core.policy_runtime import PolicyRuntime, RuntimeConfig
 from nestor_core.qos import COMMAND_QOS, EVENT_QOS, SENSOR_QOS, STATUS_QOS
-from nestor_core.realtime import demote_current_thread, set_sched_priority
+from nestor_core.realtime import set_sched_priority
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -41,6 +41,8 @@ from std_msgs.msg import Float64, Float64MultiArray, String
 
 from nestor_robot.params import ConfigError, declare_config
 from nestor_robot.recorder import ExperienceRecorder
+from nestor_robot.robot_metrics import PolicyMetrics
+from nestor_robot.rollback import RollbackMonitor, Verdict
 
 SPOOL_FULL_POLICIES = ("drop_oldest", "reject_newest")
 
@@ -68,6 +70,12 @@ class PolicyNodeConfig:
         public_key_path: PEM ed25519 public key of the model signer; when set, a model (the initial
             one included) is loaded only if the .json sidecar next to it holds a manifest signed by
             this key that names the file's sha256 and version. Empty = not checked.
+        rollback_window_ticks: ticks of the moving-average cost compared before and after a swap;
+            0 = no automatic rollback.
+        rollback_margin: roll back when the post-swap average exceeds the pre-swap one by more than
+            this fraction of it (0.2 = 20 % worse); 0 = no automatic rollback.
+        metrics_port: Prometheus /metrics port on 127.0.0.1 (model version, swaps, rollbacks, missed
+            ticks, spool depth); 0 = off.
     """
 
     robot_id: str = "robot0"
@@ -85,6 +93,9 @@ class PolicyNodeConfig:
     tick_samples: int = 10_000
     sched_priority: int = 0
     public_key_path: str = ""
+    rollback_window_ticks: int = 0
+    rollback_margin: float = 0.0
+    metrics_port: int = 0
 
     def validate(self) -> "PolicyNodeConfig":
         if not self.robot_id:
@@ -106,6 +117,12 @@ class PolicyNodeConfig:
             raise ValueError(f"initial_model: no such file {self.initial_model!r}")
         if self.public_key_path and not os.path.isfile(self.public_key_path):
             raise ValueError(f"public_key_path: no such file {self.public_key_path!r}")
+        if self.rollback_window_ticks < 0:
+            raise ValueError(f"rollback_window_ticks: must be >= 0, got {self.rollback_window_ticks}")
+        if self.rollback_margin < 0:
+            raise ValueError(f"rollback_margin: must be >= 0, got {self.rollback_margin}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port: must be in 0..65535, got {self.metrics_port}")
         return self
 
 
@@ -177,6 +194,11 @@ class PolicyNode(Node):
 
         self.swaps = 0
         self.swap_log: list[dict] = []
+        self.rollbacks = 0
+        self.rollback_log: list[dict] = []  # newest 20
+        self._rollback = RollbackMonitor(cfg.rollback_window_ticks, cfg.rollback_margin)
+        self._bad_versions: set[int] = set()  # rolled back here: never adopted again
+        self._previous_model: PolicyModel | None = None  # kept loaded for a rollback
         self.rejected_models = 0
         self.reject_log: list[dict] = []  # newest 20
         self.spool_errors = 0
@@ -214,6 +236,10 @@ class PolicyNode(Node):
             os.makedirs(cfg.run_dir, exist_ok=True)
 
         self._cmd_pub = self.create_publisher(Float64MultiArray, topics.COMMANDS, COMMAND_QOS)
+        # Reliable and latched: a weight_sync that (re)starts later still forwards the report.
+        self._rollback_pub = self.create_publisher(String, topics.POLICY_ROLLBACK, EVENT_QOS)
+        self._metrics = PolicyMetrics()
+        self._metrics_http = self._metrics.serve(cfg.metrics_port)
         self._status_pub = self.create_publisher(DiagnosticArray, topics.POLICY_STATUS, STATUS_QOS)
         self.create_subscription(
             JointState, topics.JOINT_STATES, self._on_joint_states, SENSOR_QOS)
@@ -261,6 +287,9 @@ class PolicyNode(Node):
         if self.recorder is not None:
             stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec or time.time()
             self.recorder.record(self._obs, out, self._cost, stamp, self.model_version, runtime.l1.state)
+        verdict = self._rollback.observe(self._cost)
+        if verdict is not None:
+            self._roll_back(verdict)
         self.ticks += 1
         self._tick_us[self._tick_n % self._tick_us.shape[0]] = (time.perf_counter() - start) * 1e6
         self._tick_n += 1
@@ -346,8 +375,10 @@ class PolicyNode(Node):
                 self.config.robot_id, model.task, model.obs_dim, model.act_dim, self.config.recorder_capacity
             )
         else:
+            self._previous_model = self.runtime.model
             self.runtime.swap(model)
             self.swaps += 1
+            self._rollback.on_swap(previous, model.version)
         self.model_version = model.version
         self.model_sha256 = model.sha256
         self._newest_seen = max(self._newest_seen, model.version)
@@ -359,6 +390,38 @@ class PolicyNode(Node):
         else:
             self._log.info(f"swapped model {previous} -> {model.version} at tick {tick}")
 
+    def _roll_back(self, verdict: Verdict) -> None:
+        """Return to the previous model (tick thread), never adopt `verdict.version` again, report it."""
+        model = self._previous_model
+        if model is None or model.version != verdict.previous:
+            return
+        self._bad_versions.add(verdict.version)
+        self.runtime.swap(model)
+        self._previous_model = None
+        self._rollback.on_swap(None, model.version)  # the old model is not judged again
+        self.model_version = model.version
+        self.model_sha256 = model.sha256
+        self.rollbacks += 1
+        tick = self.runtime.ticks
+        event = {
+            "robot_id": self.config.robot_id,
+            "task": self.config.task,
+            "version": verdict.version,
+            "reverted_to": model.version,
+            "reason": verdict.reason,
+            "pre_cost": verdict.pre_cost,
+            "post_cost": verdict.post_cost,
+            "window_ticks": verdict.window_ticks,
+            "tick": tick,
+            "wall_time": time.time(),
+        }
+        self.rollback_log = [*self.rollback_log[-19:], event]
+        self.swap_log.append({"tick": tick, "wall_time": event["wall_time"], "from_version": verdict.version,
+                              "to_version": model.version, "rollback": True})
+        self._log.warning(f"rolled back model {verdict.version} -> {model.version}: {verdict.reason}")
+        # A local DDS write; weight_sync forwards it to the cloud off this thread.
+        self._rollback_pub.publish(String(data=json.dumps(event, sort_keys=True)))
+
     def _swap_pending(self) -> None:
         with self._pending_lock:
             model, self._pending = self._pending, None
@@ -369,7 +432,6 @@ class PolicyNode(Node):
         self._updates.put(msg.data)
 
     def _load_loop(self) -> None:
-        demote_current_thread()  # verification work must never delay a tick
         while not self._stop.is_set():
             try:
                 raw = self._updates.get(timeout=0.2)
@@ -390,7 +452,11 @@ class PolicyNode(Node):
         if task and task != self.config.task:
             self._log.debug(f"model_update for task {task!r} ignored")
             return
-        if version <= self._newest_seen:
+        if version in self._bad_versions:
+            self._log.info(f"model_update version {version} was rolled back here: ignored")
+            return
+        # A downgrade is the cloud taking a version back (rejected canary, admin rollback).
+        if version <= self._newest_seen and not update.get("downgrade"):
             self._log.debug(f"model_update version {version} not newer than {self._newest_seen}: ignored")
             return
         try:
@@ -424,7 +490,6 @@ class PolicyNode(Node):
     # ------------------------------------------------------------------ experience flush
 
     def _flush_loop(self) -> None:
-        demote_current_thread()  # disk I/O must never delay a tick
         next_status = time.monotonic()
         while not self._stop.wait(self.config.flush_period_s):
             self.flush()
@@ -432,6 +497,7 @@ class PolicyNode(Node):
                 next_status += self.config.status_period_s
                 stats = self.stats()
                 self._write_stats(stats)
+                self._metrics.update(stats)
                 self._last_stats = stats
 
     def flush(self) -> None:
@@ -480,6 +546,9 @@ class PolicyNode(Node):
             "swap_log": list(self.swap_log),
             "rejected_models": self.rejected_models,
             "reject_log": list(self.reject_log),
+            "rollbacks": self.rollbacks,
+            "rollback_log": list(self.rollback_log),
+            "bad_versions": sorted(self._bad_versions),
             "recorder": recorder,
             "recorder_overflow": recorder.get("overflow", 0),
             "spool": dict(self._spool_stats),
@@ -501,6 +570,7 @@ class PolicyNode(Node):
             "ticks": stats["ticks"],
             "missed_ticks": stats["missed_ticks"],
             "swaps": stats["swaps"],
+            "rollbacks": stats["rollbacks"],
             "rejected_models": stats["rejected_models"],
             "spool_depth": stats["spool_depth"],
             "recorder_overflow": stats["recorder_overflow"],
@@ -541,6 +611,8 @@ class PolicyNode(Node):
         self._loader.join(timeout=5.0)
         self.flush()
         self._write_stats(self.stats())
+        if self._metrics_http is not None:
+            self._metrics_http[0].shutdown()
         if self._spool is not None:
             self._spool.close()
 

@@ -15,6 +15,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
+from nestor_robot.robot_metrics import UplinkMetrics
 from nestor_robot.spool import Spool
 from nestor_robot.uplink import Uplink, UplinkConfig, tls_credentials
 
@@ -39,6 +40,7 @@ class UplinkNodeConfig:
         tls_ca: PEM CA that signed the cloud's server cert; with tls_cert and tls_key turns on mutual TLS.
         tls_cert: PEM client certificate of this robot (its CN must equal robot_id to upload).
         tls_key: PEM private key of tls_cert. All three empty = insecure channel (loopback dev only).
+        metrics_port: Prometheus /metrics port on 127.0.0.1 (spool depth, acked seq, ack latency); 0 = off.
     """
 
     robot_id: str = "robot_0"
@@ -54,6 +56,7 @@ class UplinkNodeConfig:
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    metrics_port: int = 0
 
     def uplink_config(self) -> UplinkConfig:
         return UplinkConfig(
@@ -89,7 +92,11 @@ class UplinkNode(Node):
         self.config = declare_config(self, UplinkNodeConfig)
         if not self.config.status_period_s > 0:
             raise ValueError(f"status_period_s: must be > 0, got {self.config.status_period_s}")
+        if not 0 <= self.config.metrics_port <= 65535:
+            raise ValueError(f"metrics_port: must be in 0..65535, got {self.config.metrics_port}")
         self.spool = Spool(self.config.spool_path, self.config.robot_id)
+        self.metrics = UplinkMetrics()
+        self.metrics_http = self.metrics.serve(self.config.metrics_port)
         self.uplink = Uplink(self.spool, self.config.cloud_address, self.config.uplink_config())
         self.status_pub = self.create_publisher(DiagnosticArray, STATUS_TOPIC, qos.STATUS_QOS)
         self.stop_event = threading.Event()
@@ -107,6 +114,7 @@ class UplinkNode(Node):
     def publish_status(self) -> None:
         spool = self.spool.stats()
         link = self.uplink.stats()
+        self.metrics.update(spool, link, self.uplink.ack_latencies())
         if spool["dropped"] > self._last_dropped:
             self.get_logger().warning(
                 f"spool dropped {spool['dropped'] - self._last_dropped} transitions "
@@ -127,6 +135,8 @@ class UplinkNode(Node):
     def shutdown(self) -> None:
         self.stop_event.set()
         self.thread.join(timeout=5.0)
+        if self.metrics_http is not None:
+            self.metrics_http[0].shutdown()
         self.spool.close()
 
 

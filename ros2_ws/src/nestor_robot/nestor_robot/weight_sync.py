@@ -22,6 +22,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 
 import grpc
@@ -149,6 +150,7 @@ class WeightSync:
         else:
             log.warning("weight_sync: public_key_path is empty: model signatures are NOT verified")
         os.makedirs(self.model_dir, exist_ok=True)
+        self.bad_versions: set[int] = self._read_bad()
         self._lock = threading.Lock()
         self._call = None
         self.current: dict | None = None
@@ -159,6 +161,8 @@ class WeightSync:
             "rejected": 0,
             "rejected_by_reason": {},
             "reconnects": 0,
+            "bad_reports": 0,
+            "bad_report_errors": 0,
             "last_error": "",
             "connected": False,
         }
@@ -168,6 +172,8 @@ class WeightSync:
     def load_local(self) -> dict | None:
         """Adopt the newest complete, verified local model (announcing it); None when there is none."""
         for info in self._local_models():
+            if info["version"] in self.bad_versions:
+                continue
             try:
                 with open(info["path"], "rb") as f:
                     data = f.read()
@@ -239,6 +245,9 @@ class WeightSync:
             with self._lock:
                 self._stats["unchanged"] += 1
             return None
+        previous = self.current_version()
+        if previous and info["version"] < previous:
+            info["downgrade"] = True  # the cloud took a version back: the policy must accept an older one
         self.current = info
         with self._lock:
             self._stats["accepted"] += 1
@@ -302,6 +311,8 @@ class WeightSync:
                 version=version,
                 task=update.task,
             )
+        if version in self.bad_versions:
+            raise UpdateRejected("marked_bad", f"v{version} was rolled back on this robot")
         if update.task != self.task:
             raise UpdateRejected("wrong_task", f"task {update.task!r}, subscribed to {self.task!r}")
         if version < 1:
@@ -335,6 +346,53 @@ class WeightSync:
         sidecar = dict(info, path=os.path.basename(path), **sidecar_fields(update.manifest, update.signature))
         write_atomic(path[: -len(".onnx")] + ".json", json.dumps(sidecar, sort_keys=True).encode())
         return info
+
+    # ---------------------------------------------------------------- rollbacks
+
+    def mark_bad(self, version: int) -> None:
+        """Never adopt `version` again, across restarts (<model_dir>/bad_versions.json)."""
+        self.bad_versions.add(int(version))
+        write_atomic(os.path.join(self.model_dir, "bad_versions.json"),
+                     json.dumps(sorted(self.bad_versions)).encode())
+
+    def report_bad(self, version: int, reason: str, attempts: int = 5, timeout_s: float = 5.0) -> bool:
+        """Mark `version` bad locally and tell the cloud (Models.ReportBad), retrying a few times.
+
+        Blocks up to about attempts * (timeout_s + backoff); call it off any control thread.
+        """
+        self.mark_bad(version)
+        backoff = Backoff(self.config.backoff_min_s, min(self.config.backoff_max_s, 5.0))
+        request = nestor_pb2.BadModelReport(robot_id=self.robot_id, version=int(version), reason=reason[:1000])
+        for attempt in range(attempts):
+            channel = open_channel(self.target, self.config.channel_credentials, self.config.channel_options)
+            try:
+                nestor_pb2_grpc.ModelsStub(channel).ReportBad(request, timeout=timeout_s)
+                with self._lock:
+                    self._stats["bad_reports"] += 1
+                log.warning("weight_sync: reported v%d bad to the cloud: %s", version, reason)
+                return True
+            except grpc.RpcError as err:
+                log.error("weight_sync: ReportBad v%d failed (%s: %s), attempt %d/%d", version, err.code().name,
+                          err.details(), attempt + 1, attempts)
+                if err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                                  grpc.StatusCode.PERMISSION_DENIED):
+                    break
+            finally:
+                channel.close()
+            time.sleep(backoff.next_delay())
+        with self._lock:
+            self._stats["bad_report_errors"] += 1
+        return False
+
+    def _read_bad(self) -> set[int]:
+        try:
+            with open(os.path.join(self.model_dir, "bad_versions.json")) as f:
+                return {int(v) for v in json.load(f)}
+        except FileNotFoundError:
+            return set()
+        except (OSError, ValueError, TypeError) as err:
+            log.error("weight_sync: unreadable bad_versions.json (%s); starting without it", err)
+            return set()
 
     def _local_models(self) -> list[dict]:
         """Complete local models of this task (sidecar present, sha256 matching), newest first."""

@@ -3,6 +3,9 @@
 Each verified model is published as std_msgs/String JSON {"version", "path", "sha256", "task",
 "parent"} on MODEL_UPDATE with EVENT_QOS (reliable, transient local), so a policy node that starts
 later still receives the newest.
+
+Rollbacks the policy node publishes on POLICY_ROLLBACK are marked bad locally and forwarded to the
+cloud as Models.ReportBad, from a short-lived thread (never from the executor).
 """
 
 import dataclasses
@@ -57,6 +60,9 @@ class WeightSyncNode(Node):
         super().__init__("weight_sync")
         self.config = declare_config(self, WeightSyncNodeConfig)
         self.publisher = self.create_publisher(String, topics.MODEL_UPDATE, qos.EVENT_QOS)
+        self.create_subscription(String, topics.POLICY_ROLLBACK, self.on_rollback, qos.EVENT_QOS)
+        self._reported: set[int] = set()
+        self._reporters: list[threading.Thread] = []
         sync_config = WeightSyncConfig(
             backoff_min_s=self.config.backoff_min_s,
             backoff_max_s=self.config.backoff_max_s,
@@ -89,9 +95,26 @@ class WeightSyncNode(Node):
         self.get_logger().info(f"model {info['task']} v{info['version']} verified: {info['path']}")
         self.publisher.publish(String(data=json.dumps(info, sort_keys=True)))
 
+    def on_rollback(self, msg: String) -> None:
+        try:
+            event = json.loads(msg.data)
+            version, reason = int(event["version"]), str(event.get("reason", ""))
+        except (ValueError, KeyError, TypeError) as err:
+            self.get_logger().error(f"policy/rollback: bad message {msg.data[:200]!r}: {err}")
+            return
+        if version in self._reported:
+            return  # a latched replay
+        self._reported.add(version)
+        self.get_logger().warning(f"policy rolled back model v{version}: {reason}; reporting it to the cloud")
+        thread = threading.Thread(target=self.sync.report_bad, args=(version, reason), daemon=True)
+        thread.start()
+        self._reporters = [t for t in self._reporters if t.is_alive()] + [thread]
+
     def shutdown(self) -> None:
         self.stop_event.set()
         self.thread.join(timeout=5.0)
+        for thread in self._reporters:
+            thread.join(timeout=2.0)
 
 
 def main(args=None):

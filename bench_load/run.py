@@ -1,0 +1,355 @@
+"""`make bench-load`: many simulated robots stream experience into one real cloud process over mutual TLS.
+
+    python -m bench_load.run [--quick] [--clients 100] [--duration 120] [--out runs/bench-load/results.json]
+
+One `nestor-cloud serve` process (TLS on, dev PKI from `nestor-cloud certs` in a temp dir, the
+kuka_track task) and `--procs` worker processes, each running its share of the clients as threads.
+A client is one robot: its own mutual-TLS channel and one Ingest stream, sending a `--chunk`
+transition chunk every `--period` seconds with at most `--window` unacked, like the robot's uplink
+(no ROS, no spool: the cloud is what is measured). A failed stream is counted as an error and
+reopened, resending everything unacked, so a lost transition is a real loss.
+
+Reported in results.json: throughput, ack latency p50/p99, the cloud's RSS over time (VmRSS of
+/proc/<pid>/status every second) with a least-squares slope, errors (must be 0) and lost
+transitions (must be 0: every client's acked seqs compared with what the store holds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import pathlib
+import queue
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BIN = pathlib.Path(sys.executable).parent
+TASK_FILE = REPO / "config" / "tasks" / "kuka_track.yaml"
+OBS_DIM, ACT_DIM = 28, 7
+
+
+def initial_model(task_file: str, seed: int = 0) -> tuple[bytes, dict]:
+    """Stand-in initial model (the benchmark measures ingest; no torch in the cloud process)."""
+    return b"bench-load-model", {"inputs": {"obs": [1, OBS_DIM]}, "outputs": {"action": [1, ACT_DIM]}}
+
+
+# ------------------------------------------------------------------------------------- clients
+
+
+def _template(robot_id: str, n: int):
+    import numpy as np
+    from nestor_core.experience import ExperienceBatch, to_chunk
+
+    rng = np.random.default_rng(abs(hash(robot_id)) % 2**32)
+    batch = ExperienceBatch(
+        robot_id=robot_id, task="kuka_track", first_seq=1,
+        obs=rng.standard_normal((n, OBS_DIM)).astype(np.float32),
+        action=rng.standard_normal((n, ACT_DIM)).astype(np.float32),
+        cost=rng.random(n).astype(np.float32),
+        fast_read=np.zeros((n, ACT_DIM), np.float32), slow_read=np.zeros((n, ACT_DIM), np.float32),
+        surprise=np.ones(n, np.float32), stamp=np.arange(n, dtype=np.float64) * 0.01,
+        model_versions=np.ones(n, np.int64), l1_state=np.zeros((ACT_DIM, 8), np.float32),
+    )
+    return to_chunk(batch)
+
+
+class Client:
+    """One simulated robot: a paced Ingest stream with a send window; reconnects after errors."""
+
+    def __init__(self, robot_id, address, creds, chunk, period, window, end):
+        self.robot_id = robot_id
+        self.address = address
+        self.creds = creds
+        self.chunk = chunk
+        self.period = period
+        self.window = window
+        self.end = end
+        self.template = _template(robot_id, chunk)
+        self.cond = threading.Condition()
+        self.in_flight: dict[int, float] = {}
+        self.next_seq = 1
+        self.acked = 0
+        self.latencies: list[float] = []
+        self.errors: list[str] = []
+
+    def _requests(self, sent_through: list[int]):
+        next_send = time.monotonic()
+        while True:
+            with self.cond:
+                while len(self.in_flight) >= self.window and time.monotonic() < self.end + 30:
+                    self.cond.wait(0.1)
+                if time.monotonic() >= self.end:
+                    # Done sending: wait (bounded) for the last acks, then close the stream.
+                    self.cond.wait_for(lambda: not self.in_flight, timeout=30)
+                    return
+                # Resend anything unacked after a reconnect, then new chunks.
+                first = sent_through[0] + 1
+                if first >= self.next_seq:
+                    first = self.next_seq
+                    self.next_seq += self.chunk
+                self.in_flight.setdefault(first, time.monotonic())
+                sent_through[0] = first + self.chunk - 1
+            chunk = self.template.__class__()
+            chunk.CopyFrom(self.template)
+            chunk.first_seq = first
+            yield chunk
+            if first + self.chunk == self.next_seq:  # a new chunk: keep the pace
+                next_send += self.period
+                delay = next_send - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+
+    def run(self):
+        import grpc
+        from nestor_core import nestor_pb2_grpc
+
+        channel = grpc.secure_channel(self.address, self.creds)
+        try:
+            while time.monotonic() < self.end:
+                with self.cond:
+                    sent_through = [self.acked]  # resend from the last ack
+                    self.in_flight.clear()
+                call = nestor_pb2_grpc.ExperienceStub(channel).Ingest(
+                    self._requests(sent_through), timeout=self.end - time.monotonic() + 60
+                )
+                try:
+                    for ack in call:
+                        now = time.monotonic()
+                        with self.cond:
+                            through = int(ack.acked_through_seq)
+                            for first in [f for f in self.in_flight if f + self.chunk - 1 <= through]:
+                                self.latencies.append(now - self.in_flight.pop(first))
+                            self.acked = max(self.acked, through)
+                            self.cond.notify_all()
+                    return
+                except grpc.RpcError as err:
+                    self.errors.append(f"{err.code().name}: {err.details()}")
+                    time.sleep(0.2)
+        finally:
+            channel.close()
+
+
+def _worker(robot_ids, address, certs_dir, chunk, period, window, start_at, duration, out):
+    import grpc
+
+    certs = pathlib.Path(certs_dir)
+    ca = (certs / "ca.pem").read_bytes()
+    clients = []
+    for robot_id in robot_ids:
+        creds = grpc.ssl_channel_credentials(ca, (certs / f"{robot_id}.key").read_bytes(),
+                                             (certs / f"{robot_id}.pem").read_bytes())
+        clients.append(Client(robot_id, address, creds, chunk, period, window, start_at + duration))
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    threads = [threading.Thread(target=c.run, daemon=True) for c in clients]
+    for i, t in enumerate(threads):
+        t.start()
+        if i % 10 == 9:
+            time.sleep(0.05)  # stagger the TLS handshakes a little
+    for t in threads:
+        t.join(duration + 120)
+    out.put([{"robot_id": c.robot_id, "acked": c.acked, "latencies": c.latencies, "errors": c.errors,
+              "alive": t.is_alive()} for c, t in zip(clients, threads, strict=True)])
+
+
+# ------------------------------------------------------------------------------------- cloud
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return math.nan
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (t, y), per minute."""
+    if len(points) < 2:
+        return 0.0
+    n = len(points)
+    mt = sum(t for t, _ in points) / n
+    my = sum(y for _, y in points) / n
+    var = sum((t - mt) ** 2 for t, _ in points)
+    return 60.0 * sum((t - mt) * (y - my) for t, y in points) / var if var else 0.0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))]
+
+
+def _start_cloud(work: pathlib.Path, certs: pathlib.Path, clients: int) -> tuple[subprocess.Popen, str]:
+    import yaml
+
+    config = {
+        "address": "127.0.0.1:0",
+        "db_path": str(work / "cloud.db"),
+        "model_dir": "",
+        "task_files": [str(TASK_FILE)],
+        "max_workers": max(256, 2 * clients + 64),
+        "grace_seconds": 2.0,
+        "initial_model": "bench_load.run:initial_model",
+        "schedule": {"enabled": False},
+        "tls": {"cert": str(certs / "server.pem"), "key": str(certs / "server.key"),
+                "client_ca": str(certs / "ca.pem")},
+    }
+    (work / "cloud.yaml").write_text(yaml.safe_dump(config))
+    ready = work / "ready.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    log = open(work / "cloud.log", "wb")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        [str(BIN / "nestor-cloud"), "serve", "--config", str(work / "cloud.yaml"), "--ready-file", str(ready),
+         "--log-level", "WARNING"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=REPO, start_new_session=True,
+    )
+    log.close()
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"cloud did not start: {(work / 'cloud.log').read_text()[-2000:]}")
+        time.sleep(0.1)
+    return proc, json.loads(ready.read_text())["address"]
+
+
+def _stored(db_path: str) -> dict[str, tuple[int, int, bool]]:
+    """robot -> (last_seq, transitions, seqs contiguous from 1 without drops)."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    try:
+        out = {}
+        for robot_id, last_seq, transitions in conn.execute("SELECT robot_id, last_seq, transitions FROM robots"):
+            expected = 1
+            for first, count in conn.execute(
+                "SELECT first_seq, count FROM chunks WHERE robot_id = ? ORDER BY first_seq", (robot_id,)
+            ):
+                if first != expected:
+                    break
+                expected = first + count
+            out[robot_id] = (last_seq, transitions, expected - 1 == last_seq == transitions)
+        return out
+    finally:
+        conn.close()
+
+
+# ------------------------------------------------------------------------------------- main
+
+
+def run(clients: int, duration: float, procs: int, chunk: int, period: float, window: int, out: pathlib.Path) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+        work = pathlib.Path(tmp)
+        certs = work / "certs"
+        subprocess.run([str(BIN / "nestor-cloud"), "certs", "--out", str(certs), "--robots", str(clients)],
+                       check=True, capture_output=True, timeout=120)
+        cloud, address = _start_cloud(work, certs, clients)
+        robot_ids = [f"robot{i}" for i in range(clients)]
+        ctx = mp.get_context("spawn")
+        results: mp.Queue = ctx.Queue()
+        start_at = time.monotonic() + 3.0  # workers import and build their clients first
+        workers = [
+            ctx.Process(target=_worker, args=(robot_ids[i::procs], address, str(certs), chunk, period, window,
+                                              start_at, duration, results), daemon=True)
+            for i in range(procs)
+        ]
+        rss: list[tuple[float, float]] = []
+        reports: list[dict] = []
+        try:
+            for w in workers:
+                w.start()
+            rss_start = _rss_mb(cloud.pid)
+            time.sleep(max(0.0, start_at - time.monotonic()))
+            while len(reports) < clients and time.monotonic() < start_at + duration + 150:
+                rss.append((time.monotonic() - start_at, _rss_mb(cloud.pid)))
+                try:
+                    reports.extend(results.get(timeout=1.0))
+                except queue.Empty:
+                    pass
+            elapsed = max(t for t, _ in rss) if rss else duration
+        finally:
+            for w in workers:
+                w.join(10)
+                if w.is_alive():
+                    w.kill()
+            cloud.send_signal(signal.SIGTERM)
+            try:
+                cloud.wait(30)
+            except subprocess.TimeoutExpired:
+                cloud.kill()
+                cloud.wait(10)
+        stored = _stored(str(work / "cloud.db"))
+        cloud_log_tail = (work / "cloud.log").read_text(errors="replace")[-2000:]
+
+    latencies = [x for r in reports for x in r["latencies"]]
+    errors = [e for r in reports for e in r["errors"]]
+    missing = [rid for rid in robot_ids if rid not in {r["robot_id"] for r in reports}]
+    lost = 0
+    broken = []
+    for r in reports:
+        last_seq, transitions, contiguous = stored.get(r["robot_id"], (0, 0, r["acked"] == 0))
+        lost += max(0, r["acked"] - transitions)
+        if not contiguous:
+            broken.append(r["robot_id"])
+    acked = sum(r["acked"] for r in reports)
+    steady = [p for p in rss if p[0] >= duration * 0.25 and p[0] <= duration]
+    result = {
+        "config": {"clients": clients, "duration_s": duration, "procs": procs, "chunk_transitions": chunk,
+                   "period_s": period, "window": window, "tls": True, "task": "kuka_track",
+                   "offered_transitions_per_s": clients * chunk / period},
+        "elapsed_s": round(elapsed, 1),
+        "transitions_acked": acked,
+        "chunks_acked": len(latencies),
+        "throughput_transitions_per_s": round(acked / duration, 1),
+        "throughput_chunks_per_s": round(len(latencies) / duration, 1),
+        "ack_latency_ms": {"p50": round(1e3 * _percentile(latencies, 50), 2),
+                           "p99": round(1e3 * _percentile(latencies, 99), 2),
+                           "max": round(1e3 * max(latencies), 2) if latencies else None},
+        "cloud_rss_mb": {"start": round(rss_start, 1), "end": round(rss[-1][1], 1) if rss else None,
+                         "max": round(max(y for _, y in rss), 1) if rss else None,
+                         "slope_mb_per_min": round(_slope(rss), 3),
+                         "steady_slope_mb_per_min": round(_slope(steady), 3),
+                         "samples": [[round(t, 1), round(y, 1)] for t, y in rss]},
+        "errors": len(errors) + len(missing) + sum(1 for r in reports if r["alive"]),
+        "error_samples": (errors + [f"no report from {m}" for m in missing])[:20],
+        "lost_transitions": lost,
+        "stored_transitions": sum(t for _, t, _ in stored.values()),
+        "robots_not_contiguous": broken,
+        "cloud_log_tail": cloud_log_tail if errors or lost or broken else "",
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="20 clients for 45 s (the test runs this)")
+    parser.add_argument("--clients", type=int, help="simulated robots (default 100; quick 20)")
+    parser.add_argument("--duration", type=float, help="seconds of streaming (default 120; quick 45)")
+    parser.add_argument("--procs", type=int, help="client processes (default 4; quick 2)")
+    parser.add_argument("--chunk", type=int, default=20, help="transitions per chunk")
+    parser.add_argument("--period", type=float, default=0.2, help="seconds between a client's chunks")
+    parser.add_argument("--window", type=int, default=8, help="unacked chunks per client")
+    parser.add_argument("--out", default=str(REPO / "runs" / "bench-load" / "results.json"))
+    args = parser.parse_args(argv)
+    clients = args.clients or (20 if args.quick else 100)
+    duration = args.duration or (45.0 if args.quick else 120.0)
+    procs = args.procs or (2 if args.quick else 4)
+    result = run(clients, duration, procs, args.chunk, args.period, args.window, pathlib.Path(args.out))
+    summary = {k: v for k, v in result.items() if k not in ("cloud_rss_mb", "cloud_log_tail")}
+    summary["cloud_rss_mb"] = {k: v for k, v in result["cloud_rss_mb"].items() if k != "samples"}
+    print(json.dumps(summary, indent=1))
+    ok = result["errors"] == 0 and result["lost_transitions"] == 0 and not result["robots_not_contiguous"]
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Fault (a): kill -9 the cloud brain mid-stream, restart it on the same port and db; the uplink resumes.
+
+uploaded == stored, with no duplicate and no corrupt row: an ack lost with the crash makes the
+robot resend chunks the cloud already committed, and the cloud stores them once.
+"""
+
+import threading
+
+import pytest
+from faultlib import SpoolWriter, assert_exactly_once, drained, wait_for
+from nestor_robot.spool import Spool
+from nestor_robot.uplink import Uplink, UplinkConfig
+
+pytestmark = pytest.mark.slow
+
+
+def test_cloud_killed_mid_stream_restarts_and_the_uplink_resumes(cloud, tmp_path):
+    spool = Spool(str(tmp_path / "spool.sqlite"), "r1")
+    uplink = Uplink(spool, cloud.address, UplinkConfig(backoff_min_s=0.05, backoff_max_s=0.5, ack_timeout_s=5.0))
+    stop = threading.Event()
+    thread = threading.Thread(target=uplink.run, args=(stop,), daemon=True)
+    writer = SpoolWriter(spool, "r1", chunk=10, period_s=0.01).start()
+    thread.start()
+    try:
+        for _ in range(2):
+            acked = spool.acked_through()
+            wait_for(lambda a=acked: spool.acked_through() > a + 200, 20, "acks before the crash")
+            cloud.kill9()
+            before = spool.stats()
+            # The cloud is gone: the writer keeps appending, nothing is acked, the spool grows.
+            wait_for(lambda b=before: spool.stats()["depth_transitions"] > b["depth_transitions"] + 100, 10,
+                     "the spool to grow while the cloud is down")
+            assert spool.acked_through() == before["acked_through"]
+            cloud.start()
+            wait_for(lambda a=before["acked_through"]: spool.acked_through() > a, 20, "acks after the restart")
+        uploaded = writer.stop()
+        wait_for(lambda: drained(spool), 30, "the spool to drain")
+    finally:
+        writer.stop()
+        stop.set()
+        thread.join(10)
+    stats = uplink.stats()
+    assert stats["reconnects"] >= 2 and stats["errors"] >= 2
+    assert spool.stats()["dropped"] == 0 and not writer.errors
+    spool.close()
+    cloud.stop()
+    assert_exactly_once(cloud.db_path, "r1", uploaded)

@@ -14,6 +14,8 @@ One forward call is one control tick, exactly as `policy_export.export_onnx` wri
 
 The L0 step is the delta rule M += eta (v* - M k) k^T with target v* = M k + e: the effort the
 memory should have added at the previous key, estimated from the motion that followed.
+The L0 math itself lives in `cloud_brain.l0_fast_weights` (shared with L2's meta-learning unroll);
+L1 is `nestor_core.l1_chunk_memory`, L2 `cloud_brain.l2_consolidation`, L3 `cloud_brain.l3_reservoir`.
 """
 
 import dataclasses
@@ -21,6 +23,8 @@ import dataclasses
 import numpy as np
 import torch
 from torch import nn
+
+from cloud_brain import l0_fast_weights as l0fw
 
 SANITIZE_OBS = 1.0e3  # observations are clipped to this magnitude, NaN becomes 0.
 
@@ -144,15 +148,12 @@ class NestedPolicy(nn.Module):
         self.l1_step = l0.l1_step
         self.l1_decay = l0.l1_decay
 
-    # -- pieces shared by forward() and the exporter's tests -------------------------------
+    # -- pieces shared by forward() and the exporter's tests (the L0 math: l0_fast_weights) --
     def sanitize(self, x: torch.Tensor, bound: float | torch.Tensor) -> torch.Tensor:
-        x = torch.where(torch.isnan(x), torch.zeros_like(x), x)
-        return torch.clamp(x, -bound, bound)
+        return l0fw.sanitize(x, bound)
 
     def key(self, obs: torch.Tensor) -> torch.Tensor:
-        feats = torch.tanh((obs * self.obs_scale) @ self.wk + self.bk)
-        k = torch.cat([feats, self.key_bias.expand(obs.shape[0], 1)], dim=1)
-        return k / torch.sqrt((k * k).sum(dim=1, keepdim=True) + 1e-6)
+        return l0fw.unit_key(obs, self.obs_scale, self.wk, self.bk, self.key_bias)
 
     def prior(self, obs: torch.Tensor) -> torch.Tensor:
         n = self.spec.act_dim
@@ -164,16 +165,10 @@ class NestedPolicy(nn.Module):
 
     def surprise(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (e, |s|): value-space error [b, n] and the surprise norm [b, 1]."""
-        n = self.spec.act_dim
-        q, qd, qr, qdr = obs[:, :n], obs[:, n : 2 * n], obs[:, 2 * n : 3 * n], obs[:, 3 * n : 4 * n]
-        s = (qdr - qd) + self.lam * (qr - q)
-        e = torch.maximum(torch.minimum(self.gain * s, self.e_max), -self.e_max)
-        return e, torch.sqrt((s * s).sum(dim=1, keepdim=True) + 1e-12)
+        return l0fw.surprise(obs, self.spec.act_dim, self.lam, self.gain, self.e_max)
 
     def gates(self, snorm: torch.Tensor, l0_scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        eta = l0_scale * self.eta_max * torch.sigmoid(self.gate[:, :1] * snorm + self.gate[:, 1:])
-        beta = l0_scale * self.beta_max * torch.sigmoid(self.decay[:, :1] * snorm + self.decay[:, 1:])
-        return eta, beta
+        return l0fw.gates(snorm, l0_scale, self.eta_max, self.gate, self.beta_max, self.decay)
 
     def forward(self, obs, prev_obs, fast_state, l1_state, l0_scale):
         """One tick; shapes as in nestor_core.policy_io (batch of 1)."""
@@ -182,12 +177,8 @@ class NestedPolicy(nn.Module):
         fast_state = self.sanitize(fast_state, self.m_max)
         l1_state = self.sanitize(l1_state, self.m_max)
         l0_scale = torch.clamp(self.sanitize(l0_scale, 1.0), 0.0, 1.0)
-        k_prev, k = self.key(prev_obs), self.key(obs)
-        e, snorm = self.surprise(obs)
-        eta, beta = self.gates(snorm, l0_scale)
-        update_dir = e.transpose(0, 1) @ k_prev
-        fast_out = torch.clamp((1.0 - beta) * fast_state + eta * update_dir, -self.m_max, self.m_max)
-        fast_read = k @ fast_out.transpose(0, 1)
+        fast_out, fast_read, e, update_dir, k = l0fw.tick(self, obs, prev_obs, fast_state.unsqueeze(0), l0_scale)
+        fast_out, update_dir = fast_out[0], update_dir[0]
         l1_read = k @ l1_state.transpose(0, 1)
         raw = self.prior(obs) + self.slow(obs) + fast_read + l1_read
         action = torch.maximum(torch.minimum(raw, self.u_max), -self.u_max)

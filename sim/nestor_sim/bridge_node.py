@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from nestor_core import qos, topics
-from nestor_core.realtime import set_sched_priority
+from nestor_core.realtime import freeze_heap, set_sched_priority
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
@@ -222,6 +222,7 @@ def main(args=None):
     try:
         with rclpy.init(args=args):
             node = SimBridge()
+            freeze_heap()
             node.start()
             try:
                 rclpy.spin(node)

@@ -32,7 +32,7 @@ from nestor_core.manifest import ManifestRejected, load_public_key, verify_store
 from nestor_core.policy_model import ModelRejected, PolicyModel, load_model
 from nestor_core.policy_runtime import PolicyRuntime, RuntimeConfig
 from nestor_core.qos import COMMAND_QOS, EVENT_QOS, SENSOR_QOS, STATUS_QOS
-from nestor_core.realtime import set_sched_priority
+from nestor_core.realtime import freeze_heap, set_sched_priority
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -632,6 +632,7 @@ def main(args=None) -> None:
     code = 0
     try:
         node = PolicyNode()
+        freeze_heap()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()

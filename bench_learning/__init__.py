@@ -1,0 +1,1 @@
+"""`make bench-learning`: the nested-learning benchmark (issue 3). See bench_learning.run."""

@@ -1,0 +1,419 @@
+"""The learning benchmark (issue 3): four methods, same cases, same seeds, one run.
+
+    python -m bench_learning.run [--quick] [--cases FILE] [--out DIR] [--workers N]
+
+Protocol, per (task, seed) lineage (phase A is shared by every shift case of that lineage):
+  A. the initial model drives the robot on the nominal dynamics (L0 + L1 on, as deployed);
+     its experience goes to a fresh store and one consolidation round runs (per method);
+  B. per (shift, magnitude): the phase-A model drives on the shifted dynamics (shift at t=0),
+     then one more round: `naive` trains on the new rows only; `full` also replays L3 and
+     meta-learns L0/L1, and the gate checks nominal and the shift;
+  then every method is measured on the same seeded episodes:
+    * recovery: nominal, shift at `recovery.shift_s` -> pre_shift_cost, recovery_ticks
+      (nestor_core.learning_metrics.recovery_ticks), post_shift_cost_100;
+    * first contact: shifted from t=0 with L0 and L1 frozen (the slow weights alone), mean
+      cost, and its ratio to the initial model's;
+    * forgetting: mean nominal cost after the phase-B round vs after the phase-A round, as
+      deployed (L0/L1 on) and with the slow weights alone (L0/L1 frozen).
+frozen and l0_only never consolidate: their model is the initial one throughout, so their
+forgetting is 0 by construction (recorded as 0.0, not measured). The consolidating methods are
+the `methods` of the cases YAML (naive and full are required; more entries are ablation
+variants): each entry holds ConsolidationConfig overrides and optionally `runtime:` with
+RuntimeConfig fields for the robot side (e.g. l1_step_scale: 0).
+
+Everything runs in-process: real PyBullet, real onnxruntime through the robot's PolicyRuntime,
+real torch rounds (cloud_brain.consolidation.run_round) on real SQLite stores. Lineages run in
+a pool of `workers` processes (one torch thread each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import multiprocessing
+import pathlib
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+METHODS = ("frozen", "l0_only", "naive", "full")  # the required four; cases YAML may add variants
+FIXED = ("frozen", "l0_only")  # no consolidation: the initial model throughout
+TARGETS = {"recovery_ticks_max": 50, "first_contact_ratio_max": 0.5, "forgetting_full_max": 0.05,
+           "forgetting_naive_min": 0.20}
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One (task, shift, magnitude) of the YAML; `target` names the link or joint (optional)."""
+
+    task_file: str
+    shift: str
+    magnitude: float
+    target: str | None = None
+
+    def spec(self, at_s: float) -> str:
+        suffix = f"#{self.target}" if self.target else ""
+        return f"{self.shift}:{self.magnitude:g}@{at_s:g}{suffix}"
+
+    def gate_spec(self) -> str:
+        suffix = f"#{self.target}" if self.target else ""
+        return f"{self.shift}:{self.magnitude:g}{suffix}"
+
+
+def load_cases(path: str | pathlib.Path) -> dict:
+    """Read and validate a cases YAML; errors name the file and the field."""
+    path = pathlib.Path(path)
+    data = yaml.safe_load(path.read_text())
+    for key in ("seeds", "protocol", "tasks"):
+        if key not in data:
+            raise ValueError(f"{path.name}: {key}: missing required field")
+    cases = []
+    for i, task in enumerate(data["tasks"]):
+        task_file = str((REPO / task["task_file"]).resolve())
+        if not pathlib.Path(task_file).is_file():
+            raise ValueError(f"{path.name}: tasks[{i}].task_file: {task['task_file']!r} not found")
+        for j, entry in enumerate(task["cases"]):
+            if "shift" not in entry or "magnitudes" not in entry:
+                raise ValueError(f"{path.name}: tasks[{i}].cases[{j}]: needs 'shift' and 'magnitudes'")
+            for magnitude in entry["magnitudes"]:
+                cases.append(Case(task_file, entry["shift"], float(magnitude), entry.get("target")))
+    data["cases"] = cases
+    data.setdefault("methods", {"naive": {"replay_fraction": 0.0, "meta_lr": 0.0, "gate": False}, "full": {}})
+    data.setdefault("consolidation", {})
+    data.setdefault("workers", 2)
+    for name in ("naive", "full"):
+        if name not in data["methods"]:
+            raise ValueError(f"{path.name}: methods.{name}: required (the benchmark compares it)")
+    data["method_names"] = list(FIXED) + list(data["methods"])
+    return data
+
+
+# --- one lineage (runs in a worker process) -----------------------------------------------------
+
+
+def _round(db: str, task: str, task_file: str, parent: bytes, after: int, up_to: int, seed: int, config: dict):
+    from cloud_brain.consolidation import run_round
+
+    request = {"db_path": db, "task": task, "task_file": task_file, "parent_version": 1, "parent_onnx": parent,
+               "experience_from": after, "experience_to": up_to, "seed": seed, "l3_seed": seed, "config": config}
+    result = run_round(request)
+    metrics = result["metrics"]
+    summary = {
+        "accepted": result["accepted"],
+        "reason": result["reason"],
+        "alpha": metrics.get("gate", {}).get("accepted_alpha"),
+        "meta_l0": {k: v for k, v in metrics.get("meta", {}).get("l0", {}).items() if k != "values"},
+        "meta_l1": metrics.get("meta", {}).get("l1"),
+        "replay_windows": metrics.get("l3", {}).get("replay_windows"),
+        "l3_items": metrics.get("l3", {}).get("items"),
+        "seconds": metrics.get("round_seconds"),
+    }
+    # A rejected candidate is not pushed: the robot keeps the parent.
+    return (result["onnx"] if result["accepted"] else parent), summary
+
+
+def _collect(model: bytes, env, store, robot: str, shifts: list, seed: int, episodes: int, ticks: int, seq: int):
+    from cloud_brain.evaluation import collect_experience
+
+    for episode in range(episodes):
+        for batch in collect_experience(model, env, robot, shifts=shifts, seed=seed * 100 + episode, ticks=ticks,
+                                        first_seq=seq):
+            store.append(batch)
+        seq += ticks
+    return seq
+
+
+def run_lineage(args: tuple) -> list[dict]:
+    """Phase A once, then every case of this (task, seed); returns one record per case x method."""
+    task_file, seed, cases, plan, workdir = args
+    import torch
+
+    torch.set_num_threads(1)
+    from cloud_brain.evaluation import rollout
+    from cloud_brain.policy_export import initial_model
+    from cloud_brain.store import ExperienceStore
+    from nestor_core import learning_metrics
+    from nestor_core.policy_model import load_model
+    from nestor_core.policy_runtime import RuntimeConfig
+    from nestor_sim.task import load_task
+    from nestor_sim.tracking_env import TrackingEnv
+
+    proto = plan["protocol"]
+    task = load_task(task_file)
+    env = TrackingEnv(task)
+    base = pathlib.Path(workdir) / f"{task.name}_s{seed}"
+    base.mkdir(parents=True, exist_ok=True)
+    learners = list(plan["methods"])  # methods that consolidate (naive, full and any variants)
+    runtimes = {
+        "frozen": RuntimeConfig(l0_step_scale=0.0, l1_step_scale=0.0),
+        "l0_only": RuntimeConfig(l1_step_scale=0.0),
+        **{m: RuntimeConfig(**(plan["methods"][m] or {}).get("runtime", {})) for m in learners},
+    }
+    still = RuntimeConfig(l0_step_scale=0.0, l1_step_scale=0.0)
+    config_of = {
+        m: {**plan["consolidation"], **{k: v for k, v in (plan["methods"][m] or {}).items() if k != "runtime"}}
+        for m in learners
+    }
+    records = []
+    try:
+        init, _ = initial_model(task_file, seed)
+        # Phase A: nominal experience (the same for both consolidating methods), one round each.
+        a_db = base / "phase_a.db"
+        store = ExperienceStore(a_db)
+        phase_a = proto["phase_a"]
+        seq_a = _collect(init, env, store, "robot", [], seed, phase_a["episodes"], phase_a["ticks"], 1)
+        rows_a = store.max_row_id(task.name)
+        store.close()
+        model_a, round_a, db_a = {}, {}, {}
+        for m in learners:
+            db_a[m] = base / f"a_{m}.db"
+            shutil.copy(a_db, db_a[m])
+            cfg = {**config_of[m], "gate_shifts": []}
+            model_a[m], round_a[m] = _round(str(db_a[m]), task.name, task_file, init, 0, rows_a, seed, cfg)
+
+        def nominal_cost(model, runtime) -> float:
+            return float(np.mean(rollout(model, env, [], seed, proto["forgetting_ticks"], runtime).cost))
+
+        nominal_a = {m: (nominal_cost(model_a[m], runtimes[m]), nominal_cost(model_a[m], still)) for m in model_a}
+        for case in cases:
+            started = time.time()
+            model_b, round_b = {"frozen": init, "l0_only": init}, {}
+            for m in learners:
+                db = base / f"{case.shift}_{case.magnitude:g}_{m}.db"
+                shutil.copy(db_a[m], db)
+                store = ExperienceStore(db)
+                _collect(model_a[m], env, store, "robot", [case.spec(0.0)], seed, proto["phase_b"]["episodes"],
+                         proto["phase_b"]["ticks"], seq_a)
+                rows_b = store.max_row_id(task.name)
+                store.close()
+                cfg = {**config_of[m], "gate_shifts": [case.gate_spec()]}
+                model_b[m], round_b[m] = _round(str(db), task.name, task_file, model_a[m], rows_a, rows_b, seed + 1,
+                                                cfg)
+                db.unlink(missing_ok=True)
+            fc_ticks = proto["first_contact_ticks"]
+            first_contact_init = float(np.mean(rollout(init, env, [case.spec(0.0)], seed, fc_ticks, still).cost))
+            for m in FIXED + tuple(learners):
+                model = load_model(model_b[m])
+                trace = rollout(model, env, [case.spec(proto["recovery"]["shift_s"])], seed,
+                                proto["recovery"]["ticks"], runtimes[m])
+                s = trace.shift_tick
+                rec = learning_metrics.recovery_ticks(trace.cost, s)
+                if m in FIXED:
+                    first_contact = first_contact_init
+                    forgetting = forgetting_slow = 0.0
+                else:
+                    first_contact = float(np.mean(rollout(model, env, [case.spec(0.0)], seed, fc_ticks, still).cost))
+                    after, after_slow = nominal_cost(model, runtimes[m]), nominal_cost(model, still)
+                    forgetting = learning_metrics.forgetting(nominal_a[m][0], after)
+                    forgetting_slow = learning_metrics.forgetting(nominal_a[m][1], after_slow)
+                records.append({
+                    "task": task.name, "shift": case.shift, "magnitude": case.magnitude, "seed": seed, "method": m,
+                    "pre_shift_cost": learning_metrics.pre_shift_cost(trace.cost, s),
+                    "recovery_ticks": rec,
+                    "recovered": rec is not None,
+                    "post_shift_ticks": len(trace.cost) - s,
+                    "post_shift_cost_100": learning_metrics.window_mean(trace.cost, s, 100),
+                    "first_contact_cost": first_contact,
+                    "first_contact_ratio": first_contact / max(first_contact_init, 1e-12),
+                    "forgetting": forgetting,
+                    "forgetting_slow_only": forgetting_slow,
+                    "rounds": {"a": round_a.get(m), "b": round_b.get(m)},
+                    "cost_trace_ma": learning_metrics.moving_average(trace.cost)[:: 5].round(7).tolist(),
+                    "shift_tick": s,
+                })
+            print(f"  {task.name} {case.shift}:{case.magnitude:g} seed {seed}: {time.time() - started:.0f} s",
+                  flush=True)
+    finally:
+        env.close()
+    return records
+
+
+# --- summary, targets, plots ----------------------------------------------------------------------
+
+
+def _rec(value, cap):
+    return cap if value is None else value
+
+
+def summarise(records: list[dict], methods=METHODS) -> tuple[list[dict], dict]:
+    """Per (task, shift, method) rows averaged over magnitudes and seeds, and the target verdicts."""
+    rows = []
+    keys = sorted({(r["task"], r["shift"]) for r in records})
+    for task, shift in keys:
+        for m in methods:
+            sel = [r for r in records if (r["task"], r["shift"], r["method"]) == (task, shift, m)]
+            if not sel:
+                continue
+            rec = [r["recovery_ticks"] for r in sel]
+            caps = [r["post_shift_ticks"] for r in sel]
+            rows.append({
+                "task": task, "shift": shift, "method": m, "n": len(sel),
+                "pre_shift_cost": float(np.mean([r["pre_shift_cost"] for r in sel])),
+                "recovery_ticks_median": float(np.median([_rec(v, c) for v, c in zip(rec, caps, strict=True)])),
+                "recovered": f"{sum(v is not None for v in rec)}/{len(rec)}",
+                "post_shift_cost_100": float(np.mean([r["post_shift_cost_100"] for r in sel])),
+                "first_contact_ratio": float(np.mean([r["first_contact_ratio"] for r in sel])),
+                "forgetting": float(np.mean([r["forgetting"] for r in sel])),
+                "forgetting_slow_only": float(np.mean([r["forgetting_slow_only"] for r in sel])),
+            })
+    full = [r for r in records if r["method"] == "full"]
+    naive = [r for r in records if r["method"] == "naive"]
+    per_shift = {}
+    for shift in sorted({r["shift"] for r in full}):
+        vals = [_rec(r["recovery_ticks"], r["post_shift_ticks"]) for r in full if r["shift"] == shift]
+        per_shift[shift] = {"median": float(np.median(vals)), "max": float(np.max(vals)),
+                            "recovered": f"{sum(r['recovery_ticks'] is not None for r in full if r['shift'] == shift)}"
+                                         f"/{len(vals)}"}
+    fc = float(np.mean([r["first_contact_ratio"] for r in full])) if full else None
+    fg_full = float(np.mean([r["forgetting"] for r in full])) if full else None
+    fg_naive = float(np.mean([r["forgetting"] for r in naive])) if naive else None
+    targets = {
+        "recovery_le_50_ticks_every_shift_type": {
+            "met": bool(per_shift) and all(v["median"] <= TARGETS["recovery_ticks_max"] for v in per_shift.values()),
+            "measured_full_per_shift": per_shift,
+            "statistic": "median over tasks, magnitudes and seeds of the full system; not recovered = ticks observed",
+        },
+        "first_contact_le_50pct_of_initial": {"met": fc is not None and fc <= TARGETS["first_contact_ratio_max"],
+                                              "measured_full_mean_ratio": fc},
+        "forgetting_full_le_5pct": {"met": fg_full is not None and fg_full <= TARGETS["forgetting_full_max"],
+                                    "measured_full_mean": fg_full},
+        "forgetting_naive_ge_20pct": {"met": fg_naive is not None and fg_naive >= TARGETS["forgetting_naive_min"],
+                                      "measured_naive_mean": fg_naive},
+    }
+    return rows, targets
+
+
+def markdown(rows: list[dict], targets: dict, meta: dict) -> str:
+    lines = [
+        "# Learning benchmark (issue 3)", "",
+        f"cases: `{meta['cases_file']}`, seeds {meta['seeds']}, {meta['records']} records, "
+        f"{meta['wall_seconds']:.0f} s on {meta['workers']} workers.", "",
+        "Means over magnitudes and seeds; recovery is the median (not recovered counts as the ticks observed "
+        "after the shift). first_contact_ratio: slow weights alone on the shifted dynamics / initial model. "
+        "forgetting: nominal cost after the phase-B round / after the phase-A round - 1, as deployed "
+        "(slow_only: L0/L1 frozen).", "",
+        "| task | shift | method | pre-shift cost | recovery ticks (median) | recovered | cost 100 after shift "
+        "| first-contact ratio | forgetting | forgetting (slow only) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['task']} | {r['shift']} | {r['method']} | {r['pre_shift_cost']:.2e} "
+            f"| {r['recovery_ticks_median']:.0f} | {r['recovered']} | {r['post_shift_cost_100']:.2e} "
+            f"| {r['first_contact_ratio']:.2f} "
+            f"| {r['forgetting']:+.1%} | {r['forgetting_slow_only']:+.1%} |"
+        )
+    lines += ["", "## Targets", ""]
+    for name, verdict in targets.items():
+        detail = {k: v for k, v in verdict.items() if k != "met"}
+        lines.append(f"- **{name}**: {'MET' if verdict['met'] else 'NOT MET'} - `{json.dumps(detail, default=str)}`")
+    return "\n".join(lines) + "\n"
+
+
+def plots(records: list[dict], out: pathlib.Path, methods=METHODS) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    shifts = sorted({(r["task"], r["shift"]) for r in records})
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        sel = [[r for r in records if (r["task"], r["shift"], r["method"]) == (t, s, m)] for t, s in shifts]
+        rec = [np.median([_rec(r["recovery_ticks"], r["post_shift_ticks"]) for r in g]) if g else 0 for g in sel]
+        fc = [np.mean([r["first_contact_ratio"] for r in g]) if g else 0 for g in sel]
+        fg = [np.mean([r["forgetting"] for r in g]) if g else 0 for g in sel]
+        x = np.arange(len(shifts)) + (i - (len(methods) - 1) / 2) * width
+        for ax, vals in zip(axes, (rec, fc, fg), strict=True):
+            ax.bar(x, vals, width, label=m)
+    labels = [f"{t}\n{s}" for t, s in shifts]
+    for ax, title in zip(axes, ("recovery ticks (median)", "first-contact cost / initial", "forgetting"),
+                         strict=True):
+        ax.set_xticks(np.arange(len(shifts)), labels, fontsize=7, rotation=30)
+        ax.set_title(title)
+    axes[0].axhline(TARGETS["recovery_ticks_max"], color="k", ls="--", lw=0.8)
+    axes[1].axhline(TARGETS["first_contact_ratio_max"], color="k", ls="--", lw=0.8)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "metrics.png", dpi=110)
+    plt.close(fig)
+    written.append("metrics.png")
+    fig, axes = plt.subplots(1, len(shifts), figsize=(4 * len(shifts), 3.5), squeeze=False)
+    for ax, (t, s) in zip(axes[0], shifts, strict=True):
+        for m in methods:
+            sel = [r for r in records if (r["task"], r["shift"], r["method"]) == (t, s, m)]
+            if sel:
+                r = max(sel, key=lambda r: (r["seed"] == 0, r["magnitude"]))
+                ax.semilogy(np.arange(len(r["cost_trace_ma"])) * 5, r["cost_trace_ma"], label=m, lw=1)
+                ax.axvline(r["shift_tick"], color="k", lw=0.5)
+        ax.set_title(f"{t} {s} (seed 0, largest)", fontsize=8)
+        ax.set_xlabel("tick")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "traces.png", dpi=110)
+    plt.close(fig)
+    written.append("traces.png")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="use config/bench_learning/cases_quick.yaml")
+    parser.add_argument("--cases", default=None, help="cases YAML (default: cases.yaml or cases_quick.yaml)")
+    parser.add_argument("--out", default=str(REPO / "runs" / "bench-learning"), help="output directory")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: from the YAML)")
+    args = parser.parse_args(argv)
+    cases_file = args.cases or str(REPO / "config" / "bench_learning" / ("cases_quick.yaml" if args.quick
+                                                                          else "cases.yaml"))
+    plan = load_cases(cases_file)
+    workers = args.workers or int(plan["workers"])
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    workdir = tempfile.mkdtemp(prefix="bench-learning-")
+    jobs = []
+    for task_file in dict.fromkeys(c.task_file for c in plan["cases"]):
+        for seed in plan["seeds"]:
+            cases = [c for c in plan["cases"] if c.task_file == task_file]
+            jobs.append((task_file, int(seed), cases, {k: plan[k] for k in ("protocol", "consolidation", "methods")},
+                         workdir))
+    # Crane lineages are the slowest; start them first so the pool ends together.
+    jobs.sort(key=lambda j: "crane" not in j[0])
+    methods = plan["method_names"]
+    print(f"bench-learning: {len(plan['cases'])} cases x {len(plan['seeds'])} seeds x {len(methods)} methods, "
+          f"{len(jobs)} lineages on {workers} workers", flush=True)
+    try:
+        if workers > 1:
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                results = pool.map(run_lineage, jobs, chunksize=1)
+        else:
+            results = [run_lineage(job) for job in jobs]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    records = [r for lineage in results for r in lineage]
+    rows, targets = summarise(records, methods)
+    meta = {"cases_file": str(pathlib.Path(cases_file).relative_to(REPO)) if cases_file.startswith(str(REPO))
+            else cases_file, "seeds": plan["seeds"], "records": len(records), "workers": workers,
+            "wall_seconds": time.time() - started, "targets": TARGETS, "methods": methods,
+            "protocol": plan["protocol"], "consolidation": plan["consolidation"], "method_overrides": plan["methods"]}
+    (out / "results.json").write_text(json.dumps(
+        {"meta": meta, "targets": targets, "summary": rows, "records": copy.deepcopy(records)}, indent=1, default=str))
+    text = markdown(rows, targets, meta)
+    (out / "summary.md").write_text(text)
+    written = plots(records, out, methods)
+    print(text)
+    print(f"wrote {out / 'results.json'}, {out / 'summary.md'}, {', '.join(written)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -137,7 +137,7 @@ class ConsolidationConfig:
     gate: bool = True
     gate_shifts: tuple[str, ...] | None = None
     gate_tolerance: float = 0.05
-    blend_steps: tuple[float, ...] = (1.0, 0.5, 0.25)
+    blend_steps: tuple[float, ...] = (1.0, 0.5, 0.25, 0.1)
 
     def validate(self) -> "ConsolidationConfig":
         if not 0.0 <= self.replay_fraction < 1.0:

@@ -64,6 +64,107 @@ class RoundError(RuntimeError):
     """A round that crashed, timed out, was cancelled or returned a malformed result."""
 
 
+def _worker(function_path: str, requests, results) -> None:
+    """Persistent worker: lower priority, one torch thread, import once, then serve rounds."""
+    import os
+
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    function = resolve(function_path)
+    results.send(("ready", None))
+    while True:
+        try:
+            request = requests.recv()
+        except EOFError:
+            return
+        try:
+            results.send(("ok", function(request)))
+        except BaseException:  # noqa: BLE001 - everything goes back to the parent as text
+            results.send(("error", traceback.format_exc()))
+
+
+class RoundWorker:
+    """One long-lived child process that runs consolidation rounds.
+
+    Importing torch and the learner takes seconds of CPU and a burst of disk reads; paying it once
+    at server start, before any robot connects, keeps it away from the fleet's control loops and
+    shortens every round. A round that times out or crashes kills the worker; the next round
+    starts a fresh one.
+    """
+
+    def __init__(self, function_path: str):
+        self.function_path = function_path
+        self._process = None
+        self._requests = None
+        self._results = None
+
+    def start(self, timeout: float = 120.0) -> None:
+        if self._process is not None and self._process.is_alive():
+            return
+        ctx = multiprocessing.get_context("spawn")
+        req_recv, req_send = ctx.Pipe(duplex=False)
+        res_recv, res_send = ctx.Pipe(duplex=False)
+        self._process = ctx.Process(
+            target=_worker, args=(self.function_path, req_recv, res_send), daemon=True, name="nestor-consolidation"
+        )
+        self._process.start()
+        req_recv.close()
+        res_send.close()
+        self._requests, self._results = req_send, res_recv
+        if not self._results.poll(timeout):
+            self.close()
+            raise RoundError(f"consolidation worker not ready after {timeout:.0f} s")
+        try:
+            self._results.recv()
+        except EOFError:
+            code = self._process.exitcode
+            self.close()
+            raise RoundError(f"consolidation worker exited with code {code} while starting") from None
+
+    def run(self, request: dict, timeout: float, stop: threading.Event | None = None) -> dict:
+        self.start()
+        self._requests.send(request)
+        deadline = time.monotonic() + timeout
+        try:
+            while not self._results.poll(0.2):
+                if stop is not None and stop.is_set():
+                    raise RoundError("cancelled: server stopping")
+                if time.monotonic() > deadline:
+                    raise RoundError(f"timed out after {timeout:.0f} s")
+                if not self._process.is_alive() and not self._results.poll(0):
+                    raise RoundError(f"worker exited with code {self._process.exitcode} without a result")
+            status, payload = self._results.recv()
+        except (RoundError, EOFError, OSError) as err:
+            self.close()
+            if isinstance(err, RoundError):
+                raise
+            raise RoundError(f"worker exited without a result: {err}") from None
+        if status != "ok":
+            raise RoundError(f"round raised:\n{payload}")
+        return payload
+
+    def close(self) -> None:
+        """Stop the worker; safe to call twice."""
+        for conn in (self._requests, self._results):
+            if conn is not None:
+                conn.close()
+        self._requests = self._results = None
+        if self._process is not None:
+            self._process.join(1.0)
+            if self._process.is_alive():
+                self._process.terminate()
+                self._process.join(5.0)
+            self._process = None
+
+
 def run_in_child(function_path: str, request: dict, timeout: float, stop: threading.Event | None = None) -> dict:
     """Run `module:function`(request) in a fresh spawn-context process and return its result."""
     ctx = multiprocessing.get_context("spawn")
@@ -144,6 +245,7 @@ class ConsolidationScheduler:
         self.on_accepted = on_accepted
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._worker = RoundWorker(consolidate)
         now = time.monotonic()
         self._clocks = {name: _TaskClock(now) for name in self.tasks}
 
@@ -197,7 +299,7 @@ class ConsolidationScheduler:
             if self.in_process:
                 result = resolve(self.consolidate)(request)
             else:
-                result = run_in_child(self.consolidate, request, self.schedule.round_timeout_seconds, self._stop)
+                result = self._worker.run(request, self.schedule.round_timeout_seconds, self._stop)
             onnx = result["onnx"]
             if not isinstance(onnx, bytes) or not onnx:
                 raise RoundError("result: 'onnx' must be non-empty bytes")
@@ -253,6 +355,11 @@ class ConsolidationScheduler:
     def start(self) -> None:
         """Start the background thread."""
         if self._thread is None:
+            if not self.in_process and self.schedule.enabled:
+                try:
+                    self._worker.start()  # pay for importing torch now, before robots connect
+                except RoundError as err:
+                    log.error("consolidation worker: %s (will retry at the first round)", err)
             self._thread = threading.Thread(target=self._loop, name="nestor-scheduler", daemon=True)
             self._thread.start()
 
@@ -262,3 +369,4 @@ class ConsolidationScheduler:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        self._worker.close()

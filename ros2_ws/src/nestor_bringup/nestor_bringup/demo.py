@@ -347,7 +347,10 @@ _HEADLINE = (
 
 def _stop_fleet(group: ProcessGroup, specs: list[RobotSpec], drain_timeout_s: float = 60.0) -> None:
     """Stop control first (the policy flushes to its spool), let the uplinks drain, then the rest."""
-    group.stop_nodes({"policy", "sim_bridge", "perception"})
+    # The policy first (it flushes its recorder), then the sim: a sim stopped first would leave
+    # the still-running policy without joint states, a gap it would rightly count as missed.
+    group.stop_nodes({"policy"})
+    group.stop_nodes({"sim_bridge", "perception"})
     deadline = time.monotonic() + drain_timeout_s
     pending = {s.robot_id: Path(s.robot_dir) / SPOOL_FILE for s in specs}
     while pending and time.monotonic() < deadline:

@@ -60,7 +60,8 @@ class PolicyNodeConfig:
         spool_capacity: most unacked transitions kept in the spool.
         spool_full_policy: drop_oldest or reject_newest when the spool is full.
         recorder_capacity: transitions buffered in memory between two flushes (more is overflow).
-        flush_period_s: period of the recorder-to-spool flush.
+        flush_period_s: period of the recorder-to-spool flush (one fsync'd commit each; a crash of
+            this process loses at most this much unflushed experience).
         run_dir: directory for policy_stats.json; empty writes no stats file.
         control_rate_hz: nominal tick rate; a tick later than 1.5 periods counts as missed.
         status_period_s: period of the status topic and the stats file.
@@ -86,7 +87,7 @@ class PolicyNodeConfig:
     spool_capacity: int = 200_000
     spool_full_policy: str = "drop_oldest"
     recorder_capacity: int = 4096
-    flush_period_s: float = 0.1
+    flush_period_s: float = 1.0
     run_dir: str = ""
     control_rate_hz: float = 100.0
     status_period_s: float = 1.0

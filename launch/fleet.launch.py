@@ -22,6 +22,7 @@ ARGUMENTS = {
     "run_dir": ("runs/latest", "run directory"),
     "seed": ("0", "sim seed of robot0 (robot i gets seed + i)"),
     "initial_model": ("", "local .onnx the policies start with"),
+    "certs_dir": ("", "dir from `nestor-cloud certs`: mutual TLS and signed models (empty = insecure, loopback only)"),
 }
 
 
@@ -36,6 +37,8 @@ def _nodes(context):
         seed=int(value["seed"]),
         initial_model=value["initial_model"],
     )
+    for spec in specs:
+        spec.certs_dir = value["certs_dir"]
     return [
         Node(
             package=n.package,

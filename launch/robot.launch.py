@@ -21,6 +21,7 @@ ARGUMENTS = {
     "cloud": ("127.0.0.1:50051", "cloud brain host:port"),
     "run_dir": ("runs/latest", "run directory"),
     "initial_model": ("", "local .onnx the policy starts with"),
+    "certs_dir": ("", "dir from `nestor-cloud certs`: mutual TLS and signed models (empty = insecure, loopback only)"),
 }
 
 
@@ -33,6 +34,7 @@ def _nodes(context):
         cloud_address=value["cloud"],
         run_dir=value["run_dir"],
         initial_model=value["initial_model"],
+        certs_dir=value["certs_dir"],
         sim=False,
     )
     return [

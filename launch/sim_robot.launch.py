@@ -23,6 +23,7 @@ ARGUMENTS = {
     "seed": ("0", "sim seed"),
     "shifts": ("", "comma-separated shifts, e.g. payload:4.0@20"),
     "initial_model": ("", "local .onnx the policy starts with"),
+    "certs_dir": ("", "dir from `nestor-cloud certs`: mutual TLS and signed models (empty = insecure, loopback only)"),
 }
 
 
@@ -37,6 +38,7 @@ def _nodes(context):
         seed=int(value["seed"]),
         shifts=[s.strip() for s in value["shifts"].split(",") if s.strip()],
         initial_model=value["initial_model"],
+        certs_dir=value["certs_dir"],
         sim=True,
     )
     return [

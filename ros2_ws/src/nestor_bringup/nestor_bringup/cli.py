@@ -124,6 +124,9 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--initial-model", default="", help="local .onnx the policies start with")
     parser.add_argument("--no-sim", action="store_true", help="robot nodes only (hardware or external sim)")
     parser.add_argument("--config-dir", default="", help="bringup config dir (default: the package's)")
+    parser.add_argument(
+        "--certs", default="", help="dir from `nestor-cloud certs`: mutual TLS and signed models (default insecure)"
+    )
 
 
 def _resolve_common(args) -> tuple[str, str]:
@@ -181,6 +184,12 @@ def _robot_arguments(parser: argparse.ArgumentParser) -> None:
     _common_arguments(parser)
 
 
+def _certs(args) -> str:
+    if args.certs and not os.path.isfile(os.path.join(args.certs, "ca.pem")):
+        raise CliError(f"argument --certs: {args.certs!r} has no ca.pem (make it with `nestor-cloud certs`)")
+    return os.path.abspath(args.certs) if args.certs else ""
+
+
 def _run_robot(args) -> int:
     config_dir, run_dir = _resolve_common(args)
     spec = RobotSpec(
@@ -195,6 +204,7 @@ def _run_robot(args) -> int:
         camera={"auto": None, "on": True, "off": False}[args.camera],
         initial_model=args.initial_model,
         sim=not args.no_sim,
+        certs_dir=_certs(args),
     )
     return run_robots([spec], config_dir, run_dir, args.duration)
 
@@ -217,6 +227,8 @@ def _run_fleet(args) -> int:
         args.robots, args.task, run_dir, args.cloud, args.seed, args.task_file, args.initial_model,
         not args.no_sim, [list(args.shift)] if args.shift else None,
     )
+    for spec in specs:
+        spec.certs_dir = _certs(args)
     return run_robots(specs, config_dir, run_dir, args.duration)
 
 

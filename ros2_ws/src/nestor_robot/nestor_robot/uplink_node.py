@@ -5,17 +5,15 @@ acked seq, drops, stream counters).
 """
 
 import dataclasses
-import logging
 import threading
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nestor_core import qos
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from nestor_robot.robot_metrics import UplinkMetrics
+from nestor_robot.spin import run_node
 from nestor_robot.spool import Spool
 from nestor_robot.uplink import Uplink, UplinkConfig, tls_credentials
 
@@ -141,21 +139,7 @@ class UplinkNode(Node):
 
 
 def main(args=None):
-    # The plain-logic modules log through `logging`; show their warnings and drops.
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = UplinkNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-
+    run_node(UplinkNode, args)
 
 if __name__ == "__main__":
     main()

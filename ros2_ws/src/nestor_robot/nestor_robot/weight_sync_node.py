@@ -10,15 +10,13 @@ cloud as Models.ReportBad, from a short-lived thread (never from the executor).
 
 import dataclasses
 import json
-import logging
 import threading
 
-import rclpy
 from nestor_core import qos, topics
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import String
 
+from nestor_robot.spin import run_node
 from nestor_robot.uplink import tls_credentials
 from nestor_robot.uplink_node import declare_config
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
@@ -118,21 +116,7 @@ class WeightSyncNode(Node):
 
 
 def main(args=None):
-    # The plain-logic modules log through `logging`; show their warnings and drops.
-    logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = WeightSyncNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-
+    run_node(WeightSyncNode, args)
 
 if __name__ == "__main__":
     main()

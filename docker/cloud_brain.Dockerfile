@@ -4,9 +4,11 @@
 #   docker build -f docker/cloud_brain.Dockerfile -t nestor-cloud-brain .      (context: repo root)
 #   docker run --rm -v nestor_cloud:/app/runs/cloud nestor-cloud-brain
 #
-# Without tls.* in the config the server only binds loopback (insecure dev mode, CloudConfig.validate);
-# serving other containers on 0.0.0.0:50051 needs mutual TLS (issue 4). docker-compose.yml runs the
-# robots in this container's network namespace for that reason.
+# Without TLS the server only binds loopback (insecure dev mode, CloudConfig.validate), which is what
+# the image's default CMD does. Serving other containers on 0.0.0.0:50051 needs mutual TLS:
+#   serve --address 0.0.0.0:50051 --certs /certs       (server.pem/.key, ca.pem, model_signing.pem)
+# docker-compose.yml does that, with /certs filled by its one-shot `certs` service (same image:
+# `nestor-cloud certs --out /pki --server-host cloud_brain --bundles`).
 #
 # Relative paths in config/cloud.yaml (db_path, model_dir, task_files) resolve against WORKDIR /app,
 # so the database and exported models land in /app/runs/cloud: mount a volume there.
@@ -38,10 +40,12 @@ COPY cloud_brain cloud_brain
 COPY config config
 RUN pip install --no-deps --no-build-isolation ./ros2_ws/src/nestor_core ./sim ./cloud_brain
 
-# Unprivileged; a fresh named volume mounted on /app/runs/cloud inherits this ownership.
+# Unprivileged.
+# Fresh named volumes mounted on /app/runs/cloud and /pki inherit this ownership; /certs is the
+# read-only mount point of the cloud's certificate bundle.
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin nestor \
- && mkdir -p /app/runs/cloud \
- && chown -R nestor /app/runs
+ && mkdir -p /app/runs/cloud /pki /certs \
+ && chown -R nestor /app/runs /pki
 USER nestor
 
 EXPOSE 50051

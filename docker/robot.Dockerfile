@@ -2,9 +2,11 @@
 # One simulated nestor robot: the sim bridge plus the robot's nodes on ROS 2 Kilted, built with colcon.
 #
 #   docker build -f docker/robot.Dockerfile -t nestor-robot .                  (context: repo root)
-#   docker run --rm --network container:<cloud> nestor-robot robot_id:=robot0 cloud:=127.0.0.1:50051
+#   docker run --rm -v <bundle>:/certs:ro nestor-robot robot_id:=robot0 cloud:=<host>:50051 certs_dir:=/certs
 #
-# Arguments after the image name are launch arguments of launch/sim_robot.launch.py.
+# Arguments after the image name are launch arguments of launch/sim_robot.launch.py. certs_dir holds
+# ca.pem, <robot_id>.pem/.key and model_signing.pub.pem (`nestor-cloud certs --bundles` writes one
+# such directory per robot); without it the robot dials the cloud insecurely (loopback dev only).
 FROM ros:kilted-ros-base
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]

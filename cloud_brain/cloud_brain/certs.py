@@ -3,10 +3,12 @@
 Writes into one directory:
     ca.pem, ca.key                 dev certificate authority (ECDSA P-256, 10 years)
     server.pem, server.key         the cloud: CN=localhost, SAN DNS:localhost, IP:127.0.0.1, IP:::1
+                                   (+ --server-host names, e.g. cloud_brain in docker-compose)
     robotK.pem, robotK.key         one per robot: CN=robotK, SAN URI nestor://robot/robotK
     admin.pem, admin.key           operator: CN=admin, OU=admin, SAN URI nestor://admin/admin
     model_signing.pem              ed25519 private key that signs model manifests (cloud only)
     model_signing.pub.pem          its public key (every robot)
+    bundles/cloud/, bundles/robotK/  with --bundles: each consumer's files only (never ca.key)
 
 The role and identity the server authorises by (cloud_brain.authz) come from the SAN URI
 `nestor://<role>/<name>`. An existing CA and signing key are reused, so running it again adds
@@ -21,6 +23,7 @@ import datetime
 import ipaddress
 import os
 import pathlib
+import re
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -31,6 +34,8 @@ from nestor_core.manifest import load_private_key, private_key_pem, public_key_p
 
 URI_SCHEME = "nestor"
 SERVER_HOSTS = ("localhost", "127.0.0.1", "::1")
+# What `nestor-cloud serve --certs DIR` reads, plus the admin pair for operator commands.
+CLOUD_BUNDLE = ("ca.pem", "server.pem", "server.key", "model_signing.pem", "admin.pem", "admin.key")
 
 
 def identity_uri(role: str, name: str) -> str:
@@ -139,16 +144,56 @@ def _load_ca(out: pathlib.Path):
     return key, cert
 
 
-def generate(out_dir: str | pathlib.Path, robots: int = 2, robot_prefix: str = "robot") -> dict[str, list[str]]:
+def _split_hosts(hosts: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(DNS names, IP addresses) of the server certificate: the defaults plus `hosts`."""
+    dns, ips = ["localhost"], list(SERVER_HOSTS[1:])
+    for host in hosts:
+        if not _is_ip(host) and not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?", host):
+            raise ValueError(f"server_hosts: {host!r} is neither a DNS name nor an IP address")
+        target = ips if _is_ip(host) else dns
+        if host not in target:
+            target.append(host)
+    return tuple(dns), tuple(ips)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _bundle(out: pathlib.Path, name: str, files: tuple[str, ...]) -> None:
+    """Copy `files` of `out` into out/bundles/<name>/: what one consumer mounts, and nothing more."""
+    target = out / "bundles" / name
+    target.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        _write(target / file, (out / file).read_bytes(), private=file.endswith(".key") or file == "model_signing.pem")
+
+
+def generate(
+    out_dir: str | pathlib.Path,
+    robots: int = 2,
+    robot_prefix: str = "robot",
+    server_hosts: tuple[str, ...] = (),
+    bundles: bool = False,
+) -> dict[str, list[str]]:
     """Create (or extend) the dev PKI and signing key pair in `out_dir`; returns what was written.
 
     Args:
         out_dir: target directory (created).
         robots: number of robot client certificates: <robot_prefix>0 .. <robot_prefix>{robots-1}.
         robot_prefix: robot name prefix; robot ids must match these names to upload.
+        server_hosts: extra DNS names or IP addresses the server certificate is valid for (besides
+            localhost, 127.0.0.1 and ::1), e.g. the cloud's service name in docker-compose.
+        bundles: also write bundles/cloud/ (server cert and key, CA cert, signing key, admin cert
+            and key) and bundles/<robot>/ (CA cert, its own cert and key, signing public key), so
+            that each container mounts only its own secrets. Never the CA key.
     """
     if robots < 0:
         raise ValueError(f"robots: must be >= 0, got {robots}")
+    dns, ips = _split_hosts(tuple(server_hosts))
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[str]] = {"reused": [], "written": []}
@@ -160,9 +205,7 @@ def generate(out_dir: str | pathlib.Path, robots: int = 2, robot_prefix: str = "
         _pair(out, "ca", ca_key, ca_cert)
         written["written"].append("ca.pem")
 
-    key, cert = issue(
-        ca_key, ca_cert, "localhost", server=True, dns=("localhost",), ips=SERVER_HOSTS[1:]
-    )
+    key, cert = issue(ca_key, ca_cert, "localhost", server=True, dns=dns, ips=ips)
     _pair(out, "server", key, cert)
     written["written"].append("server.pem")
     for k in range(robots):
@@ -184,4 +227,10 @@ def generate(out_dir: str | pathlib.Path, robots: int = 2, robot_prefix: str = "
         written["written"].append("model_signing.pem")
     _write(out / "model_signing.pub.pem", public_key_pem(signing_key.public_key()))
     written["written"].append("model_signing.pub.pem")
+    if bundles:
+        _bundle(out, "cloud", CLOUD_BUNDLE)
+        for k in range(robots):
+            name = f"{robot_prefix}{k}"
+            _bundle(out, name, ("ca.pem", f"{name}.pem", f"{name}.key", "model_signing.pub.pem"))
+        written["written"].append(f"bundles/{{cloud,{robot_prefix}0..{robots - 1}}}" if robots else "bundles/cloud")
     return written

@@ -1,11 +1,13 @@
 """`nestor-cloud`: run the cloud brain and talk to a running one.
 
     nestor-cloud serve --config config/cloud.yaml [--address A] [--db PATH] [--ready-file F]
+    nestor-cloud serve --config config/cloud.yaml --certs certs     (mutual TLS + signed models)
+    nestor-cloud health [--address A]                               (exit 0 only when SERVING)
     nestor-cloud status [--address A] [--json]
     nestor-cloud models list [--task T] [--json]
     nestor-cloud models promote VERSION
     nestor-cloud models rollback --task T
-    nestor-cloud certs --out certs --robots 2
+    nestor-cloud certs --out certs --robots 2 [--server-host cloud_brain] [--bundles]
     nestor-cloud backup --out FILE [--config C | --db PATH]     (online: the server may be running)
     nestor-cloud restore --from FILE --db PATH [--force]        (verified; the server must be stopped)
 
@@ -45,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--address", help="override config address (host:port, port 0 = any free port)")
     serve.add_argument("--db", help="override config db_path")
     serve.add_argument("--metrics-port", type=int, help="override config metrics_port (0 = off)")
+    serve.add_argument(
+        "--certs",
+        help="directory from `nestor-cloud certs` (or a bundles/cloud copy): mutual TLS with server.pem, "
+        "server.key and ca.pem, manifests signed with model_signing.pem (overrides tls.* and signing_key)",
+    )
     serve.add_argument("--ready-file", help='write {"address": "host:port"} here once serving')
     serve.add_argument("--log-level", default="INFO", help="logging level")
 
@@ -59,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
             "--key", default=os.environ.get("NESTOR_TLS_KEY", ""), help="client key PEM (env NESTOR_TLS_KEY)"
         )
 
+    health = sub.add_parser("health", help="standard gRPC health check; exit 0 only when SERVING")
+    client(health)
+    health.add_argument("--service", default="", help='service name ("" = the server as a whole)')
     status = sub.add_parser("status", help="robots, model versions and counters")
     client(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -82,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     certs.add_argument("--out", default="certs", help="output directory (an existing CA and signing key are reused)")
     certs.add_argument("--robots", type=int, default=2, help="robot client certs robot0 .. robot{N-1}")
     certs.add_argument("--robot-prefix", default="robot", help="robot name prefix (robot ids must match)")
+    certs.add_argument(
+        "--server-host", action="append", default=[],
+        help="extra DNS name or IP the server cert is valid for (repeatable), e.g. cloud_brain",
+    )
+    certs.add_argument(
+        "--bundles", action="store_true", help="also write bundles/cloud and bundles/<robot>: one directory per consumer"
+    )
 
     backup = sub.add_parser("backup", help="online, consistent copy of the cloud database (server may run)")
     backup.add_argument("--out", required=True, help="backup file to write (must not exist)")
@@ -186,8 +203,32 @@ def _print_status(status: nestor_pb2.FleetStatus) -> None:
     )
 
 
+def certs_overrides(certs_dir: str | None) -> dict:
+    """Config overrides of `serve --certs DIR`: the TLS files and the signing key of that directory."""
+    if not certs_dir:
+        return {}
+    path = lambda name: os.path.join(certs_dir, name)  # noqa: E731
+    return {
+        "tls": {"cert": path("server.pem"), "key": path("server.key"), "client_ca": path("ca.pem")},
+        "signing_key": path("model_signing.pem"),
+    }
+
+
+def _health(channel: grpc.Channel, args) -> int:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    reply = health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+    )
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{args.address} {args.service or '(server)'}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def _client_call(args) -> int:
     with _channel(args) as channel:
+        if args.command == "health":
+            return _health(channel, args)
         if args.command == "status":
             reply = nestor_pb2_grpc.FleetStub(channel).GetStatus(nestor_pb2.StatusRequest(), timeout=args.timeout)
             if args.json:
@@ -220,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         try:
-            config = load_config(args.config, address=args.address, db_path=args.db, metrics_port=args.metrics_port)
+            config = load_config(
+                args.config, address=args.address, db_path=args.db, metrics_port=args.metrics_port,
+                **certs_overrides(args.certs),
+            )
         except ConfigError as err:
             print(f"nestor-cloud: {err}", file=sys.stderr)
             return 2
@@ -237,7 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         from cloud_brain.certs import generate
 
         try:
-            written = generate(args.out, robots=args.robots, robot_prefix=args.robot_prefix)
+            written = generate(
+                args.out, robots=args.robots, robot_prefix=args.robot_prefix,
+                server_hosts=tuple(args.server_host), bundles=args.bundles,
+            )
         except (OSError, ValueError) as err:
             print(f"nestor-cloud: {err}", file=sys.stderr)
             return 2

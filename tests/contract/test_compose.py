@@ -33,6 +33,7 @@ import jsonschema
 import pytest
 import yaml
 from cloud_brain.config import is_loopback_host
+from compose_pki import CERTS, materialized, mount_of, service_argv
 from dockerfiles import (
     copied_from,
     copy_sources,
@@ -58,7 +59,7 @@ def load_compose() -> dict:
 
 
 def robot_services(compose: dict) -> dict[str, dict]:
-    return {name: svc for name, svc in compose["services"].items() if name != CLOUD}
+    return {name: svc for name, svc in compose["services"].items() if name not in (CLOUD, CERTS)}
 
 
 def dockerfile_of(service: dict) -> pathlib.Path:
@@ -224,7 +225,7 @@ def check_robot_fleet(compose: dict) -> list[str]:
 
 def check_cloud(compose: dict) -> list[str]:
     """`nestor-cloud serve` with a loadable config shipped in the image, state on a volume."""
-    from cloud_brain.cli import _parser
+    from cloud_brain.cli import _parser, certs_overrides
     from cloud_brain.config import ConfigError, load_config
 
     problems = []
@@ -251,9 +252,18 @@ def check_cloud(compose: dict) -> list[str]:
     if pathlib.PurePosixPath(config_src).parts[0] != "config":
         problems.append(f"{CLOUD}: --config comes from {config_src}, expected the repo's config/")
     try:
-        config = load_config(REPO / config_src, address=args.address, db_path=args.db)
+        if args.certs:
+            # The TLS files it names must be what the certs service really writes into that mount.
+            with materialized(compose) as volumes:
+                certs_dir = volumes.host_path(CLOUD, args.certs)
+                config = load_config(REPO / config_src, address=args.address, db_path=args.db,
+                                     **certs_overrides(str(certs_dir)))
+        else:
+            config = load_config(REPO / config_src, address=args.address, db_path=args.db)
     except ConfigError as err:
         return problems + [f"{CLOUD}: {err}"]
+    except ValueError as err:
+        return problems + [f"{CLOUD}: --certs {args.certs}: {err}"]
     # Relative paths resolve against WORKDIR in the container, as against the repo root here.
     for task_file in config.task_files:
         src = copied_from(instructions, str(cwd / task_file))
@@ -304,6 +314,65 @@ def check_pins(compose: dict) -> list[str]:
     return problems
 
 
+def check_tls(compose: dict) -> list[str]:
+    """Mutual TLS end to end: one certs run, each container mounting only its own bundle, read-only."""
+    from cloud_brain.cli import _parser
+
+    problems = []
+    services = compose["services"]
+    if CERTS not in services:
+        return [f"no {CERTS} service writes the PKI"]
+    certs_args = _parser().parse_args(service_argv(compose, CERTS)[1:])
+    if certs_args.command != "certs":
+        return [f"{CERTS}: runs `nestor-cloud {certs_args.command}`, expected certs"]
+    if CLOUD not in certs_args.server_host:
+        problems.append(f"{CERTS}: the server certificate must name {CLOUD} (--server-host {CLOUD})")
+    if not certs_args.bundles:
+        problems.append(f"{CERTS}: without --bundles every container would mount every private key")
+    issued = {f"{certs_args.robot_prefix}{k}" for k in range(certs_args.robots)}
+    if missing := sorted(set(robot_services(compose)) - issued):
+        problems.append(f"{CERTS}: --robots {certs_args.robots} issues no certificate for {missing}")
+
+    def check_bundle(name: str, path: str, bundle: str, files: tuple[str, ...]) -> None:
+        mount = mount_of(services[name], path)
+        if mount is None:
+            problems.append(f"{name}: {path} is not mounted")
+            return
+        if mount["subpath"] != bundle or pathlib.PurePosixPath(mount["target"]) != pathlib.PurePosixPath(path):
+            problems.append(f"{name}: {path} must be the volume subpath {bundle}, got {mount['subpath'] or '(whole volume)'}")
+        if not mount["read_only"]:
+            problems.append(f"{name}: the certificate mount {path} must be read_only")
+        certs_mount = mount_of(services[CERTS], certs_args.out)
+        if certs_mount is None or certs_mount["source"] != mount["source"]:
+            problems.append(f"{name}: {path} comes from volume {mount['source']!r}, not the one {CERTS} writes")
+            return
+        try:
+            with materialized(compose) as volumes:
+                host = volumes.host_path(name, path)
+                if absent := [f for f in files if not (host / f).is_file()]:
+                    problems.append(f"{name}: {path} lacks {absent} after the {CERTS} service ran")
+                if (host / "ca.key").exists():
+                    problems.append(f"{name}: {path} holds the CA key")
+        except ValueError as err:
+            problems.append(f"{name}: {err}")
+
+    cloud_args = _parser().parse_args(service_argv(compose, CLOUD)[1:])
+    if not cloud_args.certs:
+        problems.append(f"{CLOUD}: serve without --certs (mutual TLS)")
+    else:
+        check_bundle(CLOUD, cloud_args.certs, "bundles/cloud", ("server.pem", "server.key", "ca.pem", "model_signing.pem"))
+    depends = services[CLOUD].get("depends_on", {})
+    if not isinstance(depends, dict) or depends.get(CERTS, {}).get("condition") != "service_completed_successfully":
+        problems.append(f"{CLOUD}: must depend on {CERTS} with condition service_completed_successfully")
+    for name, service in robot_services(compose).items():
+        certs_dir = launch_arguments(service.get("command", [])).get("certs_dir", "")
+        if not certs_dir:
+            problems.append(f"{name}: no certs_dir:= launch argument (robot would dial insecurely)")
+            continue
+        check_bundle(name, certs_dir, f"bundles/{name}", ("ca.pem", f"{name}.pem", f"{name}.key", "model_signing.pub.pem"))
+    return problems
+
+
 def _needs_dockerfiles(check):
     """Checks that read the Dockerfiles report a missing one (check_builds names it) instead of crashing."""
 
@@ -321,7 +390,7 @@ check_robot_images = _needs_dockerfiles(check_robot_images)
 check_robot_fleet = _needs_dockerfiles(check_robot_fleet)
 check_cloud = _needs_dockerfiles(check_cloud)
 check_pins = _needs_dockerfiles(check_pins)
-CHECKS = [check_schema, check_builds, check_robot_images, check_robot_fleet, check_cloud, check_pins]
+CHECKS = [check_schema, check_builds, check_robot_images, check_robot_fleet, check_cloud, check_pins, check_tls]
 
 
 # --- the real files ------------------------------------------------------------------------------
@@ -355,7 +424,8 @@ def _set(compose: dict, path: str, value) -> None:
     *parents, leaf = path.split("/")
     node = compose
     for key in parents:
-        node = node[key]
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    leaf = int(leaf) if isinstance(node, list) else leaf
     if value is _DELETE:
         del node[leaf]
     else:
@@ -374,19 +444,38 @@ BREAKAGES = [
      check_robot_fleet, "robot_id"),
     ("wrong cloud port", "services/robot1/command", ["robot_id:=robot1", "cloud:=127.0.0.1:50052"],
      check_robot_fleet, "listens on port"),
-    ("cloud by name in shared netns", "services/robot1/command", ["robot_id:=robot1", "cloud:=cloud_brain:50051"],
-     check_robot_fleet, "must be 127.0.0.1"),
-    ("own netns, loopback cloud", "services/robot0/network_mode", _DELETE, check_robot_fleet, "own network"),
+    ("loopback cloud from own netns", "services/robot1/command",
+     ["robot_id:=robot1", "cloud:=127.0.0.1:50051", "certs_dir:=/certs"], check_robot_fleet, "own network"),
+    ("shared netns, cloud by name", "services/robot0/network_mode", "service:cloud_brain", check_robot_fleet,
+     "must be 127.0.0.1"),
     ("insecure on 0.0.0.0", "services/cloud_brain/command",
      ["serve", "--config", "/app/config/cloud.yaml", "--address", "0.0.0.0:50051"], check_cloud, "tls"),
-    ("publish loopback", "services/cloud_brain/ports", ["127.0.0.1:50051:50051"], check_cloud, "unreachable"),
+    ("cloud without --certs", "services/cloud_brain/command",
+     ["serve", "--config", "/app/config/cloud.yaml", "--address", "127.0.0.1:50051"], check_tls, "--certs"),
+    ("robot without certs_dir", "services/robot0/command", ["robot_id:=robot0", "cloud:=cloud_brain:50051"],
+     check_tls, "certs_dir"),
+    ("robot mounts another's bundle", "services/robot1/volumes/1/volume/subpath", "bundles/robot0", check_tls,
+     "bundles/robot1"),
+    ("whole PKI mounted", "services/robot1/volumes/1/volume", _DELETE, check_tls, "whole volume"),
+    ("writable cert mount", "services/robot0/volumes/1/read_only", False, check_tls, "read_only"),
+    ("server cert without service name", "services/certs/command",
+     ["certs", "--out", "/pki", "--robots", "2", "--bundles"], check_tls, "--server-host"),
+    ("too few robot certs", "services/certs/command",
+     ["certs", "--out", "/pki", "--robots", "1", "--server-host", "cloud_brain", "--bundles"], check_tls, "robot1"),
+    ("no bundles", "services/certs/command",
+     ["certs", "--out", "/pki", "--robots", "2", "--server-host", "cloud_brain"], check_tls, "--bundles"),
+    ("cloud before certs", "services/cloud_brain/depends_on", _DELETE, check_tls, "service_completed_successfully"),
+    ("cloud certs dir wrong", "services/cloud_brain/command",
+     ["serve", "--config", "/app/config/cloud.yaml", "--address", "0.0.0.0:50051", "--certs", "/app/certs"],
+     check_tls, "not mounted"),
+    ("publish wrong port", "services/cloud_brain/ports", ["50052:50052"], check_cloud, "miss the listen port"),
     ("shared domain", "services/robot1/environment/ROS_DOMAIN_ID", "11", check_robot_fleet, "also used"),
     ("no health gate", "services/robot0/depends_on", [CLOUD], check_robot_fleet, "service_healthy"),
     ("missing config", "services/cloud_brain/command", ["serve", "--config", "/app/config/nope.yaml"],
      check_cloud, "--config"),
     ("bad cli flag", "services/cloud_brain/command", ["serve", "--confg", "/app/config/cloud.yaml"],
      check_cloud, "rejected"),
-    ("no volume", "services/cloud_brain/volumes", _DELETE, check_cloud, "db_path"),
+    ("no data volume", "services/cloud_brain/volumes/0", _DELETE, check_cloud, "db_path"),
     ("bad address", "services/cloud_brain/command", ["serve", "--address", "0.0.0.0"], check_cloud, "address"),
 ]
 
@@ -421,31 +510,85 @@ def test_broken_dockerfiles_are_caught(tmp_path):
         assert any(expected in p for p in problems), (old, problems)
 
 
-# --- the healthcheck really speaks the gRPC health protocol --------------------------------------
+# --- the healthcheck and the robots really speak mutual TLS with what the certs service wrote ------
+
+
+def _health_server(volumes, servicer):
+    """A gRPC health server with the cloud's bundle: server cert, client certs required."""
+    compose = volumes.compose
+    from cloud_brain.cli import _parser
+
+    certs_dir = volumes.host_path(CLOUD, _parser().parse_args(service_argv(compose, CLOUD)[1:]).certs)
+    credentials = grpc.ssl_server_credentials(
+        [((certs_dir / "server.key").read_bytes(), (certs_dir / "server.pem").read_bytes())],
+        root_certificates=(certs_dir / "ca.pem").read_bytes(),
+        require_client_auth=True,
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    return server, port
 
 
 def test_healthcheck_probe():
+    """The compose healthcheck, run as the container would (its env, its files), against real mTLS."""
     compose = load_compose()
-    test = compose["services"][CLOUD]["healthcheck"]["test"]
-    assert test[:3] == ["CMD", "python", "-c"], test
-    script = test[3]
+    service = compose["services"][CLOUD]
+    test = service["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1] == "nestor-cloud", test
     port = cloud_listen_port(compose)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    bound = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        probe = script.replace(f"127.0.0.1:{port}", f"127.0.0.1:{bound}")
-        assert probe != script
+    with materialized(compose) as volumes:
+        env = {k: str(v) for k, v in service["environment"].items()}
+        for key in ("NESTOR_TLS_CA", "NESTOR_TLS_CERT", "NESTOR_TLS_KEY"):
+            env[key] = str(volumes.host_path(CLOUD, env[key]))
+        servicer = health.HealthServicer()
+        server, bound = _health_server(volumes, servicer)
+        argv = [str(pathlib.Path(sys.executable).parent / "nestor-cloud")] + [
+            w.replace(f"127.0.0.1:{port}", f"127.0.0.1:{bound}") for w in test[2:]
+        ]
 
-        def run() -> int:
-            return subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=30).returncode
+        def run(extra_env=None) -> int:
+            full_env = {"PATH": "/usr/bin:/bin", **env, **(extra_env or {})}
+            return subprocess.run(argv, env=full_env, capture_output=True, timeout=60).returncode
 
+        try:
+            assert f"127.0.0.1:{bound}" in argv
+            servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+            assert run() == 0
+            servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+            assert run() == 1
+            servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+            # Without the admin certificate the TLS handshake fails: unhealthy, not healthy.
+            assert run({"NESTOR_TLS_CERT": "", "NESTOR_TLS_KEY": "", "NESTOR_TLS_CA": ""}) != 0
+        finally:
+            server.stop(0)
+        assert run() == 2  # nothing listening
+
+
+def test_robot_reaches_the_cloud_by_service_name():
+    """robot0's bundle verifies the server as `cloud_brain` (the name it dials); another name fails."""
+    compose = load_compose()
+    with materialized(compose) as volumes:
+        servicer = health.HealthServicer()
         servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-        assert run() == 0
-        servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        assert run() != 0
-    finally:
-        server.stop(0)
-    assert run() != 0  # nothing listening
+        server, port = _health_server(volumes, servicer)
+        try:
+            host, _ = host_port(launch_arguments(compose["services"]["robot0"]["command"])["cloud"])
+            assert host == CLOUD
+            robot = volumes.host_path("robot0", "/certs")
+            credentials = grpc.ssl_channel_credentials(
+                (robot / "ca.pem").read_bytes(), (robot / "robot0.key").read_bytes(), (robot / "robot0.pem").read_bytes()
+            )
+
+            def check(name: str):
+                options = [("grpc.ssl_target_name_override", name)]
+                with grpc.secure_channel(f"127.0.0.1:{port}", credentials, options=options) as channel:
+                    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+
+            assert check(host).status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.RpcError) as err:
+                check("not_the_cloud")
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            server.stop(0)

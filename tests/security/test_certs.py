@@ -70,3 +70,40 @@ def test_running_again_keeps_the_ca_and_the_signing_key(tmp_path):
 def test_negative_robot_count_is_refused(tmp_path):
     with pytest.raises(ValueError, match="robots"):
         generate(tmp_path, robots=-1)
+
+
+def test_server_hosts_and_bundles(tmp_path):
+    """--server-host names the compose service; --bundles gives each consumer its own files only."""
+    assert main(["certs", "--out", str(tmp_path), "--robots", "2", "--server-host", "cloud_brain",
+                 "--server-host", "10.0.0.5", "--bundles"]) == 0
+    san = _cert(tmp_path / "server.pem").extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["localhost", "cloud_brain"]
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "::1", "10.0.0.5"]
+    bundles = tmp_path / "bundles"
+    assert set(os.listdir(bundles)) == {"cloud", "robot0", "robot1"}
+    assert set(os.listdir(bundles / "cloud")) == {
+        "ca.pem", "server.pem", "server.key", "model_signing.pem", "admin.pem", "admin.key"}
+    assert set(os.listdir(bundles / "robot1")) == {"ca.pem", "robot1.pem", "robot1.key", "model_signing.pub.pem"}
+    for path in (bundles / "cloud/server.key", bundles / "cloud/model_signing.pem", bundles / "robot1/robot1.key"):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
+    assert (bundles / "robot1/robot1.pem").read_bytes() == (tmp_path / "robot1.pem").read_bytes()
+
+
+@pytest.mark.parametrize("host", ["bad host", "cloud/brain", "", "x-", "a:b"])
+def test_bad_server_host_is_refused(tmp_path, host, capsys):
+    assert main(["certs", "--out", str(tmp_path), "--server-host", host]) == 2
+    assert "server_hosts" in capsys.readouterr().err
+
+
+def test_serve_certs_points_the_config_at_the_directory(tmp_path):
+    """`serve --certs DIR` = tls.* and signing_key from DIR; a directory without them is named."""
+    from cloud_brain.cli import certs_overrides
+    from cloud_brain.config import ConfigError, load_config
+
+    generate(tmp_path / "pki", robots=1, bundles=True)
+    cloud = tmp_path / "pki/bundles/cloud"
+    config = load_config("config/cloud.yaml", address="0.0.0.0:50051", **certs_overrides(str(cloud)))
+    assert config.tls.cert == str(cloud / "server.pem") and config.tls.client_ca == str(cloud / "ca.pem")
+    assert config.signing_key == str(cloud / "model_signing.pem")
+    with pytest.raises(ConfigError, match="nope"):
+        load_config("config/cloud.yaml", address="0.0.0.0:50051", **certs_overrides(str(tmp_path / "nope")))

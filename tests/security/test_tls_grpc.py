@@ -219,3 +219,12 @@ def test_insecure_mode_is_refused_off_loopback(tmp_path):
     config_file = tmp_path / "cloud.yaml"
     config_file.write_text(f"address: '0.0.0.0:0'\ndb_path: {tmp_path / 'c.db'}\n")
     assert main(["serve", "--config", str(config_file)]) == 2
+
+
+def test_health_command_over_mutual_tls(tls_server, pki, capsys):
+    """`nestor-cloud health` (the docker-compose healthcheck): 0 only when SERVING over mTLS."""
+    admin = ["--ca", str(pki / "ca.pem"), "--cert", str(pki / "admin.pem"), "--key", str(pki / "admin.key")]
+    assert main(["health", "--address", tls_server.address, *admin]) == 0
+    assert "SERVING" in capsys.readouterr().out
+    assert main(["health", "--address", tls_server.address, "--service", "nestor.NoSuchService", *admin]) == 1
+    assert main(["health", "--address", tls_server.address, "--timeout", "2"]) == 2  # no client cert

@@ -8,7 +8,9 @@ robot named by its common name.
 Rules (one function each, used by the servicers through `Authorizer`):
   * Experience.Ingest: a robot uploads only its own experience (chunk.robot_id == its name);
     anything else is PERMISSION_DENIED, counted as reject reason `forged_robot_id`.
-  * Models.Subscribe, Models.List, Fleet.GetStatus: any authenticated caller.
+  * Models.Subscribe: any authenticated caller; a robot only under its own robot_id (the cloud
+    chooses canary versions and skips versions marked bad by that robot id).
+  * Models.List, Fleet.GetStatus: any authenticated caller.
   * Models.Promote, Models.Rollback (and any future delete/backup RPC): role admin only.
   * No RPC publishes a model from a client; models enter the registry only from the cloud's own
     consolidation rounds.
@@ -89,6 +91,15 @@ def check_read(identity: Identity | None) -> None:
         raise PermissionDenied("unauthenticated", "no client certificate identity")
 
 
+def check_subscribe(identity: Identity | None, robot_id: str) -> None:
+    """Any authenticated caller may subscribe; a robot only as itself (an admin may watch as anyone)."""
+    check_read(identity)
+    if identity.role == ROLE_ROBOT and identity.name != robot_id:
+        raise PermissionDenied(
+            "forged_robot_id", f"robot_id: robot {identity.name!r} may not subscribe as {robot_id!r}"
+        )
+
+
 def check_admin(identity: Identity | None, operation: str) -> None:
     """Promote, Rollback and other admin operations need the admin role."""
     if identity is None:
@@ -116,6 +127,10 @@ class Authorizer:
     def read(self, context) -> None:
         if self.enforce:
             check_read(self.identity(context))
+
+    def subscribe(self, context, robot_id: str) -> None:
+        if self.enforce:
+            check_subscribe(self.identity(context), robot_id)
 
     def admin(self, context, operation: str) -> None:
         if self.enforce:

@@ -186,7 +186,7 @@ class ModelsServicer(nestor_pb2_grpc.ModelsServicer):
         self.metrics = metrics
 
     def Subscribe(self, request, context):
-        _authorize(context, self.authz.read)
+        _authorize(context, self.authz.subscribe, request.robot_id)
         if not request.task or (self.tasks is not None and request.task not in self.tasks):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"task: unknown task {request.task!r}")
         # Wake the bus when the client goes away so this thread is released promptly.

@@ -43,6 +43,18 @@ def test_a_robot_uploads_only_its_own_experience():
     assert err.value.reason == "unauthenticated"
 
 
+def test_a_robot_subscribes_only_as_itself():
+    robot0, admin = Identity("robot0", "robot"), Identity("admin", "admin")
+    authz.check_subscribe(robot0, "robot0")
+    authz.check_subscribe(admin, "robot1")  # an operator may watch what robot1 would get
+    with pytest.raises(PermissionDenied) as err:
+        authz.check_subscribe(robot0, "robot1")
+    assert err.value.reason == "forged_robot_id"
+    with pytest.raises(PermissionDenied) as err:
+        authz.check_subscribe(None, "robot0")
+    assert err.value.reason == "unauthenticated"
+
+
 def test_admin_operations_need_the_admin_role():
     authz.check_admin(Identity("admin", "admin"), "Promote")
     with pytest.raises(PermissionDenied, match="Promote") as err:

@@ -228,3 +228,18 @@ def test_health_command_over_mutual_tls(tls_server, pki, capsys):
     assert "SERVING" in capsys.readouterr().out
     assert main(["health", "--address", tls_server.address, "--service", "nestor.NoSuchService", *admin]) == 1
     assert main(["health", "--address", tls_server.address, "--timeout", "2"]) == 2  # no client cert
+
+
+def test_a_robot_subscribes_to_models_only_as_itself(tls_server, pki):
+    """Canary choice and bad-version marks are per robot: robot0 cannot subscribe as robot1."""
+    request = nestor_pb2.SubscribeRequest(robot_id="robot1", task=TASK)
+    with channel(tls_server, pki, "robot0") as ch:
+        stream = nestor_pb2_grpc.ModelsStub(ch).Subscribe(request, timeout=10)
+        with pytest.raises(grpc.RpcError) as err:
+            next(stream)
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "may not subscribe as 'robot1'" in err.value.details()
+    with channel(tls_server, pki, "robot1") as ch:
+        stream = nestor_pb2_grpc.ModelsStub(ch).Subscribe(request, timeout=10)
+        assert next(stream).version == tls_server.registry.active(TASK).version
+        stream.cancel()

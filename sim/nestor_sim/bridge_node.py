@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import rclpy
 from nestor_core import qos, topics
+from nestor_core.executors import KINDS as EXECUTORS
+from nestor_core.executors import make_executor, spin
 from nestor_core.realtime import freeze_heap, set_sched_priority
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
@@ -48,6 +50,7 @@ class BridgeConfig:
         camera_enabled: Publish camera images (only if the task's camera is enabled too).
         sched_priority: SCHED_FIFO priority of the node's threads (1-99; 0 = default). Without
             the privilege the node logs it and runs at default priority.
+        executor: "events" (rclpy's EventsExecutor) or "single" (SingleThreadedExecutor).
     """
 
     task_file: str = ""
@@ -59,6 +62,7 @@ class BridgeConfig:
     publish_target: bool = True
     camera_enabled: bool = True
     sched_priority: int = 0
+    executor: str = "events"
 
 
 _DESCRIPTIONS = {
@@ -71,6 +75,7 @@ _DESCRIPTIONS = {
     "publish_target": "Publish the reference on the target topic (false when perception does).",
     "camera_enabled": "Publish camera images (only if the task's camera is enabled too).",
     "sched_priority": "SCHED_FIFO priority of the node's threads (1-99; 0 = default scheduling).",
+    "executor": f"Executor the node spins on: one of {EXECUTORS} (events = rclpy's EventsExecutor).",
 }
 
 
@@ -87,6 +92,8 @@ def _declare(node: Node) -> BridgeConfig:
     config = BridgeConfig(**values)
     if not config.task_file:
         raise ValueError("task_file: required parameter is empty")
+    if config.executor not in EXECUTORS:
+        raise ValueError(f"executor: must be one of {EXECUTORS}, got {config.executor!r}")
     return config
 
 
@@ -224,9 +231,12 @@ def main(args=None):
             node = SimBridge()
             freeze_heap()
             node.start()
+            executor = make_executor(node.config.executor)
+            executor.add_node(node)
             try:
-                rclpy.spin(node)
+                spin(executor)
             finally:
+                executor.shutdown(timeout_sec=2.0)
                 node.stop()
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):

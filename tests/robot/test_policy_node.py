@@ -132,7 +132,8 @@ class _Driver:
         self.rclpy.try_shutdown(context=self.context)
 
 
-def test_policy_node_end_to_end(models, tmp_path):
+@pytest.mark.parametrize("executor", ["events", "single"])
+def test_policy_node_end_to_end(models, tmp_path, executor):
     domain_id = _domain_id()
     namespace = f"/ptest{os.getpid()}"
     spool = tmp_path / "spool.sqlite"
@@ -153,6 +154,7 @@ def test_policy_node_end_to_end(models, tmp_path):
             "-p", f"spool_path:={spool}",
             "-p", f"run_dir:={run_dir}",
             "-p", "status_period_s:=0.2",
+            "-p", f"executor:={executor}",
         ],
         env=env,
         stdout=log,
@@ -207,17 +209,18 @@ def test_policy_node_end_to_end(models, tmp_path):
     assert final["recorder"]["overflow"] == 0
 
 
-def test_policy_node_bad_parameter_names_it(tmp_path):
+@pytest.mark.parametrize(("param", "named"), [("horizon:=1", "horizon"), ("executor:=multi", "executor")])
+def test_policy_node_bad_parameter_names_it(tmp_path, param, named):
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(_domain_id()))
     result = subprocess.run(
-        [str(BIN / "policy_node"), "--ros-args", "-p", "horizon:=1", "-p", f"run_dir:={tmp_path}"],
+        [str(BIN / "policy_node"), "--ros-args", "-p", param, "-p", f"run_dir:={tmp_path}"],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 2
-    assert "horizon" in result.stderr
+    assert named in result.stderr
 
 
 def _modules(package: str) -> list[str]:

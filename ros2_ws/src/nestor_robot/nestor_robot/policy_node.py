@@ -32,8 +32,10 @@ from nestor_core.manifest import ManifestRejected, load_public_key, verify_store
 from nestor_core.policy_model import ModelRejected, PolicyModel, load_model
 from nestor_core.policy_runtime import PolicyRuntime, RuntimeConfig
 from nestor_core.qos import COMMAND_QOS, EVENT_QOS, SENSOR_QOS, STATUS_QOS
+from nestor_core.executors import KINDS as EXECUTORS
+from nestor_core.executors import make_executor, spin
 from nestor_core.realtime import freeze_heap, set_sched_priority
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
@@ -68,6 +70,8 @@ class PolicyNodeConfig:
         tick_samples: compute-time samples kept for the percentiles.
         sched_priority: SCHED_FIFO priority of the node's threads (1-99; 0 = default scheduling).
             Without the privilege the node logs it and runs at default priority.
+        executor: "events" (rclpy's EventsExecutor, C++ dispatch: about half the CPU per tick of
+            "single") or "single" (SingleThreadedExecutor).
         public_key_path: PEM ed25519 public key of the model signer; when set, a model (the initial
             one included) is loaded only if the .json sidecar next to it holds a manifest signed by
             this key that names the file's sha256 and version. Empty = not checked.
@@ -93,6 +97,7 @@ class PolicyNodeConfig:
     status_period_s: float = 1.0
     tick_samples: int = 10_000
     sched_priority: int = 0
+    executor: str = "events"
     public_key_path: str = ""
     rollback_window_ticks: int = 0
     rollback_margin: float = 0.0
@@ -112,6 +117,8 @@ class PolicyNodeConfig:
         for name in ("flush_period_s", "control_rate_hz", "status_period_s"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"executor: must be one of {EXECUTORS}, got {self.executor!r}")
         if self.tick_samples < 1:
             raise ValueError(f"tick_samples: must be >= 1, got {self.tick_samples}")
         if self.initial_model and not os.path.isfile(self.initial_model):
@@ -276,10 +283,16 @@ class PolicyNode(Node):
             if gap > 1.5 * self._period:
                 self.missed_ticks += 1
                 if len(self.missed_log) < 100:
-                    self.missed_log.append({"tick": self.ticks, "gap_ms": round(gap * 1e3, 2), "unix": time.time()})
+                    stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+                    self.missed_log.append({
+                        "tick": self.ticks, "gap_ms": round(gap * 1e3, 2), "unix": time.time(),
+                        # the sim's own tick interval: large = the sim was late, normal = delivery or this process
+                        "stamp_gap_ms": round((stamp - self._last_stamp) * 1e3, 2),
+                    })
             if gap > self.max_gap_s:
                 self.max_gap_s = gap
         self._last_tick_start = start
+        self._last_stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
         if not self._fill_obs(msg, runtime.model):
             return
         out = runtime.step(self._obs)
@@ -634,9 +647,9 @@ def main(args=None) -> None:
     try:
         node = PolicyNode()
         freeze_heap()
-        executor = SingleThreadedExecutor()
+        executor = make_executor(node.config.executor)
         executor.add_node(node)
-        executor.spin()
+        spin(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except ConfigError as err:

@@ -11,8 +11,8 @@ robot's last transitions under the previous version. `canary_verdict` is the pur
 holds the state, chooses the canaries and polls the store from its own thread. With
 `canary_fraction` 0 it only filters bad versions and promotes accepted versions at once.
 
-Canary state lives in memory: after a cloud restart an undecided candidate stays a candidate
-(visible in `nestor-cloud models list`) and can be promoted by hand.
+A running canary is recorded in the store (table `canaries`), so a cloud restart resumes it: same
+candidate, same canary robots, same baseline row and the time it has already run.
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ class Canary:
     robots: list[str]
     start_row: int
     started: float
+    started_unix: float = 0.0
 
 
 class Rollout:
@@ -130,6 +131,21 @@ class Rollout:
         self._canaries: dict[str, Canary] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._resume()
+
+    def _resume(self) -> None:
+        """Reload the canaries a previous process left running; drop records of decided ones."""
+        for saved in self.registry.saved_canaries():
+            model = self.registry.get(saved["candidate"])
+            if model is None or model.status != "candidate":
+                self.registry.clear_canary(saved["task"], saved["candidate"])
+                continue
+            ran = max(0.0, time.time() - saved["started_unix"])
+            self._canaries[saved["task"]] = Canary(
+                model, saved["parent"], saved["robots"], saved["start_row"], self.clock() - ran, saved["started_unix"]
+            )
+            log.info("rollout: resumed canary of version %d (%s) on %s, running %.0f s",
+                     model.version, saved["task"], ", ".join(saved["robots"]), ran)
 
     @property
     def enabled(self) -> bool:
@@ -181,9 +197,12 @@ class Rollout:
         if not robots:
             log.info("rollout: no robot subscribed to %s; version %d promoted directly", task, candidate.version)
             return self.registry.promote(candidate.version)
+        canary = Canary(candidate, candidate.parent, robots, self.store.max_row_id(), self.clock(), time.time())
+        # Durable before any robot is offered the candidate: a restart resumes this canary.
+        self.registry.save_canary(task, candidate.version, canary.parent, robots, canary.start_row, canary.started_unix)
         with self._lock:
             previous = self._canaries.get(task)
-            self._canaries[task] = Canary(candidate, candidate.parent, robots, self.store.max_row_id(), self.clock())
+            self._canaries[task] = canary
         if previous is not None:
             self._reject(previous, f"superseded by version {candidate.version}")
         log.info("rollout: version %d of %s goes to canaries %s first", candidate.version, task, ", ".join(robots))
@@ -218,6 +237,7 @@ class Rollout:
             if promote:
                 log.info("rollout: promoting version %d: %s", canary.candidate.version, why)
                 self.registry.promote(canary.candidate.version)
+                self.registry.clear_canary(canary.candidate.task, canary.candidate.version)
                 self._count("promoted")
             else:
                 self._reject(canary, why)
@@ -228,6 +248,7 @@ class Rollout:
         log.warning("rollout: version %d rejected, canaries get version %d back: %s",
                     canary.candidate.version, canary.parent, why)
         self.registry.reject(canary.candidate.version, f"canary: {why}")
+        self.registry.clear_canary(canary.candidate.task, canary.candidate.version)
         self._count("rejected")
         self.bus.touch(canary.candidate.task)
 

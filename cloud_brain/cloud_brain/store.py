@@ -94,6 +94,15 @@ CREATE TABLE IF NOT EXISTS bad_models (
     reported_unix REAL NOT NULL,
     PRIMARY KEY (robot_id, version)
 );
+-- Running canaries (cloud_brain.rollout), one per task: they survive a cloud restart.
+CREATE TABLE IF NOT EXISTS canaries (
+    task TEXT PRIMARY KEY,
+    candidate INTEGER NOT NULL,
+    parent INTEGER NOT NULL,
+    robots TEXT NOT NULL,
+    start_row INTEGER NOT NULL,
+    started_unix REAL NOT NULL
+);
 """
 
 _READ_PAGE = 256

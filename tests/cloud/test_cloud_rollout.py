@@ -207,3 +207,43 @@ def test_cloud_metrics_endpoint_serves_the_fleet_figures(cloud_config):
         'nestor_robot_rollbacks_total{task="arm"} 1.0',
     ):
         assert sample in text, sample
+
+
+def test_a_running_canary_survives_a_cloud_restart(canary_server, cloud_config):
+    """Stop the server mid-canary; a new server on the same database resumes and decides it."""
+    server = canary_server
+    parent = server.registry.active("arm")
+    robots = ["r0", "r1", "r2", "r3"]
+    with grpc.insecure_channel(server.address) as channel:
+        for i, robot in enumerate(robots):
+            ingest(channel, robot, 1, 60, parent.version, 1.0 + 0.01 * i)
+        subs = {r: Subscriber(channel, r, parent.version) for r in robots}
+        _wait_connected(server, 4)
+        candidate = server.registry.register("arm", b"fake-onnx:candidate", parent.io_signature,
+                                             parent=parent.version, status="candidate")
+        server.rollout.accept(candidate)
+        assert subs["r0"].next() == candidate.version
+        start_row = server.rollout.canary("arm").start_row
+        for sub in subs.values():
+            sub.call.cancel()
+    server.stop(0.5)
+
+    cloud_config.address = "127.0.0.1:0"
+    restarted = CloudServer(cloud_config.validate(), initial_model_fn=initial_model)
+    restarted.start()
+    try:
+        canary = restarted.rollout.canary("arm")
+        assert canary is not None and canary.candidate.version == candidate.version
+        assert (canary.robots, canary.parent, canary.start_row) == (["r0"], parent.version, start_row)
+        with grpc.insecure_channel(restarted.address) as channel:
+            r0, r1 = Subscriber(channel, "r0", parent.version), Subscriber(channel, "r1", parent.version)
+            assert r0.next() == candidate.version  # still the canary after the restart
+            assert r1.nothing()
+            ingest(channel, "r0", 61, 40, candidate.version, 1.1)  # no regression: promote
+            assert r1.next() == candidate.version
+            r0.call.cancel()
+            r1.call.cancel()
+        assert restarted.registry.active("arm").version == candidate.version
+        assert restarted.registry.saved_canaries() == []  # decided: no record left to resume
+    finally:
+        restarted.stop(0.5)

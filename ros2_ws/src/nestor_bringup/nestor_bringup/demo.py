@@ -30,6 +30,7 @@ from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_bringup.cli import CliError, _positive_float, _positive_int, default_config_dir, register
 from nestor_bringup.nodes import SPOOL_FILE, RobotSpec, robot_nodes
 from nestor_bringup.process_group import ProcessGroup, log_tail, node_env
+from nestor_bringup.stall_probe import PROBE_FILE as STALL_PROBE_FILE
 
 # Shifts the demo fleet cycles through (robot i gets entry i % len); the time is set per run.
 DEMO_SHIFTS = ["payload:4.0", "actuator_gain:0.5", "torque_bias:3.0", "damping:5.0"]
@@ -290,6 +291,7 @@ def run_demo(config: DemoConfig) -> int:
     cloud = Cloud(_cloud_config(config, run_dir, task_file, certs), run_dir, env, certs)
     group = ProcessGroup(str(run_dir), env)
     progress = None
+    probe = None
     code = 0
     started = time.monotonic()
     try:
@@ -298,6 +300,7 @@ def run_demo(config: DemoConfig) -> int:
         for spec in specs:
             spec.cloud_address = address
             group.start_robot(spec.robot_id, robot_nodes(spec, config_dir))
+        probe = _start_stall_probe(run_dir, specs, config_dir, env)
         started = time.monotonic()
         progress = Progress(config)
         while time.monotonic() - started < config.duration_s:
@@ -318,7 +321,7 @@ def run_demo(config: DemoConfig) -> int:
         if progress is not None:
             progress.close()
         elapsed = time.monotonic() - started
-        _stop_fleet(group, specs)
+        _stop_fleet(group, specs, probe)
         final_status = cloud.status()
         cloud_code = cloud.stop()
         print(f"fleet and cloud stopped (cloud exit {cloud_code}); evaluating", flush=True)
@@ -345,11 +348,32 @@ _HEADLINE = (
 )
 
 
-def _stop_fleet(group: ProcessGroup, specs: list[RobotSpec], drain_timeout_s: float = 60.0) -> None:
+def _start_stall_probe(run_dir: Path, specs: list[RobotSpec], config_dir: str, env: dict) -> subprocess.Popen:
+    """The same-run machine baseline (nestor_bringup.stall_probe) at the policy's rate and priority."""
+    with open(os.path.join(config_dir, "robot", "policy.yaml")) as f:
+        params = (yaml.safe_load(f) or {}).get("/**/policy", {}).get("ros__parameters", {})
+    argv = [
+        sys.executable, "-m", "nestor_bringup.stall_probe", "--out", str(run_dir / STALL_PROBE_FILE),
+        "--rate", str(float(params.get("control_rate_hz", 100.0))),
+        "--priority", str(int(params.get("sched_priority", 0))),
+    ]
+    log = open(run_dir / "stall_probe.log", "w")
+    with log:
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def _stop_fleet(group: ProcessGroup, specs: list[RobotSpec], probe: subprocess.Popen | None = None,
+                drain_timeout_s: float = 60.0) -> None:
     """Stop control first (the policy flushes to its spool), let the uplinks drain, then the rest."""
     # The policy first (it flushes its recorder), then the sim: a sim stopped first would leave
     # the still-running policy without joint states, a gap it would rightly count as missed.
     group.stop_nodes({"policy"})
+    if probe is not None:  # the baseline covers the same window as the control loops
+        probe.send_signal(signal.SIGTERM)
+        try:
+            probe.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            probe.kill()
     group.stop_nodes({"sim_bridge", "perception"})
     deadline = time.monotonic() + drain_timeout_s
     pending = {s.robot_id: Path(s.robot_dir) / SPOOL_FILE for s in specs}

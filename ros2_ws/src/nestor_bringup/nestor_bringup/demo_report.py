@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 from nestor_core import learning_metrics
 
+from nestor_bringup.stall_probe import PROBE_FILE as STALL_PROBE_FILE
+from nestor_bringup.stall_probe import coinciding
+
 EVAL_TICKS = 2500  # 25 s at 100 Hz per evaluation episode
 EVAL_SHIFT_S = 10.0  # the shift inside an evaluation episode
 FIRST_CONTACT_TICKS = 1000  # first-contact cost: slow weights alone on the shifted dynamics
@@ -160,6 +163,7 @@ def write_report(run_dir: Path, specs, config, elapsed: float, final_status, tas
             "shifts": spec.shifts,
             "ticks": stats.get("ticks"),
             "missed_ticks": stats.get("missed_ticks"),
+            "missed_log": stats.get("missed_log", []),
             "max_tick_gap_ms": stats.get("max_gap_ms"),
             "swaps": stats.get("swaps"),
             "swap_log": stats.get("swap_log"),
@@ -203,6 +207,7 @@ def write_report(run_dir: Path, specs, config, elapsed: float, final_status, tas
         "model_versions_pushed": [m.version for m in pushed],
         "swaps": {k: r["swaps"] for k, r in robots.items()},
         "missed_ticks": {k: r["missed_ticks"] for k, r in robots.items()},
+        **_machine_stalls(run_dir, robots),
         "recovery_ticks_fast": float(np.mean(fast)),
         "recovery_ticks_frozen": float(np.mean(frozen)),
         "recovery_note": (
@@ -221,6 +226,24 @@ def write_report(run_dir: Path, specs, config, elapsed: float, final_status, tas
     _plot(run_dir / "cost.png", series, events, swap_marks)
     (run_dir / "report.md").write_text(_markdown(summary))
     return summary
+
+
+def _machine_stalls(run_dir: Path, robots: dict) -> dict:
+    """The same-run baseline: what a bare SCHED_FIFO loop saw, and the robots' misses that coincide."""
+    probe = _read_json(run_dir / STALL_PROBE_FILE)
+    if not probe:
+        return {}
+    events = probe.get("events", [])
+    return {
+        "machine_stalls": {
+            "what": "a bare timing loop (no ROS, no I/O) at the policy's rate and SCHED_FIFO priority, same run",
+            "ticks": probe.get("ticks"),
+            "missed_ticks": probe.get("missed_ticks"),
+            "max_gap_ms": probe.get("max_gap_ms"),
+            "events": events,
+        },
+        "missed_ticks_during_machine_stalls": {k: coinciding(r["missed_log"] or [], events) for k, r in robots.items()},
+    }
 
 
 def _jsonable(value):
@@ -278,6 +301,14 @@ def _markdown(s: dict) -> str:
             f"| {robot_id} | {', '.join(r['shifts'])} | {r['ticks']} | {r['missed_ticks']} | {r['swaps']} | "
             f"{r['model_version']} | {_fmt(r['live_recovery_ticks'])} |"
         )
+    if "machine_stalls" in s:
+        m = s["machine_stalls"]
+        lines += [
+            "",
+            f"Machine baseline ({m['what']}): {m['missed_ticks']} missed of {m['ticks']} ticks, "
+            f"longest gap {_fmt(m['max_gap_ms'])} ms. Robots' missed ticks that coincide with one of its stalls: "
+            + ", ".join(f"{k} {v}" for k, v in s["missed_ticks_during_machine_stalls"].items()) + ".",
+        ]
     lines += [
         "",
         "## Learning (seeded closed-loop evaluations in simulation)",

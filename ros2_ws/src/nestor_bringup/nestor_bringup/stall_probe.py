@@ -1,0 +1,128 @@
+"""A bare timing loop that measures how often the machine itself stalls (a same-run baseline).
+
+It ticks at the control rate with absolute deadlines, at the control nodes' SCHED_FIFO priority,
+and does nothing else: no ROS, no DDS, no disk or network I/O on the loop. A tick that starts more
+than 1.5 periods after the one before is a stall of the machine (a vCPU descheduled by the
+hypervisor, a non-preemptible kernel path), not of nestor's code, and the control loop cannot tick
+through it either. The demo runs one next to the fleet, so `summary.json` can say which of a
+robot's missed ticks coincide with a stall the bare loop saw too.
+
+    python -m nestor_bringup.stall_probe --rate 100 --priority 20 --out runs/latest/stall_probe.json
+
+Stops on SIGINT/SIGTERM; the JSON is rewritten atomically every second and at exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+MAX_EVENTS = 1000
+PROBE_FILE = "stall_probe.json"  # in the demo's run dir
+
+
+class StallProbe:
+    """Counts ticks that start more than 1.5 periods after the previous one."""
+
+    def __init__(self, rate_hz: float):
+        if not rate_hz > 0:
+            raise ValueError(f"rate_hz: must be > 0, got {rate_hz}")
+        self.period = 1.0 / rate_hz
+        self.ticks = 0
+        self.missed = 0
+        self.max_gap_s = 0.0
+        self.events: list[dict] = []  # {"unix": end of the gap, "gap_ms": gap}
+
+    def observe(self, gap_s: float, unix: float) -> None:
+        """One tick started `gap_s` after the previous one, at wall time `unix`."""
+        self.ticks += 1
+        self.max_gap_s = max(self.max_gap_s, gap_s)
+        if gap_s > 1.5 * self.period:
+            self.missed += 1
+            if len(self.events) < MAX_EVENTS:
+                self.events.append({"unix": unix, "gap_ms": round(gap_s * 1e3, 2)})
+
+    def stats(self) -> dict:
+        return {
+            "rate_hz": 1.0 / self.period,
+            "ticks": self.ticks,
+            "missed_ticks": self.missed,
+            "max_gap_ms": round(self.max_gap_s * 1e3, 2),
+            "events": list(self.events),
+            "wall_time": time.time(),
+        }
+
+    def run(self, stop: threading.Event, on_second=None) -> None:
+        """Tick until `stop` is set; call `on_second(stats)` about once a second."""
+        deadline = last = time.monotonic()
+        next_report = last + 1.0
+        while not stop.is_set():
+            deadline += self.period
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                deadline = time.monotonic()  # late ticks are not made up, as in the sim's clock
+            now = time.monotonic()
+            self.observe(now - last, time.time())
+            last = now
+            if on_second is not None and now >= next_report:
+                next_report = now + 1.0
+                on_second(self.stats())
+
+
+def coinciding(robot_misses: list[dict], stalls: list[dict], slack_s: float = 0.005) -> int:
+    """How many of a robot's missed ticks overlap a stall of the probe.
+
+    Each entry has `unix` (when the late tick started) and `gap_ms`; a gap covers
+    [unix - gap, unix]. Two gaps overlap (within `slack_s`) when the machine stalled across both.
+    """
+    spans = [(s["unix"] - s["gap_ms"] / 1e3 - slack_s, s["unix"] + slack_s) for s in stalls]
+    count = 0
+    for miss in robot_misses:
+        start, end = miss["unix"] - miss["gap_ms"] / 1e3, miss["unix"]
+        if any(start <= s_end and s_start <= end for s_start, s_end in spans):
+            count += 1
+    return count
+
+
+def _write(path: str, stats: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(stats, f, indent=1)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stall_probe", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=100.0, help="tick rate, Hz (the control rate)")
+    parser.add_argument("--priority", type=int, default=0, help="SCHED_FIFO priority (0 = default scheduling)")
+    parser.add_argument("--out", required=True, help="JSON file, rewritten every second and at exit")
+    args = parser.parse_args(argv)
+    try:
+        probe = StallProbe(args.rate)
+    except ValueError as err:
+        parser.error(str(err))
+    from nestor_core.realtime import set_sched_priority
+
+    try:
+        print(f"stall_probe: {set_sched_priority(args.priority)}", flush=True)
+    except ValueError as err:
+        parser.error(str(err))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        probe.run(stop, on_second=lambda stats: _write(args.out, stats))
+    finally:
+        _write(args.out, probe.stats())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

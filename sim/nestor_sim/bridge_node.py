@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 import rclpy
 from nestor_core import qos, topics
 from nestor_core.executors import KINDS as EXECUTORS
-from nestor_core.executors import make_executor, spin
+from nestor_core.executors import make_executor
 from nestor_core.realtime import freeze_heap, set_sched_priority
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
@@ -126,10 +125,6 @@ class SimBridge(Node):
 
         _, info = self.env.reset(seed=self.config.seed)
         self._publish_events(info["shift_events"])
-        # The physics clock is a dedicated thread with absolute deadlines (start() / stop()), not
-        # an executor timer: no drift, and an executor busy with a command cannot delay a tick.
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="physics_clock", daemon=True)
         self.get_logger().info(
             f"task {task.name}: {task.act_dim} controlled joints at {task.control_rate_hz} Hz, "
             f"shifts {[s.to_dict() for s in task.shifts]}"
@@ -144,30 +139,31 @@ class SimBridge(Node):
             return
         self._command = np.asarray(msg.data, dtype=np.float64)
 
-    def start(self) -> None:
-        self._thread.start()
+    def run(self, executor) -> None:
+        """The physics clock, in the calling thread, until the context shuts down.
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2.0)
-
-    def _run(self) -> None:
+        Absolute deadlines (no drift). Between two ticks the same thread waits in the executor
+        (`spin_once` up to the next deadline), which runs the command callbacks. One Python
+        thread does everything. With a separate physics thread next to the executor thread, the
+        physics thread now and then woke 3-7 ms late while not runnable (schedstat run-queue
+        wait ~0, and a bare loop in another process saw no stall): most likely waiting for the GIL.
+        """
         period = self.task.dt
         deadline = time.monotonic()
-        while not self._stop.is_set():
+        while self.context.ok():
             try:
                 self._on_tick()
             except Exception:  # a publish after the context shut down (Ctrl-C): stop quietly
-                if self._stop.is_set() or not self.context.ok():
+                if not self.context.ok():
                     return
                 raise
             deadline += period
             delay = deadline - time.monotonic()
-            if delay > 0:
-                self._stop.wait(delay)
-            else:
+            if delay <= 0:
                 deadline = time.monotonic()  # late ticks are not made up: a real clock moves on
+            while delay > 0 and self.context.ok():
+                executor.spin_once(timeout_sec=delay)
+                delay = deadline - time.monotonic()
 
     def _on_tick(self) -> None:
         stamp = self.get_clock().now().to_msg()
@@ -229,15 +225,13 @@ def main(args=None):
     try:
         with rclpy.init(args=args):
             node = SimBridge()
-            freeze_heap()
-            node.start()
             executor = make_executor(node.config.executor)
             executor.add_node(node)
+            freeze_heap()
             try:
-                spin(executor)
+                node.run(executor)
             finally:
                 executor.shutdown(timeout_sec=2.0)
-                node.stop()
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -240,6 +240,8 @@ def _machine_stalls(run_dir: Path, robots: dict) -> dict:
             "ticks": probe.get("ticks"),
             "missed_ticks": probe.get("missed_ticks"),
             "max_gap_ms": probe.get("max_gap_ms"),
+            "steal_s": probe.get("steal_s"),
+            "steal_fraction": probe.get("steal_fraction"),
             "events": events,
         },
         "missed_ticks_during_machine_stalls": {k: coinciding(r["missed_log"] or [], events) for k, r in robots.items()},
@@ -306,7 +308,9 @@ def _markdown(s: dict) -> str:
         lines += [
             "",
             f"Machine baseline ({m['what']}): {m['missed_ticks']} missed of {m['ticks']} ticks, "
-            f"longest gap {_fmt(m['max_gap_ms'])} ms. Robots' missed ticks that coincide with one of its stalls: "
+            f"longest gap {_fmt(m['max_gap_ms'])} ms; the hypervisor took {_fmt(m.get('steal_s'))} s of CPU "
+            f"({_fmt(100 * m['steal_fraction']) if m.get('steal_fraction') is not None else '?'} %) from this machine "
+            "during the run. Robots' missed ticks that coincide with one of its stalls: "
             + ", ".join(f"{k} {v}" for k, v in s["missed_ticks_during_machine_stalls"].items()) + ".",
         ]
     lines += [

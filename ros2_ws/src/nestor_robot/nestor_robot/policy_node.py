@@ -15,6 +15,7 @@ Threads and what they may do:
 One single-threaded executor runs the callbacks, so a tick never overlaps another callback.
 """
 
+import collections
 import dataclasses
 import json
 import os
@@ -142,6 +143,9 @@ def write_json_atomic(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
+SWAP_LOG_LEN = 200
+
+
 class _JointIndex:
     """Cached mapping of a JointState name list to the indices of the joints we need."""
 
@@ -201,7 +205,7 @@ class PolicyNode(Node):
         self._tick_n = 0
 
         self.swaps = 0
-        self.swap_log: list[dict] = []
+        self.swap_log: collections.deque[dict] = collections.deque(maxlen=SWAP_LOG_LEN)  # newest; `swaps` counts all
         self.rollbacks = 0
         self.rollback_log: list[dict] = []  # newest 20
         self._rollback = RollbackMonitor(cfg.rollback_window_ticks, cfg.rollback_margin)

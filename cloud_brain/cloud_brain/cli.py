@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
         help="extra DNS name or IP the server cert is valid for (repeatable), e.g. cloud_brain",
     )
     certs.add_argument(
-        "--bundles", action="store_true", help="also write bundles/cloud and bundles/<robot>: one directory per consumer"
+        "--bundles", action="store_true",
+        help="also write bundles/cloud and bundles/<robot>: one directory per consumer",
     )
 
     backup = sub.add_parser("backup", help="online, consistent copy of the cloud database (server may run)")

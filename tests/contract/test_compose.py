@@ -339,7 +339,8 @@ def check_tls(compose: dict) -> list[str]:
             problems.append(f"{name}: {path} is not mounted")
             return
         if mount["subpath"] != bundle or pathlib.PurePosixPath(mount["target"]) != pathlib.PurePosixPath(path):
-            problems.append(f"{name}: {path} must be the volume subpath {bundle}, got {mount['subpath'] or '(whole volume)'}")
+            got = mount["subpath"] or "(whole volume)"
+            problems.append(f"{name}: {path} must be the volume subpath {bundle}, got {got}")
         if not mount["read_only"]:
             problems.append(f"{name}: the certificate mount {path} must be read_only")
         certs_mount = mount_of(services[CERTS], certs_args.out)
@@ -360,7 +361,8 @@ def check_tls(compose: dict) -> list[str]:
     if not cloud_args.certs:
         problems.append(f"{CLOUD}: serve without --certs (mutual TLS)")
     else:
-        check_bundle(CLOUD, cloud_args.certs, "bundles/cloud", ("server.pem", "server.key", "ca.pem", "model_signing.pem"))
+        cloud_files = ("server.pem", "server.key", "ca.pem", "model_signing.pem")
+        check_bundle(CLOUD, cloud_args.certs, "bundles/cloud", cloud_files)
     depends = services[CLOUD].get("depends_on", {})
     if not isinstance(depends, dict) or depends.get(CERTS, {}).get("condition") != "service_completed_successfully":
         problems.append(f"{CLOUD}: must depend on {CERTS} with condition service_completed_successfully")
@@ -369,7 +371,8 @@ def check_tls(compose: dict) -> list[str]:
         if not certs_dir:
             problems.append(f"{name}: no certs_dir:= launch argument (robot would dial insecurely)")
             continue
-        check_bundle(name, certs_dir, f"bundles/{name}", ("ca.pem", f"{name}.pem", f"{name}.key", "model_signing.pub.pem"))
+        robot_files = ("ca.pem", f"{name}.pem", f"{name}.key", "model_signing.pub.pem")
+        check_bundle(name, certs_dir, f"bundles/{name}", robot_files)
     return problems
 
 
@@ -578,7 +581,8 @@ def test_robot_reaches_the_cloud_by_service_name():
             assert host == CLOUD
             robot = volumes.host_path("robot0", "/certs")
             credentials = grpc.ssl_channel_credentials(
-                (robot / "ca.pem").read_bytes(), (robot / "robot0.key").read_bytes(), (robot / "robot0.pem").read_bytes()
+                (robot / "ca.pem").read_bytes(), (robot / "robot0.key").read_bytes(),
+                (robot / "robot0.pem").read_bytes(),
             )
 
             def check(name: str):

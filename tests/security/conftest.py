@@ -47,10 +47,7 @@ def task_files(tmp_path):
     return [str(arm), str(kuka)]
 
 
-def initial_model(task_file: str, seed: int = 0) -> tuple[bytes, dict]:
-    if task_file.endswith("kuka.yaml"):
-        return security_testlib.tiny_policy(0.5), security_testlib.IO
-    return cloud_testlib.initial_model(task_file, seed)
+initial_model = security_testlib.initial_model
 
 
 @pytest.fixture

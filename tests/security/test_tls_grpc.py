@@ -15,13 +15,12 @@ from cloud_brain.cli import main
 from cloud_brain.config import CloudConfig, ConfigError
 from cloud_brain.server import CloudServer, server_credentials
 from cloud_testlib import make_batch, make_chunk
-from conftest import initial_model
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_core.manifest import verify
 from nestor_robot.spool import Spool
 from nestor_robot.uplink import Uplink, UplinkConfig, tls_credentials
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
-from security_testlib import TASK, client_credentials
+from security_testlib import TASK, client_credentials, initial_model
 
 DEADLINE = 10.0
 

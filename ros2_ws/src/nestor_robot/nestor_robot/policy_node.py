@@ -29,12 +29,12 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nestor_core import topics
+from nestor_core.executors import KINDS as EXECUTORS
+from nestor_core.executors import make_executor, spin
 from nestor_core.manifest import ManifestRejected, load_public_key, verify_stored
 from nestor_core.policy_model import ModelRejected, PolicyModel, load_model
 from nestor_core.policy_runtime import PolicyRuntime, RuntimeConfig
 from nestor_core.qos import COMMAND_QOS, EVENT_QOS, SENSOR_QOS, STATUS_QOS
-from nestor_core.executors import KINDS as EXECUTORS
-from nestor_core.executors import make_executor, spin
 from nestor_core.realtime import freeze_heap, set_sched_priority
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node

@@ -78,3 +78,15 @@ def test_steal_is_measured_from_proc_stat(tmp_path):
     assert stats["steal_s"] == 0.5 and stats["steal_fraction"] > 0
     real = StallProbe(100.0).stats()  # on Linux the real counter is there
     assert real["steal_s"] is not None and real["steal_s"] >= 0
+
+
+def test_demo_progress_shows_the_machine_baseline(capsys):
+    from nestor_bringup.demo import DemoConfig, Progress
+
+    progress = Progress(DemoConfig(duration_s=60))  # stdout is not a tty here: plain lines
+    robots = {"robot0": {"model_version": 1, "swaps": 0, "ticks": 100, "missed_ticks": 2}}
+    progress.update(10.0, None, robots, {"missed_ticks": 3, "steal_fraction": 0.005})
+    line = capsys.readouterr().out
+    assert "machine stalls=3 steal=0.50%" in line and "robot0 v1" in line and "missed=2" in line
+    progress.update(20.0, None, robots, {})  # within 10 s of the last line: nothing printed
+    assert capsys.readouterr().out == ""

@@ -220,7 +220,7 @@ class Progress:
             self._live = Live(refresh_per_second=2)
             self._live.start()
 
-    def update(self, elapsed: float, status, robots: dict) -> None:
+    def update(self, elapsed: float, status, robots: dict, machine: dict | None = None) -> None:
         rows = []
         by_id = {r.robot_id: r for r in status.robots} if status else {}
         for robot_id, stats in robots.items():
@@ -242,6 +242,10 @@ class Progress:
             f"nestor demo  {elapsed:5.0f}/{self.config.duration_s:.0f} s  "
             f"stored={stored}  rounds={rounds}  versions={versions}"
         )
+        if machine:  # the stall probe's baseline: this machine's own stalls and hypervisor steal
+            steal = machine.get("steal_fraction")
+            head += f"  machine stalls={machine.get('missed_ticks', 0)}"
+            head += f" steal={100 * steal:.2f}%" if steal is not None else ""
         if self._live is not None:
             from rich.table import Table
 
@@ -313,7 +317,7 @@ def run_demo(config: DemoConfig) -> int:
                 code = 1
                 break
             robots = {s.robot_id: _read_json(Path(s.robot_dir) / "policy_stats.json") for s in specs}
-            progress.update(time.monotonic() - started, cloud.status(), robots)
+            progress.update(time.monotonic() - started, cloud.status(), robots, _read_json(run_dir / STALL_PROBE_FILE))
             time.sleep(1.0)
     except KeyboardInterrupt:
         code = 130

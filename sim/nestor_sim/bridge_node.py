@@ -20,7 +20,7 @@ import numpy as np
 import rclpy
 from nestor_core import qos, topics
 from nestor_core.executors import KINDS as EXECUTORS
-from nestor_core.executors import make_executor
+from nestor_core.executors import check_kind, make_executor
 from nestor_core.realtime import freeze_heap, set_sched_priority
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
@@ -91,8 +91,7 @@ def _declare(node: Node) -> BridgeConfig:
     config = BridgeConfig(**values)
     if not config.task_file:
         raise ValueError("task_file: required parameter is empty")
-    if config.executor not in EXECUTORS:
-        raise ValueError(f"executor: must be one of {EXECUTORS}, got {config.executor!r}")
+    check_kind(config.executor)
     return config
 
 

@@ -304,7 +304,7 @@ def run_demo(config: DemoConfig) -> int:
         for spec in specs:
             spec.cloud_address = address
             group.start_robot(spec.robot_id, robot_nodes(spec, config_dir))
-        probe = _start_stall_probe(run_dir, specs, config_dir, env)
+        probe = _start_stall_probe(run_dir, config_dir, env)
         started = time.monotonic()
         progress = Progress(config)
         while time.monotonic() - started < config.duration_s:
@@ -352,7 +352,7 @@ _HEADLINE = (
 )
 
 
-def _start_stall_probe(run_dir: Path, specs: list[RobotSpec], config_dir: str, env: dict) -> subprocess.Popen:
+def _start_stall_probe(run_dir: Path, config_dir: str, env: dict) -> subprocess.Popen:
     """The same-run machine baseline (nestor_bringup.stall_probe) at the policy's rate and priority."""
     with open(os.path.join(config_dir, "robot", "policy.yaml")) as f:
         params = (yaml.safe_load(f) or {}).get("/**/policy", {}).get("ros__parameters", {})

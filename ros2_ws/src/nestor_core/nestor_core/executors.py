@@ -10,14 +10,19 @@ SingleThreadedExecutor, 1.1-1.3 + 1.1-1.2 ms with EventsExecutor; tick p99 1.95 
 KINDS = ("events", "single")
 
 
+def check_kind(kind: str) -> str:
+    """`kind` if it names an executor; else ValueError naming the `executor` parameter."""
+    if kind not in KINDS:
+        raise ValueError(f"executor: must be one of {KINDS}, got {kind!r}")
+    return kind
+
+
 def make_executor(kind: str = "events"):
     """A new executor: "events" (EventsExecutor) or "single" (SingleThreadedExecutor).
 
     Raises ValueError naming a bad kind.
     """
-    if kind not in KINDS:
-        raise ValueError(f"executor: must be one of {KINDS}, got {kind!r}")
-    if kind == "events":
+    if check_kind(kind) == "events":
         from rclpy.experimental import EventsExecutor
 
         return EventsExecutor()

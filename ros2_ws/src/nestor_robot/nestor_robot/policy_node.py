@@ -29,8 +29,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nestor_core import topics
-from nestor_core.executors import KINDS as EXECUTORS
-from nestor_core.executors import make_executor, spin
+from nestor_core.executors import check_kind, make_executor, spin
 from nestor_core.manifest import ManifestRejected, load_public_key, verify_stored
 from nestor_core.policy_model import ModelRejected, PolicyModel, load_model
 from nestor_core.policy_runtime import PolicyRuntime, RuntimeConfig
@@ -118,8 +117,7 @@ class PolicyNodeConfig:
         for name in ("flush_period_s", "control_rate_hz", "status_period_s"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
-        if self.executor not in EXECUTORS:
-            raise ValueError(f"executor: must be one of {EXECUTORS}, got {self.executor!r}")
+        check_kind(self.executor)
         if self.tick_samples < 1:
             raise ValueError(f"tick_samples: must be >= 1, got {self.tick_samples}")
         if self.initial_model and not os.path.isfile(self.initial_model):
@@ -282,12 +280,12 @@ class PolicyNode(Node):
         runtime = self.runtime
         if runtime is None:
             return
+        stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
         if self._last_tick_start is not None:
             gap = start - self._last_tick_start
             if gap > 1.5 * self._period:
                 self.missed_ticks += 1
                 if len(self.missed_log) < 100:
-                    stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
                     self.missed_log.append({
                         "tick": self.ticks, "gap_ms": round(gap * 1e3, 2), "unix": time.time(),
                         # the sim's own tick interval: large = the sim was late, normal = delivery or this process
@@ -296,7 +294,7 @@ class PolicyNode(Node):
             if gap > self.max_gap_s:
                 self.max_gap_s = gap
         self._last_tick_start = start
-        self._last_stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        self._last_stamp = stamp
         if not self._fill_obs(msg, runtime.model):
             return
         out = runtime.step(self._obs)

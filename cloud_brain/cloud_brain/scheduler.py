@@ -38,8 +38,8 @@ def resolve(path: str):
     return getattr(importlib.import_module(module), name)
 
 
-def _child(function_path: str, request: dict, conn) -> None:
-    """Child process entry: lower priority, one torch thread, run the round, send the result."""
+def _lower_priority() -> None:
+    """In a round's process: nice 10 and one torch thread, so ingest keeps its CPU."""
     import os
 
     try:
@@ -52,6 +52,11 @@ def _child(function_path: str, request: dict, conn) -> None:
         torch.set_num_threads(1)
     except ImportError:
         pass
+
+
+def _child(function_path: str, request: dict, conn) -> None:
+    """Child process entry: lower priority, one torch thread, run the round, send the result."""
+    _lower_priority()
     try:
         conn.send(("ok", resolve(function_path)(request)))
     except BaseException:  # noqa: BLE001 - everything goes back to the parent as text
@@ -66,18 +71,7 @@ class RoundError(RuntimeError):
 
 def _worker(function_path: str, requests, results) -> None:
     """Persistent worker: lower priority, one torch thread, import once, then serve rounds."""
-    import os
-
-    try:
-        os.nice(10)
-    except OSError:
-        pass
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+    _lower_priority()
     function = resolve(function_path)
     results.send(("ready", None))
     while True:

@@ -17,6 +17,7 @@ The semantic checks are functions that return a list of problems; each one is ru
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -332,6 +333,21 @@ def check_tls(compose: dict) -> list[str]:
     issued = {f"{certs_args.robot_prefix}{k}" for k in range(certs_args.robots)}
     if missing := sorted(set(robot_services(compose)) - issued):
         problems.append(f"{CERTS}: --robots {certs_args.robots} issues no certificate for {missing}")
+    with contextlib.ExitStack() as stack:
+        try:  # one run of the certs command serves every bundle check below
+            volumes = stack.enter_context(materialized(compose))
+        except ValueError as err:
+            volumes = None
+            problems.append(str(err))
+        _check_tls_mounts(compose, certs_args, volumes, problems)
+    return problems
+
+
+def _check_tls_mounts(compose: dict, certs_args, volumes, problems: list[str]) -> None:
+    """check_tls, per container: mount, subpath, read_only, and what the certs run put there."""
+    from cloud_brain.cli import _parser
+
+    services = compose["services"]
 
     def check_bundle(name: str, path: str, bundle: str, files: tuple[str, ...]) -> None:
         mount = mount_of(services[name], path)
@@ -347,15 +363,17 @@ def check_tls(compose: dict) -> list[str]:
         if certs_mount is None or certs_mount["source"] != mount["source"]:
             problems.append(f"{name}: {path} comes from volume {mount['source']!r}, not the one {CERTS} writes")
             return
+        if volumes is None:
+            return
         try:
-            with materialized(compose) as volumes:
-                host = volumes.host_path(name, path)
-                if absent := [f for f in files if not (host / f).is_file()]:
-                    problems.append(f"{name}: {path} lacks {absent} after the {CERTS} service ran")
-                if (host / "ca.key").exists():
-                    problems.append(f"{name}: {path} holds the CA key")
+            host = volumes.host_path(name, path)
         except ValueError as err:
             problems.append(f"{name}: {err}")
+            return
+        if absent := [f for f in files if not (host / f).is_file()]:
+            problems.append(f"{name}: {path} lacks {absent} after the {CERTS} service ran")
+        if (host / "ca.key").exists():
+            problems.append(f"{name}: {path} holds the CA key")
 
     cloud_args = _parser().parse_args(service_argv(compose, CLOUD)[1:])
     if not cloud_args.certs:
@@ -373,7 +391,6 @@ def check_tls(compose: dict) -> list[str]:
             continue
         robot_files = ("ca.pem", f"{name}.pem", f"{name}.key", "model_signing.pub.pem")
         check_bundle(name, certs_dir, f"bundles/{name}", robot_files)
-    return problems
 
 
 def _needs_dockerfiles(check):

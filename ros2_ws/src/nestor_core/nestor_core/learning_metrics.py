@@ -68,3 +68,91 @@ def window_mean(cost: np.ndarray, start: int, ticks: int) -> float:
 def forgetting(cost_before: float, cost_after: float) -> float:
     """Relative increase of cost on earlier dynamics after consolidating on new ones."""
     return float((cost_after - cost_before) / max(cost_before, 1e-12))
+
+
+# --- paired yardsticks (issue 9) ------------------------------------------------------------------
+# A shifted run is compared with its paired control: the same model, seed and episode without the
+# shift. The control carries the noise of the episode (the trajectory's own cost pattern), so a
+# do-nothing shift scores 0 ticks and ratios of 1.00, and a better model is not punished for a
+# lower pre-shift cost.
+
+PAIRED_WINDOWS_S = (("0-0.5s", 0.0, 0.5), ("0.5-1s", 0.5, 1.0), ("1-2s", 1.0, 2.0), ("2-5s", 2.0, 5.0),
+                    ("5-10s", 5.0, 10.0))
+LIVE_WINDOWS_S = PAIRED_WINDOWS_S + (("10-20s", 10.0, 20.0),)
+LATE_TICKS = (300, 600)  # the "settled" window after the shift, in ticks
+BLOWUP_FACTOR = 1.0e3  # a run whose cost exceeds this multiple of its control's peak has blown up
+
+
+def recovery_ticks_paired(
+    cost: np.ndarray,
+    control: np.ndarray,
+    shift_tick: int,
+    tolerance: float = RECOVERY_TOLERANCE,
+    window: int = MA_WINDOW,
+    hold: int = HOLD,
+) -> int | None:
+    """Ticks after the shift until the shifted run's moving average stays within `tolerance` of the
+    paired control's moving average for `hold` ticks.
+
+    Both traces are the same episode (same model, seed, start), `control` without the shift. The
+    band is (1 + tolerance) x the control's moving average tick by tick. Returns the first tick
+    (relative to the shift) of the first `hold`-tick run inside the band, 0 if the shifted run never
+    left the band, None if it did not come back before the trace ends (not recovered).
+    """
+    cost, control = np.asarray(cost, np.float64), np.asarray(control, np.float64)
+    n = min(len(cost), len(control))
+    if not 0 <= shift_tick < n:
+        raise ValueError(f"shift_tick {shift_tick}: outside traces of {n} ticks")
+    ma, ma_ctl = moving_average(cost[:n], window)[shift_tick:], moving_average(control[:n], window)[shift_tick:]
+    inside = ma <= (1.0 + tolerance) * ma_ctl + 1e-12
+    if inside.all():
+        return 0
+    run = 0
+    for i in range(len(inside)):
+        run = run + 1 if inside[i] else 0
+        if run >= hold:
+            return i - hold + 1
+    return None
+
+
+def window_ratios(
+    cost: np.ndarray, reference, start: int, rate_hz: float, windows=PAIRED_WINDOWS_S
+) -> dict[str, float | None]:
+    """Mean cost over each window after `start` divided by the reference.
+
+    `reference` is either a trace of the same length (the paired control: ratio of the means over
+    the same ticks) or a scalar (the live pre-shift mean). Windows that fall outside the trace are
+    None.
+    """
+    cost = np.asarray(cost, np.float64)
+    out: dict[str, float | None] = {}
+    for name, lo_s, hi_s in windows:
+        lo, hi = start + int(round(lo_s * rate_hz)), start + int(round(hi_s * rate_hz))
+        if hi > len(cost):
+            out[name] = None
+            continue
+        num = float(np.mean(cost[lo:hi]))
+        if np.isscalar(reference):
+            den = float(reference)
+        else:
+            den = float(np.mean(np.asarray(reference, np.float64)[lo:hi]))
+        out[name] = num / max(den, 1e-12)
+    return out
+
+
+def late_ratio(cost: np.ndarray, control: np.ndarray, shift_tick: int, ticks=LATE_TICKS) -> float | None:
+    """Mean cost over ticks [300, 600) after the shift / the paired control's over the same ticks."""
+    lo, hi = shift_tick + ticks[0], shift_tick + ticks[1]
+    if hi > min(len(cost), len(control)):
+        return None
+    return float(np.mean(cost[lo:hi]) / max(np.mean(control[lo:hi]), 1e-12))
+
+
+def blew_up(cost: np.ndarray, control: np.ndarray | None = None, factor: float = BLOWUP_FACTOR) -> bool:
+    """True if the trace has non-finite entries or exceeds `factor` x the control's peak cost."""
+    cost = np.asarray(cost, np.float64)
+    if not np.all(np.isfinite(cost)):
+        return True
+    if control is None:
+        return False
+    return bool(np.max(cost) > factor * max(float(np.max(control)), 1e-9))

@@ -42,6 +42,7 @@ def rollout(
     l1_state: np.ndarray | None = None,
     warmup_model: PolicyModel | None = None,
     swap_tick: int | None = None,
+    adapter=None,
 ) -> Rollout:
     """Run one episode of `env` (a nestor_sim TrackingEnv) under `model`.
 
@@ -55,6 +56,8 @@ def rollout(
         l1_state: initial L1 memory.
         warmup_model, swap_tick: if given, start with warmup_model and hot-swap to `model` at
             swap_tick, as the robot does.
+        adapter: an extra fast level outside the graph (e.g. nestor_core.rls.RlsAdapter, the
+            classic baseline): its `command(obs, action)` returns the action sent to the plant.
     """
     if isinstance(model, bytes | bytearray):
         model = load_model(bytes(model))
@@ -70,7 +73,8 @@ def rollout(
         if warmup_model is not None and t == swap_tick:
             runtime.swap(model)
         out = runtime.step(obs)
-        obs, reward, terminated, truncated, info = env.step(out.action)
+        action = out.action if adapter is None else adapter.command(obs, out.action)
+        obs, reward, terminated, truncated, info = env.step(action)
         cost[t] = -reward
         fast[t] = float(np.linalg.norm(out.fast_read))
         if shift_tick is None and info.get("shifts_active"):

@@ -129,15 +129,21 @@ class RssSampler:
         return out
 
 
-def make_model(workdir: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
-    """The kuka_track initial model as <workdir>/model.onnx + io_signature.json (torch in a child)."""
-    onnx_path = workdir / "model.onnx"
-    sig_path = workdir / "io_signature.json"
+def make_model(workdir: pathlib.Path, kind: str = "window") -> tuple[pathlib.Path, pathlib.Path]:
+    """The kuka_track initial model as <workdir>/model.onnx + io_signature.json (torch in a child).
+
+    kind "window" is the cloud's default version 1; "delta" (the original graph, in
+    <workdir>/delta/) is what the consolidation-speed section trains.
+    """
+    out = workdir if kind == "window" else workdir / kind
+    onnx_path = out / "model.onnx"
+    sig_path = out / "io_signature.json"
     if not (onnx_path.exists() and sig_path.exists()):
-        workdir.mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "bench.make_model", "--task-file", str(TASK_FILE), "--out-dir", str(workdir)],
-            check=True, cwd=REPO, timeout=120,
+            [sys.executable, "-m", "bench.make_model", "--task-file", str(TASK_FILE), "--out-dir", str(out),
+             "--kind", kind],
+            check=True, cwd=REPO, timeout=600,
         )
     return onnx_path, sig_path
 

@@ -30,7 +30,7 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
     from nestor_sim.tracking_env import TrackingEnv
 
     torch.set_num_threads(1)  # as in the scheduler's round child
-    onnx_path, _ = make_model(workdir)
+    onnx_path, _ = make_model(workdir, "delta")  # the slow-MLP training loop this section times
     onnx = onnx_path.read_bytes()
     total = 10_000 if quick else 100_000
     db = workdir / "consolidation" / "nestor.db"

@@ -30,13 +30,26 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
     runtime = PolicyRuntime(model, RuntimeConfig())
     path_runtime = PolicyRuntime(model, RuntimeConfig())
     recorder = ExperienceRecorder("bench", model.task, model.obs_dim, model.act_dim, 4096)
-    feeds = {
-        "obs": obs_seq[:1].copy(),
-        "prev_obs": obs_seq[:1].copy(),
-        "fast_state": model.fast_init.copy(),
-        "l1_state": np.zeros((model.act_dim, model.key_dim), np.float32),
-        "l0_scale": np.ones(1, np.float32),
-    }
+    if model.l0_kind == "window":  # the same window length the runtime feeds (horizon - 1)
+        k = RuntimeConfig().horizon - 1
+        feeds = {
+            "obs": obs_seq[:1].copy(),
+            "prev_obs": obs_seq[:1].copy(),
+            "prev_action": np.zeros((1, model.act_dim), np.float32),
+            "window_dist": np.zeros((k, model.act_dim), np.float32),
+            "window_action": np.zeros((k, model.act_dim), np.float32),
+            "window_age": np.arange(k + 1, 0, -1, dtype=np.float32).reshape(-1, 1) - 1.0,
+            "l1_state": np.zeros((model.act_dim, 2), np.float32),
+            "l0_scale": np.ones(1, np.float32),
+        }
+    else:
+        feeds = {
+            "obs": obs_seq[:1].copy(),
+            "prev_obs": obs_seq[:1].copy(),
+            "fast_state": model.fast_init.copy(),
+            "l1_state": np.zeros((model.act_dim, model.key_dim), np.float32),
+            "l0_scale": np.ones(1, np.float32),
+        }
     session = model.session
     bare, step, path = [], [], []
     clock = time.perf_counter
@@ -72,7 +85,8 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
     return {
         "figures": figures,
         "detail": {"ticks": ticks, "bare_session_run_us": b, "runtime_step_us": s, "tick_path_us": p,
-                   "model_dims": {"obs": model.obs_dim, "act": model.act_dim, "key": model.key_dim}},
+                   "model_dims": {"obs": model.obs_dim, "act": model.act_dim, "key": model.key_dim},
+                   "l0_kind": model.l0_kind},
     }
 
 

@@ -147,8 +147,9 @@ def run_lineage(args: tuple) -> list[dict]:
 
     torch.set_num_threads(1)
     from cloud_brain.evaluation import rollout
-    from cloud_brain.policy_export import initial_model
+    from cloud_brain.policy_export import initial_model as delta_initial_model
     from cloud_brain.store import ExperienceStore
+    from cloud_brain.window_model import initial_model
     from nestor_core import learning_metrics
     from nestor_core.policy_model import load_model
     from nestor_core.policy_runtime import RuntimeConfig
@@ -175,6 +176,7 @@ def run_lineage(args: tuple) -> list[dict]:
     records = []
     try:
         init, _ = initial_model(task_file, seed)
+        init_delta, _ = delta_initial_model(task_file, seed)  # today's delta-rule graph, the l0_delta baseline
         # Phase A: nominal experience (the same for both consolidating methods), one round each.
         a_db = base / "phase_a.db"
         store = ExperienceStore(a_db)
@@ -195,7 +197,7 @@ def run_lineage(args: tuple) -> list[dict]:
         nominal_a = {m: (nominal_cost(model_a[m], runtimes[m]), nominal_cost(model_a[m], still)) for m in model_a}
         for case in cases:
             started = time.time()
-            model_b, round_b = {m: init for m in FIXED}, {}
+            model_b, round_b = {**{m: init for m in FIXED}, "l0_delta": init_delta}, {}
             for m in learners:
                 db = base / f"{case.shift}_{case.magnitude:g}_{m}.db"
                 shutil.copy(db_a[m], db)
@@ -211,6 +213,7 @@ def run_lineage(args: tuple) -> list[dict]:
             fc_ticks = proto["first_contact_ticks"]
             rate = task.control_rate_hz
             first_contact_init = float(np.mean(rollout(init, env, [case.spec(0.0)], seed, fc_ticks, still).cost))
+            first_contact_delta = float(np.mean(rollout(init_delta, env, [case.spec(0.0)], seed, fc_ticks, still).cost))
             for m in FIXED + tuple(learners):
                 model = load_model(model_b[m])
                 runtime = still if m == "rls" else runtimes[m]
@@ -227,7 +230,7 @@ def run_lineage(args: tuple) -> list[dict]:
                 rec = learning_metrics.recovery_ticks(trace.cost, s)
                 fc_nominal = float(np.mean(rollout(model, env, [], seed, fc_ticks, still).cost))
                 if m in FIXED:
-                    first_contact = first_contact_init
+                    first_contact = first_contact_delta if m == "l0_delta" else first_contact_init
                     forgetting = forgetting_slow = 0.0
                 else:
                     first_contact = float(np.mean(rollout(model, env, [case.spec(0.0)], seed, fc_ticks, still).cost))
@@ -249,7 +252,8 @@ def run_lineage(args: tuple) -> list[dict]:
                     "post_shift_ticks": len(trace.cost) - s,
                     "post_shift_cost_100": learning_metrics.window_mean(trace.cost, s, 100),
                     "first_contact_cost": first_contact,
-                    "first_contact_ratio": first_contact / max(first_contact_init, 1e-12),
+                    "first_contact_ratio": first_contact / max(first_contact_delta if m == "l0_delta"
+                                                               else first_contact_init, 1e-12),
                     "first_contact_nominal_cost": fc_nominal,
                     "first_contact_vs_nominal": first_contact / max(fc_nominal, 1e-12),
                     "forgetting": forgetting,

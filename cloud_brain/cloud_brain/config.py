@@ -141,7 +141,7 @@ class CloudConfig:
     """Prometheus /metrics HTTP port; 0 = off."""
     metrics_address: str = "127.0.0.1"
     """Address the Prometheus HTTP server binds."""
-    initial_model: str = "cloud_brain.policy_export:initial_model"
+    initial_model: str = "cloud_brain.window_model:initial_model"
     """`module:function` returning (onnx bytes, io_signature) for a task file and seed; used at
     start for every task that has no active version yet."""
     consolidate: str = "cloud_brain.consolidation:run_round"

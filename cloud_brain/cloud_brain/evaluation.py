@@ -73,7 +73,12 @@ def rollout(
         if warmup_model is not None and t == swap_tick:
             runtime.swap(model)
         out = runtime.step(obs)
-        action = out.action if adapter is None else adapter.command(obs, out.action)
+        if adapter is None:
+            action = out.action
+        else:
+            window = runtime.model.l0_kind == "window" and t > 0
+            action = adapter.command(obs, out.action, runtime.last_disturbance if window else None)
+            runtime.set_applied(action)
         obs, reward, terminated, truncated, info = env.step(action)
         cost[t] = -reward
         fast[t] = float(np.linalg.norm(out.fast_read))

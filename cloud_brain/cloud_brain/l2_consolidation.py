@@ -508,6 +508,14 @@ def run_round(request: dict) -> dict:
     seed = int(request.get("seed", 0))
     seed_everything(seed)
     task = load_task(request["task_file"])
+    from cloud_brain.window_export import is_window_onnx
+
+    if is_window_onnx(request["parent_onnx"]):
+        from cloud_brain.window_consolidation import run_window_round
+
+        reservoir_config = ReservoirConfig(config.l3_capacity_transitions, config.l3_window, config.l3_novelty_weight)
+        return run_window_round(request, config, task, ExperienceStore, L3Reservoir, reservoir_config,
+                                gate_scenarios, blend)
     parent = import_onnx(request["parent_onnx"])
     after_row, up_to_row = int(request.get("experience_from", 0)), int(request["experience_to"])
     # 1. sample memories: new rows, then L3 replay (drawn before the new rows are offered to it).

@@ -299,7 +299,9 @@ def run_demo(config: DemoConfig) -> int:
     code = 0
     started = time.monotonic()
     try:
-        address = cloud.wait_ready()
+        # The first run on a machine identifies each task's version-1 model in simulation (about a
+        # minute per arm on this 2-core VM, then cached): allow for it.
+        address = cloud.wait_ready(timeout_s=900.0)
         print(f"cloud brain serving on {address}; starting {config.robots} robots", flush=True)
         for spec in specs:
             spec.cloud_address = address

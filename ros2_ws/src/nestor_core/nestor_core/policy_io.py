@@ -1,7 +1,14 @@
-"""The input/output signature of every nestor policy graph (the ONNX contract).
+"""The input/output signatures of nestor policy graphs (the ONNX contract).
 
-One control tick is one `session.run`. The graph holds the L0 fast-weight update, so the robot
-feeds back `fast_state_out` as the next tick's `fast_state`.
+One control tick is one `session.run`. Two kinds of graph exist, named by the metadata key
+`nestor.l0_kind` (missing = "delta"):
+
+* "window" (the default model since issue 10): the fast level is a windowed least-squares fit over
+  the short-horizon buffer, inside the graph. See WINDOW_INPUTS below and
+  `cloud_brain.window_policy` for the equations.
+* "delta" (the original graph, kept as the `l0_delta` baseline): the L0 memory is a fast-weight
+  matrix updated by one delta-rule step per tick; the robot feeds back `fast_state_out` as the
+  next tick's `fast_state`. Its signature:
 
     inputs                                   outputs
     obs        [1, obs_dim]  float32         action          [1, act_dim]       effort command
@@ -53,3 +60,56 @@ def shapes(obs_dim: int, act_dim: int, key_dim: int) -> dict[str, tuple[int, ...
         "update_dir": (act_dim, key_dim),
         "key": (1, key_dim),
     }
+
+
+# --- "window" graphs -------------------------------------------------------------------------------
+# K = horizon - 1 buffered transitions (older than the newest one, which the graph measures itself
+# from prev_obs -> obs). The robot keeps the window; the graph is stateless.
+#
+#    inputs                                     outputs
+#    obs           [1, obs_dim]                 action       [1, act_dim]  effort command
+#    prev_obs      [1, obs_dim]                 fast_read    [1, act_dim]  L0 compensation (action - feedforward)
+#    prev_action   [1, act_dim]                 l1_read      [1, act_dim]  compensation of the L1 prior alone
+#    window_dist   [K, act_dim]   disturbances  surprise     [1, act_dim]  tracking error (qd_ref-qd) + 5 (q_ref-q)
+#    window_action [K, act_dim]   their actions update_dir   [act_dim, 2]  this tick's fit (c, g) per joint: L1 input
+#    window_age    [K + 1, 1]     ticks; >= 1e4 disturbance  [1, act_dim]  measured disturbance of prev -> obs
+#                                 = empty slot  feedforward  [1, act_dim]  inverse-dynamics command, no L0
+#    l1_state      [act_dim, 2]   L1 prior (c, g)
+#    l0_scale      [1]            0 freezes L0
+WINDOW = "window"
+DELTA = "delta"
+L0_KIND = "nestor.l0_kind"
+WINDOW_INPUTS = ("obs", "prev_obs", "prev_action", "window_dist", "window_action", "window_age", "l1_state",
+                 "l0_scale")
+WINDOW_OUTPUTS = ("action", "fast_read", "l1_read", "surprise", "update_dir", "disturbance", "feedforward")
+EMPTY_AGE = 1.0e4  # an age that weighs a window slot to exactly 0
+
+
+def window_shapes(obs_dim: int, act_dim: int) -> dict[str, tuple]:
+    """Expected shape of every input and output of a window graph ("K" is the window length)."""
+    return {
+        "obs": (1, obs_dim),
+        "prev_obs": (1, obs_dim),
+        "prev_action": (1, act_dim),
+        "window_dist": ("K", act_dim),
+        "window_action": ("K", act_dim),
+        "window_age": ("K1", 1),
+        "l1_state": (act_dim, 2),
+        "l0_scale": (1,),
+        "action": (1, act_dim),
+        "fast_read": (1, act_dim),
+        "l1_read": (1, act_dim),
+        "surprise": (1, act_dim),
+        "update_dir": (act_dim, 2),
+        "disturbance": (1, act_dim),
+        "feedforward": (1, act_dim),
+    }
+
+
+def signature(kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(input names, output names) of a graph kind."""
+    if kind == WINDOW:
+        return WINDOW_INPUTS, WINDOW_OUTPUTS
+    if kind == DELTA:
+        return INPUTS, OUTPUTS
+    raise ValueError(f"{L0_KIND}: unknown graph kind {kind!r} (expected {DELTA!r} or {WINDOW!r})")

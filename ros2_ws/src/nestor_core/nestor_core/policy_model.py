@@ -42,6 +42,8 @@ class PolicyModel:
         fast_init: [act_dim, key_dim] initial L0 memory, the reset value on a swap.
         l1_step, l1_decay: L1 step size and decay per chunk, as meta-learned in the cloud.
         control_rate_hz: rate the model was made for.
+        l0_kind: "window" (fast level = windowed fit over the buffer) or "delta" (the original
+            single-step delta rule); see nestor_core.policy_io.
     """
 
     version: int
@@ -57,6 +59,7 @@ class PolicyModel:
     l1_step: float
     l1_decay: float
     control_rate_hz: float
+    l0_kind: str = policy_io.DELTA
 
 
 def sha256_hex(data: bytes) -> str:
@@ -81,10 +84,11 @@ def _metadata(model: onnx.ModelProto) -> dict[str, str]:
     return meta
 
 
-def _check_signature(session: ort.InferenceSession, expected: dict[str, tuple[int, ...]]) -> None:
+def _check_signature(session: ort.InferenceSession, expected: dict[str, tuple], l0_kind: str) -> None:
+    inputs, outputs = policy_io.signature(l0_kind)
     for kind, args, names in (
-        ("input", session.get_inputs(), policy_io.INPUTS),
-        ("output", session.get_outputs(), policy_io.OUTPUTS),
+        ("input", session.get_inputs(), inputs),
+        ("output", session.get_outputs(), outputs),
     ):
         got = [a.name for a in args]
         if got != list(names):
@@ -98,9 +102,27 @@ def _check_signature(session: ort.InferenceSession, expected: dict[str, tuple[in
                 )
 
 
-def smoke_feeds(obs_dim: int, act_dim: int, key_dim: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+def smoke_feeds(
+    obs_dim: int, act_dim: int, key_dim: int, seed: int = 0, l0_kind: str = policy_io.DELTA
+) -> list[dict[str, np.ndarray]]:
     """Inputs for the smoke inference: all zeros, then random values."""
     rng = np.random.default_rng(seed)
+    if l0_kind == policy_io.WINDOW:
+        k = 4
+        zeros = {
+            "obs": np.zeros((1, obs_dim), np.float32),
+            "prev_obs": np.zeros((1, obs_dim), np.float32),
+            "prev_action": np.zeros((1, act_dim), np.float32),
+            "window_dist": np.zeros((k, act_dim), np.float32),
+            "window_action": np.zeros((k, act_dim), np.float32),
+            "window_age": np.zeros((k + 1, 1), np.float32),
+            "l1_state": np.zeros((act_dim, 2), np.float32),
+            "l0_scale": np.ones(1, np.float32),
+        }
+        rand = {name: rng.normal(size=value.shape).astype(np.float32) for name, value in zeros.items()}
+        rand["l0_scale"] = np.ones(1, np.float32)
+        rand["window_age"] = np.arange(k + 1, 0, -1, dtype=np.float32).reshape(-1, 1)
+        return [zeros, rand]
     zeros = {
         "obs": np.zeros((1, obs_dim), np.float32),
         "prev_obs": np.zeros((1, obs_dim), np.float32),
@@ -131,6 +153,8 @@ def load_model(onnx_bytes: bytes, expected_sha256: str | None = None, version: i
         passive = tuple(json.loads(meta["nestor.passive_joints"]))
         l1_step, l1_decay = float(meta["nestor.l1_step"]), float(meta["nestor.l1_decay"])
         rate = float(meta["nestor.control_rate_hz"])
+        l0_kind = meta.get(policy_io.L0_KIND, policy_io.DELTA)
+        policy_io.signature(l0_kind)
     except (ValueError, TypeError) as err:
         raise ModelRejected("bad_metadata", str(err)) from None
     if len(controlled) != act_dim or obs_dim != 4 * act_dim + 2 * len(passive):
@@ -141,8 +165,11 @@ def load_model(onnx_bytes: bytes, expected_sha256: str | None = None, version: i
         session = _session(onnx_bytes)
     except Exception as err:  # onnxruntime raises its own exception hierarchy
         raise ModelRejected("onnx_invalid", f"onnxruntime: {err}".splitlines()[0]) from None
-    _check_signature(session, policy_io.shapes(obs_dim, act_dim, key_dim))
-    for feeds in smoke_feeds(obs_dim, act_dim, key_dim):
+    if l0_kind == policy_io.WINDOW:
+        _check_signature(session, policy_io.window_shapes(obs_dim, act_dim), l0_kind)
+    else:
+        _check_signature(session, policy_io.shapes(obs_dim, act_dim, key_dim), l0_kind)
+    for feeds in smoke_feeds(obs_dim, act_dim, key_dim, l0_kind=l0_kind):
         outputs = session.run(None, feeds)
         if not all(np.all(np.isfinite(o)) for o in outputs):
             raise ModelRejected("non_finite_output", "smoke inference produced NaN or inf")
@@ -160,4 +187,5 @@ def load_model(onnx_bytes: bytes, expected_sha256: str | None = None, version: i
         l1_step=l1_step,
         l1_decay=l1_decay,
         control_rate_hz=rate,
+        l0_kind=l0_kind,
     )

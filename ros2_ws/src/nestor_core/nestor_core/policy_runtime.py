@@ -1,8 +1,15 @@
 """The robot's policy step: ONNX inference with the L0 update inside, the short-horizon buffer,
 and the L1 chunk memory. Pure numpy + onnxruntime, no ROS, no I/O: this is the tick path.
 
-Swap semantics (documented in the README): `swap(model)` takes effect before the next tick and
-is bumpless. The fast weights encode what this robot learned on top of the old slow weights; the
+Two graph kinds (nestor_core.policy_io). A "window" graph is stateless: the runtime keeps the
+short-horizon window (the last K = horizon - 1 measured disturbances and their actions, plus the
+observations they were measured on) and feeds it every tick; the graph fits the fast level on it.
+On a swap to a window graph the window is re-measured with the new model (each buffered
+transition's disturbance recomputed by the new graph), so the fast level starts from what the new
+slow weights explain and nothing they absorbed is counted twice; L1 is kept.
+
+Swap semantics of "delta" graphs (documented in the README): `swap(model)` takes effect before
+the next tick and is bumpless. The fast weights encode what this robot learned on top of the old slow weights; the
 new slow weights have absorbed part of it (the fleet's part), not necessarily this robot's part.
 So L0 is kept and re-based: with the last observation o, the new model's key k = k_new(o) and
 the action difference d = a_old(o) - a_new(o) (both with L0 frozen for that evaluation),
@@ -19,6 +26,7 @@ import dataclasses
 
 import numpy as np
 
+from nestor_core import policy_io
 from nestor_core.l1_chunk_memory import L1ChunkMemory
 from nestor_core.policy_model import PolicyModel
 
@@ -86,6 +94,37 @@ class TickOutput:
     surprise: float
 
 
+class MeasurementWindow:
+    """The window a "window" graph learns from: the last K transitions, oldest first.
+
+    Row i holds the disturbance measured on transition i, its action, and the observation it
+    started from (`obs[K]` is the newest transition's start, i.e. the previous tick's obs).
+    """
+
+    def __init__(self, k: int, obs_dim: int, act_dim: int):
+        self.k = k
+        self.dist = np.zeros((k, act_dim), np.float32)
+        self.action = np.zeros((k, act_dim), np.float32)
+        self.obs = np.zeros((k + 1, obs_dim), np.float32)  # transition starts, plus the newest
+        self.age = np.full((k + 1, 1), policy_io.EMPTY_AGE, np.float32)
+        self.filled = 0  # valid rows among the K
+        self._ages = np.arange(k, 0, -1, dtype=np.float32).reshape(-1, 1)  # K .. 1
+
+    def push(self, dist: np.ndarray, action: np.ndarray, start_obs: np.ndarray) -> None:
+        """Appends a measured transition (it becomes age 1 at the next tick)."""
+        if self.k:
+            self.dist[:-1] = self.dist[1:]
+            self.action[:-1] = self.action[1:]
+            self.obs[:-2] = self.obs[1:-1]
+            self.dist[-1], self.action[-1], self.obs[-2] = dist, action, start_obs
+            self.filled = min(self.filled + 1, self.k)
+            self.age[: self.k] = np.where(np.arange(self.k).reshape(-1, 1) >= self.k - self.filled, self._ages,
+                                          policy_io.EMPTY_AGE)
+
+    def set_newest(self, valid: bool) -> None:
+        self.age[self.k, 0] = 0.0 if valid else policy_io.EMPTY_AGE
+
+
 class PolicyRuntime:
     """Runs one model tick by tick; swap() replaces the model between two ticks."""
 
@@ -100,6 +139,9 @@ class PolicyRuntime:
         self._obs = np.zeros((1, model.obs_dim), np.float32)
         self._prev = np.zeros((1, model.obs_dim), np.float32)
         self._scale = np.array([config.l0_step_scale], np.float32)
+        self.window = MeasurementWindow(config.horizon - 1, model.obs_dim, model.act_dim)
+        self._prev_action = np.zeros((1, model.act_dim), np.float32)
+        self.last_disturbance = np.zeros(model.act_dim, np.float32)
 
     def _make_l1(self, model: PolicyModel, state) -> L1ChunkMemory:
         return L1ChunkMemory(
@@ -114,6 +156,8 @@ class PolicyRuntime:
 
     def step(self, obs: np.ndarray) -> TickOutput:
         """One control tick: L0 update + read inside the graph, L1 accumulate, buffer write."""
+        if self.model.l0_kind == policy_io.WINDOW:
+            return self._step_window(obs)
         self._obs[0] = obs
         last = self.buffer.last_obs()
         self._prev[0] = obs if last is None else last
@@ -133,6 +177,50 @@ class PolicyRuntime:
         self.buffer.push(self._obs[0], action[0], surprise_norm)
         self.ticks += 1
         return TickOutput(action[0], fast_read[0], l1_read[0], surprise_norm)
+
+    def _window_feeds(self, model: PolicyModel, obs, prev, prev_action) -> dict[str, np.ndarray]:
+        w = self.window
+        return {"obs": obs, "prev_obs": prev, "prev_action": prev_action, "window_dist": w.dist,
+                "window_action": w.action, "window_age": w.age, "l1_state": self.l1.state, "l0_scale": self._scale}
+
+    def _step_window(self, obs: np.ndarray) -> TickOutput:
+        self._obs[0] = obs
+        has_prev = self.buffer.count > 0
+        if not has_prev:
+            self._prev[0] = obs
+        self.window.set_newest(has_prev)
+        action, fast_read, l1_read, surprise, coef, disturbance, _ = self.model.session.run(
+            None, self._window_feeds(self.model, self._obs, self._prev, self._prev_action))
+        if has_prev:
+            self.window.push(disturbance[0], self._prev_action[0], self._prev[0])
+        self.last_disturbance = disturbance[0]
+        self.l1.accumulate(coef)
+        surprise_norm = float(np.sqrt(np.dot(surprise[0], surprise[0])))
+        self.buffer.push(self._obs[0], action[0], surprise_norm)
+        self._prev[0] = obs
+        self._prev_action[0] = action[0]
+        self.window.obs[-1] = obs
+        self.ticks += 1
+        return TickOutput(action[0], fast_read[0], l1_read[0], surprise_norm)
+
+    def _remeasure(self, model: PolicyModel) -> None:
+        """Recomputes every buffered disturbance with `model` (the swap's re-fit of L0)."""
+        w = self.window
+        start = w.k - w.filled
+        nxt = np.zeros((1, model.obs_dim), np.float32)
+        prev = np.zeros((1, model.obs_dim), np.float32)
+        act = np.zeros((1, model.act_dim), np.float32)
+        for i in range(start, w.k):
+            prev[0] = w.obs[i]
+            nxt[0] = w.obs[i + 1]
+            act[0] = w.action[i]
+            w.dist[i] = model.session.run(["disturbance"], self._window_feeds(model, nxt, prev, act))[0][0]
+
+    def set_applied(self, action: np.ndarray) -> None:
+        """Records the action the plant actually got this tick, when something outside the graph
+        changed it (a baseline adapter, a safety hold): the next measurement must use it."""
+        self._prev_action[0] = action
+        self.buffer.action[(self.buffer.count - 1) % self.buffer.horizon] = action
 
     def _frozen_run(self, model: PolicyModel, fast_state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(action, key) of `model` at the last observation, with L0 frozen for this evaluation."""
@@ -155,6 +243,19 @@ class PolicyRuntime:
                 f"swap: model dims obs={model.obs_dim} act={model.act_dim} do not match "
                 f"running obs={self.model.obs_dim} act={self.model.act_dim}"
             )
+        if model.l0_kind == policy_io.WINDOW:
+            same_l1 = self.model.l0_kind == policy_io.WINDOW
+            self._remeasure(model)
+            self.model = model
+            self.l1 = self._make_l1(model, self.l1.state if same_l1 else None)
+            self.swaps += 1
+            return
+        if self.model.l0_kind == policy_io.WINDOW:
+            self.fast_state = model.fast_init.copy()
+            self.model = model
+            self.l1 = self._make_l1(model, None)
+            self.swaps += 1
+            return
         same_keys = model.key_dim == self.model.key_dim
         if same_keys and self.ticks > 0:
             old_action, _ = self._frozen_run(self.model, self.fast_state)

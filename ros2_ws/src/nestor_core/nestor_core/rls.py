@@ -94,11 +94,19 @@ class RlsAdapter:
         q, qd, qr, qdr = obs[:n], obs[n : 2 * n], obs[2 * n : 3 * n], obs[3 * n : 4 * n]
         return self.kp * (qr - q) + self.kd * (qdr - qd)
 
-    def command(self, obs: np.ndarray, u_model: np.ndarray) -> np.ndarray:
-        """Learns from the previous tick, then returns u_model + n_hat(obs), clipped."""
+    def command(self, obs: np.ndarray, u_model: np.ndarray, disturbance: np.ndarray | None = None) -> np.ndarray:
+        """Learns from the previous tick, then returns u_model + n_hat(obs), clipped.
+
+        With `disturbance` (a window graph's measurement of the previous transition: what the
+        model plant needed minus what was applied), the missing effort is measured directly,
+        n_{t-1} = -d_{t-1}, instead of by feedback-error learning.
+        """
         obs = np.asarray(obs, np.float64)
         if self._prev_phi is not None:
-            target = self._prev_out + self.feedback(obs) / self.limit
+            if disturbance is None:
+                target = self._prev_out + self.feedback(obs) / self.limit
+            else:
+                target = -np.asarray(disturbance, np.float64) / self.limit
             self.rls.update(self._prev_phi, target)
         phi = self.basis(obs)
         out = np.clip(self.rls.predict(phi), -1.0, 1.0)

@@ -120,6 +120,8 @@ def _round(db: str, task: str, task_file: str, parent: bytes, after: int, up_to:
         "reason": result["reason"],
         "alpha": metrics.get("gate", {}).get("accepted_alpha"),
         "meta_l0": {k: v for k, v in metrics.get("meta", {}).get("l0", {}).items() if k != "values"},
+        "meta_window": metrics.get("meta", {}).get("window"),
+        "training": {k: v for k, v in metrics.get("training", {}).items() if k != "rmse_per_joint"},
         "meta_l1": metrics.get("meta", {}).get("l1"),
         "replay_windows": metrics.get("l3", {}).get("replay_windows"),
         "l3_items": metrics.get("l3", {}).get("items"),
@@ -226,6 +228,9 @@ def run_lineage(args: tuple) -> list[dict]:
 
                 trace = episode(shifted)
                 control = episode([])
+                if m == FIXED[0]:
+                    init_control_cost = float(np.mean(control.cost))
+                control_vs_initial = float(np.mean(control.cost)) / max(init_control_cost, 1e-12)
                 s = trace.shift_tick
                 rec = learning_metrics.recovery_ticks(trace.cost, s)
                 fc_nominal = float(np.mean(rollout(model, env, [], seed, fc_ticks, still).cost))
@@ -248,7 +253,10 @@ def run_lineage(args: tuple) -> list[dict]:
                     "late_ratio_paired": learning_metrics.late_ratio(trace.cost, control.cost, s),
                     "cost_0_2s": learning_metrics.window_mean(trace.cost, s, two_s),
                     "control_cost_0_2s": learning_metrics.window_mean(control.cost, s, two_s),
-                    "blew_up": learning_metrics.blew_up(trace.cost, control.cost),
+                    # Blown up: non-finite, 1000x its own control's peak, or a model whose own nominal run is
+                    # 100x the initial model's (a paired ratio would flatter a model broken everywhere).
+                    "blew_up": learning_metrics.blew_up(trace.cost, control.cost) or control_vs_initial > 100.0,
+                    "control_vs_initial": control_vs_initial,
                     "post_shift_ticks": len(trace.cost) - s,
                     "post_shift_cost_100": learning_metrics.window_mean(trace.cost, s, 100),
                     "first_contact_cost": first_contact,

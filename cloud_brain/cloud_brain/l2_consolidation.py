@@ -91,6 +91,9 @@ class ConsolidationConfig:
         steps: optimiser steps of the slow weights.
         batch_size: transitions per step.
         learning_rate: Adam step size of the slow weights (L2's step size; 0 freezes them).
+        id_learning_rate: Adam step size of a window policy's inverse dynamics (its slow weights);
+            a fine-tune of a model identified on broad simulated data, hence 10x smaller (3e-3
+            on trajectory data made every round regress on nominal in the gate).
         replay_fraction: share of each batch drawn from L3 replay when the reservoir holds
             anything (0 = no replay: naive fine-tuning on new data only).
         l3_capacity_transitions: bound of the L3 reservoir per task.
@@ -120,6 +123,7 @@ class ConsolidationConfig:
     steps: int = 400
     batch_size: int = 512
     learning_rate: float = 3e-3
+    id_learning_rate: float = 3e-4
     replay_fraction: float = 0.5
     l3_capacity_transitions: int = 20_000
     l3_window: int = 50
@@ -144,6 +148,8 @@ class ConsolidationConfig:
             raise ValueError(f"replay_fraction: must be in [0, 1), got {self.replay_fraction}")
         if self.learning_rate < 0 or self.meta_lr < 0:
             raise ValueError("learning_rate/meta_lr: must be >= 0")
+        if self.id_learning_rate < 0:
+            raise ValueError(f"id_learning_rate: must be >= 0, got {self.id_learning_rate}")
         if self.meta_window < 2 or self.meta_window > self.l3_window:
             raise ValueError(f"meta_window: must be in [2, l3_window={self.l3_window}], got {self.meta_window}")
         return self

@@ -153,8 +153,11 @@ def run_window_round(request: dict, config, task, store_cls, reservoir_cls, rese
         trained = import_window_onnx(request["parent_onnx"])
         replay = _mix(transitions_of(replay_runs), model_samples)
         fraction = config.replay_fraction if config.replay_fraction > 0 else 0.0
-        training = fit_inverse_dynamics(trained, new, config.steps, config.learning_rate, config.batch_size, seed,
-                                        replay=replay if fraction else None, replay_fraction=fraction)
+        if config.id_learning_rate <= 0:
+            training = {"steps": 0}
+        else:
+            training = fit_inverse_dynamics(trained, new, config.steps, config.id_learning_rate, config.batch_size,
+                                            seed, replay=replay if fraction else None, replay_fraction=fraction)
         meta = meta_learn_window(trained, new_runs + replay_runs, min(config.meta_window, 32), config.meta_steps,
                                  config.meta_lr, config.meta_seconds, seed)
         if config.gate:

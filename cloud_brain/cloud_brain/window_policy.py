@@ -137,7 +137,7 @@ class WindowPolicy(nn.Module):
             nn.init.normal_(layer.weight, std=1.0 / np.sqrt(layer.in_features), generator=gen)
             nn.init.zeros_(layer.bias)
         # Fast-level meta-parameters (meta-learned by L2): memory, ridge strengths, initial state.
-        self.rho_logit = nn.Parameter(torch.full((1, n), float(np.log(0.8 / 0.2))))  # rho = 0.8
+        self.rho_logit = nn.Parameter(torch.full((1, n), float(np.log(0.7 / 0.3))))  # rho = 0.7
         self.log_lam_c = nn.Parameter(torch.tensor([[float(np.log(1e-3))]]))
         self.log_lam_g = nn.Parameter(torch.tensor([[0.0]]))
         self.prior = nn.Parameter(torch.zeros(n, 2))

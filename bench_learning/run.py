@@ -164,15 +164,20 @@ def run_lineage(args: tuple) -> list[dict]:
     env = TrackingEnv(task)
     base = pathlib.Path(workdir) / f"{task.name}_s{seed}"
     base.mkdir(parents=True, exist_ok=True)
-    learners = list(plan["methods"])  # methods that consolidate (naive, full and any variants)
+    variants = {m: e["model_of"] for m, e in plan["methods"].items() if (e or {}).get("model_of")}
+    # methods that consolidate (naive, full and any variants); `model_of` variants reuse that
+    # method's consolidated model and change only the robot side (runtime:).
+    learners = [m for m in plan["methods"] if m not in variants]
+    measured = learners + list(variants)
     runtimes = {
         "frozen": RuntimeConfig(l0_step_scale=0.0, l1_step_scale=0.0),
         "l0_delta": RuntimeConfig(l1_step_scale=0.0),
-        **{m: RuntimeConfig(**(plan["methods"][m] or {}).get("runtime", {})) for m in learners},
+        **{m: RuntimeConfig(**(plan["methods"][m] or {}).get("runtime", {})) for m in measured},
     }
     still = RuntimeConfig(l0_step_scale=0.0, l1_step_scale=0.0)
     config_of = {
-        m: {**plan["consolidation"], **{k: v for k, v in (plan["methods"][m] or {}).items() if k != "runtime"}}
+        m: {**plan["consolidation"],
+            **{k: v for k, v in (plan["methods"][m] or {}).items() if k not in ("runtime", "model_of")}}
         for m in learners
     }
     records = []
@@ -192,6 +197,8 @@ def run_lineage(args: tuple) -> list[dict]:
             shutil.copy(a_db, db_a[m])
             cfg = {**config_of[m], "gate_shifts": []}
             model_a[m], round_a[m] = _round(str(db_a[m]), task.name, task_file, init, 0, rows_a, seed, cfg)
+        for m, ref in variants.items():
+            model_a[m], round_a[m] = model_a[ref], round_a[ref]
 
         def nominal_cost(model, runtime) -> float:
             return float(np.mean(rollout(model, env, [], seed, proto["forgetting_ticks"], runtime).cost))
@@ -216,7 +223,9 @@ def run_lineage(args: tuple) -> list[dict]:
             rate = task.control_rate_hz
             first_contact_init = float(np.mean(rollout(init, env, [case.spec(0.0)], seed, fc_ticks, still).cost))
             first_contact_delta = float(np.mean(rollout(init_delta, env, [case.spec(0.0)], seed, fc_ticks, still).cost))
-            for m in FIXED + tuple(learners):
+            for m, ref in variants.items():
+                model_b[m], round_b[m] = model_b[ref], round_b[ref]
+            for m in FIXED + tuple(measured):
                 model = load_model(model_b[m])
                 runtime = still if m == "rls" else runtimes[m]
                 shifted = [case.spec(proto["recovery"]["shift_s"])]
@@ -243,6 +252,7 @@ def run_lineage(args: tuple) -> list[dict]:
                     forgetting = learning_metrics.forgetting(nominal_a[m][0], after)
                     forgetting_slow = learning_metrics.forgetting(nominal_a[m][1], after_slow)
                 two_s = int(round(2.0 * rate))
+                broken = forgetting > 1.0  # its own nominal cost more than doubled by the phase-B round
                 records.append({
                     "task": task.name, "shift": case.shift, "magnitude": case.magnitude, "seed": seed, "method": m,
                     "pre_shift_cost": learning_metrics.pre_shift_cost(trace.cost, s),
@@ -257,6 +267,9 @@ def run_lineage(args: tuple) -> list[dict]:
                     # 100x the initial model's (a paired ratio would flatter a model broken everywhere).
                     "blew_up": learning_metrics.blew_up(trace.cost, control.cost) or control_vs_initial > 100.0,
                     "control_vs_initial": control_vs_initial,
+                    # Paired ratios compare a model with itself: one made worse everywhere can still
+                    # score well on them. Read them with this flag (forgetting > 100 %).
+                    "broken_on_nominal": broken,
                     "post_shift_ticks": len(trace.cost) - s,
                     "post_shift_cost_100": learning_metrics.window_mean(trace.cost, s, 100),
                     "first_contact_cost": first_contact,
@@ -309,6 +322,7 @@ def summarise(records: list[dict], methods=METHODS) -> tuple[list[dict], dict]:
             old = [_rec(r["recovery_ticks"], r["post_shift_ticks"]) for r in sel]
             rows.append({
                 "task": task, "shift": shift, "method": m, "n": len(every), "blew_up": len(every) - len(sel),
+                "broken_on_nominal": sum(bool(r.get("broken_on_nominal")) for r in every),
                 "pre_shift_cost": _mean(r["pre_shift_cost"] for r in sel),
                 "recovery_ticks_paired_median": float(np.median(rec)) if rec else None,
                 "recovered_paired": f"{sum(r['recovery_ticks_paired'] is not None for r in sel)}/{len(sel)}",
@@ -328,6 +342,18 @@ def learning_metrics_windows():
     from nestor_core import learning_metrics
 
     return learning_metrics.PAIRED_WINDOWS_S
+
+
+def _ablation(records: list[dict], variant: str) -> dict:
+    """Does cutting a level (the `variant`) cost at least 5 % over the first 2 s after the shift?"""
+    full = {(r["task"], r["shift"], r["magnitude"], r["seed"]): r["cost_0_2s"]
+            for r in records if r["method"] == "full"}
+    pairs = [(full[k], r["cost_0_2s"]) for r in records if r["method"] == variant
+             and (k := (r["task"], r["shift"], r["magnitude"], r["seed"])) in full]
+    if not pairs:
+        return {"met": False, "measured": None, "note": f"{variant} not in this run"}
+    ratio = float(np.mean([b for _, b in pairs]) / max(np.mean([a for a, _ in pairs]), 1e-12))
+    return {"met": ratio >= 1.05, "measured_variant_over_full_cost_0_2s": ratio, "cases": len(pairs)}
 
 
 def verdicts(records: list[dict], rows: list[dict]) -> dict:
@@ -362,6 +388,8 @@ def verdicts(records: list[dict], rows: list[dict]) -> dict:
                                     "measured_full_mean": fg},
         "full_cost_0_2s_20pct_below_rls": {"met": vs_rls is not None and vs_rls <= t["full_vs_rls_cost_0_2s_max"],
                                            "measured_full_over_rls": vs_rls},
+        "window_matters_horizon2_worse": _ablation(records, "full_horizon2"),
+        "l1_matters_frozen_worse": _ablation(records, "full_l1_frozen"),
         "blown_up_runs": {"met": not any(r.get("blew_up") for r in records),
                           "count_by_method": {m: sum(1 for r in records if r["method"] == m and r.get("blew_up"))
                                               for m in sorted({r["method"] for r in records})}},
@@ -384,7 +412,7 @@ def markdown(rows: list[dict], targets: dict, meta: dict) -> str:
         "first contact: slow weights alone (L0/L1 frozen) on the shifted dynamics, vs the initial model and vs "
         "the same model on nominal dynamics. Old band metric (self-relative) kept for comparison.", "",
         "| task | shift | method | recovery paired (recovered) | old band | " + " | ".join(windows)
-        + " | late | cost 0-2 s | first contact vs init / vs nominal | forgetting | blew up |",
+        + " | late | cost 0-2 s | first contact vs init / vs nominal | forgetting | blew up / broken on nominal |",
         "|---|---|---|---|---|" + "---|" * len(windows) + "---|---|---|---|---|",
     ]
     for r in rows:
@@ -394,7 +422,7 @@ def markdown(rows: list[dict], targets: dict, meta: dict) -> str:
             f"({r['recovered_paired']}) | {_f(r['recovery_ticks_median'], '{:.0f}')} | {ratios} "
             f"| {_f(r['late_ratio_paired'])} | {_f(r['cost_0_2s'], '{:.2e}')} "
             f"| {_f(r['first_contact_ratio'])} / {_f(r['first_contact_vs_nominal'])} "
-            f"| {_f(r['forgetting'], '{:+.1%}')} | {r['blew_up']} |"
+            f"| {_f(r['forgetting'], '{:+.1%}')} | {r['blew_up']} / {r['broken_on_nominal']} |"
         )
     lines += ["", "## Targets (issue 10, method `full`)", ""]
     for name, verdict in targets.items():

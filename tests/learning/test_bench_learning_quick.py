@@ -23,7 +23,7 @@ def test_quick_benchmark(tmp_path):
     assert {r["task"] for r in records} == {"kuka_track", "crane"}
     for case in cases:
         by_method = {r["method"]: r for r in records if (r["task"], r["shift"], r["magnitude"], r["seed"]) == case}
-        assert set(by_method) == set(METHODS), case
+        assert set(METHODS) <= set(by_method), case
         for record in by_method.values():
             assert all(name in record for name in RECORD_KEYS), record["method"]
             assert set(record["post_ratio_paired"]) == set(WINDOWS), record["method"]

@@ -121,6 +121,28 @@ def meta_learn_window(net, sequences, window: int, steps: int, lr: float, second
             "lam_c": lam_c, "lam_g": lam_g, "seconds": time.monotonic() - started}
 
 
+def lived_scenarios(batches, act_dim: int, eval_shift_s: float, min_gain_change: float = 0.1) -> dict:
+    """Gate scenarios for the conditions the robots reported through their L1 state.
+
+    A window robot's L1 holds the running average of its fits (c, g) per joint, uploaded with
+    every chunk. A robot whose mean 1 + g differs from 1 by at least `min_gain_change` lived an
+    actuator-gain change of that size: the gate checks it (rounded to 0.05, one per value).
+    Payloads and biases are position-dependent in (c, g) and are not inferred here.
+    """
+    latest = {}
+    for batch in batches:
+        state = np.asarray(batch.l1_state, np.float32).reshape(-1)
+        if state.size == 2 * act_dim and np.all(np.isfinite(state)):
+            latest[batch.robot_id] = state.reshape(act_dim, 2)
+    out = {}
+    for state in latest.values():
+        gain = 1.0 + float(np.mean(state[:, 1]))
+        if abs(gain - 1.0) >= min_gain_change:
+            gain = round(round(gain / 0.05) * 0.05, 2)
+            out[f"actuator_gain:{gain:g} (lived)"] = [f"actuator_gain:{gain:g}@{eval_shift_s:g}"]
+    return out
+
+
 def run_window_round(request: dict, config, task, store_cls, reservoir_cls, reservoir_config, gate_scenarios,
                      blend) -> dict:
     """One round for a window parent; the same request/response contract as l2 run_round."""
@@ -161,7 +183,8 @@ def run_window_round(request: dict, config, task, store_cls, reservoir_cls, rese
         meta = meta_learn_window(trained, new_runs + replay_runs, min(config.meta_window, 32), config.meta_steps,
                                  config.meta_lr, config.meta_seconds, seed)
         if config.gate:
-            scenarios = gate_scenarios(task, config)
+            scenarios = {**gate_scenarios(task, config),
+                         **lived_scenarios(new_batches, task.act_dim, config.eval_shift_s)}
             report = {"scenarios": {k: list(v) for k, v in scenarios.items()}, "tried": []}
 
             def costs(onnx_bytes: bytes) -> dict:

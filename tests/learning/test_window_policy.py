@@ -150,3 +150,20 @@ def test_the_fast_level_cancels_a_torque_bias_step_on_the_arm(kuka):
         control = rollout(model, env, [], 0, 700, config)
         runs[name] = learning_metrics.late_ratio(shifted.cost, control.cost, shifted.shift_tick, (200, 500))
     assert runs["window"] < 1.2 < runs["frozen"]
+
+
+def test_the_gate_checks_the_gain_change_a_robot_reported_through_l1():
+    from cloud_brain.window_consolidation import lived_scenarios
+    from nestor_core.experience import ExperienceBatch
+
+    def batch(robot, g):
+        state = np.zeros((3, 2), np.float32)
+        state[:, 1] = g
+        return ExperienceBatch(robot_id=robot, task="t", first_seq=1, stamp=np.zeros(1),
+                               obs=np.zeros((1, 14), np.float32),
+                               action=np.zeros((1, 3), np.float32), fast_read=np.zeros((1, 3), np.float32),
+                               slow_read=np.zeros((1, 3), np.float32), cost=np.zeros(1, np.float32),
+                               surprise=np.zeros(1, np.float32), model_versions=np.ones(1, np.int64), l1_state=state)
+
+    got = lived_scenarios([batch("a", 0.0), batch("b", -0.3), batch("b", -0.52), batch("c", 0.02)], 3, 4.0)
+    assert got == {"actuator_gain:0.5 (lived)": ["actuator_gain:0.5@4"]}

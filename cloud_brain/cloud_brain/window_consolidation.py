@@ -52,7 +52,7 @@ def _mix(*parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def meta_learn_window(net, sequences, window: int, steps: int, lr: float, seconds: float, seed: int) -> dict:
-    """Fit rho, lam_c, lam_g and the prior to predict each tick's disturbance from its window.
+    """Fit rho_c, rho_g, lam_c, lam_g and the prior to predict each tick's disturbance from its window.
 
     For tick t of a recorded run the fast level fits (c, g) on the `window` transitions before it
     (ages 1..window; at run time age 0 is the newest transition, here the one just before t) and
@@ -82,14 +82,14 @@ def meta_learn_window(net, sequences, window: int, steps: int, lr: float, second
     past_d, past_u, target_d, target_u = win_d[:, :-1], win_u[:, :-1], win_d[:, -1], win_u[:, -1]
     age = torch.arange(window, 0, -1, dtype=torch.float32).reshape(1, -1, 1) - 1.0  # newest = age 0
     age = age.expand(len(past_d), -1, -1)
-    params = [net.rho_logit, net.log_lam_c, net.log_lam_g, net.prior]
+    params = [net.rho_logit, net.rho_g_logit, net.log_lam_c, net.log_lam_g, net.prior]
     saved = [p.detach().clone() for p in params]
     optimiser = torch.optim.Adam(params, lr=lr)
 
     def loss_of() -> torch.Tensor:
         lam_c, lam_g = net.lams()
         prior = net.prior.unsqueeze(0).expand(len(past_d), -1, -1)
-        c, g = ridge_fit(past_d, past_u, age, prior, net.log_rho(), lam_c, lam_g)
+        c, g = ridge_fit(past_d, past_u, age, prior, net.log_rho(), net.log_rho_g(), lam_c, lam_g)
         pred = c.clamp(-C_MAX, C_MAX) + g.clamp(*G_BOUNDS) * target_u
         return ((pred - target_d) ** 2).mean()
 
@@ -105,8 +105,9 @@ def meta_learn_window(net, sequences, window: int, steps: int, lr: float, second
         optimiser.step()
         with torch.no_grad():
             net.log_lam_c.clamp_(math.log(1e-5), math.log(10.0))
-            net.log_lam_g.clamp_(math.log(1e-3), math.log(1e3))
+            net.log_lam_g.clamp_(math.log(1e-5), math.log(1e3))
             net.rho_logit.clamp_(-3.0, 5.0)  # rho in [0.05, 0.993]
+            net.rho_g_logit.clamp_(-3.0, 6.0)
             net.prior.clamp_(-0.2, 0.2)
         done += 1
     with torch.no_grad():
@@ -116,8 +117,10 @@ def meta_learn_window(net, sequences, window: int, steps: int, lr: float, second
                 p.copy_(v)
             after = before
         rho = torch.sigmoid(net.rho_logit).reshape(-1).tolist()
+        rho_g = torch.sigmoid(net.rho_g_logit).reshape(-1).tolist()
         lam_c, lam_g = (float(x.reshape(())) for x in net.lams())
     return {"steps": done, "windows": len(past_d), "loss_before": before, "loss_after": after, "rho": rho,
+            "rho_g": rho_g,
             "lam_c": lam_c, "lam_g": lam_g, "seconds": time.monotonic() - started}
 
 

@@ -77,8 +77,9 @@ def export_window_onnx(net: WindowPolicy, metadata: dict[str, str] | None = None
     # L0: the windowed ridge fit, then the compensation.
     dist = g.op("Div", g.op("Concat", w_dist, d_new, axis=0), u_max)
     act = g.op("Div", g.op("Concat", w_act, prev_action, axis=0), u_max)
-    log_rho = g.const(_np(torch.nn.functional.logsigmoid(net.rho_logit)), "log_rho")
-    w = g.op("Exp", g.op("Mul", age, log_rho))
+    log_rho_c = g.const(_np(torch.nn.functional.logsigmoid(net.rho_logit)), "log_rho")
+    log_rho_g = g.const(_np(torch.nn.functional.logsigmoid(net.rho_g_logit)), "log_rho_g")
+    w_c, w_g = g.op("Exp", g.op("Mul", age, log_rho_c)), g.op("Exp", g.op("Mul", age, log_rho_g))
     axis0 = g.const([0], dtype=np.int64)
 
     def total(x: str) -> str:
@@ -89,15 +90,16 @@ def export_window_onnx(net: WindowPolicy, metadata: dict[str, str] | None = None
     prior = g.op("Add", weights["prior"], l1)  # [n, 2]
     c0 = g.op("Transpose", cols(prior, 0, 1), perm=[1, 0])
     g0 = g.op("Transpose", cols(prior, 1, 2), perm=[1, 0])
-    wu = g.op("Mul", w, act)
-    s0 = g.op("Add", total(w), lam_c)
-    s1 = total(wu)
-    s2 = g.op("Add", total(g.op("Mul", wu, act)), lam_g)
-    t0 = g.op("Add", total(g.op("Mul", w, dist)), g.op("Mul", lam_c, c0))
-    t1 = g.op("Add", total(g.op("Mul", wu, dist)), g.op("Mul", lam_g, g0))
-    det = g.op("Sub", g.op("Mul", s0, s2), g.op("Mul", s1, s1))
-    c = g.op("Div", g.op("Sub", g.op("Mul", t0, s2), g.op("Mul", t1, s1)), det)
-    gg = g.op("Div", g.op("Sub", g.op("Mul", s0, t1), g.op("Mul", s1, t0)), det)
+    s0 = g.op("Add", total(w_g), g.const(1e-9))
+    du = g.op("Sub", act, g.op("Div", total(g.op("Mul", w_g, act)), s0))
+    dd = g.op("Sub", dist, g.op("Div", total(g.op("Mul", w_g, dist)), s0))
+    wdu = g.op("Mul", w_g, du)
+    gg = g.op("Div", g.op("Add", total(g.op("Mul", wdu, dd)), g.op("Mul", lam_g, g0)),
+              g.op("Add", total(g.op("Mul", wdu, du)), lam_g))
+    g_used = g.op("Clip", gg, g.const(G_BOUNDS[0]), g.const(G_BOUNDS[1]))
+    resid = g.op("Sub", dist, g.op("Mul", g_used, act))
+    c = g.op("Div", g.op("Add", total(g.op("Mul", w_c, resid)), g.op("Mul", lam_c, c0)),
+             g.op("Add", total(w_c), lam_c))
 
     def comp(ud: str, c_: str, g_: str) -> str:
         c_ = g.op("Clip", c_, g.const(-C_MAX), g.const(C_MAX))
@@ -143,6 +145,7 @@ def export_window_onnx(net: WindowPolicy, metadata: dict[str, str] | None = None
         policy_io.L0_KIND: policy_io.WINDOW,
         "nestor.hidden": str(spec.hidden),
         "nestor.rho_logit": json.dumps(_np(net.rho_logit).ravel().tolist()),
+        "nestor.rho_g_logit": json.dumps(_np(net.rho_g_logit).ravel().tolist()),
         "nestor.log_lam": json.dumps([float(net.log_lam_c.detach().reshape(())),
                                       float(net.log_lam_g.detach().reshape(()))]),
     }
@@ -189,6 +192,7 @@ def import_window_onnx(onnx_bytes: bytes) -> WindowPolicy:
             layer.weight.copy_(torch.tensor(weights[f"{name}.weight_t"].T))
             layer.bias.copy_(torch.tensor(weights[f"{name}.bias"]).reshape(layer.bias.shape))
         net.rho_logit.copy_(torch.tensor(json.loads(meta["nestor.rho_logit"])).reshape(net.rho_logit.shape))
+        net.rho_g_logit.copy_(torch.tensor(json.loads(meta["nestor.rho_g_logit"])).reshape(net.rho_g_logit.shape))
         lam_c, lam_g = json.loads(meta["nestor.log_lam"])
         net.log_lam_c.fill_(lam_c)
         net.log_lam_g.fill_(lam_g)

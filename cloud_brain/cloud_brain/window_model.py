@@ -27,7 +27,7 @@ import torch
 
 from cloud_brain.window_policy import WindowPolicy, WindowSpec, joint_state
 
-CACHE_VERSION = "window-v2"
+CACHE_VERSION = "window-v3"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,9 +29,11 @@ def test_quick_benchmark(tmp_path):
             assert set(record["post_ratio_paired"]) == set(WINDOWS), record["method"]
             assert not record["blew_up"], record["method"]
         full, frozen = by_method["full"], by_method["frozen"]
-        # The learning system beats doing nothing right after the shift, on the paired yardstick too.
+        # The learning system beats doing nothing right after the shift (absolute cost: a paired
+        # ratio is relative to each model's own control, so a better model has a smaller base).
         assert full["cost_0_2s"] < frozen["cost_0_2s"], case
-        assert full["post_ratio_paired"]["1-2s"] < frozen["post_ratio_paired"]["1-2s"], case
+        # The classic baseline is in the same run, on the same episode.
+        assert by_method["rls"]["seed"] == full["seed"] and by_method["rls"]["shift_tick"] == full["shift_tick"]
         # A shift hurts: no method's first half second after it is below its own paired control.
         for record in by_method.values():
             assert record["post_ratio_paired"]["0-0.5s"] > 1.0, record["method"]

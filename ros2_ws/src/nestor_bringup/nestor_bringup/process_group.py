@@ -3,8 +3,14 @@
 Each node is its console script from the same venv as this interpreter, started as
 `<script> --ros-args -r __node:=NAME -r __ns:=/NS --params-file <defaults> --params-file <overrides>`.
 The overrides of one robot are written to <run_dir>/robots/<id>/params.yaml, so the run records
-what it ran. Output goes to <run_dir>/robots/<id>/<node>.log. Processes get their own session, so a
-Ctrl-C in the terminal reaches only us; `stop()` then sends SIGINT, waits, and SIGKILLs stragglers.
+what it ran. Output goes to <run_dir>/robots/<id>/<node>.log.
+
+Each node leads its own session and process group, so a Ctrl-C in the terminal reaches only us;
+signals to a node go to its whole process group. Each node also gets SIGTERM from the kernel
+when we exit, however we exit (kill -9 included: `nestor_core.lifeline.die_with_parent`), so no
+node outlives the CLI. `stop()` stops in STOP_STAGES order (control first, so the policy's last
+flush lands in the spool, then the uplink, which drains the spool to the cloud): SIGINT, wait up to
+each node's stop_timeout_s, then SIGKILL. Setting `hurry` (a second Ctrl-C) cuts the waits short.
 """
 
 import dataclasses
@@ -12,10 +18,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from nestor_bringup.nodes import NodeSpec, overrides_yaml
+from nestor_core.lifeline import die_with_parent
+
+from nestor_bringup.nodes import SPOOL_FILE, NodeSpec, overrides_yaml
+
+# Stop order: the policy first (it flushes its recorder into the spool; a sim stopped before it
+# would leave it without joint states), then the sim, then the network side (the uplink drains).
+STOP_STAGES = (("policy",), ("sim_bridge", "perception"), ("uplink", "weight_sync"))
 
 
 @dataclasses.dataclass
@@ -28,6 +41,8 @@ class ManagedProcess:
     log_path: Path
     popen: subprocess.Popen
     reported: bool = False
+    started_at: float = dataclasses.field(default_factory=time.monotonic)
+    restarts: int = 0
 
     @property
     def label(self) -> str:
@@ -76,6 +91,16 @@ class ProcessGroup:
         self.run_dir = Path(run_dir)
         self.env = node_env(env)
         self.processes: list[ManagedProcess] = []
+        self.hurry = threading.Event()  # set: stop() SIGKILLs instead of waiting
+
+    def _spawn(self, argv: list[str], log_path: Path, note: str) -> subprocess.Popen:
+        with open(log_path, "ab") as log:
+            log.write(f"# {note}{' '.join(argv)}\n".encode())
+            log.flush()
+            return subprocess.Popen(
+                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM),
+            )
 
     def start_robot(self, robot_id: str, nodes: list[NodeSpec]) -> list[ManagedProcess]:
         """Write the robot's overrides file and start its nodes in order."""
@@ -87,17 +112,23 @@ class ProcessGroup:
         for spec in nodes:
             argv = node_argv(spec, str(overrides))
             log_path = robot_dir / f"{spec.name}.log"
-            with open(log_path, "ab") as log:
-                log.write(f"# {' '.join(argv)}\n".encode())
-                log.flush()
-                popen = subprocess.Popen(
-                    argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            proc = ManagedProcess(robot_id, spec, argv, log_path, popen)
+            proc = ManagedProcess(robot_id, spec, argv, log_path, self._spawn(argv, log_path, ""))
             self.processes.append(proc)
             started.append(proc)
         return started
+
+    def restart(self, proc: ManagedProcess) -> None:
+        """Start a dead node again, same command line, same log (appended)."""
+        if proc.popen.poll() is None:
+            raise RuntimeError(f"{proc.label} is still running")
+        proc.restarts += 1
+        proc.popen = self._spawn(proc.argv, proc.log_path, f"restart {proc.restarts}: ")
+        proc.started_at = time.monotonic()
+        proc.reported = False
+
+    def robots(self) -> list[str]:
+        """Robot ids in start order."""
+        return list(dict.fromkeys(p.robot_id for p in self.processes))
 
     def dead(self) -> list[ManagedProcess]:
         """Processes that exited since the last call (each reported once)."""
@@ -117,31 +148,75 @@ class ProcessGroup:
     def running(self) -> list[ManagedProcess]:
         return [p for p in self.processes if p.popen.poll() is None]
 
-    def stop(self, timeout_s: float = 10.0) -> dict[str, int]:
-        """SIGINT everyone, wait up to timeout_s, then SIGKILL; returns label -> exit code."""
-        self._stop(self.processes, timeout_s)
-        return {p.label: p.popen.returncode for p in self.processes}
+    def stop(self, timeout_s: float | None = None, robots: set[str] | None = None) -> dict[str, int]:
+        """Stop every node (of `robots`, when given) in STOP_STAGES order; returns label -> exit code.
 
-    def stop_nodes(self, names: set[str], timeout_s: float = 10.0) -> dict[str, int]:
+        Each node gets SIGINT, then SIGKILL after timeout_s (default: its spec's stop_timeout_s).
+        """
+        chosen = [p for p in self.processes if robots is None or p.robot_id in robots]
+        staged = {name for stage in STOP_STAGES for name in stage}
+        for stage in (*STOP_STAGES, None):
+            batch = [p for p in chosen if (p.spec.name in stage if stage else p.spec.name not in staged)]
+            self._stop(batch, timeout_s)
+        return {p.label: p.popen.returncode for p in chosen}
+
+    def stop_nodes(self, names: set[str], timeout_s: float | None = None) -> dict[str, int]:
         """Stop only the nodes called `names` (on every robot), as stop() does."""
         chosen = [p for p in self.processes if p.spec.name in names]
         self._stop(chosen, timeout_s)
         return {p.label: p.popen.returncode for p in chosen}
 
-    @staticmethod
-    def _stop(processes: list[ManagedProcess], timeout_s: float) -> None:
+    def _stop(self, processes: list[ManagedProcess], timeout_s: float | None) -> None:
         for proc in processes:
-            if proc.popen.poll() is not None:
-                continue
-            try:
-                proc.popen.send_signal(signal.SIGINT)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout_s
-        for proc in processes:
-            left = max(0.0, deadline - time.monotonic())
-            try:
-                proc.popen.wait(timeout=left)
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait()
+            _signal_group(proc.popen, signal.SIGINT)
+        now = time.monotonic()
+        deadlines = {id(p): now + (p.spec.stop_timeout_s if timeout_s is None else timeout_s) for p in processes}
+        waiting = [p for p in processes if p.popen.poll() is None]
+        while waiting:
+            now = time.monotonic()
+            for proc in waiting:
+                if proc.popen.poll() is None and (self.hurry.is_set() or now >= deadlines[id(proc)]):
+                    _signal_group(proc.popen, signal.SIGKILL)
+                    proc.popen.wait()
+            waiting = [p for p in waiting if p.popen.poll() is None]
+            if waiting:
+                time.sleep(0.05)
+
+
+def _signal_group(popen: subprocess.Popen, sig: int) -> None:
+    """Send `sig` to the process group the node leads (its pgid is its pid), while it is unreaped
+    (so that its pid, and so its group id, cannot have been reused)."""
+    if popen.poll() is not None:
+        return
+    try:
+        os.killpg(popen.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def spool_left(run_dir: str, robot_ids: list[str]) -> dict[str, int | None]:
+    """Transitions still unacknowledged in each robot's spool (None: no spool file)."""
+    from nestor_robot.spool import Spool
+
+    out = {}
+    for robot_id in robot_ids:
+        path = Path(run_dir) / "robots" / robot_id / SPOOL_FILE
+        if not path.exists():
+            out[robot_id] = None
+            continue
+        try:
+            with Spool(str(path), robot_id) as spool:
+                out[robot_id] = spool.stats()["depth_transitions"]
+        except Exception:  # noqa: BLE001 - a report, not a reason to fail the stop
+            out[robot_id] = None
+    return out
+
+
+def describe_spools(left: dict[str, int | None]) -> str:
+    """One line: what the stop left in the spools for the next start."""
+    parts = []
+    for robot_id, count in left.items():
+        if count is None:
+            continue
+        parts.append(f"{robot_id} empty" if count == 0 else f"{robot_id} {count} transitions left for the next start")
+    return "spools: " + (", ".join(parts) if parts else "none")

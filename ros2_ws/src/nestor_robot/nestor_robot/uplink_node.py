@@ -5,7 +5,9 @@ acked seq, drops, stream counters).
 """
 
 import dataclasses
+import logging
 import threading
+import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nestor_core import qos
@@ -18,6 +20,7 @@ from nestor_robot.spool import Spool
 from nestor_robot.uplink import Uplink, UplinkConfig, tls_credentials
 
 STATUS_TOPIC = "uplink/status"
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -39,6 +42,8 @@ class UplinkNodeConfig:
         tls_cert: PEM client certificate of this robot (its CN must equal robot_id to upload).
         tls_key: PEM private key of tls_cert. All three empty = insecure channel (loopback dev only).
         metrics_port: Prometheus /metrics port on 127.0.0.1 (spool depth, acked seq, ack latency); 0 = off.
+        drain_timeout_s: on SIGINT/SIGTERM, keep sending until the cloud has acked everything the
+            spool holds, for at most this long; whatever is left stays for the next start.
     """
 
     robot_id: str = "robot_0"
@@ -55,6 +60,7 @@ class UplinkNodeConfig:
     tls_cert: str = ""
     tls_key: str = ""
     metrics_port: int = 0
+    drain_timeout_s: float = 30.0
 
     def uplink_config(self) -> UplinkConfig:
         return UplinkConfig(
@@ -92,6 +98,8 @@ class UplinkNode(Node):
             raise ValueError(f"status_period_s: must be > 0, got {self.config.status_period_s}")
         if not 0 <= self.config.metrics_port <= 65535:
             raise ValueError(f"metrics_port: must be in 0..65535, got {self.config.metrics_port}")
+        if not self.config.drain_timeout_s >= 0:
+            raise ValueError(f"drain_timeout_s: must be >= 0, got {self.config.drain_timeout_s}")
         self.spool = Spool(self.config.spool_path, self.config.robot_id)
         self.metrics = UplinkMetrics()
         self.metrics_http = self.metrics.serve(self.config.metrics_port)
@@ -131,11 +139,52 @@ class UplinkNode(Node):
         self.status_pub.publish(msg)
 
     def shutdown(self) -> None:
+        """Drain the spool (up to drain_timeout_s), then stop the uplink thread and close the spool."""
+        try:
+            left = drain(self.spool, self.thread, self.config.drain_timeout_s)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now
+            left = self.spool.stats()["depth_transitions"]
+        # rclpy's context is shut down by now: these go through `logging` (the node's log file).
+        if left:
+            log.warning(
+                "stop: %d transitions not acknowledged after %g s; they stay in the spool for the next start",
+                left, self.config.drain_timeout_s,
+            )
+        else:
+            log.info("stop: spool drained, every transition acknowledged by the cloud")
         self.stop_event.set()
         self.thread.join(timeout=5.0)
         if self.metrics_http is not None:
             self.metrics_http[0].shutdown()
         self.spool.close()
+
+
+# A writer (the policy node) may flush once more as it stops: the spool must stay empty this long.
+DRAIN_SETTLE_S = 0.5
+
+
+def drain(spool: Spool, uplink_thread: threading.Thread, timeout_s: float, period_s: float = 0.05) -> int:
+    """Wait until the spool is empty and no append came for DRAIN_SETTLE_S, or timeout_s passed.
+
+    The uplink thread keeps streaming meanwhile. Returns the transitions still unacknowledged.
+    """
+    deadline = time.monotonic() + timeout_s
+    appended, settled_at, depth = None, 0.0, 0
+    while True:
+        now = time.monotonic()
+        try:
+            stats = spool.stats()
+        except Exception:  # noqa: BLE001 - a busy spool: look again on the next period
+            stats = None
+        if stats is not None:
+            depth = int(stats["depth_transitions"])
+            if depth == 0 and stats["appended"] == appended and now - settled_at >= DRAIN_SETTLE_S:
+                return 0
+            if depth != 0 or stats["appended"] != appended:
+                appended, settled_at = (stats["appended"], now) if depth == 0 else (None, now)
+        if now >= deadline or not uplink_thread.is_alive():
+            return depth
+        time.sleep(period_s)
 
 
 def main(args=None):

@@ -8,7 +8,7 @@ Seeds and shifts per robot come from nestor_bringup.nodes.fleet_specs (the same 
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from nestor_bringup.nodes import fleet_specs, robot_nodes
@@ -47,6 +47,13 @@ def _nodes(context):
             namespace=n.namespace,
             parameters=[*n.param_files, n.overrides],
             output="screen",
+            # Supervision, as in `nestor robot` (nestor_bringup.supervisor): the network side
+            # respawns; a control-path node that exits shuts the launch down, loudly.
+            respawn=n.respawn,
+            respawn_delay=n.respawn_delay,
+            respawn_max_retries=n.respawn_max_retries,
+            sigterm_timeout=str(n.stop_timeout_s),
+            on_exit=None if n.respawn else Shutdown(reason=f"{n.namespace}/{n.name} exited: control path"),
         )
         for spec in specs
         for n in robot_nodes(spec, config_dir)

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from nestor_bringup.nodes import RobotSpec, fleet_specs, robot_nodes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,6 +44,44 @@ def test_launch_file_structure(name):
     assert "robot_nodes(" in source
     # No duplicated node list: executables come only from nestor_bringup.nodes.
     assert not re.search(r"executable=\s*['\"]", source)
+
+
+def _node_calls(tree: ast.AST) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Node"]
+
+
+@pytest.mark.parametrize("name", LAUNCH_FILES)
+def test_launch_file_supervision(name):
+    """Each node's respawn settings come from its NodeSpec; a control-path exit shuts the launch down."""
+    tree = ast.parse((LAUNCH / name).read_text())
+    [call] = _node_calls(tree)
+    kwargs = {k.arg: k.value for k in call.keywords}
+    for arg, field in [("respawn", "respawn"), ("respawn_delay", "respawn_delay"),
+                       ("respawn_max_retries", "respawn_max_retries")]:
+        value = kwargs.get(arg)
+        assert isinstance(value, ast.Attribute) and value.attr == field, f"{name}: {arg}= must be n.{field}"
+    assert "sigterm_timeout" in kwargs, f"{name}: the uplink needs its drain time before SIGTERM"
+    on_exit = kwargs.get("on_exit")
+    assert isinstance(on_exit, ast.IfExp), f"{name}: on_exit must depend on n.respawn"
+    assert isinstance(on_exit.body, ast.Constant) and on_exit.body.value is None
+    assert isinstance(on_exit.orelse, ast.Call) and on_exit.orelse.func.id == "Shutdown"
+    assert "Shutdown" in {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                          and n.module == "launch.actions" for a in n.names}
+
+
+def test_node_specs_respawn_the_network_side_only():
+    camera = robot_nodes(RobotSpec(robot_id="r0", task="crane"), str(CONFIG))
+    kuka = robot_nodes(RobotSpec(robot_id="r1", task="kuka_track"), str(CONFIG))
+    respawn = {n.name: n.respawn for n in camera + kuka}
+    assert respawn == {"sim_bridge": False, "policy": False, "perception": True, "uplink": True, "weight_sync": True}
+    for node in camera + kuka:
+        if node.respawn:
+            assert node.respawn_delay > 0 and node.respawn_max_retries >= 1
+    uplink = next(n for n in kuka if n.name == "uplink")
+    policy = next(n for n in kuka if n.name == "policy")
+    # The uplink's stop timeout covers its drain (config/robot/uplink.yaml drain_timeout_s).
+    drain = yaml.safe_load((CONFIG / "robot" / "uplink.yaml").read_text())["/**/uplink"]["ros__parameters"]
+    assert uplink.stop_timeout_s == policy.stop_timeout_s + drain["drain_timeout_s"] > policy.stop_timeout_s
 
 
 def test_fleet_launch_declares_robots():

@@ -11,13 +11,15 @@ import dataclasses
 import datetime
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from nestor_bringup.nodes import RobotSpec, fleet_specs, robot_nodes, task_file_for
-from nestor_bringup.process_group import ProcessGroup
+from nestor_bringup.nodes import RESPAWN_DELAY_S, RESTART_BUDGET, RobotSpec, fleet_specs, robot_nodes, task_file_for
+from nestor_bringup.process_group import ProcessGroup, describe_spools, spool_left
+from nestor_bringup.supervisor import RestartPolicy, StopSignals, Supervisor
 
 # Same grammar as nestor_sim.shifts.parse_shift: type:magnitude[@at_s][#target].
 _SHIFT_RE = re.compile(r"^\s*\w+\s*:\s*[-+0-9.eE]+\s*(@\s*[-+0-9.eE]+)?\s*(#\s*[\w./-]+)?\s*$")
@@ -127,6 +129,20 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--certs", default="", help="dir from `nestor-cloud certs`: mutual TLS and signed models (default insecure)"
     )
+    parser.add_argument(
+        "--respawn-delay", type=_positive_float("respawn-delay"), default=None,
+        help=f"first restart delay of a dead network-side node, x2 per crash in a row (default {RESPAWN_DELAY_S:g} s)",
+    )
+    parser.add_argument(
+        "--restart-budget", type=int, default=None,
+        help=f"restarts of one node within 10 min before its robot is stopped (default {RESTART_BUDGET})",
+    )
+
+
+def _restart_policy(args) -> RestartPolicy:
+    if args.restart_budget is not None and args.restart_budget < 0:
+        raise CliError(f"argument --restart-budget: must be >= 0, got {args.restart_budget}")
+    return RestartPolicy(delay_s=args.respawn_delay, budget=args.restart_budget)
 
 
 def _resolve_common(args) -> tuple[str, str]:
@@ -143,34 +159,40 @@ def _resolve_common(args) -> tuple[str, str]:
     return config_dir, os.path.abspath(run_dir)
 
 
-def run_robots(specs: list[RobotSpec], config_dir: str, run_dir: str, duration: float | None) -> int:
-    """Start every robot's nodes; run until Ctrl-C, `duration`, or a node dies. Returns the exit code."""
+def run_robots(specs: list[RobotSpec], config_dir: str, run_dir: str, duration: float | None,
+               restart: RestartPolicy | None = None) -> int:
+    """Start every robot's nodes and supervise them (nestor_bringup.supervisor) until a signal
+    (SIGINT, SIGTERM, SIGHUP), `duration`, or the last robot is stopped. Returns the exit code:
+    0, or 1 when a robot was stopped because a node died."""
     group = ProcessGroup(run_dir)
-    code = 0
-    try:
-        for spec in specs:
-            nodes = robot_nodes(spec, config_dir)
-            group.start_robot(spec.robot_id, nodes)
-            print(f"robot {spec.robot_id} (/{spec.ns}): {', '.join(n.name for n in nodes)}", flush=True)
-        print(f"run dir {run_dir}; Ctrl-C to stop", flush=True)
-        end = None if duration is None else time.monotonic() + duration
-        while end is None or time.monotonic() < end:
-            dead = group.dead()
-            if dead:
-                for proc in dead:
-                    print(f"nestor: error: {group.describe_death(proc)}", file=sys.stderr, flush=True)
-                code = 1
-                break
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        codes = group.stop()
-        bad = {k: v for k, v in codes.items() if v not in (0, -2, 130)}
-        if bad and code == 0:
-            print(f"nestor: nodes exited with errors at stop: {bad}", file=sys.stderr)
-        print(f"stopped; logs in {run_dir}/robots/", flush=True)
-    return code
+    supervisor = None
+    with StopSignals(group) as signals:
+        try:
+            for spec in specs:
+                nodes = robot_nodes(spec, config_dir)
+                group.start_robot(spec.robot_id, nodes)
+                print(f"robot {spec.robot_id} (/{spec.ns}): {', '.join(n.name for n in nodes)}", flush=True)
+            supervisor = Supervisor(group, restart)
+            print(f"run dir {run_dir}; Ctrl-C to stop", flush=True)
+            end = None if duration is None else time.monotonic() + duration
+            while (end is None or time.monotonic() < end) and supervisor.alive_robots():
+                supervisor.poll()
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signals.stopping = True
+            why = signal.Signals(signals.received).name if signals.received is not None else "stopping"
+            print(f"nestor: {why}: stopping the control nodes, then the uplinks drain their spools "
+                  "(a second Ctrl-C stops at once)", flush=True)
+            codes = group.stop()
+            failed = set(supervisor.failed) if supervisor is not None else set()
+            bad = {k: v for k, v in codes.items() if v not in (0, -2, 130) and k.split("/")[0] not in failed}
+            if bad:
+                print(f"nestor: nodes exited with errors at stop: {bad}", file=sys.stderr)
+            print(f"stopped; {describe_spools(spool_left(run_dir, group.robots()))}; logs in {run_dir}/robots/",
+                  flush=True)
+    return 1 if supervisor is not None and supervisor.failed else 0
 
 
 # ---------------------------------------------------------------------- nestor robot
@@ -206,7 +228,7 @@ def _run_robot(args) -> int:
         sim=not args.no_sim,
         certs_dir=_certs(args),
     )
-    return run_robots([spec], config_dir, run_dir, args.duration)
+    return run_robots([spec], config_dir, run_dir, args.duration, _restart_policy(args))
 
 
 # ---------------------------------------------------------------------- nestor fleet
@@ -229,7 +251,7 @@ def _run_fleet(args) -> int:
     )
     for spec in specs:
         spec.certs_dir = _certs(args)
-    return run_robots(specs, config_dir, run_dir, args.duration)
+    return run_robots(specs, config_dir, run_dir, args.duration, _restart_policy(args))
 
 
 register("robot", "start one robot's nodes", _robot_arguments, _run_robot)

@@ -14,6 +14,16 @@ import yaml
 SPOOL_FILE = "spool.sqlite"
 MODEL_DIR = "models"
 
+# Supervision (nestor_bringup.supervisor, and respawn=... in the launch files). The network-side
+# nodes are restarted when they die: the control loop (sim_bridge -> policy -> commands) does not
+# depend on them, and the spool holds the experience meanwhile. A crash of any other node (the
+# control path) stops the robot.
+RESPAWN_NODES = ("perception", "uplink", "weight_sync")
+RESPAWN_DELAY_S = 1.0  # first restart delay; it doubles with each crash in a row (the CLI), up to 30 s
+RESTART_BUDGET = 5  # restarts of one node (within 10 min for the CLI, in total for ros2 launch)
+# Seconds a node gets to exit after SIGINT before SIGKILL; the uplink adds its drain_timeout_s.
+STOP_TIMEOUT_S = 10.0
+
 # Shift schedules the fleet cycles through, one per robot (robot i gets entry i % len).
 DEFAULT_FLEET_SHIFTS: list[list[str]] = [
     ["payload:4.0@20"],
@@ -78,6 +88,10 @@ class NodeSpec:
         namespace: ROS namespace without the leading slash.
         param_files: parameter files, applied in order.
         overrides: per-robot parameters, applied last.
+        respawn: restart the node when it dies (network side); False = its death stops the robot.
+        respawn_delay: seconds before the first restart.
+        respawn_max_retries: restart budget (see RESTART_BUDGET).
+        stop_timeout_s: seconds it gets to exit after SIGINT/SIGTERM before SIGKILL.
     """
 
     package: str
@@ -86,6 +100,27 @@ class NodeSpec:
     namespace: str
     param_files: list[str]
     overrides: dict
+    respawn: bool = False
+    respawn_delay: float = RESPAWN_DELAY_S
+    respawn_max_retries: int = RESTART_BUDGET
+    stop_timeout_s: float = STOP_TIMEOUT_S
+
+    def parameter(self, name: str, default=None):
+        """The value `name` gets: the overrides, else the last param file that sets it, else default."""
+        if name in self.overrides:
+            return self.overrides[name]
+        value = default
+        for path in self.param_files:
+            try:
+                with open(path) as f:
+                    doc = yaml.safe_load(f) or {}
+            except OSError:
+                continue
+            for key, section in doc.items():
+                params = (section or {}).get("ros__parameters", {}) if isinstance(section, dict) else {}
+                if key.rstrip("/").endswith(f"/{self.name}") and name in params:
+                    value = params[name]
+        return value
 
 
 def task_file_for(spec: RobotSpec, config_dir: str) -> str:
@@ -122,14 +157,18 @@ def perception_params(task_file: str) -> dict:
 def _node(spec: RobotSpec, config_dir: str, package: str, executable: str, name: str, **overrides) -> NodeSpec:
     # An empty list has no ROS parameter type in a params file; leaving it out keeps the default.
     overrides = {k: v for k, v in overrides.items() if not (isinstance(v, list) and not v)}
-    return NodeSpec(
+    node = NodeSpec(
         package=package,
         executable=executable,
         name=name,
         namespace=spec.ns,
         param_files=[os.path.join(os.path.abspath(config_dir), "robot", f"{name}.yaml")],
         overrides=overrides,
+        respawn=name in RESPAWN_NODES,
     )
+    if name == "uplink":  # it drains the spool before it exits
+        node.stop_timeout_s = STOP_TIMEOUT_S + float(node.parameter("drain_timeout_s", 0.0))
+    return node
 
 
 def robot_nodes(spec: RobotSpec, config_dir: str) -> list[NodeSpec]:

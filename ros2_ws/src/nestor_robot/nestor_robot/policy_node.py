@@ -142,6 +142,19 @@ def write_json_atomic(path: str, data: dict) -> None:
 
 
 SWAP_LOG_LEN = 200
+SUPERVISION_FILE = "supervision.json"  # written by nestor_bringup.supervisor into the robot's run dir
+
+
+def read_supervision(run_dir: str) -> dict:
+    """The supervisor's view of this robot's nodes (restarts, nodes down); {} without one."""
+    if not run_dir:
+        return {}
+    try:
+        with open(os.path.join(run_dir, SUPERVISION_FILE)) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return {k: data.get(k) for k in ("restarts", "down", "stopped")} if isinstance(data, dict) else {}
 
 
 class _JointIndex:
@@ -572,6 +585,7 @@ class PolicyNode(Node):
             "spool_errors": self.spool_errors,
             "tick_us": self.tick_percentiles(),
             "control_rate_hz": self.config.control_rate_hz,
+            "supervision": read_supervision(self.config.run_dir),
             "wall_time": time.time(),
         }
 
@@ -593,11 +607,18 @@ class PolicyNode(Node):
             "tick_p50_us": tick["p50"],
             "tick_p99_us": tick["p99"],
         }
+        supervision = stats.get("supervision") or {}
+        down = supervision.get("down") or []
+        values["node_restarts"] = supervision.get("restarts", 0)  # by the supervisor, all nodes of this robot
+        values["nodes_down"] = ",".join(down)
+        message = "waiting for a model" if stats["model_version"] is None else f"model {stats['model_version']}"
+        if down:
+            message += f"; down, restarting: {', '.join(down)}"
         status = DiagnosticStatus(
-            level=DiagnosticStatus.OK if stats["model_version"] is not None else DiagnosticStatus.WARN,
+            level=DiagnosticStatus.OK if stats["model_version"] is not None and not down else DiagnosticStatus.WARN,
             name=self.get_fully_qualified_name(),
             hardware_id=self.config.robot_id,
-            message="waiting for a model" if stats["model_version"] is None else f"model {stats['model_version']}",
+            message=message,
             values=[
                 KeyValue(key=k, value="" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v)))
                 for k, v in values.items()

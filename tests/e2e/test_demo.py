@@ -31,6 +31,9 @@ def test_short_demo_closes_the_loop(tmp_path):
     # Nothing lost: every recorded transition was acknowledged and stored exactly once.
     assert summary["transitions_stored"] > 4000
     assert summary["transitions_uploaded"] == summary["transitions_stored"] == summary["transitions_recorded"]
+    # ... with nothing left in any spool: the stop drained them (the uplinks exit once all is acked).
+    assert {r: d["spool_depth"] for r, d in summary["per_robot"].items()} == {"robot0": 0, "robot1": 0}
+    assert "spools: robot0 empty, robot1 empty" in done.stdout
     # The cloud consolidated, pushed, and every robot hot-swapped what it pushed.
     assert len(summary["model_versions_pushed"]) >= 1
     assert all(n >= 1 for n in summary["swaps"].values()), summary["swaps"]
@@ -42,3 +45,19 @@ def test_short_demo_closes_the_loop(tmp_path):
         assert (run_dir / name).stat().st_size > 0, name
     assert (tmp_path / "latest").resolve() == run_dir.resolve()
     assert "mutual TLS" in (run_dir / "cloud" / "cloud.log").read_text()
+
+
+def test_runs_latest_points_only_at_a_completed_run(tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "good").mkdir(parents=True)
+    (runs / "latest").symlink_to("good")
+    bad_config = tmp_path / "cloud.yaml"
+    bad_config.write_text("grace_seconds: -1\n")  # the cloud refuses it and exits: the run fails
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(120 + os.getpid() % 40))
+    done = subprocess.run(
+        [str(NESTOR), "demo", "--duration", "30", "--insecure", "--cloud-config", str(bad_config),
+         "--run-dir", str(runs / "failed")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert os.readlink(runs / "latest") == "good"

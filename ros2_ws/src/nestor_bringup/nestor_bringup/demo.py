@@ -26,11 +26,13 @@ from pathlib import Path
 import grpc
 import yaml
 from nestor_core import nestor_pb2, nestor_pb2_grpc
+from nestor_core.lifeline import die_with_parent
 
 from nestor_bringup.cli import CliError, _positive_float, _positive_int, default_config_dir, register
-from nestor_bringup.nodes import SPOOL_FILE, RobotSpec, robot_nodes
-from nestor_bringup.process_group import ProcessGroup, log_tail, node_env
+from nestor_bringup.nodes import RobotSpec, robot_nodes
+from nestor_bringup.process_group import ProcessGroup, describe_spools, log_tail, node_env, spool_left
 from nestor_bringup.stall_probe import PROBE_FILE as STALL_PROBE_FILE
+from nestor_bringup.supervisor import StopSignals, Supervisor
 
 # Shifts the demo fleet cycles through (robot i gets entry i % len); the time is set per run.
 DEMO_SHIFTS = ["payload:4.0", "actuator_gain:0.5", "torque_bias:3.0", "damping:5.0"]
@@ -81,12 +83,17 @@ def _prepare_run_dir(config: DemoConfig) -> Path:
     run_dir = Path(config.run_dir or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S")))
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=False)
+    return run_dir
+
+
+def _point_latest(run_dir: Path) -> None:
+    """runs/latest -> this run; called only once the run completed (report written)."""
     latest = run_dir.parent / "latest"
     if latest.is_symlink() or not latest.exists():
-        if latest.is_symlink():
-            latest.unlink()
-        latest.symlink_to(run_dir.name)
-    return run_dir
+        tmp = run_dir.parent / f".latest.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(run_dir.name)
+        os.replace(tmp, latest)  # atomic: a reader sees the old run or the new one
 
 
 def _make_certs(run_dir: Path, robots: int, env: dict) -> Path:
@@ -146,7 +153,8 @@ class Cloud:
         argv = [str(script), "serve", "--config", str(config_path), "--ready-file", str(self.ready_file)]
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
-                argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM),
             )
         self.address = ""
 
@@ -195,15 +203,6 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _spool_stats(path: Path, robot_id: str) -> dict:
-    from nestor_robot.spool import Spool
-
-    if not path.exists():
-        return {}
-    with Spool(str(path), robot_id) as spool:
-        return spool.stats()
 
 
 class Progress:
@@ -298,6 +297,7 @@ def run_demo(config: DemoConfig) -> int:
     probe = None
     code = 0
     started = time.monotonic()
+    signals = StopSignals(group).__enter__()  # SIGTERM and SIGHUP stop the demo as Ctrl-C does
     try:
         # The first run on a machine identifies each task's version-1 model in simulation (about a
         # minute per arm on this 2-core VM, then cached): allow for it.
@@ -307,13 +307,11 @@ def run_demo(config: DemoConfig) -> int:
             spec.cloud_address = address
             group.start_robot(spec.robot_id, robot_nodes(spec, config_dir))
         probe = _start_stall_probe(run_dir, config_dir, env)
+        supervisor = Supervisor(group)  # restarts a dead network-side node; a control-path death fails the run
         started = time.monotonic()
         progress = Progress(config)
         while time.monotonic() - started < config.duration_s:
-            dead = group.dead()
-            if dead or cloud.popen.poll() is not None:
-                for proc in dead:
-                    print(f"nestor demo: error: {group.describe_death(proc)}", file=sys.stderr, flush=True)
+            if supervisor.poll() or cloud.popen.poll() is not None:
                 if cloud.popen.poll() is not None:
                     print(f"nestor demo: error: cloud brain died:\n{log_tail(cloud.log_path)}", file=sys.stderr)
                 code = 1
@@ -324,12 +322,14 @@ def run_demo(config: DemoConfig) -> int:
     except KeyboardInterrupt:
         code = 130
     finally:
+        signals.stopping = True
         if progress is not None:
             progress.close()
         elapsed = time.monotonic() - started
         _stop_fleet(group, specs, probe)
         final_status = cloud.status()
         cloud_code = cloud.stop()
+        signals.__exit__()
         print(f"fleet and cloud stopped (cloud exit {cloud_code}); evaluating", flush=True)
     if code not in (0, 130):
         return code
@@ -338,6 +338,8 @@ def run_demo(config: DemoConfig) -> int:
     summary = write_report(run_dir, specs, config, elapsed, final_status, task_file, shift_at)
     print(json.dumps({k: summary[k] for k in _HEADLINE if k in summary}, indent=1), flush=True)
     print(f"report: {run_dir / 'report.md'}", flush=True)
+    if code == 0:
+        _point_latest(run_dir)
     return code
 
 
@@ -365,12 +367,13 @@ def _start_stall_probe(run_dir: Path, config_dir: str, env: dict) -> subprocess.
     ]
     log = open(run_dir / "stall_probe.log", "w")
     with log:
-        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=die_with_parent(signal.SIGTERM))
 
 
-def _stop_fleet(group: ProcessGroup, specs: list[RobotSpec], probe: subprocess.Popen | None = None,
-                drain_timeout_s: float = 60.0) -> None:
-    """Stop control first (the policy flushes to its spool), let the uplinks drain, then the rest."""
+def _stop_fleet(group: ProcessGroup, specs: list[RobotSpec], probe: subprocess.Popen | None = None) -> None:
+    """Stop control first (the policy flushes to its spool), then the rest: each uplink drains its
+    spool to the cloud (up to its drain_timeout_s) before it exits."""
     # The policy first (it flushes its recorder), then the sim: a sim stopped first would leave
     # the still-running policy without joint states, a gap it would rightly count as missed.
     group.stop_nodes({"policy"})
@@ -380,20 +383,10 @@ def _stop_fleet(group: ProcessGroup, specs: list[RobotSpec], probe: subprocess.P
             probe.wait(timeout=10)
         except subprocess.TimeoutExpired:
             probe.kill()
-    group.stop_nodes({"sim_bridge", "perception"})
-    deadline = time.monotonic() + drain_timeout_s
-    pending = {s.robot_id: Path(s.robot_dir) / SPOOL_FILE for s in specs}
-    while pending and time.monotonic() < deadline:
-        for robot_id, path in list(pending.items()):
-            stats = _spool_stats(path, robot_id)
-            if not stats or stats.get("depth_transitions", 1) == 0:
-                del pending[robot_id]
-        time.sleep(0.5)
-    if pending:
-        print(
-            f"nestor demo: warning: spools not drained after {drain_timeout_s:g} s: {sorted(pending)}", file=sys.stderr
-        )
     group.stop()
+    left = spool_left(str(group.run_dir), [s.robot_id for s in specs])
+    stream = sys.stderr if any(left.values()) else sys.stdout
+    print(f"nestor demo: {describe_spools(left)}", file=stream, flush=True)
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:

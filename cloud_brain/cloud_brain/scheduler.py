@@ -13,10 +13,15 @@ import dataclasses
 import importlib
 import logging
 import multiprocessing
+import os
+import signal
+import sys
 import threading
 import time
 import traceback
 from collections.abc import Mapping
+
+from nestor_core.lifeline import watch_parent
 
 from cloud_brain.config import ScheduleConfig, TaskSpec
 from cloud_brain.registry import ModelRegistry, ModelVersion
@@ -54,15 +59,38 @@ def _lower_priority() -> None:
         pass
 
 
+def _die_with_server() -> None:
+    """In a round's process: end with the server, however it ends (kill -9 included), and leave
+    stopping to it (a Ctrl-C in its terminal reaches the whole process group, this one too)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    watch_parent(parent.pid if parent is not None else os.getppid())
+
+
+def _send(conn, message) -> bool:
+    """Send to the server; False (and a one-line note) when it is gone."""
+    try:
+        conn.send(message)
+        return True
+    except (BrokenPipeError, EOFError, OSError):
+        print("consolidation worker: the server is gone; exiting", file=sys.stderr, flush=True)
+        return False
+
+
 def _child(function_path: str, request: dict, conn) -> None:
     """Child process entry: lower priority, one torch thread, run the round, send the result."""
+    _die_with_server()
     _lower_priority()
     try:
-        conn.send(("ok", resolve(function_path)(request)))
+        result = ("ok", resolve(function_path)(request))
     except BaseException:  # noqa: BLE001 - everything goes back to the parent as text
-        conn.send(("error", traceback.format_exc()))
-    finally:
-        conn.close()
+        result = ("error", traceback.format_exc())
+    _send(conn, result)
+    conn.close()
+
+
+# `rounds.error` of a round cut off by a stop or a crash of the server; its experience is re-run.
+INTERRUPTED = "interrupted"
 
 
 class RoundError(RuntimeError):
@@ -71,18 +99,22 @@ class RoundError(RuntimeError):
 
 def _worker(function_path: str, requests, results) -> None:
     """Persistent worker: lower priority, one torch thread, import once, then serve rounds."""
+    _die_with_server()
     _lower_priority()
     function = resolve(function_path)
-    results.send(("ready", None))
+    if not _send(results, ("ready", None)):
+        return
     while True:
         try:
             request = requests.recv()
-        except EOFError:
+        except (EOFError, OSError):
             return
         try:
-            results.send(("ok", function(request)))
+            result = ("ok", function(request))
         except BaseException:  # noqa: BLE001 - everything goes back to the parent as text
-            results.send(("error", traceback.format_exc()))
+            result = ("error", traceback.format_exc())
+        if not _send(results, result):
+            return
 
 
 class RoundWorker:
@@ -289,6 +321,7 @@ class ConsolidationScheduler:
         }
         started = time.time()
         clock = self._clocks.setdefault(task, _TaskClock(time.monotonic()))
+        round_id = self.store.start_round(task, started, parent.version, start, end)
         try:
             if self.in_process:
                 result = resolve(self.consolidate)(request)
@@ -301,8 +334,12 @@ class ConsolidationScheduler:
             reason = str(result.get("reason", ""))
             metrics = dict(result.get("metrics") or {})
         except (RoundError, KeyError, TypeError, ValueError) as err:
+            if self._stop.is_set():  # cut off by a stop of the server: the next start re-runs it
+                log.warning("consolidation round for %s interrupted by the server's stop; it will be re-run", task)
+                self.store.finish_round(round_id, error=f"{INTERRUPTED}: server stopping")
+                return None
             log.error("consolidation round for %s failed: %s", task, err)
-            self.store.record_round(task, started, parent.version, start, end, error=str(err) or repr(err))
+            self.store.finish_round(round_id, error=str(err) or repr(err))
             clock.not_before_monotonic = time.monotonic() + self.schedule.failure_backoff_seconds
             if self.metrics is not None:
                 self.metrics.rounds.labels(task=task, outcome="failed").inc()
@@ -320,7 +357,7 @@ class ConsolidationScheduler:
         )
         if accepted:
             model = self.on_accepted(model) if self.on_accepted else self.registry.promote(model.version)
-        self.store.record_round(task, started, parent.version, start, end, model.version, accepted, reason)
+        self.store.finish_round(round_id, model.version, accepted, reason)
         clock.last_round_monotonic = time.monotonic()
         if self.metrics is not None:
             self.metrics.rounds.labels(task=task, outcome="accepted" if accepted else "rejected").inc()
@@ -347,8 +384,15 @@ class ConsolidationScheduler:
                 log.exception("consolidation scheduler poll failed")
 
     def start(self) -> None:
-        """Start the background thread."""
+        """Record rounds a crash cut off as interrupted, then start the background thread."""
         if self._thread is None:
+            interrupted = self.store.interrupt_running_rounds(f"{INTERRUPTED}: the cloud stopped during the round")
+            if interrupted:
+                log.warning(
+                    "%d consolidation round(s) were cut off by a crash of the cloud (%s); recorded as "
+                    "interrupted, their experience is consolidated again", len(interrupted),
+                    ", ".join(f"{task} from row {first}" for task, first in interrupted),
+                )
             if not self.in_process and self.schedule.enabled:
                 try:
                     self._worker.start()  # pay for importing torch now, before robots connect

@@ -359,6 +359,37 @@ class ExperienceStore:
             )
             return cursor.lastrowid
 
+    def start_round(self, task: str, started_unix: float, parent_version: int, experience_from: int,
+                    experience_to: int) -> int:
+        """Record a round as running (error = ROUND_RUNNING) before it starts; returns its id."""
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO rounds (task, started_unix, finished_unix, parent_version, experience_from,"
+                " experience_to, error) VALUES (?, ?, 0, ?, ?, ?, ?)",
+                (task, started_unix, parent_version, experience_from, experience_to, ROUND_RUNNING),
+            )
+            return cursor.lastrowid
+
+    def finish_round(self, round_id: int, version: int = 0, accepted: bool = False, reason: str = "",
+                     error: str = "") -> None:
+        """Record how a started round ended (error empty = it produced `version`)."""
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE rounds SET finished_unix = ?, version = ?, accepted = ?, reason = ?, error = ? WHERE id = ?",
+                (time.time(), version, int(accepted), reason, error, round_id),
+            )
+
+    def interrupt_running_rounds(self, error: str) -> list[tuple[str, int]]:
+        """Mark rounds still recorded as running (their server died) with `error`; returns (task, from)."""
+        with self.transaction() as conn:
+            rows = conn.execute(
+                "SELECT task, experience_from FROM rounds WHERE error = ? ORDER BY id", (ROUND_RUNNING,)
+            ).fetchall()
+            conn.execute(
+                "UPDATE rounds SET error = ?, finished_unix = ? WHERE error = ?", (error, time.time(), ROUND_RUNNING)
+            )
+        return [(task, int(first)) for task, first in rows]
+
     def round_count(self, task: str | None = None, include_failed: bool = False) -> int:
         """Consolidation rounds recorded (of `task` when given); failed ones only on request."""
         sql, params = "SELECT COUNT(*) FROM rounds WHERE 1 = 1", []
@@ -374,6 +405,9 @@ class ExperienceStore:
         row = self.query("SELECT MAX(experience_to) FROM rounds WHERE task = ? AND error = ''", (task,))
         return int(row[0][0] or 0)
 
+
+# `rounds.error` while a round runs; a server that starts and finds it knows its predecessor crashed.
+ROUND_RUNNING = "running"
 
 _ROBOT_COLUMNS = (
     "robot_id, task, last_seq, transitions, dropped, duplicates, model_version, recent_cost,"

@@ -73,3 +73,15 @@ def reject_round(request: dict) -> dict:
 def crash_round(request: dict) -> dict:
     """Raises inside the round."""
     raise RuntimeError("fake consolidation crashed")
+
+
+def slow_round(request: dict) -> dict:
+    """Writes its pid to $NESTOR_TEST_ROUND_PID, sleeps $NESTOR_TEST_ROUND_SECONDS, accepts a child."""
+    import time
+
+    marker = os.environ.get("NESTOR_TEST_ROUND_PID")
+    if marker:
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+    time.sleep(float(os.environ.get("NESTOR_TEST_ROUND_SECONDS", "0")))
+    return {"onnx": request["parent_onnx"] + b"+slow", "accepted": True, "reason": "fake: slow", "metrics": {}}

@@ -6,8 +6,8 @@
 Timeline: the cloud starts and registers each task's initial model; the robots start, get it
 pushed and begin to track; every robot's dynamics shift at `shift_frac` of the run; the cloud
 consolidates on a timer and pushes each accepted version; at the end the policies stop, the
-uplinks drain their spools, the cloud stops, and the report is written to runs/<id>/ (with
-runs/latest pointing at it). The learning figures come from seeded closed-loop evaluations in
+uplinks drain their spools, the cloud stops, and the report is written to runs/<id>/ (once it is,
+runs/latest points at it). The learning figures come from seeded closed-loop evaluations in
 simulation of the models the run produced (nestor_bringup.demo_report).
 """
 

@@ -10,6 +10,7 @@ robot whose control path died.
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,7 +97,14 @@ def test_fleet_stops_only_the_robot_whose_policy_died_and_sigterm_stops_the_rest
 
 
 def test_sigterm_to_nestor_robot_stops_every_node(tmp_path, model):
-    proc, run_dir = _start(tmp_path, "robot", "--robot-id", "robot0", "--initial-model", str(model))
+    # The cloud is unreachable: the uplink drains for drain_timeout_s, 3 s in this copy of the config.
+    config = tmp_path / "config"
+    shutil.copytree(REPO / "config", config)
+    uplink = config / "robot" / "uplink.yaml"
+    uplink.write_text(uplink.read_text().replace("drain_timeout_s: 30.0", "drain_timeout_s: 3.0"))
+    assert "drain_timeout_s: 3.0" in uplink.read_text()
+    proc, run_dir = _start(tmp_path, "robot", "--robot-id", "robot0", "--initial-model", str(model),
+                           "--config-dir", str(config))
     log = tmp_path / "nestor.log"
     names = {"sim_bridge", "policy", "uplink", "weight_sync"}
     try:
@@ -105,8 +113,7 @@ def test_sigterm_to_nestor_robot_stops_every_node(tmp_path, model):
                  "the policy to tick")
         pids = [n["pid"] for n in _nodes(run_dir, "robot0").values()]
         proc.send_signal(signal.SIGTERM)
-        # The cloud is unreachable: the uplink waits its drain_timeout_s (config/robot/uplink.yaml) and says
-        # how much it left; the stop still ends, with every node.
+        # The uplink waits its drain_timeout_s and says how much it left; the stop ends, with every node.
         assert proc.wait(120) == 0, log.read_text()
     finally:
         _cleanup(proc, run_dir)

@@ -175,7 +175,7 @@ def run_robots(specs: list[RobotSpec], config_dir: str, run_dir: str, duration: 
             supervisor = Supervisor(group, restart)
             print(f"run dir {run_dir}; Ctrl-C to stop", flush=True)
             end = None if duration is None else time.monotonic() + duration
-            while (end is None or time.monotonic() < end) and supervisor.alive_robots():
+            while (end is None or time.monotonic() < end) and (supervisor.alive_robots() or supervisor.stopping()):
                 supervisor.poll()
                 time.sleep(0.2)
         except KeyboardInterrupt:

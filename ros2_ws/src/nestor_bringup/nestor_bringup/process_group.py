@@ -43,6 +43,7 @@ class ManagedProcess:
     reported: bool = False
     started_at: float = dataclasses.field(default_factory=time.monotonic)
     restarts: int = 0
+    stopping: bool = False  # SIGINT sent: a later stop() waits for it without signalling again
 
     @property
     def label(self) -> str:
@@ -125,6 +126,7 @@ class ProcessGroup:
         proc.popen = self._spawn(proc.argv, proc.log_path, f"restart {proc.restarts}: ")
         proc.started_at = time.monotonic()
         proc.reported = False
+        proc.stopping = False
 
     def robots(self) -> list[str]:
         """Robot ids in start order."""
@@ -168,7 +170,9 @@ class ProcessGroup:
 
     def _stop(self, processes: list[ManagedProcess], timeout_s: float | None) -> None:
         for proc in processes:
-            _signal_group(proc.popen, signal.SIGINT)
+            if not proc.stopping:
+                proc.stopping = True
+                _signal_group(proc.popen, signal.SIGINT)
         now = time.monotonic()
         deadlines = {id(p): now + (p.spec.stop_timeout_s if timeout_s is None else timeout_s) for p in processes}
         waiting = [p for p in processes if p.popen.poll() is None]

@@ -22,6 +22,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -85,6 +86,7 @@ class Supervisor:
         self.out = out or sys.stderr
         self.failed: dict[str, RobotFailure] = {}
         self._state: dict[int, _NodeState] = collections.defaultdict(_NodeState)
+        self._stoppers: list[threading.Thread] = []
         for robot_id in group.robots():
             self._write(robot_id)
 
@@ -122,7 +124,11 @@ class Supervisor:
         for failure in failures:
             self.failed[failure.robot_id] = failure
             self._say(f"error: {failure.reason}; stopping robot {failure.robot_id}\n{failure.detail}")
-            self.group.stop(robots={failure.robot_id})
+            # In the background (its uplink may drain for a while): the other robots stay supervised.
+            stopper = threading.Thread(target=self.group.stop, kwargs={"robots": {failure.robot_id}},
+                                       name=f"stop-{failure.robot_id}", daemon=True)
+            stopper.start()
+            self._stoppers.append(stopper)
             changed.add(failure.robot_id)
         for robot_id in changed:
             self._write(robot_id)
@@ -193,6 +199,10 @@ class Supervisor:
 
     def alive_robots(self) -> list[str]:
         return [r for r in self.group.robots() if r not in self.failed]
+
+    def stopping(self) -> bool:
+        """Whether the stop of a failed robot is still under way."""
+        return any(t.is_alive() for t in self._stoppers)
 
 
 def _exit_text(code: int | None) -> str:

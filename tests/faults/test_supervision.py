@@ -29,9 +29,12 @@ RESPAWN_DELAY_S = 4.0
 
 _SEED_MODELS = """
 import sys
-from cloud_brain.policy_export import initial_model
+from cloud_brain.config import CloudConfig
 from cloud_brain.registry import ModelRegistry
+from cloud_brain.scheduler import resolve
 from cloud_brain.store import ExperienceStore
+
+initial_model = resolve(CloudConfig.__dataclass_fields__["initial_model"].default)  # the cloud's default
 
 store = ExperienceStore(sys.argv[1])
 registry = ModelRegistry(store)

@@ -124,6 +124,21 @@ def meta_learn_window(net, sequences, window: int, steps: int, lr: float, second
             "lam_c": lam_c, "lam_g": lam_g, "seconds": time.monotonic() - started}
 
 
+def blend_part(parent, trained, alpha: float, part: str, blend):
+    """blend() restricted to one level: "all", "slow" (the inverse dynamics, id* parameters) or
+    "fast" (the fast level's meta-parameters)."""
+    out = blend(parent, trained, alpha)
+    if part == "all":
+        return out
+    with torch.no_grad():
+        for (name, p_out), p_par in zip(out.named_parameters(), parent.parameters(), strict=True):
+            if name.startswith("id") != (part == "slow"):
+                p_out.copy_(p_par)
+    if part == "slow":
+        out.l1_step = parent.l1_step
+    return out
+
+
 def lived_scenarios(batches, act_dim: int, eval_shift_s: float, min_gain_change: float = 0.1) -> dict:
     """Gate scenarios for the conditions the robots reported through their L1 state.
 
@@ -198,13 +213,18 @@ def run_window_round(request: dict, config, task, store_cls, reservoir_cls, rese
             baseline = costs(request["parent_onnx"])
             report["parent"] = baseline
             candidate_onnx = None
-            for alpha in config.blend_steps:
-                onnx_bytes = export_window_onnx(blend(parent, trained, alpha))
+            # Each level's update is also tried on its own: the slow weights (inverse dynamics)
+            # alone, then the fast level's meta-parameters alone, so one that hurts does not block
+            # the other.
+            tries = [(a, "all") for a in config.blend_steps] + [(0.25, "slow"), (0.05, "slow"), (1.0, "fast")]
+            for alpha, part in tries:
+                onnx_bytes = export_window_onnx(blend_part(parent, trained, alpha, part, blend))
                 got = costs(onnx_bytes)
                 regressed = [k for k, c in got.items() if not c <= baseline[k] * (1.0 + config.gate_tolerance)]
-                report["tried"].append({"alpha": alpha, "costs": got, "regressed": regressed})
+                report["tried"].append({"alpha": alpha, "part": part, "costs": got, "regressed": regressed})
                 if not regressed:
                     report["accepted_alpha"] = alpha
+                    report["accepted_part"] = part
                     candidate_onnx = onnx_bytes
                     break
         else:
@@ -214,11 +234,11 @@ def run_window_round(request: dict, config, task, store_cls, reservoir_cls, rese
     accepted = candidate_onnx is not None
     if accepted:
         reason = f"no regression on {', '.join(report['parent']) or 'nothing (gate off)'} " \
-                 f"(step {report['accepted_alpha']:g})"
+                 f"(step {report['accepted_alpha']:g}, {report.get('accepted_part', 'all')})"
     else:
         candidate_onnx = export_window_onnx(trained)
         worst = report["tried"][-1]["regressed"] if report["tried"] else []
-        reason = f"regressed on {', '.join(worst)} at every step {list(config.blend_steps)}"
+        reason = f"regressed on {', '.join(worst)} at every step {list(config.blend_steps)} of every level"
     return {
         "onnx": candidate_onnx,
         "accepted": accepted,

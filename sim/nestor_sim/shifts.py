@@ -3,9 +3,11 @@
 A shift is a change of the plant in the middle of an episode (a payload is picked up, a bearing
 wears, a motor weakens). The policy is expected to notice it from the tracking error and adapt.
 
-Every shift type is one entry of ``SHIFT_TYPES``: a function ``apply(plant, shift)`` that changes
-the plant and returns a zero-argument ``undo`` callable that restores it. Adding a type is adding
-one function and one table entry; the YAML validation and the CLI parser read the table.
+Every shift type is one entry of ``SHIFT_TYPES``: a function ``effect(plant, shift, state)`` that
+says how the shift changes the shiftable quantities. ``apply_shift`` (``Plant.apply``) applies a
+shift and returns a zero-argument ``undo`` callable that reverts it exactly (see ``Plant``).
+Adding a type is adding one function and one table entry; the YAML validation and the CLI parser
+read the table.
 
 This module never imports pybullet: it talks to the ``BulletClient`` held by ``Plant``.
 """
@@ -56,6 +58,13 @@ class Plant:
     motors) change the engine; shifts that live in the actuator (gain, bias) change the arrays
     below, which the env's effort path reads every physics step.
 
+    Exact undo: the plant keeps its nominal values (taken when it is built) and the list of
+    active shifts. Applying or undoing a shift recomputes every shifted quantity from the nominal
+    values and the shifts still active, in the order they were applied, and pushes what changed
+    to the engine. So once no shift is active every value is the nominal one bit for bit, in
+    whatever order the shifts were applied and undone (an inverse such as ``x + m - m`` would
+    not round-trip exactly). Arrays are updated in place: callers may hold references to them.
+
     Attributes:
         client: The env's ``BulletClient``.
         body: PyBullet body id of the robot.
@@ -84,6 +93,18 @@ class Plant:
     damping: np.ndarray
     joint_scale: np.ndarray | None = None
 
+    def __post_init__(self) -> None:
+        self._nominal = _Actuation(
+            self.effort_gain.copy(), self.torque_bias.copy(), self.friction.copy(), self.damping.copy()
+        )
+        # (mass, local inertia diagonal) of every link, base (-1) included, as loaded.
+        self._nominal_links = {
+            link: self.client.getDynamicsInfo(self.body, link)[:3:2]
+            for link in range(-1, self.client.getNumJoints(self.body))
+        }
+        self._active: list[tuple[object, ShiftSpec]] = []
+        self._loaded: set[int] = set()  # links whose mass is (or was) changed by a payload
+
     def set_friction_motors(self) -> None:
         """Pushes ``friction`` to the engine as zero-velocity motors (force 0 = motor off)."""
         self.client.setJointMotorControlArray(
@@ -108,67 +129,134 @@ class Plant:
             raise ValueError(f"shift {shift.type}: joint {shift.joint!r} is not controlled")
         return [self.controlled.index(index)]
 
+    def payload_link(self, shift: ShiftSpec) -> int:
+        """Link index that carries a payload shift (default: the last link)."""
+        return self.link_index[shift.link] if shift.link else max(self.link_index.values())
+
+    def nominal_link(self, link: int) -> tuple[float, tuple[float, float, float]]:
+        """(mass, local inertia diagonal) of ``link`` as loaded, before any shift."""
+        return self._nominal_links[link]
+
+    @property
+    def active(self) -> list[ShiftSpec]:
+        """The shifts in effect, in the order they were applied."""
+        return [shift for _, shift in self._active]
+
+    def apply(self, shift: ShiftSpec) -> Undo:
+        """Applies ``shift``; returns the callable that reverts it (safe to call twice)."""
+        if shift.type not in SHIFT_TYPES:
+            raise ValueError(f"shift: unknown type {shift.type!r} (expected one of {', '.join(SHIFT_TYPES)})")
+        if shift.type != "payload":
+            self.controlled_slots(shift)  # Validates the joint before anything changes.
+        token = object()
+        self._active.append((token, shift))
+        try:
+            self._rebuild()
+        except Exception:
+            self._active.pop()
+            self._rebuild()
+            raise
+
+        def undo() -> None:
+            before = len(self._active)
+            self._active = [(t, s) for t, s in self._active if t is not token]
+            if len(self._active) != before:
+                self._rebuild()
+
+        return undo
+
+    def restore_nominal(self) -> None:
+        """Drops every active shift and pushes every nominal value to the engine again."""
+        self._active = []
+        self._rebuild(force=True)
+
+    def _rebuild(self, force: bool = False) -> None:
+        state = _Actuation(
+            self._nominal.effort_gain.copy(),
+            self._nominal.torque_bias.copy(),
+            self._nominal.friction.copy(),
+            self._nominal.damping.copy(),
+        )
+        for _, shift in self._active:
+            SHIFT_TYPES[shift.type](self, shift, state)
+        self.effort_gain[:] = state.effort_gain
+        self.torque_bias[:] = state.torque_bias
+        if force or not np.array_equal(self.friction, state.friction):
+            self.friction[:] = state.friction
+            self.set_friction_motors()
+        if force or not np.array_equal(self.damping, state.damping):
+            self.damping[:] = state.damping
+            self.set_damping()
+        self._loaded |= set(state.payload)
+        for link in sorted(self._loaded):
+            mass, inertia = self._nominal_links[link]
+            for added in state.payload.get(link, ()):
+                mass = mass + added
+            current = self.client.getDynamicsInfo(self.body, link)[:3:2]
+            if force or current != (mass, inertia):
+                # mass= alone makes PyBullet recompute the inertia from the collision shape;
+                # the nominal diagonal is set in the same call (the payload is a point mass at
+                # the link's centre of mass, which adds no inertia about it).
+                self.client.changeDynamics(self.body, link, mass=mass, localInertiaDiagonal=inertia)
+
+
+@dataclasses.dataclass
+class _Actuation:
+    """The shiftable quantities while the active shifts are being combined."""
+
+    effort_gain: np.ndarray
+    torque_bias: np.ndarray
+    friction: np.ndarray
+    damping: np.ndarray
+    payload: dict[int, list[float]] = dataclasses.field(default_factory=dict)
+
 
 Undo = Callable[[], None]
+Effect = Callable[[Plant, ShiftSpec, _Actuation], None]
 
 
-def _payload(plant: Plant, shift: ShiftSpec) -> Undo:
-    link = plant.link_index[shift.link] if shift.link else max(plant.link_index.values())
-    before = plant.client.getDynamicsInfo(plant.body, link)[0]
-    plant.client.changeDynamics(plant.body, link, mass=before + shift.magnitude)
-    return lambda: plant.client.changeDynamics(plant.body, link, mass=before)
+def _payload(plant: Plant, shift: ShiftSpec, state: _Actuation) -> None:
+    state.payload.setdefault(plant.payload_link(shift), []).append(shift.magnitude)
 
 
 def _array_shift(
     name: str,
     combine: Callable[[np.ndarray, np.ndarray], np.ndarray],
-    push: str | None = None,
     scaled: bool = False,
-):
-    """Builds a shift that edits one of the plant's per-joint arrays.
+) -> Effect:
+    """Builds a shift that edits one of the per-joint arrays.
 
     Args:
-        name: The ``Plant`` array to edit.
+        name: The ``Plant`` / ``_Actuation`` array to edit.
         combine: (old values, magnitude) -> new values.
-        push: ``Plant`` method that hands the array to the engine; None when the env's effort
-            path reads the array every step.
         scaled: scale the magnitude by ``Plant.joint_scale`` when the shift names no joint.
     """
 
-    def apply(plant: Plant, shift: ShiftSpec) -> Undo:
-        array = getattr(plant, name)
+    def effect(plant: Plant, shift: ShiftSpec, state: _Actuation) -> None:
+        array = getattr(state, name)
         slots = plant.controlled_slots(shift)
-        before = array[slots].copy()
         magnitude = np.full(len(slots), shift.magnitude)
         if scaled and shift.joint is None and plant.joint_scale is not None:
             magnitude = magnitude * plant.joint_scale[slots]
-        array[slots] = combine(before, magnitude)
-        if push:
-            getattr(plant, push)()
+        array[slots] = combine(array[slots], magnitude)
 
-        def undo() -> None:
-            array[slots] = before
-            if push:
-                getattr(plant, push)()
-
-        return undo
-
-    return apply
+    return effect
 
 
-# The one table of shift types. Order is the order shown in error messages.
-SHIFT_TYPES: dict[str, Callable[[Plant, ShiftSpec], Undo]] = {
+# The one table of shift types: how each one changes the shiftable quantities. Order is the
+# order shown in error messages.
+SHIFT_TYPES: dict[str, Effect] = {
     "payload": _payload,
-    "damping": _array_shift("damping", lambda old, m: old + m, "set_damping", scaled=True),
-    "friction": _array_shift("friction", lambda old, m: old + m, "set_friction_motors", scaled=True),
+    "damping": _array_shift("damping", lambda old, m: old + m, scaled=True),
+    "friction": _array_shift("friction", lambda old, m: old + m, scaled=True),
     "actuator_gain": _array_shift("effort_gain", lambda old, m: old * m),
     "torque_bias": _array_shift("torque_bias", lambda old, m: old + m, scaled=True),
 }
 
 
 def apply_shift(plant: Plant, shift: ShiftSpec) -> Undo:
-    """Applies ``shift`` to ``plant``; returns the callable that reverts it."""
-    return SHIFT_TYPES[shift.type](plant, shift)
+    """Applies ``shift`` to ``plant``; returns the callable that reverts it exactly."""
+    return plant.apply(shift)
 
 
 _SHIFT_RE = re.compile(

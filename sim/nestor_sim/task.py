@@ -26,6 +26,7 @@ YAML schema (defaults in brackets)::
     kp: [float] * n                  # PD prior gains for the policy graph (N·m/rad or N/m)
     kd: [float] * n                  # (N·m·s/rad or N·s/m)
     effort_limit: [float] * n        # actions are clipped to +-effort_limit
+    joint_damping: [float] * n       # [the URDF's] viscous damping of the controlled joints
     reference:                       # one entry per controlled joint:
       - {center, amplitude, frequency_hz, phase}   # q_ref = c + A sin(2 pi f t + phase)
     control_rate_hz: float           # [100] one env step = one control tick
@@ -34,6 +35,8 @@ YAML schema (defaults in brackets)::
     cost: {w_pos, w_vel, w_effort}   # see TrackingEnv.cost
     shifts:                          # [] scheduled dynamics shifts (see shifts.ShiftSpec)
       - {type, magnitude, at_s, joint?, link?}
+    episode_variation:               # what reset(seed) varies (see EpisodeVariation)
+      {initial_pose_rad, reference_offset_s}   # [0.05, 10.0]; 0 switches one off
     camera: {enabled, rate_hz, width, height, fov_deg, distance, center_x, center_z,
              marker, marker_y, marker_z, marker_half_width, marker_half_height}
 """
@@ -56,6 +59,7 @@ from nestor_sim.shifts import SHIFT_TYPES, ShiftSpec, parse_shift
 __all__ = [
     "CameraSpec",
     "CostWeights",
+    "EpisodeVariation",
     "JointReference",
     "ShiftSpec",
     "TaskSpec",
@@ -95,6 +99,29 @@ class CostWeights:
     w_pos: float = 1.0
     w_vel: float = 0.1
     w_effort: float = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeVariation:
+    """What ``TrackingEnv.reset`` draws from its seeded ``np_random`` for each episode.
+
+    Each episode starts at a reference time offset t0 ~ U[0, reference_offset_s): the reference
+    of the episode is ``q_ref(t0 + t)`` (its phase differs per seed). The controlled joints start
+    on that moved reference, ``initial_positions + q_ref(t0) - q_ref(0)``, plus
+    U(-initial_pose_rad, +initial_pose_rad) per joint (so an offset does not add a start-up
+    position error that the initial position alone would not have). Every joint starts at rest;
+    passive joints start as configured. One seed gives the same episode
+    every time; ``reset()`` without a seed continues the generator (a new episode).
+
+    Attributes:
+        initial_pose_rad: Half width of the uniform initial-pose perturbation per controlled
+            joint (rad or m); 0 = no perturbation.
+        reference_offset_s: Width of the uniform reference time offset (s); 0 = the reference
+            starts at t = 0 every episode.
+    """
+
+    initial_pose_rad: float = 0.05
+    reference_offset_s: float = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +180,9 @@ class TaskSpec:
         kp: PD prior stiffness per controlled joint (the policy graph's prior, not used by the env).
         kd: PD prior damping per controlled joint.
         effort_limit: Max |effort| per controlled joint; actions are clipped to it.
+        joint_damping: Viscous damping per controlled joint (N·m·s/rad), replacing the URDF's
+            <dynamics damping>; None keeps the URDF's. PyBullet integrates it explicitly, so
+            on a very light link it must stay below about 2 I / (physics time step).
         reference: Moving target per controlled joint.
         control_rate_hz: Control ticks per second; one env step is one tick.
         physics_substeps: Physics steps per tick.
@@ -160,6 +190,7 @@ class TaskSpec:
         cost: Cost weights.
         shifts: Scheduled dynamics shifts.
         camera: Camera and marker configuration.
+        episode_variation: What each seeded reset varies (initial pose, reference phase).
     """
 
     name: str
@@ -175,11 +206,13 @@ class TaskSpec:
     inertia_from_urdf: bool = False
     passive_joints: tuple[str, ...] = ()
     initial_positions: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    joint_damping: tuple[float, ...] | None = None
     control_rate_hz: float = 100.0
     physics_substeps: int = 4
     cost: CostWeights = CostWeights()
     shifts: tuple[ShiftSpec, ...] = ()
     camera: CameraSpec = CameraSpec()
+    episode_variation: EpisodeVariation = EpisodeVariation()
 
     @property
     def n_controlled(self) -> int:
@@ -413,10 +446,20 @@ def parse_task(data: Any, source: str = "<task>", base_dir: Path | str = ".") ->
     if cam_kwargs["marker"] not in ("rail", "none"):
         cam.fail("marker", f"expected 'rail' or 'none', got {cam_kwargs['marker']!r}")
 
+    var = top.sub("episode_variation")
+    var.reject_unknown([f.name for f in dataclasses.fields(EpisodeVariation)])
+    variation = EpisodeVariation(
+        **{f.name: var.get(f.name, float, f.default, nonneg) for f in dataclasses.fields(EpisodeVariation)}
+    )
+
     raw_shifts = top.get("shifts", list, [])
     shifts = tuple(_shift_from(top.sub("shifts", i), controlled) for i in range(len(raw_shifts)))
 
     base = top.floats("base_position", 3, (0.0, 0.0, 0.0))
+    damping = top.floats("joint_damping", n, None)
+    for i, v in enumerate(damping or ()):
+        if v < 0:
+            top.fail(f"joint_damping[{i}]", f"must be >= 0, got {v}")
     return TaskSpec(
         name=top.get("name", str),
         urdf=urdf,
@@ -429,6 +472,7 @@ def parse_task(data: Any, source: str = "<task>", base_dir: Path | str = ".") ->
         kp=top.floats("kp", n),
         kd=top.floats("kd", n),
         effort_limit=top.floats("effort_limit", n, positive=True),
+        joint_damping=damping,
         reference=tuple(reference),
         control_rate_hz=top.get("control_rate_hz", float, 100.0, _positive),
         physics_substeps=top.get("physics_substeps", int, 4, _positive),
@@ -436,6 +480,7 @@ def parse_task(data: Any, source: str = "<task>", base_dir: Path | str = ".") ->
         cost=weights,
         shifts=shifts,
         camera=CameraSpec(**cam_kwargs),
+        episode_variation=variation,
     )
 
 

@@ -11,6 +11,11 @@ Cost of a tick (reward = -cost), evaluated after the tick::
 
 with u the clipped commanded effort and the reference taken at the new time.
 
+Episodes vary with the seed (``task.episode_variation``): ``reset(seed=...)`` draws a reference
+time offset and a small initial-pose perturbation from ``np_random``; ``reference``,
+``observation``, ``cost`` and the camera marker all use the episode's offset. Dynamics are
+deterministic: one seed gives the same episode twice, bit for bit, whatever ran before.
+
 The ROS bridge drives the same object through ``apply_effort`` / ``advance`` / ``joint_state``,
 so there is one physics code path.
 """
@@ -84,8 +89,15 @@ class TrackingEnv(gym.Env):
         self._c_slot = np.array([movable.index(j) for j in controlled], dtype=int)
         self._p_slot = np.array([movable.index(j) for j in passive], dtype=int)
         self._names = list(spec.controlled_joints) + list(spec.passive_joints)
-        self._initial = [(j, spec.initial_positions.get(n, 0.0)) for n, j in joint_index.items() if j in movable]
+        self._initial = {j: spec.initial_positions.get(n, 0.0) for n, j in joint_index.items() if j in movable}
+        self._controlled = controlled
         n = spec.n_controlled
+        if spec.joint_damping is not None:
+            for joint, value in zip(controlled, spec.joint_damping, strict=True):
+                self._p.changeDynamics(self.body, joint, jointDamping=value)
+            damping = np.array(spec.joint_damping, dtype=np.float64)
+        else:  # getJointInfo reports the URDF's damping (not later changeDynamics calls).
+            damping = np.array([self._p.getJointInfo(self.body, j)[6] for j in controlled])
         self.plant = Plant(
             client=self._p,
             body=self.body,
@@ -95,10 +107,9 @@ class TrackingEnv(gym.Env):
             effort_gain=np.ones(n),
             torque_bias=np.zeros(n),
             friction=np.zeros(n),
-            damping=np.array([self._p.getJointInfo(self.body, j)[6] for j in controlled]),
+            damping=damping,
             joint_scale=np.asarray(spec.effort_limit, float) / max(spec.effort_limit),
         )
-        self._nominal_damping = self.plant.damping.copy()
         # Torque control needs the default velocity motors off; passive joints stay free too.
         self._p.setJointMotorControlArray(self.body, movable, self._p.VELOCITY_CONTROL, forces=[0.0] * len(movable))
 
@@ -113,6 +124,8 @@ class TrackingEnv(gym.Env):
         self.tick = 0
         self._ref_tick = -1
         self._ref = (np.zeros(n), np.zeros(n))
+        self.reference_offset_s = 0.0
+        self.initial_perturbation = np.zeros(n)
         self._cid = self._p._client
         self._u = np.zeros(n)
         self._q = np.zeros(len(movable))
@@ -122,10 +135,15 @@ class TrackingEnv(gym.Env):
     # ----------------------------------------------------------------- Gymnasium API
 
     def reset(self, *, seed: int | None = None, options: Mapping[str, Any] | None = None):
-        """Restores the initial state and nominal dynamics; re-arms the shift schedule.
+        """Starts a new episode: nominal dynamics, a varied initial state, the shift schedule re-armed.
+
+        Every shift still active is undone and every shiftable dynamics property is set back to
+        its nominal value exactly. Then the episode's reference offset and initial-pose
+        perturbation are drawn from ``np_random`` (see ``task.EpisodeVariation``).
 
         Args:
-            seed: Seeds ``np_random`` (the dynamics themselves are deterministic).
+            seed: Seeds ``np_random``: one seed gives the same episode every time; None
+                continues the generator (a different episode).
             options: {"shifts": [...]} replaces the task's schedule for this episode (ShiftSpecs,
                 ``"payload:4.0@20"`` strings or YAML-style mappings; [] = no shifts).
         """
@@ -133,8 +151,14 @@ class TrackingEnv(gym.Env):
         schedule = self.task.shifts
         if options and "shifts" in options:
             schedule = with_shifts(self.task, options["shifts"]).shifts
-        events = self._reset_state(schedule)
-        return self.observation(), self._info(events)
+        variation = self.task.episode_variation
+        offset = float(self.np_random.uniform(0.0, variation.reference_offset_s))
+        width = variation.initial_pose_rad
+        perturbation = self.np_random.uniform(-width, width, self.task.act_dim)
+        events = self._reset_state(schedule, offset, perturbation)
+        info = self._info(events)
+        info["reference_offset_s"] = self.reference_offset_s
+        return self.observation(), info
 
     def step(self, action):
         """Applies ``action`` (efforts) for one control tick."""
@@ -216,11 +240,14 @@ class TrackingEnv(gym.Env):
         return self.joint_names, self._q[idx].copy(), self._qd[idx].copy(), effort
 
     def reference(self, t: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Returns (q_ref, qd_ref) of the controlled joints at ``t`` (default: now)."""
+        """Returns (q_ref, qd_ref) of the controlled joints at episode time ``t`` (default: now).
+
+        The episode's reference is the task's, ``reference_offset_s`` later.
+        """
         if t is not None:
-            return self.task.reference_at(t)
+            return self.task.reference_at(self.reference_offset_s + t)
         if self._ref_tick != self.tick:  # computed once per tick (cost and observation share it)
-            self._ref = self.task.reference_at(self.t)
+            self._ref = self.task.reference_at(self.reference_offset_s + self.t)
             self._ref_tick = self.tick
         return self._ref
 
@@ -272,21 +299,22 @@ class TrackingEnv(gym.Env):
 
     # -------------------------------------------------------------------- internals
 
-    def _reset_state(self, schedule) -> list[dict[str, Any]]:
-        for _, undo in reversed(self._active):
-            undo()
+    def _reset_state(self, schedule, offset: float = 0.0, perturbation=None) -> list[dict[str, Any]]:
         self._active = []
         self._active_dicts = None
         plant = self.plant
-        plant.effort_gain[:] = 1.0
-        plant.torque_bias[:] = 0.0
-        plant.friction[:] = 0.0
-        plant.damping[:] = self._nominal_damping
-        plant.set_friction_motors()
-        plant.set_damping()
-        for joint, position in self._initial:
+        plant.restore_nominal()
+        self.reference_offset_s = offset
+        self.initial_perturbation = np.zeros(self.task.act_dim) if perturbation is None else perturbation
+        # The controlled joints start where the reference moved to by the offset, perturbed.
+        shift = self.task.reference_at(offset)[0] - self.task.reference_at(0.0)[0] + self.initial_perturbation
+        start = dict(self._initial)
+        for i, joint in enumerate(self._controlled):
+            start[joint] += shift[i]
+        for joint, position in start.items():
             self._p.resetJointState(self.body, joint, position, 0.0)
         self.tick = 0
+        self._ref_tick = -1
         self._u = np.zeros(self.task.act_dim)
         self._pending = sorted(schedule, key=lambda s: s.at_s)
         for shift in self._pending:

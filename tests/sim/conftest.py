@@ -16,3 +16,8 @@ def kuka_yaml() -> Path:
 @pytest.fixture(scope="session")
 def crane_yaml() -> Path:
     return TASKS / "crane.yaml"
+
+
+@pytest.fixture(scope="session")
+def xarm_yaml() -> Path:
+    return TASKS / "xarm6.yaml"

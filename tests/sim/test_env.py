@@ -1,15 +1,17 @@
 """TrackingEnv: the Gymnasium contract, the fixed obs layout and the shift schedule."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
-from nestor_sim.task import load_task
+from nestor_sim.task import EpisodeVariation, load_task
 from nestor_sim.tracking_env import TrackingEnv
 
 
-@pytest.fixture(params=["kuka", "crane"])
-def env(request, kuka_yaml, crane_yaml):
-    env = TrackingEnv(kuka_yaml if request.param == "kuka" else crane_yaml)
+@pytest.fixture(params=["kuka", "crane", "xarm"])
+def env(request, kuka_yaml, crane_yaml, xarm_yaml):
+    env = TrackingEnv({"kuka": kuka_yaml, "crane": crane_yaml, "xarm": xarm_yaml}[request.param])
     yield env
     env.close()
 
@@ -24,7 +26,8 @@ def test_obs_layout(env):
     obs, info = env.reset(seed=1)
     assert obs.dtype == np.float32 and obs.shape == (4 * n + 2 * m,)
     names, pos, vel, _ = env.joint_state()
-    q_ref, qd_ref = spec.reference_at(0.0)
+    q_ref, qd_ref = spec.reference_at(env.reference_offset_s)  # The episode's reference at t = 0.
+    np.testing.assert_array_equal(np.concatenate(env.reference()), np.concatenate([q_ref, qd_ref]))
     np.testing.assert_allclose(obs[:n], pos[:n], atol=1e-6)
     np.testing.assert_allclose(obs[n : 2 * n], vel[:n], atol=1e-6)
     np.testing.assert_allclose(obs[2 * n : 3 * n], q_ref, atol=1e-6)
@@ -95,3 +98,79 @@ def test_kuka_pd_prior_tracks_with_gravity_error_and_payload_hurts(kuka_yaml):
     pre, post = np.mean(costs[100:400]), np.mean(costs[500:800])
     assert np.isfinite(costs).all() and pre < 0.2
     assert post > 1.3 * pre
+
+
+def trace(env, seed, shifts=(), ticks=40):
+    """Observations and costs of one episode under a fixed effort sequence."""
+    obs, _ = env.reset(seed=seed, options={"shifts": list(shifts)})
+    rows, limit = [obs], env.effort_limit
+    for k in range(ticks):
+        obs, reward, *_ = env.step(0.2 * limit * np.cos(k / 5.0 + np.arange(len(limit))))
+        rows.append(np.append(obs, reward))
+    return np.concatenate(rows)
+
+
+def test_seeds_vary_the_episode_and_repeat_exactly(env):
+    spec = env.task
+    first = trace(env, 11)
+    offset, perturbation = env.reference_offset_s, env.initial_perturbation.copy()
+    other = trace(env, 12)
+    assert env.reference_offset_s != offset
+    assert np.abs(first - other).max() > 1e-3  # Two seeds: two episodes.
+    trace(env, 11, shifts=[f"payload:2.0@0.1{'#pole' if spec.passive_joints else ''}", "damping:2@0.2"])
+    np.testing.assert_array_equal(trace(env, 11), first)  # Same seed, same episode, bit for bit.
+    assert env.reference_offset_s == offset
+    # The draws are within the task's ranges, and the start follows the moved reference.
+    variation = spec.episode_variation
+    assert 0.0 <= offset < variation.reference_offset_s
+    assert np.all(np.abs(perturbation) <= variation.initial_pose_rad) and np.any(perturbation != 0)
+    obs, _ = env.reset(seed=11, options={"shifts": []})
+    n = spec.n_controlled
+    shift = spec.reference_at(offset)[0] - spec.reference_at(0.0)[0]
+    initial = np.array([spec.initial_positions.get(j, 0.0) for j in spec.controlled_joints])
+    np.testing.assert_allclose(obs[:n], initial + shift + perturbation, atol=1e-6)
+    passive = [spec.initial_positions.get(j, 0.0) for j in spec.passive_joints]
+    np.testing.assert_allclose(obs[4 * n : 4 * n + len(passive)], passive, atol=1e-6)  # Unchanged.
+
+
+def test_episode_variation_can_be_switched_off(crane_yaml):
+    spec = dataclasses.replace(load_task(crane_yaml), episode_variation=EpisodeVariation(0.0, 0.0))
+    env = TrackingEnv(spec)
+    a, b = trace(env, 1), trace(env, 2)
+    env.close()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_bad_episode_variation_names_field(tmp_path, crane_yaml):
+    path = tmp_path / "crane.yaml"
+    path.write_text(crane_yaml.read_text() + "episode_variation: {initial_pose_rad: -1}\n")
+    with pytest.raises(ValueError, match=r"^crane.yaml: episode_variation.initial_pose_rad: must be >= 0"):
+        load_task(path)
+
+
+def pd_costs(spec, shifts, ticks, seed=0):
+    """Per-tick cost under the task's PD prior alone (no gravity compensation, zero residual)."""
+    env = TrackingEnv(spec)
+    kp, kd, n = np.array(spec.kp), np.array(spec.kd), spec.n_controlled
+    obs, _ = env.reset(seed=seed, options={"shifts": shifts})
+    costs, speed = [], []
+    for _ in range(ticks):
+        q, qd, q_ref, qd_ref = (obs[i * n : (i + 1) * n] for i in range(4))
+        obs, _, terminated, _, info = env.step(kp * (q_ref - q) + kd * (qd_ref - qd))
+        assert not terminated
+        costs.append(info["cost"])
+        speed.append(np.abs(obs[n : 2 * n]).max())
+    env.close()
+    return np.array(costs), np.array(speed)
+
+
+def test_xarm6_pd_prior_is_stable_and_payload_hurts(xarm_yaml):
+    """10 s of PD alone: finite, no joint flying off, a visible gravity error; 2 kg costs more."""
+    spec = load_task(xarm_yaml)
+    nominal, speed = pd_costs(spec, [], 1000)
+    assert np.isfinite(nominal).all() and speed.max() < 2.0  # rad/s; the reference peaks < 0.5.
+    assert 1e-3 < nominal[100:].mean() < 0.1
+    loaded, speed = pd_costs(spec, ["payload:2.0@4"], 1000)
+    assert np.isfinite(loaded).all() and speed.max() < 2.0
+    np.testing.assert_array_equal(loaded[:399], nominal[:399])  # Same seed, same episode.
+    assert loaded[500:].mean() > 1.5 * nominal[500:].mean()

@@ -15,6 +15,16 @@ def test_both_tasks_load(kuka_yaml, crane_yaml):
     assert (crane.obs_dim, crane.act_dim) == (6, 1)
     assert crane.passive_joints == ("cart_to_pole",)
     assert crane.urdf.endswith("cartpole.urdf")
+    assert crane.episode_variation.reference_offset_s == 10.0  # The default.
+
+
+def test_xarm6_task_loads(xarm_yaml):
+    xarm = load_task(xarm_yaml)
+    assert (xarm.obs_dim, xarm.act_dim) == (24, 6)
+    assert xarm.urdf.endswith("xarm/xarm6_robot.urdf")
+    assert xarm.effort_limit == (50.0, 50.0, 32.0, 32.0, 32.0, 20.0)
+    assert xarm.joint_damping is not None and len(xarm.joint_damping) == 6
+    assert [s.type for s in xarm.shifts] == ["payload"]
 
 
 def test_reference_is_sinusoid(crane_yaml):
@@ -55,6 +65,8 @@ def _write(tmp_path, crane_yaml, edit):
             r"shifts\[1\]\.joint: 'x' is not a controlled joint",
         ),
         (lambda d: d.update(physics_substeps=2.5), r"physics_substeps: expected int"),
+        (lambda d: d.update(joint_damping=[-0.1]), r"joint_damping\[0\]: must be >= 0"),
+        (lambda d: d.update(episode_variation={"phase": 1.0}), r"episode_variation\.phase: unknown field"),
     ],
 )
 def test_validation_names_field(tmp_path, crane_yaml, edit, message):

@@ -7,8 +7,10 @@ Timeline: the cloud starts and registers each task's initial model; the robots s
 pushed and begin to track; every robot's dynamics shift at `shift_frac` of the run; the cloud
 consolidates on a timer and pushes each accepted version; at the end the policies stop, the
 uplinks drain their spools, the cloud stops, and the report is written to runs/<id>/ (once it is,
-runs/latest points at it). The learning figures come from seeded closed-loop evaluations in
-simulation of the models the run produced (nestor_bringup.demo_report).
+runs/latest points at it). The live figures (`live` in summary.json) are the robots' own
+cost around their shift and each swap, from the cloud store; the learning figures come from
+seeded closed-loop evaluations in simulation of the models the run produced, each shifted
+episode against its paired control (nestor_bringup.demo_report).
 """
 
 import argparse
@@ -351,8 +353,13 @@ _HEADLINE = (
     "missed_ticks",
     "recovery_ticks_fast",
     "recovery_ticks_frozen",
+    "recovery_ticks_fast_old_censored",
+    "recovery_ticks_frozen_old_censored",
     "cost_initial_model",
     "cost_consolidated_model",
+    "cost_initial_model_deployed",
+    "cost_consolidated_model_deployed",
+    "live",
 )
 
 

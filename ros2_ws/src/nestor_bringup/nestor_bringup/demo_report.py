@@ -1,12 +1,14 @@
 """The demo's results: summary.json, report.md and a cost plot, from what the run left on disk.
 
 Sources, all written by the run itself:
-  - the cloud's SQLite store: every stored transition (cost, stamp, model version) and the
-    model registry (versions, parents, gate metrics);
+  - the cloud's SQLite store: every stored transition (cost, stamp, model version, each level's
+    read), the consolidation rounds and the model registry (versions, parents, gate metrics): the
+    live figures (nestor_bringup.live_figures) and cost.png (nestor_bringup.demo_plot);
   - each robot's spool (what it recorded and what the cloud acknowledged), policy_stats.json
     (swaps, missed ticks) and events.jsonl (the dynamics shift);
   - seeded closed-loop evaluations in PyBullet of the models the run produced, with the robot's
-    own runtime (cloud_brain.evaluation): the learning figures.
+    own runtime (cloud_brain.evaluation), each shifted episode against its paired control: the
+    learning figures.
 """
 
 import json
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from nestor_core import learning_metrics
 
+from nestor_bringup import live_figures
 from nestor_bringup.stall_probe import PROBE_FILE as STALL_PROBE_FILE
 from nestor_bringup.stall_probe import coinciding
 
@@ -37,8 +40,15 @@ def _events(path: Path) -> list[dict]:
         return []
 
 
-def _robot_series(db_path: Path, task: str) -> dict[str, dict[str, np.ndarray]]:
-    """Per robot: seq, stamp, cost, model version of every stored transition, in seq order."""
+def _robot_series(db_path: Path, task: str, kp=None, kd=None) -> dict[str, dict[str, np.ndarray]]:
+    """Per robot, in seq order: seq, stamp, cost, model version of every stored transition.
+
+    With the task's PD gains (kp, kd), also the norm of each level's read per transition:
+    `l0_norm` (the stored `fast_read`), `l1_norm` (the stored `slow_read`, the L1 memory's read)
+    and `slow_norm` (the slow weights' read, action - PD prior(obs) - L0 read - L1 read; the
+    action is stored after clipping to the effort limit, so on a clipped tick this is the
+    clipped share).
+    """
     from cloud_brain.store import ExperienceStore
 
     parts: dict[str, dict[str, list]] = {}
@@ -50,6 +60,9 @@ def _robot_series(db_path: Path, task: str) -> dict[str, dict[str, np.ndarray]]:
             p["stamp"].append(batch.stamp)
             p["cost"].append(batch.cost)
             p["version"].append(batch.model_versions)
+            if kp is not None:
+                for name, value in _level_norms(batch, kp, kd).items():
+                    p.setdefault(name, []).append(value)
     finally:
         store.close()
     out = {}
@@ -60,6 +73,41 @@ def _robot_series(db_path: Path, task: str) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
+def _level_norms(batch, kp, kd) -> dict[str, np.ndarray]:
+    """Norms of the slow, L0 and L1 reads of one stored batch (see _robot_series)."""
+    kp, kd = np.asarray(kp, np.float64), np.asarray(kd, np.float64)
+    n = len(kp)
+    obs = batch.obs.astype(np.float64)
+    q, qd, qr, qdr = obs[:, :n], obs[:, n : 2 * n], obs[:, 2 * n : 3 * n], obs[:, 3 * n : 4 * n]
+    prior = kp * (qr - q) + kd * (qdr - qd)
+    slow = batch.action - prior - batch.fast_read - batch.slow_read
+    return {
+        "slow_norm": np.linalg.norm(slow, axis=1),
+        "l0_norm": np.linalg.norm(batch.fast_read, axis=1),
+        "l1_norm": np.linalg.norm(batch.slow_read, axis=1),
+    }
+
+
+def _rounds(db_path: Path, task: str) -> list[dict]:
+    """The store's consolidation rounds of `task`, oldest first.
+
+    A round with accepted = 0 is a candidate the gate rejected (version > 0) or a failed round
+    (error set, no version).
+    """
+    from cloud_brain.store import ExperienceStore
+
+    store = ExperienceStore(str(db_path))
+    try:
+        rows = store.query(
+            "SELECT finished_unix, parent_version, version, accepted, reason, error FROM rounds"
+            " WHERE task = ? ORDER BY id", (task,),
+        )
+    finally:
+        store.close()
+    keys = ("finished_unix", "parent_version", "version", "accepted", "reason", "error")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
 def _models(db_path: Path, task: str) -> list:
     from cloud_brain.registry import ModelRegistry
 
@@ -67,88 +115,90 @@ def _models(db_path: Path, task: str) -> list:
 
 
 def evaluate_learning(initial_onnx: bytes, final_onnx: bytes, task_file: str, shift: str, seed: int) -> dict:
-    """Seeded sim evaluations of one shift: fast vs frozen L0, initial vs consolidated model."""
+    """Seeded sim evaluations of one shift: fast vs frozen L0, initial vs consolidated model.
+
+    Every shifted episode has its paired control: the same model, seed, episode and runtime
+    config without the shift (issue 9). `recovery_ticks_paired` (None = not recovered within the
+    episode), `post_ratio_paired` and `late_ratio_paired` compare the two tick by tick; the old
+    self-relative band figure stays as `recovery_ticks`.
+    """
     from cloud_brain.evaluation import rollout
     from nestor_core.policy_model import load_model
     from nestor_core.policy_runtime import RuntimeConfig
     from nestor_sim.tracking_env import TrackingEnv
 
-    frozen = RuntimeConfig(l0_step_scale=0.0)
+    modes = {"fast": RuntimeConfig(), "frozen": RuntimeConfig(l0_step_scale=0.0)}
     env = TrackingEnv(task_file)
     try:
+        rate = env.task.control_rate_hz
         initial, final = load_model(initial_onnx), load_model(final_onnx)
         during = [f"{shift}@{EVAL_SHIFT_S:g}"]
         out = {"shift": shift, "seed": seed, "ticks": EVAL_TICKS, "shift_at_s": EVAL_SHIFT_S}
         for label, model in (("initial", initial), ("consolidated", final)):
-            fast = rollout(model, env, during, seed, EVAL_TICKS).summary()
-            still = rollout(model, env, during, seed, EVAL_TICKS, frozen).summary()
-            out[f"{label}_fast"] = fast
-            out[f"{label}_frozen"] = still
-        # First contact: the slow weights alone (L0 frozen) on the shifted dynamics from tick 0.
+            for mode, runtime in modes.items():
+                trace = rollout(model, env, during, seed, EVAL_TICKS, runtime)
+                control = rollout(model, env, [], seed, EVAL_TICKS, runtime)
+                out[f"{label}_{mode}"] = {**trace.summary(), **_paired(trace, control, rate)}
+        # First contact: the model on the shifted dynamics from tick 0, with L0 frozen (the slow
+        # weights' own share) and deployed (RuntimeConfig defaults: L0 and L1 on).
         shifted = [f"{shift}@0"]
         for label, model in (("initial", initial), ("consolidated", final)):
-            first = rollout(model, env, shifted, seed, FIRST_CONTACT_TICKS, frozen)
-            deployed = rollout(model, env, shifted, seed, FIRST_CONTACT_TICKS)
+            first = rollout(model, env, shifted, seed, FIRST_CONTACT_TICKS, modes["frozen"])
+            deployed = rollout(model, env, shifted, seed, FIRST_CONTACT_TICKS, modes["fast"])
             out[f"first_contact_{label}"] = float(np.mean(first.cost))
+            out[f"first_contact_deployed_{label}"] = float(np.mean(deployed.cost))
             out[f"first_100_deployed_{label}"] = float(np.mean(deployed.cost[:100]))
     finally:
         env.close()
     return out
 
 
+def _paired(trace, control, rate_hz: float) -> dict:
+    """The paired-control yardsticks of one shifted episode against its unshifted twin."""
+    s = trace.shift_tick
+    if s is None or s <= 0:
+        return {"recovery_ticks_paired": None, "post_ratio_paired": {}, "late_ratio_paired": None,
+                "blew_up": learning_metrics.blew_up(trace.cost), "post_shift_ticks": 0}
+    return {
+        "recovery_ticks_paired": learning_metrics.recovery_ticks_paired(trace.cost, control.cost, s),
+        "post_ratio_paired": learning_metrics.window_ratios(trace.cost, control.cost, s, rate_hz),
+        "late_ratio_paired": learning_metrics.late_ratio(trace.cost, control.cost, s),
+        "blew_up": learning_metrics.blew_up(trace.cost, control.cost),
+        "control_pre_shift_cost": learning_metrics.pre_shift_cost(control.cost, s),
+        "post_shift_ticks": len(trace.cost) - s,
+    }
+
+
 def _censored(value: int | None, horizon: int) -> int:
     return horizon if value is None else int(value)
 
 
-def _plot(path: Path, series: dict, events: dict, swaps: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(len(series), 1, figsize=(11, 3.2 * max(1, len(series))), squeeze=False)
-    for ax, (robot_id, s) in zip(axes[:, 0], sorted(series.items()), strict=False):
-        t0 = s["stamp"][0]
-        t = s["stamp"] - t0
-        ma = learning_metrics.moving_average(s["cost"], 50)
-        ax.semilogy(t, np.maximum(s["cost"], 1e-7), color="0.8", lw=0.5, label="cost per tick")
-        ax.semilogy(t, np.maximum(ma, 1e-7), color="C0", lw=1.2, label="moving average (50 ticks)")
-        for event in events.get(robot_id, []):
-            if "stamp" in event:
-                ax.axvline(event["stamp"] - t0, color="C3", ls="--", lw=1.5)
-                ax.text(
-                    event["stamp"] - t0,
-                    ax.get_ylim()[1],
-                    f" {event['type']} {event['magnitude']:g}",
-                    color="C3",
-                    va="top",
-                    fontsize=8,
-                )
-        for tick_t, version in swaps.get(robot_id, []):
-            ax.axvline(tick_t - t0, color="C2", ls=":", lw=1.2)
-            ax.text(tick_t - t0, ax.get_ylim()[0], f" v{version}", color="C2", va="bottom", fontsize=8)
-        ax.set_title(f"{robot_id}: cost over time (red: dynamics shift, green: model swap)")
-        ax.set_xlabel("time since first transition (s)")
-        ax.set_ylabel("cost")
-        ax.legend(loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def _paired_mean(values: list[int | None]) -> float | None:
+    """Mean over shift types; None (not recovered) as soon as one of them did not recover."""
+    if not values or any(v is None for v in values):
+        return None
+    return float(np.mean(values))
 
 
 def write_report(run_dir: Path, specs, config, elapsed: float, final_status, task_file: str, shift_at: float) -> dict:
     """Collect the run's figures, evaluate the models, write summary.json, report.md and cost.png."""
     from nestor_robot.spool import Spool
+    from nestor_sim.task import load_task
+
+    from nestor_bringup.demo_plot import plot_cost
 
     db_path = run_dir / "cloud" / "nestor.db"
     task = config.task
-    series = _robot_series(db_path, task)
+    spec_task = load_task(task_file)
+    rate = spec_task.control_rate_hz
+    series = _robot_series(db_path, task, spec_task.kp, spec_task.kd)
     models = _models(db_path, task)
+    rounds = _rounds(db_path, task)
     initial = next(m for m in models if m.parent == 0)
     final = next((m for m in models if m.status == "active"), initial)
     robots = {}
-    swap_marks = {}
     events = {}
+    live = {}
     for spec in specs:
         robot_dir = Path(spec.robot_dir)
         stats = _read_json(robot_dir / "policy_stats.json")
@@ -156,9 +206,11 @@ def write_report(run_dir: Path, specs, config, elapsed: float, final_status, tas
             spool_stats = spool.stats()
         events[spec.robot_id] = _events(robot_dir / "events.jsonl")
         s = series.get(spec.robot_id)
-        if s is not None:
-            change = np.flatnonzero(np.diff(s["version"]) != 0) + 1
-            swap_marks[spec.robot_id] = [(float(s["stamp"][i]), int(s["version"][i])) for i in change]
+        shift_stamp = next((e["stamp"] for e in events[spec.robot_id] if "stamp" in e), None)
+        live[spec.robot_id] = {
+            "shift": spec.shifts[0] if spec.shifts else None,
+            **live_figures.robot_live(s, shift_stamp, rate, stats.get("swap_log")),
+        }
         robots[spec.robot_id] = {
             "shifts": spec.shifts,
             "ticks": stats.get("ticks"),
@@ -180,9 +232,13 @@ def write_report(run_dir: Path, specs, config, elapsed: float, final_status, tas
         shift = spec.shifts[0].split("@")[0]
         if shift not in learning:
             learning[shift] = evaluate_learning(initial.onnx, final.onnx, task_file, shift, config.seed + i)
-    horizon = EVAL_TICKS - int(EVAL_SHIFT_S * 100)
+    horizon = EVAL_TICKS - int(EVAL_SHIFT_S * rate)
     fast = [_censored(r["initial_fast"]["recovery_ticks"], horizon) for r in learning.values()]
     frozen = [_censored(r["initial_frozen"]["recovery_ticks"], horizon) for r in learning.values()]
+    paired = {
+        mode: {shift: r[f"initial_{mode}"]["recovery_ticks_paired"] for shift, r in learning.items()}
+        for mode in ("fast", "frozen")
+    }
     pushed = [m for m in models if m.status in ("active", "retired") and m.parent != 0]
     summary = {
         "robots": len(specs),
@@ -208,22 +264,51 @@ def write_report(run_dir: Path, specs, config, elapsed: float, final_status, tas
         "swaps": {k: r["swaps"] for k, r in robots.items()},
         "missed_ticks": {k: r["missed_ticks"] for k, r in robots.items()},
         **_machine_stalls(run_dir, robots),
-        "recovery_ticks_fast": float(np.mean(fast)),
-        "recovery_ticks_frozen": float(np.mean(frozen)),
+        "recovery_ticks_fast": _paired_mean(list(paired["fast"].values())),
+        "recovery_ticks_frozen": _paired_mean(list(paired["frozen"].values())),
+        "recovery_ticks_paired": paired,
         "recovery_note": (
-            f"mean over the fleet's shift types of seeded sim evaluations with the initial model; "
-            f"a run that never recovers counts as the {horizon}-tick horizon (see learning.*.recovery_ticks)"
+            "paired control (issue 9): ticks after the shift until the 20-tick average of the shifted "
+            "episode stays within 10 % of the same model's, seed's and episode's without the shift, for "
+            "50 ticks; initial model, L0 on (fast) or frozen; mean over the fleet's shift types, None = "
+            f"not recovered within {horizon} ticks (per shift in recovery_ticks_paired)"
+        ),
+        "recovery_ticks_fast_old_censored": float(np.mean(fast)),
+        "recovery_ticks_frozen_old_censored": float(np.mean(frozen)),
+        "recovery_old_note": (
+            "the previous definition: band relative to the episode's own pre-shift cost, a run that never "
+            f"recovers counted as the {horizon}-tick horizon (see learning.*.recovery_ticks)"
         ),
         "cost_initial_model": float(np.mean([r["first_contact_initial"] for r in learning.values()])),
         "cost_consolidated_model": float(np.mean([r["first_contact_consolidated"] for r in learning.values()])),
-        "cost_note": "mean cost of the slow weights alone (L0 frozen) over 1000 ticks on each shifted dynamics",
+        "cost_note": (
+            f"mean cost over {FIRST_CONTACT_TICKS} ticks on each shifted dynamics from tick 0, L0 frozen "
+            "(l0_step_scale 0, L1 at its defaults): the slow weights' share, not what the robot runs"
+        ),
+        "cost_initial_model_deployed": float(
+            np.mean([r["first_contact_deployed_initial"] for r in learning.values()])
+        ),
+        "cost_consolidated_model_deployed": float(
+            np.mean([r["first_contact_deployed_consolidated"] for r in learning.values()])
+        ),
+        "cost_deployed_note": (
+            f"the same {FIRST_CONTACT_TICKS} ticks in the deployed mode (RuntimeConfig defaults: L0 and L1 on), "
+            "as the robots run"
+        ),
+        "live": live,
+        "live_targets": live_figures.targets(live),
+        "live_note": (
+            "the robots' own cost from the cloud store: mean over each window after the robot's shift (and "
+            "over the run's last 20 s) / mean of the 10 s before the shift; swaps: mean of the 5 s after / "
+            "the 5 s before; windows placed by time stamps (None = window not covered by the run)"
+        ),
         "initial_model_version": initial.version,
         "consolidated_model_version": final.version,
         "per_robot": robots,
         "learning": learning,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=_jsonable))
-    _plot(run_dir / "cost.png", series, events, swap_marks)
+    plot_cost(run_dir / "cost.png", series, events, live, rounds, rate)
     (run_dir / "report.md").write_text(_markdown(summary))
     return summary
 
@@ -264,12 +349,63 @@ def _live_recovery(series: dict | None, events: list[dict]) -> int | None:
     return learning_metrics.recovery_ticks(series["cost"], shift_tick)
 
 
-def _fmt(value) -> str:
+def _fmt(value, ratio: bool = False) -> str:
     if value is None:
-        return "not recovered"
+        return "n/a" if ratio else "not recovered"
     if isinstance(value, float):
-        return f"{value:.5g}"
+        return f"{value:.3g}x" if ratio else f"{value:.5g}"
     return str(value)
+
+
+_PAIRED_WINDOWS = [name for name, _, _ in learning_metrics.PAIRED_WINDOWS_S]
+_LIVE_COLUMNS = [name for name, _, _ in learning_metrics.LIVE_WINDOWS_S] + ["last20s"]
+
+
+def _met(flag) -> str:
+    return "not measured" if flag is None else ("met" if flag else "not met")
+
+
+def _live_markdown(s: dict) -> list[str]:
+    """The live figures: per robot windows, last 20 s, each swap, and issue 10's targets."""
+    live, targets = s["live"], s["live_targets"]
+    lines = [
+        "",
+        "## Live figures (the robots' own cost, from the cloud store)",
+        "",
+        f"{s['live_note']}.",
+        "",
+        "| robot | shift | pre-shift cost (10 s) | " + " | ".join(_LIVE_COLUMNS) + " | gaps | windows by |",
+        "|---|---|---|" + "---|" * len(_LIVE_COLUMNS) + "---|---|",
+    ]
+    for robot_id, r in sorted(live.items()):
+        ratios = " | ".join(_fmt(r["post_pre_ratio"].get(w), ratio=True) for w in _LIVE_COLUMNS)
+        lines.append(f"| {robot_id} | {r['shift']} | {_fmt(r['pre_shift_cost'])} | {ratios} | {r['gaps']} | "
+                     f"{r['indexing']} |")
+    lines += [
+        "",
+        "Swaps (mean cost of the 5 s after / the 5 s before):",
+        "",
+        "| robot | swap | at (s) | ratio | rollback |",
+        "|---|---|---|---|---|",
+    ]
+    for robot_id, r in sorted(live.items()):
+        for w in r["swaps"]:
+            lines.append(f"| {robot_id} | v{w['from']} -> v{w['to']} | {w['t_s']:.1f} | "
+                         f"{_fmt(w['ratio'], ratio=True)} | {'yes' if w['rollback'] else 'no'} |")
+    robots = sorted(live)
+    lines += [
+        "",
+        "Issue 10's live targets:",
+        "",
+        "| target | " + " | ".join(robots) + " | all robots |",
+        "|---|" + "---|" * len(robots) + "---|",
+    ]
+    for t in targets.values():
+        cells = " | ".join(f"{_fmt(t['value'][r], ratio=True)} ({_met(t['met'][r])})" for r in robots)
+        flags = list(t["met"].values())
+        overall = None if any(f is None for f in flags) else all(flags)
+        lines.append(f"| {t['what']} <= {t['max']:g}x | {cells} | {_met(overall)} |")
+    return lines
 
 
 def _markdown(s: dict) -> str:
@@ -313,26 +449,38 @@ def _markdown(s: dict) -> str:
             "during the run. Robots' missed ticks that coincide with one of its stalls: "
             + ", ".join(f"{k} {v}" for k, v in s["missed_ticks_during_machine_stalls"].items()) + ".",
         ]
+    lines += _live_markdown(s) if "live" in s else []
     lines += [
         "",
         "## Learning (seeded closed-loop evaluations in simulation)",
         "",
         f"- (a) fast weights: recovery_ticks_fast = {_fmt(s['recovery_ticks_fast'])}, "
         f"recovery_ticks_frozen = {_fmt(s['recovery_ticks_frozen'])} ({s['recovery_note']}).",
-        f"- (b) consolidation: cost_initial_model = {_fmt(s['cost_initial_model'])}, "
-        f"cost_consolidated_model = {_fmt(s['cost_consolidated_model'])} ({s['cost_note']}; "
-        f"v{s['initial_model_version']} vs v{s['consolidated_model_version']}).",
+        f"  Old definition: recovery_ticks_fast_old_censored = {_fmt(s['recovery_ticks_fast_old_censored'])}, "
+        f"recovery_ticks_frozen_old_censored = {_fmt(s['recovery_ticks_frozen_old_censored'])} "
+        f"({s['recovery_old_note']}).",
+        f"- (b) consolidation, v{s['initial_model_version']} vs v{s['consolidated_model_version']}: "
+        f"L0 frozen: cost_initial_model = {_fmt(s['cost_initial_model'])}, "
+        f"cost_consolidated_model = {_fmt(s['cost_consolidated_model'])} ({s['cost_note']}); "
+        f"deployed: cost_initial_model_deployed = {_fmt(s['cost_initial_model_deployed'])}, "
+        f"cost_consolidated_model_deployed = {_fmt(s['cost_consolidated_model_deployed'])} "
+        f"({s['cost_deployed_note']}).",
         "",
-        "| shift | model | L0 | pre-shift cost | first 100 ticks after | recovery ticks |",
-        "|---|---|---|---|---|---|",
+        "Each shifted episode against its paired control (same model, seed and episode, no shift):",
+        "",
+        "| shift | model | L0 | pre-shift cost | first 100 ticks after | recovery paired (ticks) | "
+        + " | ".join(f"paired {w}" for w in _PAIRED_WINDOWS) + " | late (300-600) | old band recovery |",
+        "|---|---|---|---|---|---|" + "---|" * len(_PAIRED_WINDOWS) + "---|---|",
     ]
     for shift, r in s["learning"].items():
         for model in ("initial", "consolidated"):
             for mode in ("fast", "frozen"):
                 e = r[f"{model}_{mode}"]
+                ratios = " | ".join(_fmt(e.get("post_ratio_paired", {}).get(w), ratio=True) for w in _PAIRED_WINDOWS)
                 lines.append(
-                    f"| {shift} | {model} | {'on' if mode == 'fast' else 'frozen'} | {_fmt(e['pre_shift_cost'])} | "
-                    f"{_fmt(e['post_shift_cost_100'])} | {_fmt(e['recovery_ticks'])} |"
+                    f"| {shift} | {model} | {'on' if mode == 'fast' else 'frozen'} | {_fmt(e.get('pre_shift_cost'))} | "
+                    f"{_fmt(e.get('post_shift_cost_100'))} | {_fmt(e.get('recovery_ticks_paired'))} | {ratios} | "
+                    f"{_fmt(e.get('late_ratio_paired'), ratio=True)} | {_fmt(e.get('recovery_ticks'))} |"
                 )
     lines.append("")
     return "\n".join(lines)

@@ -38,9 +38,28 @@ def test_short_demo_closes_the_loop(tmp_path):
     assert len(summary["model_versions_pushed"]) >= 1
     assert all(n >= 1 for n in summary["swaps"].values()), summary["swaps"]
     assert set(summary["missed_ticks"]) == {"robot0", "robot1"}
-    # Learning, measured against baselines in the same run with seeds.
-    assert summary["recovery_ticks_fast"] < summary["recovery_ticks_frozen"]
+    # Learning, measured against baselines in the same run with seeds: every shifted evaluation
+    # episode has its paired control (same model, seed, episode, no shift).
+    for shift, r in summary["learning"].items():
+        assert r["initial_fast"]["post_shift_cost"] < r["initial_frozen"]["post_shift_cost"], shift
+        for run in ("initial_fast", "initial_frozen", "consolidated_fast", "consolidated_frozen"):
+            rec = r[run]["recovery_ticks_paired"]  # None = not recovered, never the horizon
+            assert rec is None or 0 <= rec < r[run]["post_shift_ticks"], (shift, run, rec)
+            assert set(r[run]["post_ratio_paired"]) == {"0-0.5s", "0.5-1s", "1-2s", "2-5s", "5-10s"}
     assert summary["cost_consolidated_model"] < summary["cost_initial_model"]
+    assert summary["cost_consolidated_model_deployed"] > 0 and summary["cost_initial_model_deployed"] > 0
+    # Live figures of every robot, under the keys outside tools read (issue 9).
+    assert set(summary["live"]) == {"robot0", "robot1"}
+    for robot_id, live in summary["live"].items():
+        windows = live["post_pre_ratio"]
+        assert set(windows) == {"0-0.5s", "0.5-1s", "1-2s", "2-5s", "5-10s", "10-20s", "last20s"}, robot_id
+        assert live["pre_shift_cost"] > 0 and all(v is not None and v > 0 for v in windows.values()), live
+        assert live["last20s"] == windows["last20s"]
+        assert len(live["swaps"]) >= summary["swaps"][robot_id] >= 1
+        for swap in live["swaps"]:
+            assert {"from", "to", "ratio"} <= set(swap) and swap["from"] != swap["to"], swap
+            assert swap["ratio"] is None or swap["ratio"] > 0, swap
+    assert set(summary["live_targets"]) == {"0.5-1s", "2-5s", "last20s", "swaps"}
     for name in ("report.md", "cost.png", "cloud/cloud.log"):
         assert (run_dir / name).stat().st_size > 0, name
     assert (tmp_path / "latest").resolve() == run_dir.resolve()

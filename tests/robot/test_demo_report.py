@@ -130,6 +130,15 @@ def test_level_norms_recover_the_slow_read():
     assert norms["slow_norm"] == pytest.approx([5.0], rel=1e-6)
     assert norms["l0_norm"] == pytest.approx([1.0], rel=1e-6)
     assert norms["l1_norm"] == pytest.approx([2.0], rel=1e-6)
+    # A window graph: action = feedforward (slow) + L0, the L1 read being a share of L0's.
+    feedforward, l0, l1_share = np.array([6.0, 8.0]), np.array([0.0, -3.0]), np.array([0.0, -1.0])
+    window = types.SimpleNamespace(obs=np.vstack([obs, obs]), action=np.vstack([batch.action, feedforward + l0]),
+                                   fast_read=np.vstack([batch.fast_read, l0]),
+                                   slow_read=np.vstack([batch.slow_read, l1_share]))
+    norms = demo_report._level_norms(window, kp, kd, np.array([False, True]))
+    assert norms["slow_norm"] == pytest.approx([5.0, 10.0], rel=1e-6)
+    assert norms["l0_norm"] == pytest.approx([1.0, 3.0], rel=1e-6)
+    assert norms["l1_norm"] == pytest.approx([2.0, 1.0], rel=1e-6)
 
 
 def test_rejected_and_failed_rounds_are_read_from_the_store(tmp_path):

@@ -2,7 +2,8 @@
 
 Per robot, two panels on one time axis (seconds since the robot's first stored transition):
   - cost: per tick (grey) and its 1 s moving average, with the pre-shift mean +-10 % band;
-  - the norm of each level's read (1 s moving averages): slow weights, L0 (`fast_read`) and L1.
+  - the norm of each level's read (1 s moving averages): slow weights, L0 (`fast_read`) and L1
+    (demo_report._level_norms; in a "window" graph the L1 read is a share of L0's).
 Markers: the dynamics shift (red), model swaps with their 5 s after / 5 s before ratio (green),
 and consolidation rounds that produced no push (orange: a candidate the gate rejected; grey: a
 failed round). Both y axes are logarithmic with limits taken from the data (percentiles of what

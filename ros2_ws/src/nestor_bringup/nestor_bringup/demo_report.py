@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from nestor_core import learning_metrics
+from nestor_core import learning_metrics, policy_io
 
 from nestor_bringup import live_figures
 from nestor_bringup.stall_probe import PROBE_FILE as STALL_PROBE_FILE
@@ -40,14 +40,12 @@ def _events(path: Path) -> list[dict]:
         return []
 
 
-def _robot_series(db_path: Path, task: str, kp=None, kd=None) -> dict[str, dict[str, np.ndarray]]:
+def _robot_series(db_path: Path, task: str, kp=None, kd=None, kinds=None) -> dict[str, dict[str, np.ndarray]]:
     """Per robot, in seq order: seq, stamp, cost, model version of every stored transition.
 
-    With the task's PD gains (kp, kd), also the norm of each level's read per transition:
-    `l0_norm` (the stored `fast_read`), `l1_norm` (the stored `slow_read`, the L1 memory's read)
-    and `slow_norm` (the slow weights' read, action - PD prior(obs) - L0 read - L1 read; the
-    action is stored after clipping to the effort limit, so on a clipped tick this is the
-    clipped share).
+    With the task's PD gains (kp, kd) and each version's graph kind (`kinds`, version -> l0_kind),
+    also the norm of each level's read per transition (`slow_norm`, `l0_norm`, `l1_norm`; see
+    _level_norms).
     """
     from cloud_brain.store import ExperienceStore
 
@@ -61,7 +59,8 @@ def _robot_series(db_path: Path, task: str, kp=None, kd=None) -> dict[str, dict[
             p["cost"].append(batch.cost)
             p["version"].append(batch.model_versions)
             if kp is not None:
-                for name, value in _level_norms(batch, kp, kd).items():
+                window = np.array([(kinds or {}).get(int(v)) == policy_io.WINDOW for v in batch.model_versions])
+                for name, value in _level_norms(batch, kp, kd, window).items():
                     p.setdefault(name, []).append(value)
     finally:
         store.close()
@@ -73,19 +72,38 @@ def _robot_series(db_path: Path, task: str, kp=None, kd=None) -> dict[str, dict[
     return out
 
 
-def _level_norms(batch, kp, kd) -> dict[str, np.ndarray]:
-    """Norms of the slow, L0 and L1 reads of one stored batch (see _robot_series)."""
+def _level_norms(batch, kp, kd, window=None) -> dict[str, np.ndarray]:
+    """Norms of the slow, L0 and L1 reads of one stored batch, per transition.
+
+    The stored `fast_read` is the L0 read and the stored `slow_read` the L1 read. The slow
+    weights' read is what remains of the action, which depends on the graph (`window`, per
+    transition: the version that ran it is a "window" graph):
+      - "delta" graphs: action = PD prior(obs) + slow + L0 + L1, so slow = action - prior - L0 - L1;
+      - "window" graphs: action = feedforward (the slow inverse-dynamics model) + L0, where the L1
+        read is the share of L0's compensation that the L1 prior alone gives; slow = action - L0.
+    The action is stored after clipping to the effort limit, so on a clipped tick the slow read
+    is the clipped share.
+    """
     kp, kd = np.asarray(kp, np.float64), np.asarray(kd, np.float64)
     n = len(kp)
     obs = batch.obs.astype(np.float64)
     q, qd, qr, qdr = obs[:, :n], obs[:, n : 2 * n], obs[:, 2 * n : 3 * n], obs[:, 3 * n : 4 * n]
     prior = kp * (qr - q) + kd * (qdr - qd)
     slow = batch.action - prior - batch.fast_read - batch.slow_read
+    if window is not None and np.any(window):
+        slow[window] = (batch.action - batch.fast_read)[window]
     return {
         "slow_norm": np.linalg.norm(slow, axis=1),
         "l0_norm": np.linalg.norm(batch.fast_read, axis=1),
         "l1_norm": np.linalg.norm(batch.slow_read, axis=1),
     }
+
+
+def _graph_kinds(models) -> dict[int, str]:
+    """version -> l0_kind ("window" or "delta") of every registered model."""
+    from nestor_core.policy_model import load_model
+
+    return {m.version: load_model(m.onnx).l0_kind for m in models}
 
 
 def _rounds(db_path: Path, task: str) -> list[dict]:
@@ -191,8 +209,8 @@ def write_report(run_dir: Path, specs, config, elapsed: float, final_status, tas
     task = config.task
     spec_task = load_task(task_file)
     rate = spec_task.control_rate_hz
-    series = _robot_series(db_path, task, spec_task.kp, spec_task.kd)
     models = _models(db_path, task)
+    series = _robot_series(db_path, task, spec_task.kp, spec_task.kd, _graph_kinds(models))
     rounds = _rounds(db_path, task)
     initial = next(m for m in models if m.parent == 0)
     final = next((m for m in models if m.status == "active"), initial)

@@ -164,6 +164,7 @@ def test_cost_plot_limits_come_from_the_data(tmp_path):
     s = _series()
     s["cost"][5] = 1e6  # one spike is clipped, not given the axis
     low, high = log_limits([s["cost"]])
+    assert log_limits([s["cost"]], max_decades=0.5)[0] == pytest.approx(high / 1.3 / 10**0.5 / 1.3)
     assert 0.5 < low < 1.0 and 8.0 < high < 20.0
     zero_read = np.r_[np.full(100, 1e-7), np.full(100, 30.0)]
     assert log_limits([zero_read], lo_pct=0.5, hi_pct=100.0, max_decades=3.0)[0] == pytest.approx(30.0 / 1e3 / 1.3)

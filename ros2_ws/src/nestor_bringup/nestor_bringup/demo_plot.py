@@ -7,7 +7,8 @@ Per robot, two panels on one time axis (seconds since the robot's first stored t
 Markers: the dynamics shift (red), model swaps with their 5 s after / 5 s before ratio (green),
 and consolidation rounds that produced no push (orange: a candidate the gate rejected; grey: a
 failed round). Both y axes are logarithmic with limits taken from the data (percentiles of what
-is drawn), so single spikes are clipped rather than squeezing the rest into a corner.
+is drawn, the cost's from after the first 5 s of start-up), so single spikes are clipped rather
+than squeezing the rest into a corner.
 """
 
 from pathlib import Path
@@ -16,16 +17,18 @@ import numpy as np
 from nestor_core import learning_metrics
 
 BAND = 0.10  # the pre-shift +-10 % band
+WARMUP_S = 5.0  # seconds of start-up left out of the cost axis' limits
 LEVELS = (("slow_norm", "slow weights (L2)", "C1"), ("l0_norm", "L0 read", "C4"), ("l1_norm", "L1 read", "C5"))
 
 
 def log_limits(
-    values, lo_pct: float = 1.0, hi_pct: float = 99.9, pad: float = 1.3, max_decades: float = 4.0
+    values, lo_pct: float = 1.0, hi_pct: float = 99.9, pad: float = 1.3, max_decades: float | None = None
 ) -> tuple[float, float] | None:
     """(low, high) for a log axis from the percentiles of the positive, finite values; None if none.
 
-    At most `max_decades` decades are shown: a read that is numerically zero (the initial model's
-    slow weights, 1e-6 N·m) would otherwise take most of the axis; it is drawn at the bottom edge.
+    With `max_decades`, at most that many decades below the top are shown: a read that is
+    numerically zero (a model whose slow weights are still zero, 1e-6 N·m) would otherwise take
+    most of the axis; it is drawn at the bottom edge.
     """
     v = np.concatenate([np.ravel(np.asarray(arr, np.float64)) for arr in values]) if values else np.zeros(0)
     v = v[np.isfinite(v) & (v > 0)]
@@ -34,7 +37,8 @@ def log_limits(
     lo, hi = np.percentile(v, lo_pct), np.percentile(v, hi_pct)
     if hi <= lo:
         hi = lo * 10.0
-    lo = max(lo, hi / 10.0**max_decades)
+    if max_decades is not None:
+        lo = max(lo, hi / 10.0**max_decades)
     return lo / pad, hi * pad
 
 
@@ -69,7 +73,10 @@ def plot_cost(path: Path, series: dict, events: dict, live: dict, rounds: list[d
         if pre:
             ax.axhspan(pre * (1 - BAND), pre * (1 + BAND), color="C2", alpha=0.25, lw=0,
                        label=f"pre-shift mean (10 s) +-{BAND:.0%}")
-        limits = log_limits([s["cost"], ma] + ([[pre * (1 - BAND), pre * (1 + BAND)]] if pre else []))
+        # The start-up transient (the first seconds, before the loop settles) may clip at the top.
+        settled = t >= min(WARMUP_S, float(t[-1]) / 10.0)
+        band = [[pre * (1 - BAND), pre * (1 + BAND)]] if pre else []
+        limits = log_limits([s["cost"][settled], ma[settled], *band])
         ax.set_yscale("log")
         if limits:
             ax.set_ylim(*limits)

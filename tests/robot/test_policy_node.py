@@ -73,14 +73,30 @@ class _Driver:
         self.cost_pub = self.node.create_publisher(Float64, topics.COST, COMMAND_QOS)
         self.model_pub = self.node.create_publisher(String, topics.MODEL_UPDATE, EVENT_QOS)
         self.commands = []
+        self.command_times = []
+        self.node.create_subscription(Float64MultiArray, topics.COMMANDS, self._on_command, COMMAND_QOS)
+        from diagnostic_msgs.msg import DiagnosticArray
+        from nestor_core.qos import STATUS_QOS
+
+        self.statuses = []  # (monotonic time, DiagnosticStatus)
         self.node.create_subscription(
-            Float64MultiArray, topics.COMMANDS, lambda m: self.commands.append(list(m.data)), COMMAND_QOS
+            DiagnosticArray, topics.POLICY_STATUS,
+            lambda m: self.statuses.extend((time.monotonic(), s) for s in m.status), STATUS_QOS,
         )
+        self.nan_joint = None  # set: that joint's position is published as NaN
+        self.corrupt = None  # set: (names, position, velocity) -> the same, malformed
         from rclpy.executors import SingleThreadedExecutor
 
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.t = 0.0
+
+    def _on_command(self, msg) -> None:
+        self.commands.append(list(msg.data))
+        self.command_times.append(time.monotonic())
+
+    def commands_between(self, start: float, end: float) -> list[list[float]]:
+        return [c for c, t in zip(self.commands, self.command_times, strict=True) if start <= t < end]
 
     def wait_connected(self, timeout: float, proc) -> None:
         deadline = time.monotonic() + timeout
@@ -116,7 +132,12 @@ class _Driver:
         qd = [0.1 * math.cos(self.t + i) for i in range(len(JOINTS))]
         # A different joint order (plus an extra joint) than the model's: the node maps by name.
         names = [*reversed(JOINTS), "extra_joint"]
-        state = self.JointState(name=names, position=[*reversed(q), 0.0], velocity=[*reversed(qd), 0.0])
+        if self.nan_joint is not None:
+            q[JOINTS.index(self.nan_joint)] = float("nan")
+        position, velocity = [*reversed(q), 0.0], [*reversed(qd), 0.0]
+        if self.corrupt is not None:
+            names, position, velocity = self.corrupt(names, position, velocity)
+        state = self.JointState(name=names, position=position, velocity=velocity)
         state.header.stamp = self.node.get_clock().now().to_msg()
         self.state_pub.publish(state)
         target = self.JointState(name=list(JOINTS), position=[0.0] * len(JOINTS), velocity=[0.0] * len(JOINTS))
@@ -207,6 +228,130 @@ def test_policy_node_end_to_end(models, tmp_path, executor):
     _assert_contiguous(rows)
     assert rows[-1][1] == final["recorder"]["recorded"] == final["ticks"]
     assert final["recorder"]["overflow"] == 0
+
+
+def _start_policy(models, tmp_path, namespace, domain_id, *params):
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain_id))
+    log = open(tmp_path / "policy.log", "w")
+    argv = [
+        str(BIN / "policy_node"), "--ros-args", "-r", f"__ns:={namespace}",
+        "-p", "robot_id:=r1", "-p", "task:=kuka_track",
+        "-p", f"initial_model:={models[0]}", "-p", "initial_model_version:=1",
+        "-p", f"spool_path:={tmp_path / 'spool.sqlite'}", "-p", f"run_dir:={tmp_path / 'run'}",
+        "-p", "status_period_s:=0.2", *[a for p in params for a in ("-p", p)],
+    ]
+    return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT), log
+
+
+def _stop_policy(proc, log) -> int:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    return proc.returncode
+
+
+def _max_abs(commands) -> float:
+    return max((abs(x) for c in commands for x in c), default=0.0)
+
+
+def test_nan_joint_state_never_drives_an_actuator(models, tmp_path):
+    """A NaN position (a plain rclpy driver): last good command held, then zero; status ERROR; no learning."""
+    domain_id, namespace = _domain_id(), f"/nantest{os.getpid()}"
+    hold = 5
+    proc, log = _start_policy(models, tmp_path, namespace, domain_id, f"input_hold_ticks:={hold}")
+    driver = _Driver(namespace, domain_id)
+    stats_file = tmp_path / "run" / "policy_stats.json"
+    try:
+        driver.wait_connected(30.0, proc)
+        driver.run(2.0)
+        good = driver.commands_between(time.monotonic() - 1.0, time.monotonic())
+        assert len(good) > 50 and _max_abs(good) > 0
+        before = _read_stats(stats_file)
+
+        bad_from = time.monotonic()
+        driver.nan_joint = JOINTS[3]
+        driver.run(1.5)
+        bad_to = time.monotonic()
+        during = driver.commands_between(bad_from, bad_to)
+        assert len(during) > 50, len(during)
+        # No command while the NaN lasts exceeds the last good command in magnitude ...
+        assert _max_abs(during) <= _max_abs(good) + 1e-9, (during[:10], _max_abs(good))
+        # ... and once the hold is over (5 ticks = 50 ms; 0.3 s leaves room for delivery) it is zero effort.
+        late = driver.commands_between(bad_from + 0.3, bad_to)
+        assert late and all(x == 0.0 for c in late for x in c), late[:5]
+        errors = [s for t, s in driver.statuses if bad_from < t <= bad_to + 0.3 and s.level == b"\x02"]
+        assert errors, [(s.level, s.message) for _, s in driver.statuses[-5:]]
+        assert "non_finite" in errors[-1].message and JOINTS[3] in errors[-1].message
+        values = {kv.key: kv.value for kv in errors[-1].values}
+        assert int(values["bad_input_ticks"]) > 0
+
+        driver.nan_joint = None
+        good_from = time.monotonic()
+        driver.run(1.5)
+        after = driver.commands_between(good_from + 0.2, time.monotonic())
+        assert len(after) > 50
+        # Back within the range the commands had before, within a few ticks (0.2 s of delivery slack).
+        assert 0 < _max_abs(after) <= 1.5 * _max_abs(good), (_max_abs(after), _max_abs(good))
+        assert driver.run(5.0, until=lambda: _read_stats(stats_file).get("bad_input_streak") == 0)
+        # OK again once a whole status period passed without bad input (the stats refresh once per flush).
+        assert driver.run(5.0, until=lambda: any(s.level == b"\x00" for t, s in driver.statuses if t > good_from)), [
+            (s.level, s.message) for _, s in driver.statuses[-3:]]
+    finally:
+        driver.close()
+        code = _stop_policy(proc, log)
+    output = (tmp_path / "policy.log").read_text()
+    assert code == 0, output
+    assert "non_finite: joint_states.position[lbr_iiwa_joint_4] is nan" in output
+    final = _read_stats(stats_file)
+    assert final["bad_input_ticks"] > 100 and final["bad_input_longest_streak"] > hold
+    assert final["ticks"] > before["ticks"]
+    # The bad ticks were neither stepped (L0/L1) nor recorded: every recorded transition is a good tick.
+    rows = _spool_rows(tmp_path / "spool.sqlite")
+    _assert_contiguous(rows)
+    assert rows[-1][1] == final["recorder"]["recorded"] == final["ticks"]
+
+
+_MALFORMED = {
+    "joint_states: joint 'lbr_iiwa_joint_7' missing": lambda n, p, v: (n[1:], p[1:], v[1:]),
+    "joint_states: 8 names but 8 positions, 3 velocities": lambda n, p, v: (n, p, v[:3]),
+    "joint_states: joint 'lbr_iiwa_joint_1' missing": lambda n, p, v: ([], [], []),
+}
+
+
+def test_malformed_joint_states_raise_the_status(models, tmp_path):
+    """Missing joint, short velocity array, empty message: safe command, counted, status names the reason."""
+    domain_id, namespace = _domain_id(), f"/badtest{os.getpid()}"
+    proc, log = _start_policy(models, tmp_path, namespace, domain_id)
+    driver = _Driver(namespace, domain_id)
+    stats_file = tmp_path / "run" / "policy_stats.json"
+    seen = {}
+    try:
+        driver.wait_connected(30.0, proc)
+        driver.run(1.0)
+        for reason, corrupt in _MALFORMED.items():
+            driver.corrupt = corrupt
+            start = time.monotonic()
+            assert driver.run(6.0, until=lambda r=reason, t=start: any(
+                r in s.message and s.level in (b"\x01", b"\x02") for u, s in driver.statuses if u > t
+            )), [(s.level, s.message) for _, s in driver.statuses[-3:]]
+            driver.run(0.5)
+            late = driver.commands_between(start + 0.3, time.monotonic())
+            assert late and all(x == 0.0 for c in late for x in c)  # past the hold: zero effort
+            seen[reason] = _read_stats(stats_file).get("bad_input_ticks", 0)
+        driver.corrupt = None
+        driver.run(1.0)
+    finally:
+        driver.close()
+        code = _stop_policy(proc, log)
+    assert code == 0, (tmp_path / "policy.log").read_text()
+    counts = list(seen.values())
+    assert counts == sorted(counts) and counts[0] > 0, seen
+    final = _read_stats(stats_file)
+    assert final["bad_inputs"] >= final["bad_input_ticks"] > counts[-1] - 1
 
 
 @pytest.mark.parametrize(("param", "named"), [("horizon:=1", "horizon"), ("executor:=multi", "executor")])

@@ -18,6 +18,7 @@ One single-threaded executor runs the callbacks, so a tick never overlaps anothe
 import collections
 import dataclasses
 import json
+import math
 import os
 import queue
 import signal
@@ -41,6 +42,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 
+from nestor_robot.input_guard import InputGuard, observation_layout
 from nestor_robot.params import ConfigError, declare_config
 from nestor_robot.recorder import ExperienceRecorder
 from nestor_robot.robot_metrics import PolicyMetrics
@@ -81,6 +83,11 @@ class PolicyNodeConfig:
             this fraction of it (0.2 = 20 % worse); 0 = no automatic rollback.
         metrics_port: Prometheus /metrics port on 127.0.0.1 (model version, swaps, rollbacks, missed
             ticks, spool depth); 0 = off.
+        input_hold_ticks: on a bad sensor tick (non-finite or out-of-range joint state or target) the
+            last good command is held for at most this many ticks, then zero effort is sent.
+        max_abs_position: largest believable |position| of a joint or reference (rad or m); beyond
+            it a joint state is refused as physically impossible.
+        max_abs_velocity: largest believable |velocity| of a joint or reference (rad/s or m/s).
     """
 
     robot_id: str = "robot0"
@@ -102,6 +109,9 @@ class PolicyNodeConfig:
     rollback_window_ticks: int = 0
     rollback_margin: float = 0.0
     metrics_port: int = 0
+    input_hold_ticks: int = 10
+    max_abs_position: float = 100.0
+    max_abs_velocity: float = 100.0
 
     def validate(self) -> "PolicyNodeConfig":
         if not self.robot_id:
@@ -130,6 +140,11 @@ class PolicyNodeConfig:
             raise ValueError(f"rollback_margin: must be >= 0, got {self.rollback_margin}")
         if not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics_port: must be in 0..65535, got {self.metrics_port}")
+        if self.input_hold_ticks < 0:
+            raise ValueError(f"input_hold_ticks: must be >= 0, got {self.input_hold_ticks}")
+        for name in ("max_abs_position", "max_abs_velocity"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
         return self
 
 
@@ -201,6 +216,9 @@ class PolicyNode(Node):
         self.missed_log: list[dict] = []  # the first 100 missed ticks, to find their cause
         self.max_gap_s = 0.0
         self.bad_inputs = 0
+        self.last_bad_input = ""
+        self._guard: InputGuard | None = None
+        self._bad_ticks_at_last_stats = 0
         self.no_target_ticks = 0
         self._last_tick_start: float | None = None
         self._period = 1.0 / cfg.control_rate_hz
@@ -308,9 +326,19 @@ class PolicyNode(Node):
                 self.max_gap_s = gap
         self._last_tick_start = start
         self._last_stamp = stamp
-        if not self._fill_obs(msg, runtime.model):
+        if not self._have_target:
+            self.no_target_ticks += 1
+            self._log.warning("no target received yet: no command", throttle_duration_sec=2.0)
+            return
+        reason = self._fill_obs(msg, runtime.model) or self._guard.check(self._obs)
+        if reason is not None:
+            # Neither L0 nor L1 sees this tick and nothing is recorded; the actuators get the safe command.
+            self._bad_input(reason)
+            self._cmd.data = self._guard.bad(reason).tolist()
+            self._cmd_pub.publish(self._cmd)
             return
         out = runtime.step(self._obs)
+        self._guard.good(out.action)
         self._cmd.data = out.action.tolist()
         self._cmd_pub.publish(self._cmd)
         if self.recorder is not None:
@@ -323,26 +351,20 @@ class PolicyNode(Node):
         self._tick_us[self._tick_n % self._tick_us.shape[0]] = (time.perf_counter() - start) * 1e6
         self._tick_n += 1
 
-    def _fill_obs(self, msg: JointState, model: PolicyModel) -> bool:
-        """obs = concat(q_c, qd_c, q_ref, qd_ref, q_p, qd_p); False (and no command) on bad input."""
+    def _fill_obs(self, msg: JointState, model: PolicyModel) -> str | None:
+        """obs = concat(q_c, qd_c, q_ref, qd_ref, q_p, qd_p); the reason when the message is unusable."""
         n, p = model.act_dim, len(model.passive_joints)
-        if not self._have_target:
-            self.no_target_ticks += 1
-            self._log.warning("no target received yet: no command", throttle_duration_sec=2.0)
-            return False
         ctrl = self._joint_index.lookup(msg.name, model.controlled_joints)
         if ctrl is None:
-            return self._bad_input(f"joint_states: joint {self._joint_index.missing!r} missing")
+            return f"joint_states: joint {self._joint_index.missing!r} missing"
         passive = None
         if p:
             passive = self._passive_index.lookup(msg.name, model.passive_joints)
             if passive is None:
-                return self._bad_input(f"joint_states: joint {self._passive_index.missing!r} missing")
+                return f"joint_states: joint {self._passive_index.missing!r} missing"
         count = len(msg.name)
         if len(msg.position) != count or len(msg.velocity) != count:
-            return self._bad_input(
-                f"joint_states: {count} names but {len(msg.position)} positions, {len(msg.velocity)} velocities"
-            )
+            return f"joint_states: {count} names but {len(msg.position)} positions, {len(msg.velocity)} velocities"
         q = np.frombuffer(msg.position, np.float64) if len(msg.position) else np.zeros(0)
         qd = np.frombuffer(msg.velocity, np.float64) if len(msg.velocity) else np.zeros(0)
         obs = self._obs
@@ -353,12 +375,12 @@ class PolicyNode(Node):
         if p:
             obs[4 * n : 4 * n + p] = q[passive]
             obs[4 * n + p :] = qd[passive]
-        return True
+        return None
 
-    def _bad_input(self, reason: str) -> bool:
+    def _bad_input(self, reason: str) -> None:
         self.bad_inputs += 1
-        self._log.error(f"{reason}: no command", throttle_duration_sec=2.0)
-        return False
+        self.last_bad_input = reason
+        self._log.error(f"bad input ({reason}): safe command, not learned from", throttle_duration_sec=2.0)
 
     def _on_target(self, msg: JointState) -> None:
         runtime = self.runtime
@@ -377,6 +399,9 @@ class PolicyNode(Node):
         self._have_target = True
 
     def _on_cost(self, msg: Float64) -> None:
+        if not math.isfinite(msg.data):
+            self._bad_input(f"cost: {msg.data} is not finite (the previous cost is kept)")
+            return
         self._cost = msg.data
 
     # ------------------------------------------------------------------ models
@@ -400,12 +425,16 @@ class PolicyNode(Node):
             self._q_ref = np.zeros(model.act_dim, np.float32)
             self._qd_ref = np.zeros(model.act_dim, np.float32)
             self._passive_index = _JointIndex()
+            self._make_guard(model)
             self.recorder = ExperienceRecorder(
                 self.config.robot_id, model.task, model.obs_dim, model.act_dim, self.config.recorder_capacity
             )
         else:
-            self._previous_model = self.runtime.model
+            previous_model = self._previous_model = self.runtime.model
             self.runtime.swap(model)
+            if (model.controlled_joints, model.passive_joints) != (previous_model.controlled_joints,
+                                                                   previous_model.passive_joints):
+                self._make_guard(model)
             self.swaps += 1
             self._rollback.on_swap(previous, model.version)
         self.model_version = model.version
@@ -418,6 +447,16 @@ class PolicyNode(Node):
             self._log.info(f"model version {model.version} active (sha256 {model.sha256[:12]})")
         else:
             self._log.info(f"swapped model {previous} -> {model.version} at tick {tick}")
+
+    def _make_guard(self, model: PolicyModel) -> None:
+        cfg = self.config
+        labels, limits = observation_layout(
+            model.controlled_joints, model.passive_joints, cfg.max_abs_position, cfg.max_abs_velocity
+        )
+        old = self._guard
+        self._guard = InputGuard(labels, limits, model.act_dim, cfg.input_hold_ticks)
+        if old is not None:
+            self._guard.good(old.safe_command())
 
     def _roll_back(self, verdict: Verdict) -> None:
         """Return to the previous model (tick thread), never adopt `verdict.version` again, report it."""
@@ -560,6 +599,9 @@ class PolicyNode(Node):
 
     def stats(self) -> dict:
         recorder = self.recorder.stats() if self.recorder is not None else {}
+        guard = self._guard
+        bad_ticks = guard.bad_ticks if guard is not None else 0
+        previous_bad, self._bad_ticks_at_last_stats = self._bad_ticks_at_last_stats, bad_ticks
         return {
             "robot_id": self.config.robot_id,
             "task": self.config.task,
@@ -570,6 +612,13 @@ class PolicyNode(Node):
             "missed_log": list(self.missed_log),
             "max_gap_ms": self.max_gap_s * 1e3,
             "bad_inputs": self.bad_inputs,
+            "bad_input_ticks": bad_ticks,
+            "bad_input_ticks_recent": bad_ticks - previous_bad,
+            "bad_input_streak": guard.streak if guard is not None else 0,
+            "bad_input_longest_streak": guard.longest_streak if guard is not None else 0,
+            "holding_zero_effort": bool(guard is not None and guard.holding_zero),
+            "last_bad_input": self.last_bad_input,
+            "last_bad_tick": guard.last_reason if guard is not None else "",
             "no_target_ticks": self.no_target_ticks,
             "swaps": self.swaps,
             "swap_log": list(self.swap_log),
@@ -606,16 +655,23 @@ class PolicyNode(Node):
             "recorder_overflow": stats["recorder_overflow"],
             "tick_p50_us": tick["p50"],
             "tick_p99_us": tick["p99"],
+            "bad_inputs": stats["bad_inputs"],
+            "bad_input_ticks": stats["bad_input_ticks"],
+            "bad_input_ticks_recent": stats["bad_input_ticks_recent"],
+            "bad_input_streak": stats["bad_input_streak"],
+            "last_bad_input": stats["last_bad_input"],
+            "last_bad_tick": stats["last_bad_tick"],
         }
         supervision = stats.get("supervision") or {}
         down = supervision.get("down") or []
         values["node_restarts"] = supervision.get("restarts", 0)  # by the supervisor, all nodes of this robot
         values["nodes_down"] = ",".join(down)
-        message = "waiting for a model" if stats["model_version"] is None else f"model {stats['model_version']}"
+        level, message = status_level(stats)
         if down:
+            level = max(level, DiagnosticStatus.WARN)
             message += f"; down, restarting: {', '.join(down)}"
         status = DiagnosticStatus(
-            level=DiagnosticStatus.OK if stats["model_version"] is not None and not down else DiagnosticStatus.WARN,
+            level=level,
             name=self.get_fully_qualified_name(),
             hardware_id=self.config.robot_id,
             message=message,
@@ -652,6 +708,25 @@ class PolicyNode(Node):
             self._metrics_http[0].shutdown()
         if self._spool is not None:
             self._spool.close()
+
+
+def status_level(stats: dict) -> tuple[bytes, str]:
+    """(DiagnosticStatus level, message) of the policy/status topic, from one stats snapshot.
+
+    ERROR while a bad-input streak outlasts input_hold_ticks (the actuators get zero effort),
+    WARN when bad input arrived since the previous status or no model is loaded yet, else OK.
+    """
+    if stats["holding_zero_effort"]:
+        return DiagnosticStatus.ERROR, (
+            f"bad input for {stats['bad_input_streak']} ticks, zero effort: {stats['last_bad_tick']}"
+        )
+    if stats["bad_input_ticks_recent"] or stats["bad_input_streak"]:
+        return DiagnosticStatus.WARN, (
+            f"bad input on {stats['bad_input_ticks_recent']} ticks, last good command held: {stats['last_bad_tick']}"
+        )
+    if stats["model_version"] is None:
+        return DiagnosticStatus.WARN, "waiting for a model"
+    return DiagnosticStatus.OK, f"model {stats['model_version']}"
 
 
 def _interrupt(signum, frame):

@@ -268,3 +268,7 @@ class PolicyRuntime:
         self.l1 = self._make_l1(model, self.l1.state if same_keys else None)
         self.swaps += 1
 
+    def set_l0_step_scale(self, scale: float) -> None:
+        """Change the L0 step scale from the next tick on (the run-time `l0_step_scale` parameter)."""
+        self.config.l0_step_scale = scale
+        self._scale[0] = scale

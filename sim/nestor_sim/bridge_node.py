@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rclpy
 from nestor_core import qos, topics
-from nestor_core.executors import KINDS as EXECUTORS
 from nestor_core.executors import check_kind, make_executor
 from nestor_core.realtime import freeze_heap, set_sched_priority
-from rcl_interfaces.msg import ParameterDescriptor
+from nestor_robot.params import declare_config, refuse_undeclared
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 
@@ -63,36 +63,15 @@ class BridgeConfig:
     sched_priority: int = 0
     executor: str = "events"
 
+    RANGES: typing.ClassVar[dict] = {"seed": (0, 2**32 - 1), "sched_priority": (0, 99)}
 
-_DESCRIPTIONS = {
-    "task_file": "Path of the task YAML (required).",
-    "robot_id": "Id of this robot, written into every sim event.",
-    "seed": "Seed passed to TrackingEnv.reset.",
-    "shifts": "Shift schedule override, e.g. ['payload:4.0@20']; empty keeps the task file's.",
-    "wait_for_command": "Hold the initial pose (physics paused) until the first command arrives.",
-    "run_dir": "If set, append shift events as JSON lines to <run_dir>/events.jsonl.",
-    "publish_target": "Publish the reference on the target topic (false when perception does).",
-    "camera_enabled": "Publish camera images (only if the task's camera is enabled too).",
-    "sched_priority": "SCHED_FIFO priority of the node's threads (1-99; 0 = default scheduling).",
-    "executor": f"Executor the node spins on: one of {EXECUTORS} (events = rclpy's EventsExecutor).",
-}
-
-
-def _declare(node: Node) -> BridgeConfig:
-    values: dict[str, Any] = {}
-    for field in dataclasses.fields(BridgeConfig):
-        descriptor = ParameterDescriptor(description=_DESCRIPTIONS[field.name])
-        if field.name == "shifts":
-            # An empty list has no ROS type of its own; declare the type explicitly.
-            value = node.declare_parameter("shifts", Parameter.Type.STRING_ARRAY, descriptor).value
-            values["shifts"] = [s for s in (value or []) if s.strip()]
-        else:
-            values[field.name] = node.declare_parameter(field.name, field.default, descriptor).value
-    config = BridgeConfig(**values)
-    if not config.task_file:
-        raise ValueError("task_file: required parameter is empty")
-    check_kind(config.executor)
-    return config
+    def validate(self) -> BridgeConfig:
+        if not self.task_file:
+            raise ValueError("task_file: required parameter is empty")
+        if not self.robot_id:
+            raise ValueError("robot_id: must not be empty")
+        check_kind(self.executor)
+        return self
 
 
 class SimBridge(Node):
@@ -100,7 +79,10 @@ class SimBridge(Node):
 
     def __init__(self):
         super().__init__("sim_bridge")
-        self.config = _declare(self)
+        self.env = None  # set below; a node that fails half-way still closes cleanly
+        self.config = declare_config(self, BridgeConfig)
+        self.config.shifts = [s for s in self.config.shifts if s.strip()]
+        refuse_undeclared(self)
         self.get_logger().info(set_sched_priority(self.config.sched_priority))
         task = load_task(self.config.task_file)
         if self.config.shifts:
@@ -215,7 +197,8 @@ class SimBridge(Node):
 
     def destroy_node(self) -> None:
         """Closes the physics client with the node."""
-        self.env.close()
+        if self.env is not None:
+            self.env.close()
         super().destroy_node()
 
 
@@ -223,7 +206,11 @@ def main(args=None):
     """Runs the sim bridge until shutdown; accepts ``--ros-args`` (params file, remaps)."""
     try:
         with rclpy.init(args=args):
-            node = SimBridge()
+            try:
+                node = SimBridge()
+            except (ValueError, OSError) as err:  # a bad parameter, task file or shift: one line, exit 2
+                print(f"sim_bridge: error: {err}", file=sys.stderr, flush=True)
+                sys.exit(2)
             executor = make_executor(node.config.executor)
             executor.add_node(node)
             freeze_heap()

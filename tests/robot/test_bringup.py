@@ -112,7 +112,7 @@ def test_params_files_apply_inside_a_namespace(tmp_path):
     import rclpy
     from nestor_core.policy_runtime import RuntimeConfig
     from nestor_robot.params import declare_config
-    from nestor_robot.policy_node import PolicyNodeConfig
+    from nestor_robot.policy_node import RUNTIME_RANGES, PolicyNodeConfig
     from rclpy.context import Context
     from rclpy.node import Node
 
@@ -129,7 +129,7 @@ def test_params_files_apply_inside_a_namespace(tmp_path):
         args = ["--ros-args", "--params-file", str(defaults), "--params-file", str(overrides)]
         node = Node("policy", namespace="robot5", context=context, cli_args=args)
         config = declare_config(node, PolicyNodeConfig)
-        runtime = declare_config(node, RuntimeConfig)
+        runtime = declare_config(node, RuntimeConfig, ranges=RUNTIME_RANGES)
         assert runtime.horizon == 17  # from the /**/policy defaults file
         assert config.robot_id == "robot5"  # from the per-robot overrides file, which wins
         assert config.spool_path == policy.overrides["spool_path"]

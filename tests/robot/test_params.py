@@ -3,14 +3,19 @@
 import dataclasses
 import os
 import random
+import typing
 
 import pytest
 import rclpy
 from nestor_core.policy_runtime import RuntimeConfig
-from nestor_robot.params import ConfigError, declare_config, docstring_attributes
-from nestor_robot.policy_node import PolicyNodeConfig
+from nestor_robot.params import ConfigError, declare_config, docstring_attributes, refuse_undeclared
+from nestor_robot.perception_node import PerceptionConfig
+from nestor_robot.policy_node import RUNTIME_DYNAMIC, RUNTIME_RANGES, PolicyNodeConfig
+from nestor_robot.uplink_node import UplinkNodeConfig
+from nestor_robot.weight_sync_node import WeightSyncNodeConfig
 from rclpy.context import Context
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
@@ -34,6 +39,8 @@ class Example:
     shifts: list[str] = dataclasses.field(default_factory=list)
     gains: list[float] = dataclasses.field(default_factory=lambda: [1.0, 2.0])
     tag: str = dataclasses.field(default="t", metadata={"description": "from metadata"})
+
+    RANGES: typing.ClassVar[dict] = {"count": (-10, 100), "rate_hz": (0.0, 1e6), "period_s": (0.0, 10.0)}
 
     def validate(self):
         if self.count < 0:
@@ -84,7 +91,7 @@ def test_overrides_and_int_for_float(make_node):
 
 def test_prefix(make_node):
     node = make_node("runtime.horizon:=8")
-    config = declare_config(node, RuntimeConfig, prefix="runtime.")
+    config = declare_config(node, RuntimeConfig, prefix="runtime.", ranges=RUNTIME_RANGES)
     assert config.horizon == 8
     assert node.has_parameter("runtime.l1_period")
 
@@ -100,7 +107,7 @@ def test_validate_error_names_parameter(make_node):
     with pytest.raises(ConfigError, match="parameter count: must be >= 0"):
         declare_config(make_node("count:=-1"), Example)
     with pytest.raises(ConfigError, match="runtime.horizon"):
-        declare_config(make_node("runtime.horizon:=1"), RuntimeConfig, prefix="runtime.")
+        declare_config(make_node("runtime.horizon:=1"), RuntimeConfig, prefix="runtime.", ranges=RUNTIME_RANGES)
 
 
 def test_policy_node_config_fields_are_documented():
@@ -109,3 +116,137 @@ def test_policy_node_config_fields_are_documented():
     assert not missing
     docs = docstring_attributes(RuntimeConfig)
     assert all(docs.get(f.name) for f in dataclasses.fields(RuntimeConfig))
+
+
+# ---------------------------------------------------------------------- ranges, read-only, set callback
+
+
+@dataclasses.dataclass
+class Ranged:
+    """A config with ranges and one run-time parameter.
+
+    Attributes:
+        rate_hz: a rate.
+        count: a count.
+        scale: changes at run time.
+        name: a name.
+    """
+
+    rate_hz: float = 100.0
+    count: int = 3
+    scale: float = 1.0
+    name: str = "x"
+
+    RANGES: typing.ClassVar[dict] = {"rate_hz": (1.0, 1000.0), "count": (0, 10), "scale": (0.0, 1.0)}
+    DYNAMIC: typing.ClassVar[tuple] = ("scale",)
+
+    def validate(self):
+        if self.name == "bad":
+            raise ValueError("name: must not be 'bad'")
+        return self
+
+
+def test_ranges_and_read_only_in_descriptors(make_node):
+    node = make_node()
+    declare_config(node, Ranged)
+    rate = node.describe_parameter("rate_hz")
+    assert (rate.floating_point_range[0].from_value, rate.floating_point_range[0].to_value) == (1.0, 1000.0)
+    assert rate.read_only
+    count = node.describe_parameter("count")
+    assert (count.integer_range[0].from_value, count.integer_range[0].to_value) == (0, 10)
+    assert not node.describe_parameter("scale").read_only
+
+
+def test_out_of_range_at_start_names_the_parameter(make_node):
+    with pytest.raises(ConfigError, match="parameter rate_hz"):
+        declare_config(make_node("rate_hz:=0.5"), Ranged)
+    with pytest.raises(ConfigError, match="parameter count"):
+        declare_config(make_node("count:=11"), Ranged)
+    with pytest.raises(ConfigError, match=r"parameter rate_hz: 5000.0 is outside"):
+        declare_config(make_node("rate_hz:=5000"), Ranged)  # an int for a float skips rclpy's double range
+
+
+def test_set_refuses_bad_values_with_a_reason_and_applies_good_ones(make_node):
+    node = make_node()
+    changed = []
+    config = declare_config(node, Ranged, on_change=changed.append)
+    results = node.set_parameters([
+        Parameter("rate_hz", value=50.0),  # read-only
+        Parameter("scale", value=7.0),  # out of range
+        Parameter("scale", value="big"),  # wrong type (floats are dynamically typed for `1` -> 1.0)
+        Parameter("scale", value=2),  # an int beyond the range
+    ])
+    assert [r.successful for r in results] == [False] * 4
+    assert "read-only" in results[0].reason
+    assert "out of range" in results[1].reason
+    assert results[2].reason == "parameter scale: expected float, got 'big'"
+    assert "outside [0.0, 1.0]" in results[3].reason
+    assert node.get_parameter("scale").value == 1.0 and config.scale == 1.0 and not changed
+    (ok,) = node.set_parameters([Parameter("scale", value=0.25)])
+    assert ok.successful and config.scale == 0.25 and changed == [{"scale": 0.25}]
+    (ok,) = node.set_parameters([Parameter("scale", value=0)])
+    assert ok.successful and config.scale == 0.0 and isinstance(config.scale, float)
+
+
+def test_set_runs_validate(make_node):
+    @dataclasses.dataclass
+    class Named:
+        """Attributes:
+        name: a name.
+        """
+
+        name: str = "x"
+        DYNAMIC: typing.ClassVar[tuple] = ("name",)
+
+        def validate(self):
+            if self.name == "bad":
+                raise ValueError("name: must not be 'bad'")
+            return self
+
+    node = make_node()
+    config = declare_config(node, Named)
+    (result,) = node.set_parameters([Parameter("name", value="bad")])
+    assert not result.successful and result.reason == "parameter name: must not be 'bad'"
+    assert config.name == "x"
+
+
+def test_numeric_field_without_range_is_a_programming_error(make_node):
+    @dataclasses.dataclass
+    class Unranged:
+        count: int = 3
+
+    with pytest.raises(TypeError, match="Unranged.count: numeric parameter without a range"):
+        declare_config(make_node(), Unranged)
+
+
+def test_refuse_undeclared_names_the_parameter(make_node):
+    node = make_node("rate_hz:=10.0", "scal:=0.5")
+    declare_config(node, Ranged)
+    with pytest.raises(ConfigError, match=r"parameter scal: node /n0 has no such parameter \(did you mean 'scale'\?\)"):
+        refuse_undeclared(node)
+    node = make_node("rate_hz:=10.0", "use_sim_time:=false")
+    declare_config(node, Ranged)
+    refuse_undeclared(node)  # rclpy's own parameters are fine
+
+
+NODE_CONFIGS = [
+    (PolicyNodeConfig, {}, ()),
+    (RuntimeConfig, RUNTIME_RANGES, RUNTIME_DYNAMIC),
+    (UplinkNodeConfig, {}, ()),
+    (WeightSyncNodeConfig, {}, ()),
+    (PerceptionConfig, {}, ()),
+]
+
+
+@pytest.mark.parametrize(("cls", "ranges", "dynamic"), NODE_CONFIGS, ids=lambda c: getattr(c, "__name__", ""))
+def test_every_node_parameter_has_a_range_and_is_read_only_unless_dynamic(make_node, cls, ranges, dynamic):
+    node = make_node()
+    declare_config(node, cls, ranges=ranges, dynamic=dynamic)  # a numeric field without range raises
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        described = node.describe_parameter(field.name)
+        assert described.read_only == (field.name not in dynamic), field.name
+        if hints[field.name] is float:
+            assert described.floating_point_range, field.name
+        elif hints[field.name] is int:
+            assert described.integer_range, field.name

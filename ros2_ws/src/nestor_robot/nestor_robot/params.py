@@ -1,9 +1,19 @@
-"""Bind a typed config dataclass to ROS parameters, at the node's edge.
+"""Bind a typed config dataclass to ROS parameters, at the node's edge: the one binder of every node.
 
 `declare_config(node, SomeConfig)` declares one ROS parameter per dataclass field, with the
-field's default and a `ParameterDescriptor(description=...)`, reads the values back (YAML params
-files and `-p` overrides apply), builds the dataclass and validates it once. Every error names the
-parameter.
+field's default and a `ParameterDescriptor(description=..., read_only=..., *_range=...)`, reads the
+values back (YAML params files and `-p` overrides apply), builds the dataclass and validates it
+once. Every error names the parameter.
+
+After start-up the same rules hold:
+  * every numeric field declares its range (`RANGES`, a ClassVar of the dataclass, or the `ranges`
+    argument): a FloatingPointRange / IntegerRange in its descriptor, so rclpy itself refuses an
+    out-of-range `ros2 param set`; a numeric field without one is a programming error (TypeError);
+  * fields named in `DYNAMIC` (or `dynamic`) may change at run time: a set-parameters callback
+    checks the type, the range and `validate()` of the changed config, refuses with the reason, and
+    on success updates the config in place and calls `on_change`; every other field is read-only;
+  * `refuse_undeclared(node)`, called once all configs are declared, refuses a parameter that a
+    params file or `-p` sets but the node does not declare (a typo such as `l0_step_scal`).
 
 Field descriptions come from `dataclasses.field(metadata={"description": ...})` or, failing that,
 from the Google-style `Attributes:` section of the dataclass docstring (`a, b: text` documents
@@ -11,10 +21,19 @@ both a and b).
 """
 
 import dataclasses
+import difflib
+import math
 import re
 import typing
+from collections.abc import Callable, Iterable, Mapping
 
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+    SetParametersResult,
+)
 from rclpy.exceptions import (
     InvalidParameterTypeException,
     InvalidParameterValueException,
@@ -115,7 +134,43 @@ def _coerce(value, elem: type, is_array: bool, name: str):
     return one(value)
 
 
-def declare_config(node: Node, config_cls, prefix: str = ""):
+# Parameters every rclpy node has without declaring them in a config.
+_BUILTIN_PARAMETERS = ("use_sim_time", "start_type_description_service")
+_BUILTIN_PREFIXES = ("qos_overrides.",)
+
+INF = math.inf
+
+
+def _descriptor_range(name: str, elem: type, is_array: bool, bounds) -> dict:
+    """FloatingPointRange / IntegerRange keyword of a ParameterDescriptor (numeric scalars only)."""
+    if is_array or elem not in (int, float):
+        if bounds is not None:
+            raise TypeError(f"{name}: a range is declared for a non-numeric field")
+        return {}
+    if bounds is None:
+        raise TypeError(f"{name}: numeric parameter without a range (add it to RANGES)")
+    low, high = bounds
+    if elem is int:
+        big = 2**63 - 1
+        low = -big if low == -INF else int(low)
+        high = big if high == INF else int(high)
+        return {"integer_range": [IntegerRange(from_value=low, to_value=high, step=1)]}
+    return {"floating_point_range": [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]}
+
+
+def _in_range(value, bounds) -> bool:
+    return bounds is None or bounds[0] <= value <= bounds[1]
+
+
+def declare_config(
+    node: Node,
+    config_cls,
+    prefix: str = "",
+    *,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+    dynamic: Iterable[str] | None = None,
+    on_change: Callable[[dict], None] | None = None,
+):
     """Declare every field of `config_cls` as a parameter `<prefix><field>`; return the config.
 
     Args:
@@ -123,26 +178,40 @@ def declare_config(node: Node, config_cls, prefix: str = ""):
         config_cls: a dataclass whose fields all have defaults of type bool, int, float, str or a
             list of one of these.
         prefix: parameter name prefix, e.g. "runtime." (include the separator).
+        ranges: field -> (low, high), inclusive; added to `config_cls.RANGES`. math.inf is allowed.
+        dynamic: fields that may change at run time; added to `config_cls.DYNAMIC`. The others
+            are declared read-only.
+        on_change: called with {field: new value} after an accepted run-time change, on the
+            executor's thread (between two callbacks of the node).
 
     Raises:
-        ConfigError: a value of the wrong type, or one that `config_cls.validate()` refuses; the
-            message names the parameter.
+        ConfigError: a value of the wrong type or out of range, or one that `config_cls.validate()`
+            refuses; the message names the parameter.
     """
     hints = typing.get_type_hints(config_cls)
     docs = docstring_attributes(config_cls)
+    bounds_of = {**getattr(config_cls, "RANGES", {}), **(ranges or {})}
+    dynamic_fields = set(getattr(config_cls, "DYNAMIC", ())) | set(dynamic or ())
     values = {}
+    kinds = {}
     for field in dataclasses.fields(config_cls):
         if not field.init:
             continue
         name = prefix + field.name
         ptype, elem, is_array = _ros_type(hints[field.name], field.name)
+        kinds[field.name] = (elem, is_array)
         default = _default(field)
         as_tuple = isinstance(default, tuple)
         if is_array:
             default = list(default)
         description = field.metadata.get("description") or docs.get(field.name, "")
+        bounds = bounds_of.get(field.name)
         # A double parameter accepts an integer override (YAML `1`); we coerce it below.
-        descriptor = ParameterDescriptor(name=name, type=ptype, description=description, dynamic_typing=elem is float)
+        descriptor = ParameterDescriptor(
+            name=name, type=ptype, description=description, dynamic_typing=elem is float,
+            read_only=field.name not in dynamic_fields,
+            **_descriptor_range(f"{config_cls.__name__}.{field.name}", elem, is_array, bounds),
+        )
         # rclpy cannot infer an array type from [], so an empty default is declared by type only.
         initial = Parameter.Type(ptype) if is_array and not default else default
         try:
@@ -155,9 +224,45 @@ def declare_config(node: Node, config_cls, prefix: str = ""):
         if value is None:
             raise ConfigError(f"parameter {name}: not set")
         values[field.name] = _coerce(value, elem, is_array, name)
+        if not is_array and not _in_range(values[field.name], bounds):  # an int given for a float
+            raise ConfigError(f"parameter {name}: {values[field.name]} is outside [{bounds[0]}, {bounds[1]}]")
         if as_tuple:
             values[field.name] = tuple(values[field.name])
     config = config_cls(**values)
+    _validate(config, prefix)
+
+    def on_set(parameters: list[Parameter]) -> SetParametersResult:
+        changes = {}
+        for parameter in parameters:
+            field = parameter.name[len(prefix):] if parameter.name.startswith(prefix) else None
+            if field not in kinds:
+                continue  # another config's parameter
+            elem, is_array = kinds[field]
+            try:
+                value = _coerce(parameter.value, elem, is_array, parameter.name)
+                if not is_array and not _in_range(value, bounds_of.get(field)):
+                    low, high = bounds_of[field]
+                    raise ConfigError(f"parameter {parameter.name}: {value} is outside [{low}, {high}]")
+            except ConfigError as err:
+                return SetParametersResult(successful=False, reason=str(err))
+            changes[field] = value
+        if not changes:
+            return SetParametersResult(successful=True)
+        try:
+            _validate(dataclasses.replace(config, **changes), prefix)
+        except ConfigError as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        for field, value in changes.items():
+            setattr(config, field, value)
+        if on_change is not None:
+            on_change(changes)
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(on_set)
+    return config
+
+
+def _validate(config, prefix: str) -> None:
     validate = getattr(config, "validate", None)
     if callable(validate):
         try:
@@ -165,4 +270,18 @@ def declare_config(node: Node, config_cls, prefix: str = ""):
         except ValueError as err:
             # validate() messages start with the field name; prefix it into the parameter name.
             raise ConfigError(f"parameter {prefix}{err}") from None
-    return config
+
+
+def refuse_undeclared(node: Node) -> None:
+    """Raise ConfigError naming the first parameter given to `node` (params file, -p) that it never declared.
+
+    rclpy ignores such a parameter silently: a typo in a params file would switch nothing off.
+    """
+    declared = set(node._parameters)  # noqa: SLF001 (rclpy has no public list of declared names)
+    overrides = node._parameter_overrides  # noqa: SLF001 (nor of the overrides it was given)
+    for name in sorted(overrides):
+        if name in declared or name in _BUILTIN_PARAMETERS or name.startswith(_BUILTIN_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, sorted(declared), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"parameter {name}: node {node.get_fully_qualified_name()} has no such parameter{hint}")

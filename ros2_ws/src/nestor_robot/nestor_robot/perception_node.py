@@ -8,16 +8,16 @@ The image work is ``perception.find_target``; this file only converts messages.
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import numpy as np
-import rclpy
 from nestor_core import qos, topics
-from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
+from nestor_robot.params import INF, declare_config, refuse_undeclared
 from nestor_robot.perception import CameraCalibration, find_target
+from nestor_robot.spin import run_node
 
 
 @dataclasses.dataclass
@@ -42,6 +42,26 @@ class PerceptionConfig:
     center_x: float = 0.0
     velocity_alpha: float = 0.3
 
+    RANGES: typing.ClassVar[dict] = {
+        "image_width": (1, 100_000),
+        "image_height": (1, 100_000),
+        "fov_deg": (0.0, 180.0),
+        "distance": (0.0, INF),
+        "center_x": (-INF, INF),
+        "velocity_alpha": (0.0, 1.0),
+    }
+
+    def validate(self) -> PerceptionConfig:
+        if not self.controlled_joint:
+            raise ValueError("controlled_joint: must not be empty")
+        if not 0.0 < self.velocity_alpha <= 1.0:
+            raise ValueError(f"velocity_alpha: must be in (0, 1], got {self.velocity_alpha}")
+        if not 0.0 < self.fov_deg < 180.0:
+            raise ValueError(f"fov_deg: must be in (0, 180), got {self.fov_deg}")
+        if not self.distance > 0.0:
+            raise ValueError(f"distance: must be > 0, got {self.distance}")
+        return self
+
     def calibration(self) -> CameraCalibration:
         """The calibration of the camera parameters (bringup copies them from the task file)."""
         return CameraCalibration.from_camera(
@@ -49,29 +69,13 @@ class PerceptionConfig:
         )
 
 
-_DESCRIPTIONS = {
-    "controlled_joint": "Joint name written into the published target.",
-    "image_width": "Camera image width (px).",
-    "image_height": "Camera image height (px).",
-    "fov_deg": "Camera vertical field of view (degrees).",
-    "distance": "Distance from the camera to the marker plane (m).",
-    "center_x": "x on the camera's optical axis (m).",
-    "velocity_alpha": "Low-pass factor of the finite-difference velocity (1 = unfiltered).",
-}
-
-
 class PerceptionNode(Node):
     """Finds the red marker in each image and publishes it as the target."""
 
     def __init__(self):
         super().__init__("perception")
-        values = {}
-        for field in dataclasses.fields(PerceptionConfig):
-            descriptor = ParameterDescriptor(description=_DESCRIPTIONS[field.name])
-            values[field.name] = self.declare_parameter(field.name, field.default, descriptor).value
-        self.config = PerceptionConfig(**values)
-        if not 0.0 < self.config.velocity_alpha <= 1.0:
-            raise ValueError(f"velocity_alpha: must be in (0, 1], got {self.config.velocity_alpha}")
+        self.config = declare_config(self, PerceptionConfig)
+        refuse_undeclared(self)
         self.calib = self.config.calibration()
         self._last: tuple[float, float] | None = None  # (stamp s, x m)
         self._velocity = 0.0
@@ -101,11 +105,7 @@ class PerceptionNode(Node):
 
 def main(args=None):
     """Runs the perception node until shutdown."""
-    try:
-        with rclpy.init(args=args):
-            rclpy.spin(PerceptionNode())
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+    run_node(PerceptionNode, args)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import typing
 
 import numpy as np
 import rclpy
@@ -43,12 +44,23 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 
 from nestor_robot.input_guard import InputGuard, observation_layout
-from nestor_robot.params import ConfigError, declare_config
+from nestor_robot.params import INF, ConfigError, declare_config, refuse_undeclared
 from nestor_robot.recorder import ExperienceRecorder
 from nestor_robot.robot_metrics import PolicyMetrics
 from nestor_robot.rollback import RollbackMonitor, Verdict
 
 SPOOL_FULL_POLICIES = ("drop_oldest", "reject_newest")
+
+# RuntimeConfig's parameter ranges (the dataclass lives in nestor_core and knows nothing of ROS).
+RUNTIME_RANGES = {
+    "horizon": (2, 1_000_000),
+    "l0_step_scale": (0.0, 1.0),
+    "l1_period": (1, INF),
+    "l1_step_scale": (0.0, INF),
+    "l1_max_abs": (0.0, INF),
+}
+# Changed at run time with `ros2 param set` (takes effect on the next tick); every other one is read-only.
+RUNTIME_DYNAMIC = ("l0_step_scale",)
 
 
 @dataclasses.dataclass
@@ -112,6 +124,23 @@ class PolicyNodeConfig:
     input_hold_ticks: int = 10
     max_abs_position: float = 100.0
     max_abs_velocity: float = 100.0
+
+    RANGES: typing.ClassVar[dict] = {
+        "initial_model_version": (0, INF),
+        "spool_capacity": (1, INF),
+        "recorder_capacity": (1, INF),
+        "flush_period_s": (0.0, 3600.0),
+        "control_rate_hz": (0.0, 100_000.0),
+        "status_period_s": (0.0, 3600.0),
+        "tick_samples": (1, 100_000_000),
+        "sched_priority": (0, 99),
+        "rollback_window_ticks": (0, INF),
+        "rollback_margin": (0.0, INF),
+        "metrics_port": (0, 65535),
+        "input_hold_ticks": (0, INF),
+        "max_abs_position": (0.0, INF),
+        "max_abs_velocity": (0.0, INF),
+    }
 
     def validate(self) -> "PolicyNodeConfig":
         if not self.robot_id:
@@ -198,7 +227,10 @@ class PolicyNode(Node):
     def __init__(self, **kwargs):
         super().__init__("policy", **kwargs)
         self.config: PolicyNodeConfig = declare_config(self, PolicyNodeConfig)
-        self.runtime_config: RuntimeConfig = declare_config(self, RuntimeConfig)
+        self.runtime_config: RuntimeConfig = declare_config(
+            self, RuntimeConfig, ranges=RUNTIME_RANGES, dynamic=RUNTIME_DYNAMIC, on_change=self._on_runtime_change
+        )
+        refuse_undeclared(self)
         self.get_logger().info(set_sched_priority(self.config.sched_priority))
         cfg = self.config
         self._log = self.get_logger()
@@ -301,6 +333,12 @@ class PolicyNode(Node):
             f"policy ready: robot {cfg.robot_id}, task {cfg.task}, model version {self.model_version}, "
             f"spool {cfg.spool_path or '(none)'}"
         )
+
+    def _on_runtime_change(self, changes: dict) -> None:
+        """An accepted `ros2 param set` of a RuntimeConfig field (executor thread, between two ticks)."""
+        if "l0_step_scale" in changes and self.runtime is not None:
+            self.runtime.set_l0_step_scale(changes["l0_step_scale"])
+        self._log.info(f"parameters changed: {changes}")
 
     # ------------------------------------------------------------------ the tick
 
@@ -599,7 +637,7 @@ class PolicyNode(Node):
 
     def stats(self) -> dict:
         recorder = self.recorder.stats() if self.recorder is not None else {}
-        guard = self._guard
+        guard, runtime = self._guard, self.runtime
         bad_ticks = guard.bad_ticks if guard is not None else 0
         previous_bad, self._bad_ticks_at_last_stats = self._bad_ticks_at_last_stats, bad_ticks
         return {
@@ -633,6 +671,8 @@ class PolicyNode(Node):
             "spool_depth": self._spool_stats.get("depth_transitions", 0),
             "spool_errors": self.spool_errors,
             "tick_us": self.tick_percentiles(),
+            "l0_step_scale": self.runtime_config.l0_step_scale,
+            "l0_fast_state_norm": float(np.linalg.norm(runtime.fast_state)) if runtime is not None else None,
             "control_rate_hz": self.config.control_rate_hz,
             "supervision": read_supervision(self.config.run_dir),
             "wall_time": time.time(),
@@ -750,8 +790,10 @@ def main(args=None) -> None:
         spin(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except ConfigError as err:
-        print(f"policy_node: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:  # ConfigError among them
+        if node is not None:
+            raise
+        print(f"policy_node: error: {err}", file=sys.stderr, flush=True)
         code = 2
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -8,12 +8,13 @@ import dataclasses
 import logging
 import threading
 import time
+import typing
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nestor_core import qos
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
+from nestor_robot.params import INF, declare_config, refuse_undeclared
 from nestor_robot.robot_metrics import UplinkMetrics
 from nestor_robot.spin import run_node
 from nestor_robot.spool import Spool
@@ -62,6 +63,26 @@ class UplinkNodeConfig:
     metrics_port: int = 0
     drain_timeout_s: float = 30.0
 
+    RANGES: typing.ClassVar[dict] = {
+        "window": (1, 100_000),
+        "backoff_min_s": (0.0, 3600.0),
+        "backoff_max_s": (0.0, 3600.0),
+        "stream_deadline_s": (0.0, INF),
+        "ack_timeout_s": (0.0, INF),
+        "poll_period_s": (0.0, 60.0),
+        "status_period_s": (0.0, 3600.0),
+        "metrics_port": (0, 65535),
+        "drain_timeout_s": (0.0, INF),
+    }
+
+    def validate(self) -> "UplinkNodeConfig":
+        if not self.robot_id:
+            raise ValueError("robot_id: must not be empty")
+        if not self.status_period_s > 0:
+            raise ValueError(f"status_period_s: must be > 0, got {self.status_period_s}")
+        self.uplink_config()
+        return self
+
     def uplink_config(self) -> UplinkConfig:
         return UplinkConfig(
             window=self.window,
@@ -74,32 +95,11 @@ class UplinkNodeConfig:
         ).validate()
 
 
-def declare_config(node: Node, cls) -> object:
-    """Declare every dataclass field as a described parameter with the dataclass default; read back."""
-    doc = cls.__doc__ or ""
-    values = {}
-    for field in dataclasses.fields(cls):
-        description = next(
-            (line.strip() for line in doc.splitlines() if line.strip().startswith(f"{field.name}:")), field.name
-        )
-        default = field.default
-        # Floats accept integer overrides (`-p backoff_max_s:=5`); the value is cast below.
-        descriptor = ParameterDescriptor(description=description, dynamic_typing=isinstance(default, float))
-        node.declare_parameter(field.name, default, descriptor)
-        values[field.name] = type(default)(node.get_parameter(field.name).value)
-    return cls(**values)
-
-
 class UplinkNode(Node):
     def __init__(self):
         super().__init__("uplink")
         self.config = declare_config(self, UplinkNodeConfig)
-        if not self.config.status_period_s > 0:
-            raise ValueError(f"status_period_s: must be > 0, got {self.config.status_period_s}")
-        if not 0 <= self.config.metrics_port <= 65535:
-            raise ValueError(f"metrics_port: must be in 0..65535, got {self.config.metrics_port}")
-        if not self.config.drain_timeout_s >= 0:
-            raise ValueError(f"drain_timeout_s: must be >= 0, got {self.config.drain_timeout_s}")
+        refuse_undeclared(self)
         self.spool = Spool(self.config.spool_path, self.config.robot_id)
         self.metrics = UplinkMetrics()
         self.metrics_http = self.metrics.serve(self.config.metrics_port)

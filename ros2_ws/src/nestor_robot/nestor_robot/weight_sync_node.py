@@ -11,14 +11,15 @@ cloud as Models.ReportBad, from a short-lived thread (never from the executor).
 import dataclasses
 import json
 import threading
+import typing
 
 from nestor_core import qos, topics
 from rclpy.node import Node
 from std_msgs.msg import String
 
+from nestor_robot.params import INF, declare_config, refuse_undeclared
 from nestor_robot.spin import run_node
 from nestor_robot.uplink import tls_credentials
-from nestor_robot.uplink_node import declare_config
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
 
 
@@ -52,11 +53,31 @@ class WeightSyncNodeConfig:
     tls_cert: str = ""
     tls_key: str = ""
 
+    RANGES: typing.ClassVar[dict] = {
+        "backoff_min_s": (0.0, 3600.0),
+        "backoff_max_s": (0.0, 3600.0),
+        "stream_deadline_s": (0.0, INF),
+    }
+
+    def validate(self) -> "WeightSyncNodeConfig":
+        for name in ("robot_id", "task", "model_dir"):
+            if not getattr(self, name):
+                raise ValueError(f"{name}: must not be empty")
+        if not 0 < self.backoff_min_s <= self.backoff_max_s:
+            raise ValueError(
+                f"backoff_min_s/backoff_max_s: need 0 < min <= max, got {self.backoff_min_s}, {self.backoff_max_s}"
+            )
+        if not self.stream_deadline_s > 0:
+            raise ValueError(f"stream_deadline_s: must be > 0, got {self.stream_deadline_s}")
+        tls_credentials(self.tls_ca, self.tls_cert, self.tls_key)
+        return self
+
 
 class WeightSyncNode(Node):
     def __init__(self):
         super().__init__("weight_sync")
         self.config = declare_config(self, WeightSyncNodeConfig)
+        refuse_undeclared(self)
         self.publisher = self.create_publisher(String, topics.MODEL_UPDATE, qos.EVENT_QOS)
         self.create_subscription(String, topics.POLICY_ROLLBACK, self.on_rollback, qos.EVENT_QOS)
         self._reported: set[int] = set()

@@ -189,6 +189,9 @@ class SimBridge(Node):
             now = self.get_clock().now().nanoseconds * 1e-9
             record = {"robot_id": self.config.robot_id, **event, "stamp": now}
             line = json.dumps(record)
+            if event.get("refused"):
+                self.get_logger().error(f"shift NOT applied: {line}")
+                continue
             self._pub_event.publish(String(data=line))
             self.get_logger().info(f"shift applied: {line}")
             if self._events_file is not None:

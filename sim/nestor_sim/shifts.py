@@ -254,6 +254,35 @@ SHIFT_TYPES: dict[str, Effect] = {
 }
 
 
+def _at_least(low: float, why: str) -> Callable[[float], str | None]:
+    return lambda m: None if m >= low else f"must be >= {low:g} ({why}), got {m:g}"
+
+
+# What a magnitude must satisfy to make physical sense, per type (one entry per SHIFT_TYPES key).
+# Checked on every route (task YAML, CLI, sim_bridge parameter) before anything runs.
+SHIFT_MAGNITUDE_RULES: dict[str, Callable[[float], str | None]] = {
+    "payload": _at_least(0.0, "a payload adds mass"),
+    "damping": _at_least(0.0, "negative damping feeds energy into the joint"),
+    "friction": _at_least(0.0, "a friction force is a magnitude"),
+    "actuator_gain": lambda m: None if m > 0 else f"must be > 0 (an effort multiplier), got {m:g}",
+    "torque_bias": lambda m: None,
+}
+
+
+def shift_problem(shift: ShiftSpec) -> tuple[str, str] | None:
+    """(field, problem) when `shift` makes no physical sense (magnitude, time), else None."""
+    if shift.type not in SHIFT_TYPES:
+        return "type", f"unknown shift {shift.type!r} (expected one of {', '.join(SHIFT_TYPES)})"
+    if not np.isfinite(shift.magnitude):
+        return "magnitude", f"must be finite, got {shift.magnitude}"
+    problem = SHIFT_MAGNITUDE_RULES[shift.type](shift.magnitude)
+    if problem:
+        return "magnitude", problem
+    if not (np.isfinite(shift.at_s) and shift.at_s >= 0):
+        return "at_s", f"must be >= 0 (seconds since reset), got {shift.at_s:g}"
+    return None
+
+
 def apply_shift(plant: Plant, shift: ShiftSpec) -> Undo:
     """Applies ``shift`` to ``plant``; returns the callable that reverts it exactly."""
     return plant.apply(shift)
@@ -275,7 +304,8 @@ def parse_shift(text: str) -> ShiftSpec:
         ``parse_shift("friction:2@5#lbr_iiwa_joint_2")`` -> 2 N·m friction on joint 2 at 5 s.
 
     Raises:
-        ValueError: naming the text and the problem.
+        ValueError: naming the text and the problem (grammar, unknown type, a magnitude or time
+            that makes no physical sense; see ``SHIFT_MAGNITUDE_RULES``).
     """
     match = _SHIFT_RE.match(text)
     if not match:
@@ -290,5 +320,10 @@ def parse_shift(text: str) -> ShiftSpec:
         raise ValueError(f"shift {text!r}: {err}") from None
     target = match["target"]
     if kind == "payload":
-        return ShiftSpec(kind, magnitude, at_s, link=target)
-    return ShiftSpec(kind, magnitude, at_s, joint=target)
+        shift = ShiftSpec(kind, magnitude, at_s, link=target)
+    else:
+        shift = ShiftSpec(kind, magnitude, at_s, joint=target)
+    problem = shift_problem(shift)
+    if problem:
+        raise ValueError(f"shift {text!r}: {problem[0]}: {problem[1]}")
+    return shift

@@ -50,11 +50,12 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 import yaml
 
-from nestor_sim.shifts import SHIFT_TYPES, ShiftSpec, parse_shift
+from nestor_sim.shifts import SHIFT_TYPES, ShiftSpec, parse_shift, shift_problem
 
 __all__ = [
     "CameraSpec",
@@ -353,7 +354,7 @@ def _resolve_urdf(urdf: str, base_dir: Path) -> str | None:
     return None
 
 
-def _shift_from(fields: _Fields, controlled: tuple[str, ...]) -> ShiftSpec:
+def _shift_from(fields: _Fields, controlled: tuple[str, ...], urdf: str | None = None) -> ShiftSpec:
     fields.reject_unknown(["type", "magnitude", "at_s", "joint", "link"])
     kind = fields.get("type", str)
     if kind not in SHIFT_TYPES:
@@ -365,17 +366,37 @@ def _shift_from(fields: _Fields, controlled: tuple[str, ...]) -> ShiftSpec:
         joint=fields.get("joint", str, None),
         link=fields.get("link", str, None),
     )
-    _check_shift(shift, controlled, fields.fail)
+    _check_shift(shift, controlled, fields.fail, urdf)
     return shift
 
 
-def _check_shift(shift: ShiftSpec, controlled: tuple[str, ...], fail) -> None:
+@functools.lru_cache(maxsize=32)
+def urdf_links(urdf: str) -> tuple[str, ...]:
+    """Names of the links a shift can target: each joint's child link (PyBullet's link names).
+
+    Read from the URDF's XML, without loading the physics engine; () when it cannot be parsed
+    (the env then checks the link when it loads the robot).
+    """
+    try:
+        root = ElementTree.parse(urdf).getroot()
+    except (OSError, ElementTree.ParseError):
+        return ()
+    return tuple(child.get("link", "") for child in root.iter("child") if child.get("link"))
+
+
+def _check_shift(shift: ShiftSpec, controlled: tuple[str, ...], fail, urdf: str | None = None) -> None:
+    problem = shift_problem(shift)
+    if problem:
+        fail(*problem)
     if shift.type == "payload" and shift.joint is not None:
         fail("joint", "payload takes 'link', not 'joint'")
     if shift.type != "payload" and shift.link is not None:
         fail("link", f"{shift.type} takes 'joint', not 'link'")
     if shift.joint is not None and shift.joint not in controlled:
         fail("joint", f"{shift.joint!r} is not a controlled joint ({', '.join(controlled)})")
+    links = urdf_links(urdf) if urdf and shift.link is not None else ()
+    if links and shift.link not in links:
+        fail("link", f"{shift.link!r} is not a link of {os.path.basename(urdf)} ({', '.join(links)})")
 
 
 _TOP_FIELDS = [f.name for f in dataclasses.fields(TaskSpec)]
@@ -453,7 +474,7 @@ def parse_task(data: Any, source: str = "<task>", base_dir: Path | str = ".") ->
     )
 
     raw_shifts = top.get("shifts", list, [])
-    shifts = tuple(_shift_from(top.sub("shifts", i), controlled) for i in range(len(raw_shifts)))
+    shifts = tuple(_shift_from(top.sub("shifts", i), controlled, urdf) for i in range(len(raw_shifts)))
 
     base = top.floats("base_position", 3, (0.0, 0.0, 0.0))
     damping = top.floats("joint_damping", n, None)
@@ -518,13 +539,11 @@ def with_shifts(spec: TaskSpec, shifts: Iterable[ShiftSpec | str | Mapping]) -> 
         elif isinstance(item, ShiftSpec):
             shift = item
         else:
-            shift = _shift_from(_Fields("shifts", item, f"[{i}]"), spec.controlled_joints)
+            shift = _shift_from(_Fields("shifts", item, f"[{i}]"), spec.controlled_joints, spec.urdf)
 
         def fail(key: str, problem: str, i=i) -> None:
             raise ValueError(f"shifts[{i}].{key}: {problem}")
 
-        if shift.type not in SHIFT_TYPES:
-            fail("type", f"unknown shift {shift.type!r} (expected one of {', '.join(SHIFT_TYPES)})")
-        _check_shift(shift, spec.controlled_joints, fail)
+        _check_shift(shift, spec.controlled_joints, fail, spec.urdf)
         out.append(shift)
     return dataclasses.replace(spec, shifts=tuple(out))

@@ -22,6 +22,7 @@ so there is one physics code path.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -333,10 +334,36 @@ class TrackingEnv(gym.Env):
         # A small tolerance so that at_s = k * dt fires on tick k despite float rounding.
         while self._pending and self._pending[0].at_s <= self.t + 1e-9:
             shift = self._pending.pop(0)
-            self._active.append((shift, apply_shift(self.plant, shift)))
+            before = self._held_value(shift)
+            undo = apply_shift(self.plant, shift)
+            refused = self._refused(shift, before)
+            if refused:
+                # The engine did not take the change (e.g. a negative link mass): not active, and the
+                # event says so instead of claiming it was applied.
+                undo()
+                events.append({**shift.to_dict(), "t": self.t, "tick": self.tick, "refused": refused})
+                continue
+            self._active.append((shift, undo))
             self._active_dicts = None
             events.append({**shift.to_dict(), "t": self.t, "tick": self.tick})
         return events
+
+    def _payload_link(self, shift: ShiftSpec) -> int:
+        return self.plant.link_index[shift.link] if shift.link else max(self.plant.link_index.values())
+
+    def _held_value(self, shift: ShiftSpec) -> float | None:
+        """The engine-side value a shift changes, read back from PyBullet (payload: the link mass)."""
+        if shift.type != "payload":
+            return None
+        return self._p.getDynamicsInfo(self.body, self._payload_link(shift))[0]
+
+    def _refused(self, shift: ShiftSpec, before: float | None) -> str:
+        if before is None:
+            return ""
+        now, wanted = self._held_value(shift), before + shift.magnitude
+        if math.isclose(now, wanted, rel_tol=1e-6, abs_tol=1e-9):
+            return ""
+        return f"PyBullet kept the link mass at {now:g} kg (asked for {wanted:g} kg)"
 
     def _info(self, events, cost: float | None = None) -> dict[str, Any]:
         return {

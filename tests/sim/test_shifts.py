@@ -61,3 +61,24 @@ def test_shifts_stack_and_unwind(crane):
     assert crane.plant.damping[0] == pytest.approx(3.0)
     crane.reset(options={"shifts": []})
     assert crane.plant.effort_gain[0] == 1.0 and crane.plant.damping[0] == 0.0
+
+
+def test_every_shift_type_has_a_magnitude_rule():
+    from nestor_sim.shifts import SHIFT_MAGNITUDE_RULES
+
+    assert set(SHIFT_MAGNITUDE_RULES) == set(SHIFT_TYPES)
+
+
+def test_a_shift_the_physics_does_not_hold_is_not_reported_as_applied(crane):
+    # Validation refuses a negative payload on every route; this is the last line behind it: a mass the
+    # engine keeps unchanged is undone and reported as refused, never as an applied event.
+    from nestor_sim.shifts import ShiftSpec
+
+    crane.reset(options={"shifts": []})
+    link = crane.plant.link_index["pole"]
+    mass = crane._p.getDynamicsInfo(crane.body, link)[0]
+    crane._pending = [ShiftSpec("payload", -1000.0, 0.0, link="pole")]  # bypasses validation on purpose
+    (event,) = crane._apply_due_shifts()
+    assert "PyBullet kept the link mass" in event["refused"]
+    assert crane.active_shifts() == []
+    assert crane._p.getDynamicsInfo(crane.body, link)[0] == mass

@@ -94,3 +94,46 @@ def test_with_shifts(kuka_yaml):
     assert with_shifts(spec, []).shifts == ()
     with pytest.raises(ValueError, match=r"shifts\[0\]\.joint: 'elbow' is not a controlled joint"):
         with_shifts(spec, ["friction:1@0#elbow"])
+
+
+# The shift rows of issue 12: every route (string form, YAML mapping) refuses what makes no physical sense.
+BAD_SHIFTS = [
+    ("gravity:4@10", r"unknown shift 'gravity' \(expected one of payload, damping"),
+    ("payload:4@10#nolink", r"link: 'nolink' is not a link of model.urdf \(lbr_iiwa_link_1"),
+    ("payload:-4@10", r"magnitude: must be >= 0 \(a payload adds mass\), got -4"),
+    ("actuator_gain:-0.5", r"magnitude: must be > 0 \(an effort multiplier\), got -0.5"),
+    ("actuator_gain:0", r"magnitude: must be > 0"),
+    ("damping:-1@2", r"magnitude: must be >= 0"),
+    ("friction:-1@2", r"magnitude: must be >= 0"),
+    ("payload:4@-3", r"at_s: must be >= 0 \(seconds since reset\), got -3"),
+    ("friction:2@5#lbr_iiwa_joint_9", r"joint: 'lbr_iiwa_joint_9' is not a controlled joint"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_SHIFTS)
+def test_bad_shift_strings_are_refused(kuka_yaml, text, message):
+    with pytest.raises(ValueError, match=rf"^(shift '{re.escape(text)}': |shifts\[0\]\.).*{message}"):
+        with_shifts(load_task(kuka_yaml), [text])
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"type": "payload", "magnitude": -4.0, "at_s": 10.0}, r"shifts\[0\]\.magnitude: must be >= 0"),
+        ({"type": "actuator_gain", "magnitude": -0.5}, r"shifts\[0\]\.magnitude: must be > 0"),
+        ({"type": "payload", "magnitude": 4.0, "link": "nolink"}, r"shifts\[0\]\.link: 'nolink' is not a link"),
+    ],
+)
+def test_bad_shifts_in_the_task_file_are_refused(tmp_path, kuka_yaml, entry, message):
+    data = yaml.safe_load(kuka_yaml.read_text())
+    data["shifts"] = [entry]
+    path = tmp_path / "kuka.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ValueError, match=rf"^kuka.yaml: {message}"):
+        load_task(path)
+
+
+def test_good_shifts_still_parse(kuka_yaml):
+    spec = with_shifts(load_task(kuka_yaml), ["payload:4@10#lbr_iiwa_link_7", "torque_bias:-3@1", "actuator_gain:0.5"])
+    assert [s.type for s in spec.shifts] == ["payload", "torque_bias", "actuator_gain"]
+    assert parse_shift("payload:0@0").magnitude == 0.0

@@ -17,12 +17,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from nestor_bringup.nodes import RESPAWN_DELAY_S, RESTART_BUDGET, RobotSpec, fleet_specs, robot_nodes, task_file_for
+from nestor_bringup.nodes import (
+    DEFAULT_FLEET_SHIFTS,
+    RESPAWN_DELAY_S,
+    RESTART_BUDGET,
+    RobotSpec,
+    fleet_specs,
+    robot_nodes,
+    task_file_for,
+)
 from nestor_bringup.process_group import ProcessGroup, describe_spools, spool_left
 from nestor_bringup.supervisor import RestartPolicy, StopSignals, Supervisor
-
-# Same grammar as nestor_sim.shifts.parse_shift: type:magnitude[@at_s][#target].
-_SHIFT_RE = re.compile(r"^\s*\w+\s*:\s*[-+0-9.eE]+\s*(@\s*[-+0-9.eE]+)?\s*(#\s*[\w./-]+)?\s*$")
 
 
 class CliError(Exception):
@@ -105,9 +110,33 @@ def _positive_int(text: str) -> int:
 
 
 def _shift(text: str) -> str:
-    if not _SHIFT_RE.match(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not type:magnitude[@at_s][#target]")
+    """Grammar, type and physical sense of one shift (its target is checked against the task later)."""
+    from nestor_sim.shifts import parse_shift
+
+    try:
+        parse_shift(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return text.strip()
+
+
+def check_task(task_file: str, shifts: list[str], flag: str) -> None:
+    """Load and validate the task file and each shift against it, before any process starts.
+
+    Raises:
+        CliError: naming the flag, the file, the field and the problem.
+    """
+    from nestor_sim.task import load_task, with_shifts
+
+    try:
+        task = load_task(task_file)
+    except (ValueError, OSError) as err:
+        raise CliError(f"argument {flag}: {task_file}: {err}") from None
+    for text in shifts:
+        try:
+            with_shifts(task, [text])
+        except ValueError as err:
+            raise CliError(f"argument --shift {text!r}: {err}") from None
 
 
 def _robot_id(text: str) -> str:
@@ -145,14 +174,15 @@ def _restart_policy(args) -> RestartPolicy:
     return RestartPolicy(delay_s=args.respawn_delay, budget=args.restart_budget)
 
 
-def _resolve_common(args) -> tuple[str, str]:
+def _resolve_common(args, shifts: list[str]) -> tuple[str, str]:
     config_dir = args.config_dir or default_config_dir()
     if not os.path.isdir(os.path.join(config_dir, "robot")):
         raise CliError(f"argument --config-dir: {config_dir!r} has no robot/ defaults")
     probe = RobotSpec(robot_id="probe", task=args.task, task_file=args.task_file)
+    which = "--task-file" if args.task_file else "--task"
     if not os.path.isfile(task_file_for(probe, config_dir)):
-        which = "--task-file" if args.task_file else "--task"
         raise CliError(f"argument {which}: no task file {task_file_for(probe, config_dir)}")
+    check_task(task_file_for(probe, config_dir), shifts, which)
     if args.initial_model and not os.path.isfile(args.initial_model):
         raise CliError(f"argument --initial-model: no such file {args.initial_model!r}")
     run_dir = args.run_dir or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
@@ -213,7 +243,7 @@ def _certs(args) -> str:
 
 
 def _run_robot(args) -> int:
-    config_dir, run_dir = _resolve_common(args)
+    config_dir, run_dir = _resolve_common(args, list(args.shift))
     spec = RobotSpec(
         robot_id=args.robot_id,
         task=args.task,
@@ -244,7 +274,8 @@ def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_fleet(args) -> int:
-    config_dir, run_dir = _resolve_common(args)
+    shifts = list(args.shift) or sorted({s for schedule in DEFAULT_FLEET_SHIFTS for s in schedule})
+    config_dir, run_dir = _resolve_common(args, shifts)
     specs = fleet_specs(
         args.robots, args.task, run_dir, args.cloud, args.seed, args.task_file, args.initial_model,
         not args.no_sim, [list(args.shift)] if args.shift else None,

@@ -53,7 +53,8 @@ class DemoConfig:
         rounds: consolidation rounds aimed for (the cloud consolidates every duration/(rounds+1) s).
         run_dir: output directory; empty = runs/<timestamp>.
         config_dir: bringup config dir.
-        cloud_config: base cloud config YAML; the demo derives its own from it.
+        cloud_config: base cloud config YAML; the demo derives its own from it. Empty =
+            <config_dir>/cloud.yaml (so the demo runs from any directory).
         secure: mutual TLS between robots and cloud, and signed models (a fresh dev PKI under
             <run_dir>/certs); False runs insecure on loopback (the cloud logs it loudly).
     """
@@ -66,7 +67,7 @@ class DemoConfig:
     rounds: int = 3
     run_dir: str = ""
     config_dir: str = ""
-    cloud_config: str = "config/cloud.yaml"
+    cloud_config: str = ""
     secure: bool = True
 
     def validate(self) -> "DemoConfig":
@@ -111,9 +112,35 @@ def _make_certs(run_dir: Path, robots: int, env: dict) -> Path:
     return certs
 
 
-def _cloud_config(config: DemoConfig, run_dir: Path, task_file: str, certs: Path | None) -> Path:
+def load_cloud_base(path: str, task_file: str) -> dict:
+    """The base cloud config, checked as the cloud will check it, before anything is created or started.
+
+    Raises:
+        CliError: naming --cloud-config, the file, the field and the problem.
+    """
+    from cloud_brain.config import ConfigError, config_from_dict
+
+    try:
+        base = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as err:
+        raise CliError(f"argument --cloud-config: cannot read {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise CliError(f"argument --cloud-config: {path} is not valid YAML: {err}") from None
+    if not isinstance(base, dict):
+        raise CliError(f"argument --cloud-config: {path} must hold a mapping")
+    # The fields the demo sets itself are checked with its own values (TLS comes from the run's PKI).
+    probe = {**base, "address": "127.0.0.1:0", "db_path": "probe.db", "task_files": [task_file], "tls": {}}
+    probe.pop("signing_key", None)
+    try:
+        config_from_dict(probe)
+    except ConfigError as err:
+        raise CliError(f"argument --cloud-config: {path}: {err}") from None
+    return base
+
+
+def _cloud_config(base: dict, config: DemoConfig, run_dir: Path, task_file: str, certs: Path | None) -> Path:
     """The run's own cloud config: loopback, ephemeral port, files under the run, a timed schedule."""
-    base = yaml.safe_load(Path(config.cloud_config).read_text()) or {}
+    base = dict(base)
     period = config.duration_s / (config.rounds + 1)
     base.update(
         address="127.0.0.1:0",
@@ -273,6 +300,12 @@ def run_demo(config: DemoConfig) -> int:
     task_file = os.path.abspath(os.path.join(config_dir, "tasks", f"{config.task}.yaml"))
     if not os.path.isfile(task_file):
         raise CliError(f"argument --task: no task file {task_file}")
+    from nestor_bringup.cli import check_task
+
+    check_task(task_file, [], "--task")
+    if config.run_dir and os.path.exists(config.run_dir):
+        raise CliError(f"argument --run-dir: {config.run_dir} already exists (a run never overwrites another)")
+    base = load_cloud_base(config.cloud_config or os.path.join(config_dir, "cloud.yaml"), task_file)
     run_dir = _prepare_run_dir(config)
     env = node_env()
     env.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 101)))
@@ -293,7 +326,7 @@ def run_demo(config: DemoConfig) -> int:
     for spec in specs:
         spec.certs_dir = str(certs) if certs else ""
     print(f"transport: {'mutual TLS, signed models (' + str(certs) + ')' if certs else 'INSECURE loopback'}")
-    cloud = Cloud(_cloud_config(config, run_dir, task_file, certs), run_dir, env, certs)
+    cloud = Cloud(_cloud_config(base, config, run_dir, task_file, certs), run_dir, env, certs)
     group = ProcessGroup(str(run_dir), env)
     progress = None
     probe = None
@@ -405,7 +438,9 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=_positive_int, default=3, help="consolidation rounds aimed for")
     parser.add_argument("--run-dir", default="", help="output directory (default runs/<timestamp>)")
     parser.add_argument("--config-dir", default="", help="bringup config dir")
-    parser.add_argument("--cloud-config", default="config/cloud.yaml", help="base cloud config")
+    parser.add_argument(
+        "--cloud-config", default="", help="base cloud config (default: cloud.yaml of the bringup config dir)"
+    )
     parser.add_argument("--insecure", action="store_true", help="no TLS, unsigned models (loopback only)")
 
 

@@ -123,6 +123,10 @@ class ExperienceServicer:
                 self._reject(context, err.reason, grpc.StatusCode.INVALID_ARGUMENT, str(err))
             except SequenceGapError as err:
                 self._reject(context, err.reason, grpc.StatusCode.OUT_OF_RANGE, str(err))
+            except (OverflowError, sqlite3.IntegrityError, sqlite3.InterfaceError) as err:
+                # A value validation let through that the store cannot hold: still the chunk's fault.
+                self._reject(context, "bad_value", grpc.StatusCode.INVALID_ARGUMENT,
+                             f"first_seq={chunk.first_seq}: a value the store cannot hold: {err}")
             except sqlite3.OperationalError as err:
                 # Nothing was committed or acknowledged: the robot keeps the chunk and resends it later.
                 if getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
@@ -131,6 +135,11 @@ class ExperienceServicer:
                 log.error("store error while ingesting from %s: %s", context.peer(), err)
                 self.metrics.reject("store_error")
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"store: {err}")
+            except Exception as err:  # a server bug: counted, logged with its traceback, named to the robot
+                log.exception("internal error while ingesting chunk first_seq=%s from %s", chunk.first_seq,
+                              context.peer())
+                self._reject(context, "internal_error", grpc.StatusCode.INTERNAL,
+                             f"first_seq={chunk.first_seq}: internal error ({type(err).__name__}); nothing stored")
             self.metrics.chunks.labels(task=chunk.task).inc()
             self.metrics.transitions.labels(task=chunk.task).inc(result.stored)
             self.metrics.duplicates.inc(result.duplicates)

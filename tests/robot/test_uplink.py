@@ -76,10 +76,12 @@ class MemoryCloud:
 
 
 class ExperienceServicer(nestor_pb2_grpc.ExperienceServicer):
-    def __init__(self, cloud: MemoryCloud, ack_delay_s: float = 0.0, never_ack: bool = False):
+    def __init__(self, cloud: MemoryCloud, ack_delay_s: float = 0.0, never_ack: bool = False, crash_on_seq=None):
         self.cloud = cloud
         self.ack_delay_s = ack_delay_s
         self.never_ack = never_ack
+        self.crash_on_seq = crash_on_seq  # a server bug on this chunk: an uncaught exception, so UNKNOWN
+        self.crashes = 0
         self.streams = 0
 
     def Ingest(self, request_iterator, context):
@@ -88,6 +90,9 @@ class ExperienceServicer(nestor_pb2_grpc.ExperienceServicer):
             if self.never_ack:
                 continue
             time.sleep(self.ack_delay_s)
+            if chunk.first_seq == self.crash_on_seq:
+                self.crashes += 1
+                raise RuntimeError("server bug")
             try:
                 ack = self.cloud.ingest(chunk)
             except ChunkError as err:
@@ -223,6 +228,23 @@ def test_refused_chunk_is_quarantined_and_the_gap_announced(spool):
     assert cloud.dropped == 5
     assert stats["rejected_chunks"] == 1 and stats["rejected"] == 5
     assert spool.stats()["quarantined"] == 5 and spool.stats()["dropped"] == 5
+
+
+def test_chunk_that_keeps_failing_on_the_server_is_quarantined_not_resent_forever(spool):
+    append_n(spool, 3, 5)  # 1-15; the server fails on 6-10 every time (UNKNOWN)
+    cloud = MemoryCloud()
+    servicer = ExperienceServicer(cloud, crash_on_seq=6)
+    server, port = start_server(servicer)
+    try:
+        with Running(Uplink(spool, f"127.0.0.1:{port}", FAST)) as uplink:
+            assert wait_for(lambda: spool.acked_through() == 15)
+            stats = uplink.stats()
+    finally:
+        server.stop(0)
+    assert servicer.crashes == FAST.poison_after == 3
+    assert sorted(cloud.stored) == list(range(1, 6)) + list(range(11, 16))
+    assert cloud.dropped == 5  # the gap was announced, not hidden
+    assert stats["rejected_chunks"] == 1 and spool.stats()["quarantined"] == 5
 
 
 def test_silent_cloud_times_out_and_reconnects(spool):

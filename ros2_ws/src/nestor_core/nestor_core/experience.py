@@ -23,6 +23,10 @@ _FIELDS = {
 }
 
 
+# Sequence numbers and versions are SQLite INTEGERs (signed 64 bit) on the cloud side.
+MAX_SEQ = 2**63 - 1
+
+
 class ChunkError(ValueError):
     """A chunk that cannot be accepted; `reason` is a short metric label."""
 
@@ -115,6 +119,19 @@ def from_chunk(
     n = chunk.count
     if n < 1:
         raise ChunkError("empty_chunk", "count: must be >= 1")
+    if chunk.first_seq + n - 1 > MAX_SEQ:
+        raise ChunkError(
+            "bad_sequence", f"first_seq: first_seq={chunk.first_seq} + count={n} - 1 exceeds the largest seq {MAX_SEQ}"
+        )
+    if chunk.dropped_before > chunk.first_seq - 1:
+        raise ChunkError(
+            "bad_sequence",
+            f"dropped_before: first_seq={chunk.first_seq}: {chunk.dropped_before} dropped transitions cannot "
+            "precede it (seqs start at 1)",
+        )
+    if chunk.model_version > MAX_SEQ:
+        raise ChunkError("bad_sequence", f"model_version: first_seq={chunk.first_seq}: {chunk.model_version} "
+                         f"exceeds {MAX_SEQ}")
     arrays = {}
     dims = {"obs": obs_dim, "act": act_dim}
     for name, (dtype, kind) in _FIELDS.items():

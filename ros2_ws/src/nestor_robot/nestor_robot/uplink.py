@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 # (the cloud handles and acks chunks in order).
 _FIRST_SEQ_RE = re.compile(r"first_seq[=: ]+(\d+)")
 
+# Refused for good: the chunk is quarantined at once.
+NON_RETRYABLE = frozenset({grpc.StatusCode.INVALID_ARGUMENT})
+# A server-side failure (a bug, an unexpected exception): retried, but the same chunk ending
+# `poison_after` streams in a row this way is quarantined, so one chunk never blocks the queue forever.
+SUSPECT = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DATA_LOSS})
+
 
 @dataclasses.dataclass
 class UplinkConfig:
@@ -43,6 +49,8 @@ class UplinkConfig:
             cancelled and reopened (a hung cloud is not waited on for a whole stream deadline).
         poll_period_s: how often an idle stream looks for new chunks in the spool.
         max_latency_samples: ack latency samples kept for stats.
+        poison_after: a chunk that ends this many streams in a row with UNKNOWN, INTERNAL or
+            DATA_LOSS is quarantined (and its gap announced) instead of being resent forever.
         channel_credentials: returns credentials for a TLS channel; None means an insecure channel
             (loopback only).
         channel_options: extra gRPC channel options.
@@ -55,12 +63,15 @@ class UplinkConfig:
     ack_timeout_s: float = 30.0
     poll_period_s: float = 0.05
     max_latency_samples: int = 1000
+    poison_after: int = 3
     channel_credentials: Callable[[], grpc.ChannelCredentials] | None = None
     channel_options: tuple = ()
 
     def validate(self) -> "UplinkConfig":
         if self.window < 1:
             raise ValueError(f"window: must be >= 1, got {self.window}")
+        if self.poison_after < 1:
+            raise ValueError(f"poison_after: must be >= 1, got {self.poison_after}")
         if not 0 < self.backoff_min_s <= self.backoff_max_s:
             raise ValueError(
                 f"backoff_min_s/backoff_max_s: need 0 < min <= max, got {self.backoff_min_s}, {self.backoff_max_s}"
@@ -158,6 +169,7 @@ class Uplink:
         self.config = (config or UplinkConfig()).validate()
         self._lock = threading.Lock()
         self._stream: _Stream | None = None
+        self._suspect: tuple[int, int] | None = None  # (first_seq, streams it ended in a row)
         self._latency = collections.deque(maxlen=self.config.max_latency_samples)
         self._stats = {
             "sent_chunks": 0,
@@ -190,9 +202,13 @@ class Uplink:
                     break
                 if progressed:
                     backoff.reset()
-                if error is not None and error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                if error is not None and error.code() in NON_RETRYABLE:
                     self._quarantine_refused(error)
                     backoff.reset()
+                elif error is not None and error.code() in SUSPECT:
+                    self._count_suspect(error)
+                else:
+                    self._suspect = None
                 self._bump("reconnects")
                 if error is not None and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and progressed:
                     continue  # a stream that simply reached its deadline is reopened at once
@@ -332,19 +348,36 @@ class Uplink:
 
     # ---------------------------------------------------------------- errors
 
-    def _quarantine_refused(self, err: grpc.RpcError) -> None:
-        """The cloud refused a chunk for good: take it out of the queue so the rest can flow."""
+    def _culprit(self, err: grpc.RpcError) -> int | None:
+        """first_seq of the chunk an error is about: named in its details, else the oldest in flight."""
         stream = self._stream
-        details = err.details() or ""
-        match = _FIRST_SEQ_RE.search(details)
+        match = _FIRST_SEQ_RE.search(err.details() or "")
         if match:
-            first_seq = int(match.group(1))
-        elif stream is not None and stream.in_flight:
-            first_seq = next(iter(stream.in_flight))
-        else:
-            log.error("uplink: INVALID_ARGUMENT with no chunk in flight: %s", details)
+            return int(match.group(1))
+        if stream is not None and stream.in_flight:
+            return next(iter(stream.in_flight))
+        return None
+
+    def _count_suspect(self, err: grpc.RpcError) -> None:
+        first_seq = self._culprit(err)
+        if first_seq is None:
             return
-        count = self.spool.quarantine(first_seq, reason=f"invalid_argument: {details}"[:500])
+        times = self._suspect[1] + 1 if self._suspect and self._suspect[0] == first_seq else 1
+        self._suspect = (first_seq, times)
+        if times >= self.config.poison_after:
+            self._suspect = None
+            log.error("uplink: chunk first_seq=%d ended %d streams in a row with %s: quarantined as poison",
+                      first_seq, times, err.code().name)
+            self._quarantine_refused(err, f"{err.code().name.lower()} x{times}")
+
+    def _quarantine_refused(self, err: grpc.RpcError, why: str = "invalid_argument") -> None:
+        """The cloud refused a chunk for good: take it out of the queue so the rest can flow."""
+        details = err.details() or ""
+        first_seq = self._culprit(err)
+        if first_seq is None:
+            log.error("uplink: %s with no chunk in flight: %s", err.code().name, details)
+            return
+        count = self.spool.quarantine(first_seq, reason=f"{why}: {details}"[:500])
         if count:
             log.error(
                 "uplink: cloud refused chunk first_seq=%d (%d transitions), quarantined: %s", first_seq, count, details

@@ -30,7 +30,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3-pip \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -c 'import numpy; print(f"numpy=={numpy.__version__}")' > /tmp/constraints.txt \
- && grep -E '^(onnxruntime|onnx|grpcio|protobuf|pybullet|cryptography|gymnasium)==' /tmp/requirements.txt \
+ && grep -E '^(onnxruntime|onnx|grpcio|protobuf|pybullet|cryptography|gymnasium|prometheus-client)==' /tmp/requirements.txt \
       > /tmp/robot-requirements.txt \
  && pip install --ignore-installed -c /tmp/constraints.txt -r /tmp/robot-requirements.txt
 
@@ -42,11 +42,12 @@ COPY launch launch
 COPY config config
 
 # rosdep installs the remaining exec_depends from package.xml (rclpy, messages, launch_ros, python3-yaml,
-# python3-opencv, ...); grpcio and protobuf were pip-installed above at the project's pins.
+# python3-opencv, ...); grpcio, protobuf and prometheus-client were pip-installed above at the project's pins.
+# tests/contract/test_robot_image_deps.py checks every import of the robot's modules against these two lists.
 RUN source /opt/ros/${ROS_DISTRO}/setup.bash \
  && apt-get update \
  && rosdep install --from-paths ros2_ws/src sim --ignore-src -y --rosdistro "${ROS_DISTRO}" \
-      --skip-keys "python3-grpcio python3-protobuf python3-pytest" \
+      --skip-keys "python3-grpcio python3-protobuf python3-prometheus-client python3-pytest" \
  && rm -rf /var/lib/apt/lists/* \
  && colcon build --base-paths ros2_ws/src sim --symlink-install \
  && rm -rf log

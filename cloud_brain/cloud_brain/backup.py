@@ -18,6 +18,8 @@ import sqlite3
 from nestor_core import nestor_pb2
 from nestor_core.experience import from_chunk
 
+from cloud_brain.db_lock import DatabaseInUse, check_free
+
 
 class BackupError(Exception):
     """A backup or restore that cannot be done, or a database that fails verification."""
@@ -84,14 +86,22 @@ def restore(backup_path: str, db_path: str, force: bool = False) -> Verification
     """Verify `backup_path`, then install it as `db_path` (which must not be in use).
 
     Raises:
-        BackupError: the backup fails verification, or db_path exists and force is False.
+        BackupError: the backup is not a database or fails verification, a running server holds
+            db_path (its `serve` lock, see db_lock), or db_path exists and force is False.
     """
     if not os.path.isfile(backup_path):
         raise BackupError(f"from: no such file {backup_path!r}")
-    report = verify(backup_path)
+    try:
+        report = verify(backup_path)
+    except sqlite3.DatabaseError as err:
+        raise BackupError(f"from: {backup_path} is not a nestor database ({err})") from None
     if not report.ok:
         raise BackupError(f"from: {backup_path} failed verification: {_summary(report)}")
     target = pathlib.Path(db_path)
+    try:
+        check_free(db_path)  # --force included: never pull a database from under a running server
+    except DatabaseInUse as err:
+        raise BackupError(str(err)) from None
     if target.exists() and not force:
         raise BackupError(f"db: {db_path} exists; stop the server and pass --force to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import os
+import sqlite3
 import sys
 import time
 
@@ -275,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
             return serve(config, ready_file=args.ready_file)
         except (ConfigError, OSError) as err:
             print(f"nestor-cloud: {err}", file=sys.stderr)
+            return 2
+        except sqlite3.DatabaseError as err:
+            print(f"nestor-cloud: db: {config.db_path}: {err}", file=sys.stderr)
             return 2
     if args.command in ("backup", "restore"):
         return _backup_command(args)

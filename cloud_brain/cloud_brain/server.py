@@ -11,6 +11,7 @@ import logging
 import os
 import pathlib
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -21,6 +22,7 @@ from nestor_core import nestor_pb2, nestor_pb2_grpc
 
 from cloud_brain.authz import Authorizer
 from cloud_brain.config import CloudConfig, ConfigError, TaskSpec, is_loopback_host, load_tasks
+from cloud_brain.db_lock import DatabaseInUse, DatabaseLock
 from cloud_brain.metrics import Metrics
 from cloud_brain.model_bus import ModelBus
 from cloud_brain.registry import ModelRegistry, ModelVersion
@@ -102,8 +104,7 @@ class CloudServer:
             log.info("registered initial model for %s as version %d", name, model.version)
 
     def start(self) -> str:
-        """Bind, start serving and return the bound address host:port."""
-        self.ensure_initial_models()
+        """Bind, register the initial models, start serving; return the bound address host:port."""
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", self.config.max_message_bytes),
@@ -126,12 +127,8 @@ class CloudServer:
             FleetServicer(self.store, self.registry, self.metrics, authz), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        if credentials is None:
-            port = server.add_insecure_port(self.config.address)
-        else:
-            port = server.add_secure_port(self.config.address, credentials)
-        if port == 0:
-            raise OSError(f"address: cannot bind {self.config.address}")
+        port = bind(server, self.config.address, credentials)
+        self.ensure_initial_models()  # after the bind: a port in use registers nothing
         server.start()
         self.server = server
         self.address = f"{self.config.address.rpartition(':')[0]}:{port}"
@@ -178,6 +175,43 @@ class CloudServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Add the listening port; returns the bound port.
+
+    Raises:
+        OSError: one line naming the address (gRPC raises RuntimeError or returns 0 on a port in use).
+    """
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise OSError(f"address: cannot bind {address} (in use, or not an address of this machine)")
+    return port
+
+
+def probe_bind(address: str) -> None:
+    """Fail fast, before any file is touched, when `address` cannot be bound (e.g. the port is in use).
+
+    Raises:
+        OSError: one line naming the address and the reason.
+    """
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or int(port) == 0:
+        return  # an ephemeral port is always free; a bad address is reported by the real bind
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, int(port)))
+        except OSError as err:
+            raise OSError(f"address: cannot bind {address}: {err.strerror}") from None
 
 
 def server_credentials(config: CloudConfig) -> grpc.ServerCredentials | None:
@@ -231,16 +265,26 @@ def serve(
         log.info("signal %d: stopping", signum)
         stop_requested.set()
 
-    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    server = CloudServer(config, initial_model_fn=initial_model_fn, consolidate=consolidate)
+    # The order matters to an operator: a port in use or a database another server holds is
+    # refused before the database is created or an initial model registered.
+    probe_bind(config.address)
     try:
+        lock = DatabaseLock(config.db_path)
+    except DatabaseInUse as err:
+        raise ConfigError(str(err)) from None
+    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    server = None
+    try:
+        server = CloudServer(config, initial_model_fn=initial_model_fn, consolidate=consolidate)
         address = server.start()
         if ready_file:
             write_ready_file(ready_file, address)
         while not stop_requested.wait(0.5):
             pass
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
+        lock.release()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0

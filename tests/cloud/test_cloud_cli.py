@@ -108,3 +108,56 @@ def test_bad_config_exits_2_naming_the_field(tmp_path):
     config.write_text("max_workers: 4\n")
     result = _run("serve", "--config", str(config))
     assert result.returncode == 2 and "max_workers" in result.stderr
+
+
+def _serve_config(tmp_path, task_files, name="second") -> pathlib.Path:
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(yaml.safe_dump({
+        "db_path": str(tmp_path / f"{name}.db"), "model_dir": str(tmp_path / f"{name}_models"),
+        "task_files": task_files, "initial_model": "cloud_testlib:initial_model",
+        "consolidate": "cloud_testlib:run_round", "schedule": {"enabled": False},
+    }))
+    return config
+
+
+def _one_line(result, code: int, fragment: str) -> None:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_port_in_use_touches_no_database(tmp_path, task_files):
+    config = _serve_config(tmp_path, task_files)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = _run("serve", "--config", str(config), "--address", address)
+    _one_line(result, 2, f"address: cannot bind {address}")
+    assert not (tmp_path / "second.db").exists() and not (tmp_path / "second_models").exists()
+
+
+def test_restore_of_a_file_that_is_not_a_database(tmp_path):
+    junk = tmp_path / "backup.db"
+    junk.write_bytes(b"this is not SQLite\n" * 100)
+    result = _run("restore", "--from", str(junk), "--db", str(tmp_path / "restored.db"))
+    _one_line(result, 1, "is not a nestor database")
+    assert not (tmp_path / "restored.db").exists()
+
+
+def test_restore_and_a_second_serve_refuse_the_database_of_a_running_server(live_server, tmp_path, task_files):
+    address, proc = live_server
+    db = tmp_path / "cloud.db"
+    backup = tmp_path / "copy.db"
+    assert _run("backup", "--out", str(backup), "--db", str(db)).returncode == 0
+    before = db.read_bytes()
+    result = _run("restore", "--from", str(backup), "--db", str(db), "--force")
+    _one_line(result, 1, f"is held by a running cloud brain (pid {proc.pid})")
+    assert db.read_bytes() == before
+    config = _serve_config(tmp_path, task_files)
+    second = _run("serve", "--config", str(config), "--db", str(db), "--address", "127.0.0.1:0")
+    _one_line(second, 2, "is held by a running cloud brain")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    # Once the server is gone the same restore goes through.
+    assert _run("restore", "--from", str(backup), "--db", str(db), "--force").returncode == 0

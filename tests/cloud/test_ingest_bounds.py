@@ -65,7 +65,7 @@ def test_from_tensor_sizes_are_python_integers():
 def test_server_answers_invalid_argument_and_counts_every_case(server):
     with grpc.insecure_channel(server.address) as channel:
         stub = nestor_pb2_grpc.ExperienceStub(channel)
-        for case, (edit, reason, fragment) in sorted(CASES.items()):
+        for case, (edit, _reason, fragment) in sorted(CASES.items()):
             chunk = to_chunk(make_batch(robot="r1", first_seq=1, n=5))
             edit(chunk)
             with pytest.raises(grpc.RpcError) as info:

@@ -113,3 +113,83 @@ def test_bad_arguments(kwargs):
     args = {"robot_id": "r", "task": "t", "obs_dim": OBS, "act_dim": ACT, "capacity": 4, **kwargs}
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         ExperienceRecorder(**args)
+
+
+# ---------------------------------------------------------------------- the memory-mapped ring
+
+
+@pytest.fixture
+def spool(tmp_path):
+    from nestor_robot.spool import Spool
+
+    with Spool(str(tmp_path / "spool.sqlite"), "r1") as s:
+        yield s
+
+
+def _ringed(tmp_path, spool, capacity=16):
+    from nestor_robot.experience_ring import RingFile, ring_path
+
+    path = ring_path(str(tmp_path), spool.path, "r1")
+    ring = RingFile.create(path, spool.spool_id, "r1", "kuka_track", OBS, ACT, capacity, l1_size=ACT * 3)
+    return path, ring, ExperienceRecorder("r1", "kuka_track", OBS, ACT, capacity, ring)
+
+
+def _stamps(spool) -> list[float]:
+    return [s for c in spool.pending(10**6) for s in from_chunk(c).stamp.tolist()]
+
+
+def test_ring_rows_left_by_a_dead_process_are_committed_once(tmp_path, spool):
+    from nestor_robot.experience_ring import recover
+
+    path, ring, rec = _ringed(tmp_path, spool)
+    _record(rec, 0, 5, np.ones((ACT, 3), np.float32))
+    batch, through = rec.drain_marked(spool.next_seq())
+    spool.append(batch, ring_mark=(ring.epoch, through))
+    _record(rec, 5, 4)  # recorded, never flushed: the process "dies" here
+    result = recover(path, spool)
+    assert result == {"recovered": 4, "lost": 0, "ring": "recovered"}
+    assert _stamps(spool) == [100.0 + i for i in range(9)]
+    assert spool.ring_mark() == (ring.epoch, 9)
+    assert recover(path, spool)["ring"] == "none"  # the ring is gone: a second start adds nothing
+
+
+def test_a_ring_that_died_before_its_first_flush_is_recovered_whole(tmp_path, spool):
+    from nestor_robot.experience_ring import recover
+
+    path, _, rec = _ringed(tmp_path, spool)
+    _record(rec, 0, 7)
+    assert recover(path, spool)["recovered"] == 7
+    assert _stamps(spool) == [100.0 + i for i in range(7)]
+
+
+def test_rows_overwritten_before_the_crash_are_counted_lost(tmp_path, spool):
+    from nestor_robot.experience_ring import recover
+
+    path, _, rec = _ringed(tmp_path, spool, capacity=8)
+    _record(rec, 0, 11)  # 3 more than the ring holds
+    result = recover(path, spool)
+    assert (result["recovered"], result["lost"]) == (8, 3)
+    chunk = spool.pending(1)[0]
+    assert chunk.tags["recorder_overflow"] == "3"
+    assert _stamps(spool) == [100.0 + i for i in range(3, 11)]
+
+
+def test_a_ring_of_another_spool_or_a_torn_file_is_refused(tmp_path, spool):
+    from nestor_robot.experience_ring import RingFile, recover, ring_path
+
+    path = ring_path(str(tmp_path), spool.path, "r1")
+    ring = RingFile.create(path, spool.spool_id + 1, "r1", "kuka_track", OBS, ACT, 8, 0)
+    ring.set_written(3)
+    assert recover(path, spool)["ring"] == "belongs to another spool: removed"
+    with open(path, "wb") as f:
+        f.write(b"NESTRING" + b"\xff" * 100)
+    assert recover(path, spool)["ring"] == "invalid header: removed"
+    assert spool.stats()["appended"] == 0
+
+
+def test_ring_backed_recorder_drains_like_the_memory_one(tmp_path, spool):
+    _, ring, rec = _ringed(tmp_path, spool)
+    _record(rec, 0, 5)
+    batch = rec.drain(1)
+    np.testing.assert_array_equal(batch.obs[:, 0], np.arange(5))
+    assert ring.written == 5 and rec.stats()["pending"] == 0

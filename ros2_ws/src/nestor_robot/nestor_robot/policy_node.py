@@ -43,6 +43,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 
+from nestor_robot.experience_ring import RingFile, recover, ring_path
 from nestor_robot.input_guard import InputGuard, observation_layout
 from nestor_robot.params import INF, ConfigError, declare_config, refuse_undeclared
 from nestor_robot.recorder import ExperienceRecorder
@@ -76,8 +77,9 @@ class PolicyNodeConfig:
         spool_capacity: most unacked transitions kept in the spool.
         spool_full_policy: drop_oldest or reject_newest when the spool is full.
         recorder_capacity: transitions buffered in memory between two flushes (more is overflow).
-        flush_period_s: period of the recorder-to-spool flush (one fsync'd commit each; a crash of
-            this process loses at most this much unflushed experience).
+        flush_period_s: period of the recorder-to-spool flush (one fsync'd commit each). With a
+            ring_dir a crash of this process loses nothing (the restarted node commits the ring);
+            a power loss loses at most this much unflushed experience.
         run_dir: directory for policy_stats.json; empty writes no stats file.
         control_rate_hz: nominal tick rate; a tick later than 1.5 periods counts as missed.
         status_period_s: period of the status topic and the stats file.
@@ -100,6 +102,9 @@ class PolicyNodeConfig:
         max_abs_position: largest believable |position| of a joint or reference (rad or m); beyond
             it a joint state is refused as physically impossible.
         max_abs_velocity: largest believable |velocity| of a joint or reference (rad/s or m/s).
+        ring_dir: directory of the memory-mapped recorder ring (tmpfs: /dev/shm). What the tick
+            records survives a kill -9 of this process there, and the restarted node commits it to
+            the spool; empty = the ring lives in process memory (a crash loses up to flush_period_s).
     """
 
     robot_id: str = "robot0"
@@ -124,6 +129,7 @@ class PolicyNodeConfig:
     input_hold_ticks: int = 10
     max_abs_position: float = 100.0
     max_abs_velocity: float = 100.0
+    ring_dir: str = "/dev/shm"
 
     RANGES: typing.ClassVar[dict] = {
         "initial_model_version": (0, INF),
@@ -161,6 +167,8 @@ class PolicyNodeConfig:
             raise ValueError(f"tick_samples: must be >= 1, got {self.tick_samples}")
         if self.initial_model and not os.path.isfile(self.initial_model):
             raise ValueError(f"initial_model: no such file {self.initial_model!r}")
+        if self.ring_dir and self.spool_path and not os.path.isdir(self.ring_dir):
+            raise ValueError(f"ring_dir: no such directory {self.ring_dir!r}")
         if self.public_key_path and not os.path.isfile(self.public_key_path):
             raise ValueError(f"public_key_path: no such file {self.public_key_path!r}")
         if self.rollback_window_ticks < 0:
@@ -276,6 +284,9 @@ class PolicyNode(Node):
         self.reject_log: list[dict] = []  # newest 20
         self.spool_errors = 0
         self._spool = None
+        self._ring_path = ""
+        self.ring_recovery: dict = {}
+        self._unsent_mark = None
         self._spool_stats: dict = {}
         self._unsent = None  # a drained batch the spool refused to take; retried on the next flush
 
@@ -286,6 +297,22 @@ class PolicyNode(Node):
             except ValueError as err:
                 raise ConfigError(f"parameter public_key_path: {err}") from None
 
+        if cfg.spool_path:
+            from nestor_robot.spool import Spool  # imported here: the tick path never touches it
+
+            os.makedirs(os.path.dirname(os.path.abspath(cfg.spool_path)), exist_ok=True)
+            self._spool = Spool(cfg.spool_path, cfg.robot_id, cfg.spool_capacity, cfg.spool_full_policy)
+            if cfg.ring_dir:
+                self._ring_path = ring_path(cfg.ring_dir, cfg.spool_path, cfg.robot_id)
+                self.ring_recovery = recover(self._ring_path, self._spool)
+                if self.ring_recovery["recovered"] or self.ring_recovery["lost"]:
+                    self._log.warning(
+                        f"recorder ring of the previous policy process: {self.ring_recovery['recovered']} transitions "
+                        f"committed to the spool, {self.ring_recovery['lost']} had been overwritten"
+                    )
+            self._spool_stats = self._spool.stats()
+        else:
+            self._log.warning("spool_path is empty: experience is not recorded")
         if cfg.initial_model:
             with open(cfg.initial_model, "rb") as f:
                 data = f.read()
@@ -297,14 +324,6 @@ class PolicyNode(Node):
                 raise ConfigError(f"parameter initial_model: {cfg.initial_model}: {err}") from None
             self._activate(model)
 
-        if cfg.spool_path:
-            from nestor_robot.spool import Spool  # imported here: the tick path never touches it
-
-            os.makedirs(os.path.dirname(os.path.abspath(cfg.spool_path)), exist_ok=True)
-            self._spool = Spool(cfg.spool_path, cfg.robot_id, cfg.spool_capacity, cfg.spool_full_policy)
-            self._spool_stats = self._spool.stats()
-        else:
-            self._log.warning("spool_path is empty: experience is not recorded")
         if cfg.run_dir:
             os.makedirs(cfg.run_dir, exist_ok=True)
 
@@ -464,8 +483,14 @@ class PolicyNode(Node):
             self._qd_ref = np.zeros(model.act_dim, np.float32)
             self._passive_index = _JointIndex()
             self._make_guard(model)
+            ring = None
+            if self._ring_path and self._spool is not None:
+                # Once, at the first model: a tmpfs file of a few hundred KB, every page touched now.
+                ring = RingFile.create(self._ring_path, self._spool.spool_id, self.config.robot_id, model.task,
+                                       model.obs_dim, model.act_dim, self.config.recorder_capacity,
+                                       self.runtime.l1.state.size)
             self.recorder = ExperienceRecorder(
-                self.config.robot_id, model.task, model.obs_dim, model.act_dim, self.config.recorder_capacity
+                self.config.robot_id, model.task, model.obs_dim, model.act_dim, self.config.recorder_capacity, ring
             )
         else:
             previous_model = self._previous_model = self.runtime.model
@@ -610,15 +635,16 @@ class PolicyNode(Node):
         """Drain the recorder into the spool (flusher thread, or once at shutdown)."""
         if self._spool is None or self.recorder is None:
             return
+        ring = self.recorder.ring
         try:
             if self._unsent is not None:
                 self._unsent = dataclasses.replace(self._unsent, first_seq=self._spool.next_seq())
-                self._spool.append(self._unsent)
+                self._spool.append(self._unsent, ring_mark=self._unsent_mark)
                 self._unsent = None
-            batch = self.recorder.drain(self._spool.next_seq())
+            batch, through = self.recorder.drain_marked(self._spool.next_seq())
             if batch is not None:
-                self._unsent = batch
-                self._spool.append(batch)
+                self._unsent, self._unsent_mark = batch, (ring.epoch, through) if ring is not None else None
+                self._spool.append(batch, ring_mark=self._unsent_mark)
                 self._unsent = None
             self._spool_stats = self._spool.stats()
         except Exception as err:  # sqlite errors and ValueError: keep the batch, report, retry
@@ -666,6 +692,7 @@ class PolicyNode(Node):
             "rollback_log": list(self.rollback_log),
             "bad_versions": sorted(self._bad_versions),
             "recorder": recorder,
+            "ring": {"path": self._ring_path, **self.ring_recovery},
             "recorder_overflow": recorder.get("overflow", 0),
             "spool": dict(self._spool_stats),
             "spool_depth": self._spool_stats.get("depth_transitions", 0),
@@ -746,6 +773,12 @@ class PolicyNode(Node):
         self._write_stats(self.stats())
         if self._metrics_http is not None:
             self._metrics_http[0].shutdown()
+        ring = self.recorder.ring if self.recorder is not None else None
+        if ring is not None and self._unsent is None and self.recorder.stats()["pending"] == 0:
+            try:
+                os.unlink(ring.path)  # everything is in the spool; a stopped node leaves no ring behind
+            except OSError:
+                pass
         if self._spool is not None:
             self._spool.close()
 

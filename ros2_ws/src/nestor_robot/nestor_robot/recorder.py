@@ -7,6 +7,10 @@ drain into an `ExperienceBatch`. Both hold the lock only for index bookkeeping a
 When the flusher falls behind by more than `capacity` rows, the oldest unread rows are overwritten.
 That loss is counted (`overflow`) and the next batch carries it in `tags["recorder_overflow"]`;
 the spool's sequence numbers only cover what reached it.
+
+With a `RingFile` (nestor_robot.experience_ring) the rows live in a memory-mapped file instead of
+process memory, so they survive a kill -9 of the policy process; `drain_marked` also returns how
+far into the ring the batch reaches, which the spool stores with it.
 """
 
 import threading
@@ -25,7 +29,7 @@ class ExperienceRecorder:
         capacity: rows kept between two drains; more is overflow.
     """
 
-    def __init__(self, robot_id: str, task: str, obs_dim: int, act_dim: int, capacity: int):
+    def __init__(self, robot_id: str, task: str, obs_dim: int, act_dim: int, capacity: int, ring=None):
         if capacity < 1:
             raise ValueError(f"capacity: must be >= 1, got {capacity}")
         if obs_dim < 1 or act_dim < 1:
@@ -36,17 +40,28 @@ class ExperienceRecorder:
         self.act_dim = int(act_dim)
         self.capacity = int(capacity)
         self._lock = threading.Lock()
-        self._obs = np.zeros((capacity, obs_dim), np.float32)
-        self._action = np.zeros((capacity, act_dim), np.float32)
-        self._fast_read = np.zeros((capacity, act_dim), np.float32)
-        self._slow_read = np.zeros((capacity, act_dim), np.float32)
-        self._cost = np.zeros(capacity, np.float32)
-        self._surprise = np.zeros(capacity, np.float32)
-        self._stamp = np.zeros(capacity, np.float64)
-        self._version = np.zeros(capacity, np.int64)
-        self._l1 = np.zeros(0, np.float32)
-        self._written = 0  # rows ever recorded
-        self._read = 0  # rows ever drained or overwritten
+        self.ring = ring
+        if ring is not None:
+            if (ring.capacity, ring.obs_dim, ring.act_dim) != (self.capacity, self.obs_dim, self.act_dim):
+                raise ValueError(f"ring: {ring.path} holds {ring.capacity} rows of {ring.obs_dim}/{ring.act_dim}")
+            c = ring.columns
+            self._obs, self._action, self._fast_read, self._slow_read = (
+                c["obs"], c["action"], c["fast_read"], c["slow_read"])
+            self._cost, self._surprise, self._stamp, self._version = (
+                c["cost"], c["surprise"], c["stamp"], c["model_versions"])
+            self._l1 = c["l1"]
+        else:
+            self._obs = np.zeros((capacity, obs_dim), np.float32)
+            self._action = np.zeros((capacity, act_dim), np.float32)
+            self._fast_read = np.zeros((capacity, act_dim), np.float32)
+            self._slow_read = np.zeros((capacity, act_dim), np.float32)
+            self._cost = np.zeros(capacity, np.float32)
+            self._surprise = np.zeros(capacity, np.float32)
+            self._stamp = np.zeros(capacity, np.float64)
+            self._version = np.zeros(capacity, np.int64)
+            self._l1 = np.zeros(0, np.float32)
+        self._written = ring.written if ring is not None else 0  # rows ever recorded
+        self._read = self._written  # rows ever drained or overwritten
         self._overflow = 0  # rows overwritten before a drain, total
         self._overflow_unreported = 0  # ... not yet announced in a batch
         self.drained = 0
@@ -68,6 +83,8 @@ class ExperienceRecorder:
                     self._l1 = np.zeros(l1_state.shape, np.float32)  # only on a swap to a new key size
                 np.copyto(self._l1, l1_state)
             self._written += 1
+            if self.ring is not None:
+                self.ring.set_written(self._written)  # after the row: a row is published whole or not at all
             if self._written - self._read > self.capacity:
                 self._read += 1
                 self._overflow += 1
@@ -75,10 +92,14 @@ class ExperienceRecorder:
 
     def drain(self, first_seq: int) -> ExperienceBatch | None:
         """Everything recorded since the last drain, numbered from first_seq; None when empty."""
+        return self.drain_marked(first_seq)[0]
+
+    def drain_marked(self, first_seq: int) -> tuple[ExperienceBatch | None, int]:
+        """(drain(first_seq), the row count ever recorded that the batch reaches up to)."""
         with self._lock:
             n = self._written - self._read
             if n == 0:
-                return None
+                return None, self._written
             rows = np.arange(self._read, self._written) % self.capacity
             batch = ExperienceBatch(
                 robot_id=self.robot_id,
@@ -99,7 +120,7 @@ class ExperienceRecorder:
                 self._overflow_unreported = 0
             self._read = self._written
             self.drained += n
-        return batch
+            return batch, self._written
 
     def stats(self) -> dict:
         """Counters: recorded, drained, pending, overflow (rows lost before a drain)."""

@@ -11,6 +11,7 @@ restart: the next number is persisted with every append.
 
 import dataclasses
 import logging
+import secrets
 import sqlite3
 import threading
 import time
@@ -117,7 +118,9 @@ class Spool:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self._db.execute(statement)
-            defaults = {"schema": SCHEMA_VERSION, "robot_id": self.robot_id, "next_seq": 1}
+            # spool_id: tells this spool from an earlier one at the same path (the recorder ring checks it)
+            defaults = {"schema": SCHEMA_VERSION, "robot_id": self.robot_id, "next_seq": 1,
+                        "spool_id": secrets.randbits(62) + 1}
             defaults.update({name: 0 for name in _COUNTERS if name != "next_seq"})
             for key, value in defaults.items():
                 self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, str(value)))
@@ -127,6 +130,7 @@ class Spool:
             schema = int(self._meta("schema"))
             if schema != SCHEMA_VERSION:
                 raise ValueError(f"spool {self.path}: schema {schema}, expected {SCHEMA_VERSION}")
+            self.spool_id = int(self._meta("spool_id"))
 
     # ---------------------------------------------------------------- writer side
 
@@ -135,8 +139,24 @@ class Spool:
         with self._lock:
             return int(self._meta("next_seq"))
 
-    def append(self, batch: ExperienceBatch) -> AppendResult:
+    def mark_ring(self, epoch: int, through: int) -> None:
+        """Durably note that recorder ring `epoch` has rows [0, through) committed (a new ring: 0)."""
+        with self._lock, self._transaction():
+            self._put_ring(epoch, through)
+
+    def ring_mark(self) -> tuple[int, int] | None:
+        """(epoch, rows committed) of the recorder ring this spool last heard of; None if none."""
+        with self._lock:
+            rows = dict(self._db.execute("SELECT key, value FROM meta WHERE key IN ('ring_epoch', 'ring_through')"))
+        if "ring_epoch" not in rows:
+            return None
+        return int(rows["ring_epoch"]), int(rows["ring_through"])
+
+    def append(self, batch: ExperienceBatch, ring_mark: tuple[int, int] | None = None) -> AppendResult:
         """Store one batch durably, applying the full policy when the spool is full.
+
+        `ring_mark` = (epoch, through) of the recorder ring the batch came from, stored in the
+        same transaction: a crash never leaves a batch committed but its rows still pending.
 
         Raises:
             ValueError: wrong robot, empty batch, first_seq != next_seq(), or a nonzero
@@ -155,6 +175,8 @@ class Spool:
             if batch.first_seq != expected:
                 raise ValueError(f"first_seq: {batch.first_seq}, expected next_seq() = {expected}")
             self._set("next_seq", expected + n)
+            if ring_mark is not None:
+                self._put_ring(*ring_mark)
             depth = self._depth()
             evicted = 0
             if depth + n > self.capacity and self.full_policy == "drop_oldest" and n <= self.capacity:
@@ -316,6 +338,13 @@ class Spool:
 
     def _set(self, key: str, value: int) -> None:
         self._db.execute("UPDATE meta SET value = ? WHERE key = ?", (str(int(value)), key))
+
+    def _put_ring(self, epoch: int, through: int) -> None:
+        for key, value in (("ring_epoch", epoch), ("ring_through", through)):
+            self._db.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, str(int(value))),
+            )
 
     def _bump(self, key: str, by: int) -> None:
         self._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + ? WHERE key = ?", (int(by), key))

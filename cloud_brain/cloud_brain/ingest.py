@@ -26,6 +26,13 @@ def validate_chunk(chunk: nestor_pb2.ExperienceChunk, tasks: Mapping[str, TaskSp
         spec = tasks.get(chunk.task)
         if spec is None:
             raise ChunkError("unknown_task", f"task: {chunk.task!r} is not one of {sorted(tasks)}")
+    if chunk.first_seq >= 1 and chunk.dropped_before > chunk.first_seq - 1:
+        # Seqs start at 1: a robot can only have dropped transitions that precede first_seq.
+        raise ChunkError(
+            "bad_sequence",
+            f"dropped_before: first_seq={chunk.first_seq}: {chunk.dropped_before} dropped transitions cannot "
+            "precede it (seqs start at 1)",
+        )
     return from_chunk(chunk, spec.obs_dim if spec else None, spec.act_dim if spec else None)
 
 

@@ -3,9 +3,11 @@ nothing is stored, and the server keeps serving (issue 12: they were UNKNOWN wit
 
 import grpc
 import pytest
+from cloud_brain.config import TaskSpec
+from cloud_brain.ingest import validate_chunk
 from cloud_testlib import make_batch
 from nestor_core import nestor_pb2, nestor_pb2_grpc
-from nestor_core.experience import ChunkError, from_chunk, to_chunk
+from nestor_core.experience import ChunkError, to_chunk
 from nestor_core.tensors import TensorError, from_tensor
 
 
@@ -31,6 +33,10 @@ def _dropped_before_start(chunk):
     chunk.dropped_before = 2**64 - 1
 
 
+def _dropped_before_seq_one(chunk):
+    chunk.dropped_before = 1  # nothing can precede seq 1 (the server's rule; from_chunk allows it)
+
+
 def _huge_version(chunk):
     chunk.model_version = 2**64 - 1
 
@@ -41,17 +47,18 @@ CASES = {
     "first_seq_2**63+1": (_huge_seq, "bad_sequence", "exceeds the largest seq"),
     "last_seq_overflow": (_seq_overflow, "bad_sequence", "exceeds the largest seq"),
     "dropped_before": (_dropped_before_start, "bad_sequence", "dropped_before"),
+    "dropped_before_seq_one": (_dropped_before_seq_one, "bad_sequence", "cannot precede it"),
     "model_version": (_huge_version, "bad_sequence", "model_version"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_from_chunk_refuses_with_a_reason(case):
+def test_validate_chunk_refuses_with_a_reason(case):
     edit, reason, fragment = CASES[case]
     chunk = to_chunk(make_batch(robot="r1", first_seq=1, n=5))
     edit(chunk)
     with pytest.raises(ChunkError, match=fragment) as info:
-        from_chunk(chunk, 3, 2)
+        validate_chunk(chunk, {"arm": TaskSpec("arm", "arm.yaml", 3, 2)})
     assert info.value.reason == reason
 
 

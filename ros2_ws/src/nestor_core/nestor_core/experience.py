@@ -123,12 +123,9 @@ def from_chunk(
         raise ChunkError(
             "bad_sequence", f"first_seq: first_seq={chunk.first_seq} + count={n} - 1 exceeds the largest seq {MAX_SEQ}"
         )
-    if chunk.dropped_before > chunk.first_seq - 1:
-        raise ChunkError(
-            "bad_sequence",
-            f"dropped_before: first_seq={chunk.first_seq}: {chunk.dropped_before} dropped transitions cannot "
-            "precede it (seqs start at 1)",
-        )
+    if chunk.dropped_before > MAX_SEQ:
+        raise ChunkError("bad_sequence", f"dropped_before: first_seq={chunk.first_seq}: {chunk.dropped_before} "
+                         f"exceeds {MAX_SEQ}")
     if chunk.model_version > MAX_SEQ:
         raise ChunkError("bad_sequence", f"model_version: first_seq={chunk.first_seq}: {chunk.model_version} "
                          f"exceeds {MAX_SEQ}")

@@ -39,9 +39,28 @@ DEFAULT_ADDRESS = os.environ.get("NESTOR_CLOUD_ADDRESS", "127.0.0.1:50051")
 EXIT_UNREACHABLE = 2
 
 
+def package_version() -> str:
+    """The installed nestor-cloud-brain distribution's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nestor-cloud-brain")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)parser shows its defaults in --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nestor-cloud", description="nestor cloud slow brain")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="nestor-cloud", description="nestor cloud slow brain")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = sub.add_parser("serve", help="run the cloud brain server")
     serve.add_argument("--config", default="config/cloud.yaml", help="CloudConfig YAML")
@@ -70,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     health = sub.add_parser("health", help="standard gRPC health check; exit 0 only when SERVING")
     client(health)
     health.add_argument("--service", default="", help='service name ("" = the server as a whole)')
+    health.add_argument("--json", action="store_true", help="machine-readable output")
     status = sub.add_parser("status", help="robots, model versions and counters")
     client(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -223,7 +243,10 @@ def _health(channel: grpc.Channel, args) -> int:
         health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
     )
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    print(f"{args.address} {args.service or '(server)'}: {status}")
+    if args.json:
+        print(json.dumps({"address": args.address, "service": args.service, "status": status}, sort_keys=True))
+    else:
+        print(f"{args.address} {args.service or '(server)'}: {status}")
     return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 

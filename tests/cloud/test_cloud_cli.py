@@ -73,6 +73,10 @@ def test_status_json_and_models_commands(live_server, tmp_path):
     assert status["robots"] == [] and int(status["transitions_stored"]) == 0
     assert (tmp_path / "models" / "v1_arm.onnx").exists()
 
+    health = _run("health", "--address", address, "--json")
+    assert health.returncode == 0 and json.loads(health.stdout) == {
+        "address": address, "service": "", "status": "SERVING"}
+
     table = _run("status", "--address", address)
     assert table.returncode == 0 and "model versions" in table.stdout
 
@@ -161,3 +165,13 @@ def test_restore_and_a_second_serve_refuse_the_database_of_a_running_server(live
     assert proc.wait(30) == 0
     # Once the server is gone the same restore goes through.
     assert _run("restore", "--from", str(backup), "--db", str(db), "--force").returncode == 0
+
+
+def test_version_and_defaults_in_help():
+    from importlib.metadata import version
+
+    result = _run("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"nestor-cloud {version('nestor-cloud-brain')}"
+    helped = _run("serve", "--help")
+    assert "(default: config/cloud.yaml)" in " ".join(helped.stdout.split())
+    assert "(default: 5.0)" in " ".join(_run("status", "--help").stdout.split())

@@ -108,3 +108,15 @@ def test_sim_bridge_refuses_bad_input_in_one_line(tmp_path, params, fragment):
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("sim_bridge: error: ") and fragment in errors[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_version_and_defaults_in_help(tmp_path):
+    from importlib.metadata import version
+
+    result = _nestor(tmp_path, "--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"nestor {version('nestor_bringup')}"
+    defaults = [("robot", "(default: kuka_track)"), ("fleet", "(default: 2)"), ("demo", "(default: 150.0)")]
+    for command, default in defaults:
+        helped = _nestor(tmp_path, command, "--help")
+        assert helped.returncode == 0 and default in " ".join(helped.stdout.split()), (command, helped.stdout)
+    assert "--json" in _nestor(tmp_path, "demo", "--help").stdout

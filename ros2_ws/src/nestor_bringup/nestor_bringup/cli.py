@@ -34,7 +34,23 @@ class CliError(Exception):
     """A bad argument: `nestor: error: <message>`, exit 2."""
 
 
+def package_version() -> str:
+    """The installed nestor_bringup distribution's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nestor_bringup")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 class _Parser(argparse.ArgumentParser):
+    """One-line errors (exit 2) and the defaults shown in --help, for every subcommand."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
@@ -296,6 +312,7 @@ from nestor_bringup import demo  # noqa: E402, F401
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nestor", description="nestor bring-up")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
     for command in SUBCOMMANDS.values():
         command.add_arguments(sub.add_parser(command.name, help=command.help))

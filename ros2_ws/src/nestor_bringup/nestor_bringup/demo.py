@@ -14,6 +14,7 @@ episode against its paired control (nestor_bringup.demo_report).
 """
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -293,8 +294,11 @@ class Progress:
             self._live.stop()
 
 
-def run_demo(config: DemoConfig) -> int:
-    """Run the fleet, then write the report; returns the exit code."""
+def run_demo(config: DemoConfig, json_out=None) -> int:
+    """Run the fleet, then write the report; returns the exit code.
+
+    With `json_out` (a text stream) the whole final summary goes there as one JSON document.
+    """
     config = config.validate()
     config_dir = config.config_dir or default_config_dir()
     task_file = os.path.abspath(os.path.join(config_dir, "tasks", f"{config.task}.yaml"))
@@ -375,6 +379,8 @@ def run_demo(config: DemoConfig) -> int:
     print(f"report: {run_dir / 'report.md'}", flush=True)
     if code == 0:
         _point_latest(run_dir)
+    if json_out is not None:
+        print(json.dumps(summary, indent=1, sort_keys=True, default=str), file=json_out, flush=True)
     return code
 
 
@@ -442,9 +448,21 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--cloud-config", default="", help="base cloud config (default: cloud.yaml of the bringup config dir)"
     )
     parser.add_argument("--insecure", action="store_true", help="no TLS, unsigned models (loopback only)")
+    parser.add_argument(
+        "--json", action="store_true",
+        help="print the final summary as JSON on stdout (progress goes to stderr)",
+    )
 
 
 def _run_demo(args) -> int:
+    if args.json:
+        out = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr):
+            return _run_demo_config(args, out)
+    return _run_demo_config(args, None)
+
+
+def _run_demo_config(args, json_out) -> int:
     return run_demo(
         DemoConfig(
             duration_s=args.duration,
@@ -457,7 +475,8 @@ def _run_demo(args) -> int:
             config_dir=args.config_dir,
             cloud_config=args.cloud_config,
             secure=not args.insecure,
-        )
+        ),
+        json_out,
     )
 
 

@@ -113,7 +113,7 @@ def test_policy_killed_mid_run_loses_and_duplicates_nothing(tmp_path):
         driver.run(2.0)
         driver.settle(0.3)
         answered = driver.commands  # every command is one tick recorded (recorded right after the publish)
-        assert answered > 100
+        assert answered > 50
         last_tick_of_first = driver.tick
         os.kill(procs[0].pid, signal.SIGKILL)
         procs[0].wait(10)

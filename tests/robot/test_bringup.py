@@ -227,3 +227,9 @@ def test_fleet_smoke(tmp_path):
     assert stats["spool"]["appended"] == stats["ticks"]
     for name in ("sim_bridge", "policy", "uplink", "weight_sync"):
         assert (robot_dir / f"{name}.log").exists()
+    # The terminal says plainly that the cloud (port 9, nothing listens) is unreachable, and shows the ticks.
+    lines = [line for line in result.stdout.splitlines() if line.startswith("robot0: model")]
+    assert any("CLOUD UNREACHABLE at 127.0.0.1:9" in line for line in lines), result.stdout
+    assert any(" ticks (" in line for line in lines)
+    # ... while the uplink's log says it once, not on every retry.
+    assert (robot_dir / "uplink.log").read_text().count("stream ended") <= 2

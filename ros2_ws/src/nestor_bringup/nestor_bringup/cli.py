@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from nestor_bringup.live_status import LiveStatus
 from nestor_bringup.nodes import (
     DEFAULT_FLEET_SHIFTS,
     RESPAWN_DELAY_S,
@@ -220,9 +221,11 @@ def run_robots(specs: list[RobotSpec], config_dir: str, run_dir: str, duration: 
                 print(f"robot {spec.robot_id} (/{spec.ns}): {', '.join(n.name for n in nodes)}", flush=True)
             supervisor = Supervisor(group, restart)
             print(f"run dir {run_dir}; Ctrl-C to stop", flush=True)
+            live = LiveStatus({spec.robot_id: spec.robot_dir for spec in specs})
             end = None if duration is None else time.monotonic() + duration
             while (end is None or time.monotonic() < end) and (supervisor.alive_robots() or supervisor.stopping()):
                 supervisor.poll()
+                live.update()
                 time.sleep(0.2)
         except KeyboardInterrupt:
             pass

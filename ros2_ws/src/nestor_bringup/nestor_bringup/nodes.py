@@ -198,7 +198,7 @@ def robot_nodes(spec: RobotSpec, config_dir: str) -> list[NodeSpec]:
         _node(spec, config_dir, "nestor_robot", "policy_node", "policy", **policy, **signer),
         _node(
             spec, config_dir, "nestor_robot", "uplink_node", "uplink",
-            robot_id=spec.robot_id, spool_path=spool, cloud_address=spec.cloud_address, **tls,
+            robot_id=spec.robot_id, spool_path=spool, cloud_address=spec.cloud_address, run_dir=robot_dir, **tls,
         ),
         _node(
             spec, config_dir, "nestor_robot", "weight_sync_node", "weight_sync",

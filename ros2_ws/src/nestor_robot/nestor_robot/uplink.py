@@ -170,6 +170,7 @@ class Uplink:
         self._lock = threading.Lock()
         self._stream: _Stream | None = None
         self._suspect: tuple[int, int] | None = None  # (first_seq, streams it ended in a row)
+        self._last_logged = ""  # the last stream error logged at warning level
         self._latency = collections.deque(maxlen=self.config.max_latency_samples)
         self._stats = {
             "sent_chunks": 0,
@@ -259,6 +260,9 @@ class Uplink:
                 call.cancel()
             for ack in call:
                 self._on_ack(stream, ack)
+                if not progressed and self._last_logged:
+                    log.info("uplink: streaming again to %s", self.target)
+                    self._last_logged = ""
                 progressed = True
                 with self._lock:
                     self._stats["connected"] = True
@@ -391,7 +395,11 @@ class Uplink:
         text = f"{code.name if code else 'UNKNOWN'}: {err.details()}"
         if code == grpc.StatusCode.CANCELLED and stream.stalled:
             text = f"ACK_TIMEOUT: no ack within {self.config.ack_timeout_s}s"
-        log.warning("uplink: stream ended: %s", text)
+        # The same error on every retry (a cloud that is down) is logged once, then at debug level.
+        repeated = text == self._last_logged
+        self._last_logged = text
+        (log.debug if repeated else log.warning)("uplink: stream ended: %s%s", text,
+                                                  "" if repeated else " (retrying; repeats are not logged)")
         with self._lock:
             self._stats["errors"] += 1
             self._stats["last_error"] = text

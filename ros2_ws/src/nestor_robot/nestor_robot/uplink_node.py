@@ -5,7 +5,9 @@ acked seq, drops, stream counters).
 """
 
 import dataclasses
+import json
 import logging
+import os
 import threading
 import time
 import typing
@@ -45,6 +47,8 @@ class UplinkNodeConfig:
         metrics_port: Prometheus /metrics port on 127.0.0.1 (spool depth, acked seq, ack latency); 0 = off.
         drain_timeout_s: on SIGINT/SIGTERM, keep sending until the cloud has acked everything the
             spool holds, for at most this long; whatever is left stays for the next start.
+        run_dir: directory for uplink_stats.json (link state, last error, acked seq, spool depth), which
+            `nestor robot`/`fleet` show live; empty writes no file.
     """
 
     robot_id: str = "robot_0"
@@ -62,6 +66,7 @@ class UplinkNodeConfig:
     tls_key: str = ""
     metrics_port: int = 0
     drain_timeout_s: float = 30.0
+    run_dir: str = ""
 
     RANGES: typing.ClassVar[dict] = {
         "window": (1, 100_000),
@@ -110,6 +115,9 @@ class UplinkNode(Node):
         self.thread.start()
         self.timer = self.create_timer(self.config.status_period_s, self.publish_status)
         self._last_dropped = self.spool.stats()["dropped"]
+        self._disconnected_since: float | None = time.time()
+        if self.config.run_dir:
+            os.makedirs(self.config.run_dir, exist_ok=True)
         self.get_logger().info(f"uplink: {self.config.spool_path} -> {self.config.cloud_address}")
         if self.uplink.config.channel_credentials is None:
             self.get_logger().warning(
@@ -134,9 +142,32 @@ class UplinkNode(Node):
             status.level, status.message = DiagnosticStatus.WARN, link["last_error"] or "connecting"
         values = {**{f"spool.{k}": v for k, v in spool.items()}, **link}
         status.values = [KeyValue(key=str(k), value=str(v)) for k, v in values.items()]
+        self._write_stats(spool, link)
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(msg)
+
+    def _write_stats(self, spool: dict, link: dict) -> None:
+        if link["connected"]:
+            self._disconnected_since = None
+        elif self._disconnected_since is None:
+            self._disconnected_since = time.time()
+        if not self.config.run_dir:
+            return
+        stats = {
+            "robot_id": self.config.robot_id, "cloud_address": self.config.cloud_address,
+            "connected": link["connected"], "last_error": link["last_error"],
+            "disconnected_since": self._disconnected_since, "acked_through": spool["acked_through"],
+            "spool_depth": spool["depth_transitions"], "dropped": spool["dropped"], "sent": link["sent"],
+            "acked": link["acked"], "reconnects": link["reconnects"], "wall_time": time.time(),
+        }
+        path = os.path.join(self.config.run_dir, "uplink_stats.json")
+        try:
+            with open(f"{path}.tmp", "w") as f:
+                json.dump(stats, f, sort_keys=True)
+            os.replace(f"{path}.tmp", path)
+        except OSError as err:
+            self.get_logger().error(f"writing {path} failed: {err}", throttle_duration_sec=10.0)
 
     def shutdown(self) -> None:
         """Drain the spool (up to drain_timeout_s), then stop the uplink thread and close the spool."""

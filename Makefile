@@ -18,7 +18,7 @@ export PYTHONDONTWRITEBYTECODE = 1
 PACKAGES := ros2_ws/src/nestor_core ros2_ws/src/nestor_robot ros2_ws/src/nestor_bringup sim cloud_brain
 SETUP_FILES := requirements.txt $(foreach p,$(PACKAGES),$(wildcard $(p)/setup.py $(p)/pyproject.toml))
 
-.PHONY: venv test test-fast demo lint proto certs bench bench-learning bench-load clean
+.PHONY: venv postgres test test-fast demo lint proto certs bench bench-learning bench-load clean
 
 venv: $(STAMP)
 
@@ -29,12 +29,21 @@ $(STAMP): $(SETUP_FILES)
 	$(PIP) install -q --no-build-isolation --no-deps $(foreach p,$(PACKAGES),-e $(p))
 	touch $(STAMP)
 
+# The PostgreSQL server binaries (Debian package `postgresql`): the tests start their own
+# throw-away server on 127.0.0.1 from them (tests/pg_testlib.py). Installed here when missing and
+# we are root (CI); otherwise the PostgreSQL tests skip (and fail under CI=true).
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; \
+	else echo "make: PostgreSQL tests need the Debian package postgresql (sudo apt-get install -y postgresql)"; fi
+
 # Two pytest processes: tests/learning imports torch, the rest imports rclpy; never both at once.
-test: venv
+test: venv postgres
 	$(PY) -m pytest -q tests --ignore=tests/learning
 	$(PY) -m pytest -q tests/learning
 
-test-fast: venv
+test-fast: venv postgres
 	$(PY) -m pytest -q -m "not slow" tests --ignore=tests/learning
 	$(PY) -m pytest -q -m "not slow" tests/learning
 

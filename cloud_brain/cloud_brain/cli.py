@@ -140,7 +140,14 @@ def _backup_command(args) -> int:
 
     try:
         if args.command == "backup":
-            db = args.db or load_config(args.config).db_path
+            if args.db:
+                db = args.db
+            else:
+                config = load_config(args.config)
+                if config.store.backend != "sqlite":
+                    raise ConfigError(f"store.backend: {config.store.backend}: back up that database with its own "
+                                      "tools (pg_dump, pg_basebackup); `nestor-cloud backup` copies SQLite files")
+                db = config.db_path
             report = backup.backup(db, args.out)
         else:
             report = backup.restore(args.source, args.db, force=args.force)
@@ -294,10 +301,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"nestor-cloud: {err}", file=sys.stderr)
             return 2
         from cloud_brain.server import serve
+        from cloud_brain.store_db import SchemaError, StoreUnavailable
 
         try:
             return serve(config, ready_file=args.ready_file)
-        except (ConfigError, OSError) as err:
+        except (ConfigError, OSError, StoreUnavailable, SchemaError) as err:
             print(f"nestor-cloud: {err}", file=sys.stderr)
             return 2
         except sqlite3.DatabaseError as err:

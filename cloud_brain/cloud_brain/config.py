@@ -72,6 +72,32 @@ class RolloutConfig:
     """How often a running canary is checked."""
 
 
+STORE_BACKENDS = ("sqlite", "postgres")
+
+
+@dataclasses.dataclass
+class StoreConfig:
+    """Where the experience store and the model registry live (cloud_brain.store, store_db).
+
+    `sqlite` (the default) is the embedded file `db_path`: one server process. `postgres` is a
+    PostgreSQL database that several `nestor-cloud serve` replicas share: each robot may connect
+    to any of them, new versions reach the robots of every replica (registry watch), and a lease
+    in the database lets exactly one replica run a task's consolidation round.
+    """
+
+    backend: str = "sqlite"
+    """`sqlite` (file `db_path`) or `postgres` (server `dsn`)."""
+    dsn: str = ""
+    """PostgreSQL DSN `postgresql://user[:password]@host:port/dbname`, or `env:NAME` to read it from
+    environment variable NAME (keeps the password out of the YAML). Used with backend postgres."""
+    connect_timeout_seconds: float = 10.0
+    """How long to wait for the database server when connecting, and for another writer's lock."""
+    watch_seconds: float = 0.5
+    """How often a replica looks for versions activated by another replica (registry watch)."""
+    lease_seconds: float = 30.0
+    """Round lease: a replica that dies mid-round is replaced by another after this long."""
+
+
 @dataclasses.dataclass
 class TlsConfig:
     """Mutual TLS of the gRPC server. All three paths set = TLS on; all empty = insecure.
@@ -151,6 +177,19 @@ class CloudConfig:
     empty = unsigned, and robots that hold a public key then refuse the models."""
     tls: TlsConfig = dataclasses.field(default_factory=TlsConfig)
     """Mutual TLS (see TlsConfig); off by default, which is allowed on loopback addresses only."""
+    store: StoreConfig = dataclasses.field(default_factory=StoreConfig)
+    """Store backend (see StoreConfig): the SQLite file `db_path` by default, or PostgreSQL."""
+
+    def store_target(self) -> str:
+        """What ExperienceStore opens: `db_path`, or the PostgreSQL DSN (env: resolved)."""
+        if self.store.backend == "postgres":
+            from cloud_brain.store_db import dsn_from_env
+
+            try:
+                return dsn_from_env(self.store.dsn)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        return self.db_path
 
     def validate(self) -> CloudConfig:
         """Check every field; raises ConfigError naming the first bad one. Returns self."""
@@ -159,6 +198,18 @@ class CloudConfig:
             raise ConfigError(f"address: expected host:port, got {self.address!r}")
         if not self.db_path:
             raise ConfigError("db_path: must not be empty")
+        st = self.store
+        if st.backend not in STORE_BACKENDS:
+            raise ConfigError(f"store.backend: must be one of {', '.join(STORE_BACKENDS)}, got {st.backend!r}")
+        if st.backend == "postgres":
+            if not st.dsn:
+                raise ConfigError("store.dsn: must be set with store.backend postgres (or env:NAME)")
+            dsn = self.store_target()
+            if not dsn.startswith(("postgresql://", "postgres://")):
+                raise ConfigError("store.dsn: expected postgresql://user@host:port/dbname")
+        for name in ("connect_timeout_seconds", "watch_seconds", "lease_seconds"):
+            if not getattr(st, name) > 0:
+                raise ConfigError(f"store.{name}: must be > 0, got {getattr(st, name)}")
         if not isinstance(self.task_files, list) or not all(isinstance(p, str) and p for p in self.task_files):
             raise ConfigError(f"task_files: expected a list of paths, got {self.task_files!r}")
         if self.max_workers < 256:

@@ -76,7 +76,7 @@ _COLUMNS = (
 
 def _row_to_version(row: tuple) -> ModelVersion:
     values = list(row)
-    values[5] = bytes(values[5])
+    values[5] = bytes(values[5] or b"")
     values[6] = bytes(values[6])
     values[7] = bytes(values[7])
     values[8] = json.loads(values[8])
@@ -88,7 +88,7 @@ class ModelRegistry:
     """Model versions and their lifecycle.
 
     Args:
-        store: the ExperienceStore (or its path) whose SQLite file holds the models table.
+        store: the ExperienceStore (or its path or DSN) whose database holds the models table.
         on_activate: called with the newly active version after each activation commits.
         export_dir: when set, every registered version is also written there as
             `v<N>_<task>.onnx` and `v<N>_<task>.manifest.json`.
@@ -110,7 +110,7 @@ class ModelRegistry:
     # --- reads --------------------------------------------------------------------------------
 
     def _select(self, where: str, params: tuple, with_onnx: bool = True) -> list[ModelVersion]:
-        columns = _COLUMNS.format(onnx="onnx" if with_onnx else "x''")
+        columns = _COLUMNS.format(onnx="onnx" if with_onnx else "NULL")
         rows = self.store.query(f"SELECT {columns} FROM models {where}", params)
         return [_row_to_version(row) for row in rows]
 
@@ -261,8 +261,10 @@ class ModelRegistry:
         """Record the task's running canary (replacing any earlier one), durably."""
         with self.store.transaction() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO canaries (task, candidate, parent, robots, start_row, started_unix) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO canaries (task, candidate, parent, robots, start_row, started_unix) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task) DO UPDATE SET candidate = excluded.candidate, "
+                "parent = excluded.parent, robots = excluded.robots, start_row = excluded.start_row, "
+                "started_unix = excluded.started_unix",
                 (task, candidate, parent, json.dumps(sorted(robots)), start_row, started_unix),
             )
 

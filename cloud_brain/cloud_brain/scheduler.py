@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 from nestor_core.lifeline import watch_parent
 
+from cloud_brain import lease
 from cloud_brain.config import ScheduleConfig, TaskSpec
 from cloud_brain.registry import ModelRegistry, ModelVersion
 from cloud_brain.store import ExperienceStore
@@ -243,6 +244,11 @@ class ConsolidationScheduler:
         db_path: path the child opens the store with (defaults to store.path).
         in_process: run the function in this process (tests of the bookkeeping only).
         metrics: optional Metrics for round counters.
+        on_accepted: accepted version -> what happened to it (staged rollout); None promotes it.
+        holder: this replica's lease holder id (cloud_brain.lease); a task's round runs only while
+            its lease `round:<task>` is held, so of several replicas on one database exactly one
+            runs it, and another takes over `lease_seconds` after the holder died.
+        lease_seconds: the round lease's time to live (renewed every third of it).
     """
 
     def __init__(
@@ -257,6 +263,8 @@ class ConsolidationScheduler:
         in_process: bool = False,
         metrics=None,
         on_accepted=None,
+        holder: str | None = None,
+        lease_seconds: float = 30.0,
     ):
         self.store = store
         self.registry = registry
@@ -269,6 +277,8 @@ class ConsolidationScheduler:
         self.metrics = metrics
         # Accepted version -> what happened to it (staged rollout); None = promote it at once.
         self.on_accepted = on_accepted
+        self.holder = holder or lease.holder_id()
+        self.lease_seconds = lease_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._worker = RoundWorker(consolidate)
@@ -302,8 +312,12 @@ class ConsolidationScheduler:
 
     # --- one round ----------------------------------------------------------------------------
 
-    def run_round(self, task: str) -> ModelVersion | None:
-        """Run one round of `task` now; returns the registered version (None when it failed)."""
+    def run_round(self, task: str, held: lease.Held | None = None) -> ModelVersion | None:
+        """Run one round of `task` now; returns the registered version (None when it failed).
+
+        held: the round's lease; if it was lost meanwhile, the result is dropped (another replica
+        owns the round now).
+        """
         spec = self.tasks[task]
         parent = self.registry.active(task)
         if parent is None:
@@ -339,10 +353,17 @@ class ConsolidationScheduler:
                 self.store.finish_round(round_id, error=f"{INTERRUPTED}: server stopping")
                 return None
             log.error("consolidation round for %s failed: %s", task, err)
+            if held is not None and held.lost.is_set():
+                self.store.finish_round(round_id, error="lease lost to another replica")
+                return None
             self.store.finish_round(round_id, error=str(err) or repr(err))
             clock.not_before_monotonic = time.monotonic() + self.schedule.failure_backoff_seconds
             if self.metrics is not None:
                 self.metrics.rounds.labels(task=task, outcome="failed").inc()
+            return None
+        if held is not None and held.lost.is_set():
+            log.error("round for %s: lease lost to another replica; result dropped", task)
+            self.store.finish_round(round_id, error="lease lost to another replica")
             return None
         model = self.registry.register(
             task,
@@ -367,13 +388,18 @@ class ConsolidationScheduler:
     # --- thread -------------------------------------------------------------------------------
 
     def poll_once(self) -> list[ModelVersion | None]:
-        """Run a round for every task that is due now (sequentially)."""
+        """Run a round for every task that is due now and whose lease this replica gets (sequentially)."""
         results = []
         for task in self.tasks:
             if self._stop.is_set():
                 break
-            if self.due(task):
-                results.append(self.run_round(task))
+            if not self.due(task):
+                continue
+            with lease.holding(self.store, f"round:{task}", self.holder, self.lease_seconds) as held:
+                # Re-check under the lease: another replica may have just finished this round.
+                if held is None or not self.due(task):
+                    continue
+                results.append(self.run_round(task, held))
         return results
 
     def _loop(self) -> None:
@@ -386,7 +412,10 @@ class ConsolidationScheduler:
     def start(self) -> None:
         """Record rounds a crash cut off as interrupted, then start the background thread."""
         if self._thread is None:
-            interrupted = self.store.interrupt_running_rounds(f"{INTERRUPTED}: the cloud stopped during the round")
+            # A round another replica holds the lease of is running, not cut off.
+            running_elsewhere = [t for t in self.tasks if lease.holder_of(self.store, f"round:{t}") is not None]
+            interrupted = self.store.interrupt_running_rounds(
+                f"{INTERRUPTED}: the cloud stopped during the round", except_tasks=running_elsewhere)
             if interrupted:
                 log.warning(
                     "%d consolidation round(s) were cut off by a crash of the cloud (%s); recorded as "

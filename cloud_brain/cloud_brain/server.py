@@ -20,6 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 
+from cloud_brain import lease
 from cloud_brain.authz import Authorizer
 from cloud_brain.config import CloudConfig, ConfigError, TaskSpec, is_loopback_host, load_tasks
 from cloud_brain.db_lock import DatabaseInUse, DatabaseLock
@@ -64,7 +65,8 @@ class CloudServer:
         self._initial_model_fn = initial_model_fn
         self.metrics = Metrics()
         self.bus = ModelBus()
-        self.store = ExperienceStore(config.db_path)
+        self.store = ExperienceStore(config.store_target(), timeout=config.store.connect_timeout_seconds)
+        self.holder = lease.holder_id()
         self.registry = ModelRegistry(
             self.store, on_activate=self._on_activate, export_dir=config.model_dir, signing_key=config.signing_key
         )
@@ -78,19 +80,29 @@ class CloudServer:
             seed=config.seed,
             metrics=self.metrics,
             on_accepted=self.rollout.accept,
+            holder=self.holder,
+            lease_seconds=config.store.lease_seconds,
         )
         self.health = health.HealthServicer()
         self.server: grpc.Server | None = None
         self.address = ""
         self._metrics_http = None
         self._stopped = threading.Event()
+        self._watch: threading.Thread | None = None
 
     def _on_activate(self, model: ModelVersion) -> None:
         self.metrics.active_version.labels(task=model.task).set(model.version)
         self.bus.publish(model.task, model)
 
     def ensure_initial_models(self) -> None:
-        """Register an initial active version for every task that has none."""
+        """Register an initial active version for every task that has none.
+
+        Under a lease, so replicas starting together on one database register one each, not two.
+        """
+        with lease.waiting_for(self.store, "initial-models", self.holder, self.config.store.lease_seconds):
+            self._ensure_initial_models()
+
+    def _ensure_initial_models(self) -> None:
         for name, spec in self.tasks.items():
             active = self.registry.active(name)
             if active is not None:
@@ -138,6 +150,8 @@ class CloudServer:
         if self.config.schedule.enabled:
             self.scheduler.start()
         self.rollout.start()
+        self._watch = threading.Thread(target=self._watch_registry, name="nestor-registry-watch", daemon=True)
+        self._watch.start()
         log.info(
             "cloud brain serving on %s (%s; tasks: %s; manifests %s)",
             self.address,
@@ -146,6 +160,28 @@ class CloudServer:
             "signed" if self.config.signing_key else "UNSIGNED",
         )
         return self.address
+
+    def watch_registry_once(self) -> int:
+        """Publish every active version this replica's bus does not have yet; returns how many.
+
+        Another replica (or `nestor-cloud models promote` through it) may activate a version in
+        the shared database; this is how it reaches the robots subscribed here.
+        """
+        published = 0
+        for task in self.tasks:
+            active = self.registry.active(task)
+            current = self.bus.current(task)
+            if active is not None and (current is None or current.version != active.version):
+                self._on_activate(active)
+                published += 1
+        return published
+
+    def _watch_registry(self) -> None:
+        while not self._stopped.wait(self.config.store.watch_seconds):
+            try:
+                self.watch_registry_once()
+            except Exception as err:  # noqa: BLE001 - a store hiccup (e.g. PostgreSQL restarting)
+                log.warning("registry watch: %s", err)
 
     def stop(self, grace: float | None = None) -> None:
         """Graceful stop: NOT_SERVING, end Subscribe streams, drain RPCs, stop the scheduler."""
@@ -163,6 +199,8 @@ class CloudServer:
             http_server, thread = self._metrics_http
             http_server.shutdown()
             thread.join(5)
+        if self._watch is not None:
+            self._watch.join(5)
         self.store.close()
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -1,4 +1,5 @@
-"""The experience store: one SQLite file (WAL, synchronous=FULL) shared with the model registry.
+"""The experience store: one SQLite file (WAL, synchronous=FULL) or one PostgreSQL database, shared
+with the model registry.
 
 Per robot, stored seqs are exactly 1..last_seq minus the ranges the robot declared dropped.
 `append` enforces that inside one transaction, so an ack sent after `append` returns refers to
@@ -8,6 +9,12 @@ trimmed to the newly stored tail) plus indexed columns for queries.
 The store serialises its own access with a lock, so one instance can be shared by every gRPC
 thread. Other processes (the consolidation child) open their own `ExperienceStore(path)`; WAL
 lets them read while the server writes.
+
+Backends (`cloud_brain.store_db`): `path` is a SQLite file, or a `postgresql://` DSN. Both run the
+same statements under the same rules: the unique key (robot_id, first_seq), the sequence check
+inside one write transaction (SQLite's write lock; on PostgreSQL an advisory lock that serialises
+the writers of every replica the same way), and the ack only after COMMIT returned. The schema is
+versioned (`cloud_brain.store_schema`) and migrated on open.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from collections.abc import Iterator
 
 from nestor_core import nestor_pb2
 from nestor_core.experience import ExperienceBatch, from_chunk, to_chunk
+
+from cloud_brain import store_db
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS robots (
@@ -159,25 +168,41 @@ class RobotRecord:
 
 
 class ExperienceStore:
-    """Durable experience and the robots' sequence state, in one SQLite file.
+    """Durable experience and the robots' sequence state, in one SQLite file or PostgreSQL database.
 
     Args:
-        path: SQLite file; created with its parent directory when missing.
-        timeout: seconds a connection waits for another process's write lock.
+        path: SQLite file (created with its parent directory when missing), or a
+            `postgresql://` DSN.
+        timeout: seconds a connection waits for another process's write lock (and, on
+            PostgreSQL, for the server when connecting).
+
+    Raises:
+        store_db.StoreUnavailable: the PostgreSQL server cannot be reached.
+        store_db.SchemaError: the database's schema version is newer than this code's.
     """
 
     def __init__(self, path: str | pathlib.Path, timeout: float = 30.0):
+        from cloud_brain.store_schema import migrate
+
         self.path = str(path)
-        if self.path != ":memory:":
+        self.backend = "postgres" if store_db.is_postgres(self.path) else "sqlite"
+        if self.backend == "sqlite" and self.path != ":memory:":
             pathlib.Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a commit is explicit.
-        self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        self._conn = store_db.connect(self.path, timeout=timeout)
         self.lock = threading.RLock()
-        with self.lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.executescript(SCHEMA)
+        try:
+            with self.lock:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.execute("PRAGMA foreign_keys=ON")
+                self.schema_version = migrate(self)
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"ExperienceStore({self.backend}: {store_db.redact(self.path)})"
 
     def close(self) -> None:
         """Close the connection; safe to call twice."""
@@ -187,7 +212,7 @@ class ExperienceStore:
                 self._conn = None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection | store_db.PostgresConnection]:
         """BEGIN IMMEDIATE ... COMMIT (durable on return) or ROLLBACK on any exception."""
         with self.lock:
             self._conn.execute("BEGIN IMMEDIATE")
@@ -251,12 +276,12 @@ class ExperienceStore:
                                        batch.dropped_before)
             chunk = to_chunk(tail)
             mean_cost = float(tail.cost.mean())
-            cursor = conn.execute(
+            (row_id,) = conn.execute(
                 "INSERT INTO chunks (robot_id, task, first_seq, count, model_version, mean_cost, received_unix, chunk)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (tail.robot_id, tail.task, tail.first_seq, len(tail), chunk.model_version, mean_cost, now,
                  chunk.SerializeToString()),
-            )
+            ).fetchall()[0]
             conn.execute(
                 "UPDATE robots SET task = ?, last_seq = ?, transitions = transitions + ?, dropped = dropped + ?,"
                 " duplicates = duplicates + ?, model_version = ?, recent_cost = ?, last_contact_unix = ?"
@@ -264,7 +289,7 @@ class ExperienceStore:
                 (tail.task, tail.last_seq, len(tail), dropped, n - len(tail), int(tail.model_versions[-1]),
                  mean_cost, now, batch.robot_id),
             )
-            return AppendResult(batch.robot_id, len(tail), n - len(tail), dropped, tail.last_seq, cursor.lastrowid)
+            return AppendResult(batch.robot_id, len(tail), n - len(tail), dropped, tail.last_seq, int(row_id))
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -351,24 +376,24 @@ class ExperienceStore:
     ) -> int:
         """Record a finished (or failed) consolidation round; returns its id."""
         with self.transaction() as conn:
-            cursor = conn.execute(
+            (row_id,) = conn.execute(
                 "INSERT INTO rounds (task, started_unix, finished_unix, parent_version, version, accepted,"
-                " experience_from, experience_to, reason, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " experience_from, experience_to, reason, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (task, started_unix, time.time(), parent_version, version, int(accepted), experience_from,
                  experience_to, reason, error),
-            )
-            return cursor.lastrowid
+            ).fetchall()[0]
+            return int(row_id)
 
     def start_round(self, task: str, started_unix: float, parent_version: int, experience_from: int,
                     experience_to: int) -> int:
         """Record a round as running (error = ROUND_RUNNING) before it starts; returns its id."""
         with self.transaction() as conn:
-            cursor = conn.execute(
+            (row_id,) = conn.execute(
                 "INSERT INTO rounds (task, started_unix, finished_unix, parent_version, experience_from,"
-                " experience_to, error) VALUES (?, ?, 0, ?, ?, ?, ?)",
+                " experience_to, error) VALUES (?, ?, 0, ?, ?, ?, ?) RETURNING id",
                 (task, started_unix, parent_version, experience_from, experience_to, ROUND_RUNNING),
-            )
-            return cursor.lastrowid
+            ).fetchall()[0]
+            return int(row_id)
 
     def finish_round(self, round_id: int, version: int = 0, accepted: bool = False, reason: str = "",
                      error: str = "") -> None:
@@ -379,14 +404,20 @@ class ExperienceStore:
                 (time.time(), version, int(accepted), reason, error, round_id),
             )
 
-    def interrupt_running_rounds(self, error: str) -> list[tuple[str, int]]:
-        """Mark rounds still recorded as running (their server died) with `error`; returns (task, from)."""
+    def interrupt_running_rounds(self, error: str, except_tasks=()) -> list[tuple[str, int]]:
+        """Mark rounds still recorded as running (their server died) with `error`; returns (task, from).
+
+        except_tasks: tasks whose round another live replica is running now (it holds their lease).
+        """
+        skip = sorted(set(except_tasks))
+        guard = f" AND task NOT IN ({', '.join('?' * len(skip))})" if skip else ""
         with self.transaction() as conn:
             rows = conn.execute(
-                "SELECT task, experience_from FROM rounds WHERE error = ? ORDER BY id", (ROUND_RUNNING,)
+                f"SELECT task, experience_from FROM rounds WHERE error = ?{guard} ORDER BY id", (ROUND_RUNNING, *skip)
             ).fetchall()
             conn.execute(
-                "UPDATE rounds SET error = ?, finished_unix = ? WHERE error = ?", (error, time.time(), ROUND_RUNNING)
+                f"UPDATE rounds SET error = ?, finished_unix = ? WHERE error = ?{guard}",
+                (error, time.time(), ROUND_RUNNING, *skip),
             )
         return [(task, int(first)) for task, first in rows]
 

@@ -7,6 +7,7 @@ import sqlite3
 import pytest
 from cloud_brain.manifest import canonical_json, sign_manifest
 from cloud_brain.registry import ModelRegistry, RegistryError
+from cloud_brain.store_db import connect
 
 IO = {"inputs": {"obs": [1, 3]}, "outputs": {"action": [1, 2]}}
 
@@ -17,8 +18,8 @@ def activated():
 
 
 @pytest.fixture
-def registry(tmp_path, activated):
-    reg = ModelRegistry(tmp_path / "cloud.db", on_activate=activated.append, export_dir=str(tmp_path / "models"))
+def registry(store_target, tmp_path, activated):
+    reg = ModelRegistry(store_target, on_activate=activated.append, export_dir=str(tmp_path / "models"))
     yield reg
     reg.store.close()
 
@@ -61,13 +62,14 @@ def test_promote_and_rollback(registry, activated):
     assert registry.active("arm").version == 1
 
 
-def test_exactly_one_active_per_task(registry, tmp_path):
+def test_exactly_one_active_per_task(registry, store_target):
     registry.register("arm", b"1", IO, status="active")
     registry.register("arm", b"2", IO, parent=1, status="active")
     registry.register("crane", b"3", IO, status="active")
-    with sqlite3.connect(tmp_path / "cloud.db") as conn:
-        rows = conn.execute("SELECT task, COUNT(*) FROM models WHERE status = 'active' GROUP BY task").fetchall()
-    assert sorted(rows) == [("arm", 1), ("crane", 1)]
+    conn = connect(store_target)
+    rows = conn.execute("SELECT task, COUNT(*) FROM models WHERE status = 'active' GROUP BY task").fetchall()
+    conn.close()
+    assert sorted(tuple(r) for r in rows) == [("arm", 1), ("crane", 1)]
     with pytest.raises(sqlite3.IntegrityError), registry.store.transaction() as conn:
         conn.execute("UPDATE models SET status = 'active' WHERE version = 1")
 

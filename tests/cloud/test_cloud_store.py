@@ -1,4 +1,5 @@
-"""Experience store and ingest rules on real SQLite files: dedup, overlap, gaps, drops, reads."""
+"""Experience store and ingest rules on both real backends (a SQLite file, a PostgreSQL database):
+dedup, overlap, gaps, drops, reads."""
 
 import sqlite3
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 from cloud_brain.ingest import ingest_chunk
 from cloud_brain.store import ExperienceStore, SequenceGapError
+from cloud_brain.store_db import connect
 from cloud_testlib import make_batch, make_chunk
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,15 +15,24 @@ from nestor_core.experience import ChunkError
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = ExperienceStore(tmp_path / "exp.db")
+def store(store_target):
+    s = ExperienceStore(store_target)
     yield s
     s.close()
 
 
-def test_pragmas_wal_and_full_sync(store):
+def test_pragmas_wal_and_full_sync(tmp_path):
+    store = ExperienceStore(tmp_path / "exp.db")
     assert store.query("PRAGMA journal_mode")[0][0] == "wal"
     assert store.query("PRAGMA synchronous")[0][0] == 2  # FULL
+    store.close()
+
+
+def test_postgres_commits_durably(pg_dsn):
+    store = ExperienceStore(pg_dsn)
+    assert store.query("SHOW fsync")[0][0] == "on"
+    assert store.query("SHOW synchronous_commit")[0][0] == "on"
+    store.close()
 
 
 def test_contiguous_then_duplicate_resend_stores_nothing(store):
@@ -97,8 +108,8 @@ def test_robots_are_independent_and_rows_by_task(store):
     assert [len(b) for b in store.read_batches("crane")] == [3]
 
 
-def test_state_survives_reopen(tmp_path):
-    path = tmp_path / "exp.db"
+def test_state_survives_reopen(store_target):
+    path = store_target
     s = ExperienceStore(path)
     s.append(make_batch(first_seq=1, n=5))
     s.close()
@@ -109,11 +120,25 @@ def test_state_survives_reopen(tmp_path):
     s.close()
 
 
-def test_rows_hold_reencoded_proto_and_indexed_columns(store, tmp_path):
+def test_rows_hold_reencoded_proto_and_indexed_columns(store, store_target):
     store.append(make_batch(first_seq=1, n=4, version=3))
-    with sqlite3.connect(tmp_path / "exp.db") as conn:
-        row = conn.execute("SELECT robot_id, task, first_seq, count, model_version, mean_cost FROM chunks").fetchone()
-    assert row == ("r1", "arm", 1, 4, 3, pytest.approx(np.mean([1, 2, 3, 4])))
+    conn = connect(store_target)  # a second connection: what is committed, not what is cached
+    row = conn.execute("SELECT robot_id, task, first_seq, count, model_version, mean_cost FROM chunks").fetchone()
+    conn.close()
+    assert tuple(row) == ("r1", "arm", 1, 4, 3, pytest.approx(np.mean([1, 2, 3, 4])))
+
+
+def test_the_database_refuses_a_second_chunk_at_the_same_seq(store, store_target):
+    """Exactly once is the database's rule too, not only the store's check."""
+    store.append(make_batch(first_seq=1, n=4))
+    conn = connect(store_target)
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute(
+            "INSERT INTO chunks (robot_id, task, first_seq, count, model_version, mean_cost, received_unix, chunk)"
+            " VALUES ('r1', 'arm', 1, 4, 1, 0, 0, ?)", (b"x",),
+        )
+    conn.close()
+    assert store.stored_seqs("r1") == [(1, 4)]
 
 
 def test_ingest_chunk_validates_before_storing(store, tasks):

@@ -52,8 +52,8 @@ def test_same_offers_same_seed_same_reservoir(tmp_path):
     assert offer(config, tmp_path / "a.db", total=300) == offer(config, tmp_path / "b.db", total=300)
 
 
-def test_update_reads_new_store_rows_once_and_round_trips(tmp_path):
-    path = str(tmp_path / "nestor.db")
+def test_update_reads_new_store_rows_once_and_round_trips(store_target):
+    path = store_target
     store = ExperienceStore(path)
     rng = np.random.default_rng(0)
     for i in range(3):
@@ -76,6 +76,7 @@ def test_update_reads_new_store_rows_once_and_round_trips(tmp_path):
         np.testing.assert_array_equal(w.obs, first.obs[T : 2 * T])
         np.testing.assert_array_equal(w.l1_read, first.slow_read[T : 2 * T])
         assert len(res.windows("t", limit=4, seed=1)) == 4
+        assert res.stats("t")["items"] == 6 and isinstance(res.stats("t")["mean_surprise"], float)
     finally:
         res.close()
         store.close()

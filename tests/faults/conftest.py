@@ -13,10 +13,14 @@ for path in (HERE, HERE.parent / "cloud"):
 from faultlib import CloudProcess  # noqa: E402
 
 
-@pytest.fixture
-def cloud(tmp_path):
-    """A `nestor-cloud serve` process on 127.0.0.1:<free port>, db in tmp_path; stopped at the end."""
-    proc = CloudProcess(tmp_path / "cloud", str(tmp_path / "cloud" / "nestor.db"))
+@pytest.fixture(params=["sqlite", "postgres"])
+def cloud(request, tmp_path):
+    """A `nestor-cloud serve` process on 127.0.0.1:<free port>; stopped at the end.
+
+    Once per store backend: a SQLite file in tmp_path, then a fresh PostgreSQL database.
+    """
+    db = str(tmp_path / "cloud" / "nestor.db") if request.param == "sqlite" else request.getfixturevalue("pg_dsn")
+    proc = CloudProcess(tmp_path / "cloud", db)
     proc.start()
     yield proc
     proc.stop()

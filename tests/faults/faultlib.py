@@ -27,6 +27,8 @@ from cloud_testlib import ACT_DIM, OBS_DIM, make_batch  # noqa: E402
 from nestor_core import nestor_pb2  # noqa: E402
 from nestor_core.experience import from_chunk  # noqa: E402
 
+from cloud_brain import store_db  # noqa: E402
+
 BIN = pathlib.Path(sys.executable).parent
 TASK = "arm"
 
@@ -54,7 +56,7 @@ class CloudProcess:
 
     Args:
         workdir: holds the config, ready file and log.
-        db_path: SQLite file of the cloud.
+        db_path: SQLite file of the cloud, or a PostgreSQL DSN (then `store.backend: postgres`).
         extra: more CloudConfig fields (tls, max_chunk_transitions, ...).
     """
 
@@ -74,6 +76,8 @@ class CloudProcess:
             "schedule": {"enabled": False},
             **(extra or {}),
         }
+        if self.db_path.startswith("postgresql://"):
+            self.config["store"] = {"backend": "postgres", "dsn": self.db_path, **self.config.get("store", {})}
         self.address = ""
         self.popen: subprocess.Popen | None = None
         self.starts = 0
@@ -172,8 +176,11 @@ class SpoolWriter:
 
 
 def stored_chunks(db_path: str, robot_id: str) -> list[tuple[int, int, bytes]]:
-    """(first_seq, count, blob) of a robot's stored chunks, through a separate read-only connection."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
+    """(first_seq, count, blob) of a robot's stored chunks, through a separate connection."""
+    if db_path.startswith("postgresql://"):
+        conn = store_db.connect(db_path)
+    else:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30)
     try:
         return conn.execute(
             "SELECT first_seq, count, chunk FROM chunks WHERE robot_id = ? ORDER BY first_seq", (robot_id,)

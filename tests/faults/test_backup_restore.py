@@ -18,7 +18,8 @@ from nestor_robot.uplink import Uplink, UplinkConfig
 
 from cloud_brain import backup
 
-pytestmark = pytest.mark.slow
+# `nestor-cloud backup` copies the SQLite file; a PostgreSQL store is backed up with pg_dump.
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("cloud", ["sqlite"], indirect=True)]
 
 
 def cli(*args, check=True):

@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import sqlite3
 import time
 
 import numpy as np
+
+from cloud_brain import store_db
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS l3_reservoir (
@@ -170,7 +171,7 @@ class L3Reservoir:
     def __init__(self, path: str, config: ReservoirConfig = ReservoirConfig(), seed: int = 0, timeout: float = 30.0):
         self.config = config.validate()
         self.path = str(path)
-        self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+        self._conn = store_db.connect(self.path, timeout=timeout)  # a SQLite file or a PostgreSQL DSN
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(SCHEMA)
         self._seed = int(seed)

@@ -85,3 +85,11 @@ def slow_round(request: dict) -> dict:
             f.write(str(os.getpid()))
     time.sleep(float(os.environ.get("NESTOR_TEST_ROUND_SECONDS", "0")))
     return {"onnx": request["parent_onnx"] + b"+slow", "accepted": True, "reason": "fake: slow", "metrics": {}}
+
+
+def replica_round(request: dict) -> dict:
+    """run_round after NESTOR_TEST_ROUND_SLEEP seconds (default 3): a round long enough to kill its replica."""
+    import time
+
+    time.sleep(float(os.environ.get("NESTOR_TEST_ROUND_SLEEP", "3")))
+    return run_round(request)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import grpc
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 
+from nestor_robot.failover import Failover
 from nestor_robot.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -159,13 +160,15 @@ class Uplink:
 
     Args:
         spool: the robot's spool (reads `pending`, writes `ack` and `quarantine`).
-        target: cloud address, e.g. "127.0.0.1:50051".
+        target: cloud address, e.g. "127.0.0.1:50051", or several replicas' addresses separated
+            by commas (nestor_robot.failover): a stream that dies moves to the next one at once.
         config: transport settings.
     """
 
     def __init__(self, spool: Spool, target: str, config: UplinkConfig | None = None):
         self.spool = spool
         self.target = target
+        self.failover = Failover(target)
         self.config = (config or UplinkConfig()).validate()
         self._lock = threading.Lock()
         self._stream: _Stream | None = None
@@ -184,6 +187,8 @@ class Uplink:
             "errors": 0,
             "last_error": "",
             "connected": False,
+            "target": self.failover.current,
+            "failovers": 0,
         }
 
     # ---------------------------------------------------------------- public
@@ -197,12 +202,15 @@ class Uplink:
         try:
             while not stop_event.is_set():
                 if channel is None:
-                    channel = open_channel(self.target, self.config.channel_credentials, self.config.channel_options)
+                    channel = open_channel(
+                        self.failover.current, self.config.channel_credentials, self.config.channel_options
+                    )
                 progressed, error = self._run_stream(channel, stop_event)
                 if stop_event.is_set():
                     break
                 if progressed:
                     backoff.reset()
+                    self.failover.progressed()
                 if error is not None and error.code() in NON_RETRYABLE:
                     self._quarantine_refused(error)
                     backoff.reset()
@@ -213,12 +221,22 @@ class Uplink:
                 self._bump("reconnects")
                 if error is not None and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and progressed:
                     continue  # a stream that simply reached its deadline is reopened at once
-                delay = backoff.next_delay()
-                log.debug("uplink: reconnecting in %.2fs", delay)
-                if error is not None and error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
-                    # A dead server may leave the channel in a bad state; start fresh.
+                stalled = self._stream is not None and self._stream.stalled
+                if stalled or (error is not None and error.code() in (grpc.StatusCode.UNAVAILABLE,
+                                                                       grpc.StatusCode.UNKNOWN)):
+                    # A dead server may leave the channel in a bad state; start fresh, on the next
+                    # replica when there are several (at once, until every one failed in a row).
                     channel.close()
                     channel = None
+                    all_failed = self.failover.failed()
+                    with self._lock:
+                        self._stats["target"] = self.failover.current
+                        self._stats["failovers"] = self.failover.failovers
+                    if not all_failed:
+                        log.warning("uplink: failing over to %s", self.failover.current)
+                        continue
+                delay = backoff.next_delay()
+                log.debug("uplink: reconnecting in %.2fs", delay)
                 stop_event.wait(delay)
         finally:
             with self._lock:

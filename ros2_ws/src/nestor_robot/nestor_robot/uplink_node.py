@@ -33,7 +33,7 @@ class UplinkNodeConfig:
     Attributes:
         robot_id: this robot; must match the spool's owner.
         spool_path: SQLite spool file shared with the policy node.
-        cloud_address: host:port of the cloud's Experience service.
+        cloud_address: host:port of the cloud's Experience service; several replicas comma-separated (fail over).
         window: most chunks in flight without an ack.
         backoff_min_s: first reconnect delay after an error.
         backoff_max_s: cap of the reconnect delay.

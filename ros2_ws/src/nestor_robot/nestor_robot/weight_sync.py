@@ -30,6 +30,7 @@ from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_core.manifest import load_public_key, sidecar_fields, verify, verify_stored
 from nestor_core.policy_model import load_model
 
+from nestor_robot.failover import Failover
 from nestor_robot.uplink import Backoff, open_channel
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,8 @@ class WeightSync:
     """Subscribes to the task's model versions and announces each verified one.
 
     Args:
-        target: cloud address, e.g. "127.0.0.1:50051".
+        target: cloud address, e.g. "127.0.0.1:50051", or several replicas' addresses separated
+            by commas (nestor_robot.failover): a subscription that dies moves to the next one.
         robot_id: this robot.
         task: model lineage to follow.
         model_dir: where verified models are kept (created if missing).
@@ -135,6 +137,7 @@ class WeightSync:
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", task or ""):
             raise ValueError(f"task: must be a plain name ([A-Za-z0-9_.-]+), got {task!r}")
         self.target = target
+        self.failover = Failover(target)
         self.robot_id = robot_id
         self.task = task
         self.model_dir = str(model_dir)
@@ -198,7 +201,7 @@ class WeightSync:
         watcher.start()
         while not stop_event.is_set():
             channel = open_channel(
-                self.target,
+                self.failover.current,
                 self.config.channel_credentials,
                 [
                     ("grpc.max_receive_message_length", self.config.max_model_bytes + (1 << 20)),
@@ -225,6 +228,9 @@ class WeightSync:
                 backoff.reset()  # the cloud closed the stream cleanly: re-subscribe soon
                 stop_event.wait(self.config.backoff_min_s)
                 continue
+            if not self.failover.failed():
+                log.warning("weight_sync: failing over to %s", self.failover.current)
+                continue  # another replica to try right away
             stop_event.wait(backoff.next_delay())
 
     def handle_update(self, update: nestor_pb2.ModelUpdate) -> dict | None:
@@ -284,6 +290,7 @@ class WeightSync:
             for update in call:
                 with self._lock:
                     self._stats["connected"] = True
+                self.failover.progressed()
                 self.handle_update(update)
             return None
         except grpc.RpcError as err:
@@ -364,7 +371,9 @@ class WeightSync:
         backoff = Backoff(self.config.backoff_min_s, min(self.config.backoff_max_s, 5.0))
         request = nestor_pb2.BadModelReport(robot_id=self.robot_id, version=int(version), reason=reason[:1000])
         for attempt in range(attempts):
-            channel = open_channel(self.target, self.config.channel_credentials, self.config.channel_options)
+            # Each attempt on the next replica (with one address: the same one again).
+            address = self.failover.addresses[attempt % len(self.failover.addresses)]
+            channel = open_channel(address, self.config.channel_credentials, self.config.channel_options)
             try:
                 nestor_pb2_grpc.ModelsStub(channel).ReportBad(request, timeout=timeout_s)
                 with self._lock:

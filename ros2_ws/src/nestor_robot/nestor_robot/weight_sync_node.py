@@ -30,7 +30,7 @@ class WeightSyncNodeConfig:
     Attributes:
         robot_id: this robot.
         task: model lineage to follow, e.g. "kuka_track".
-        cloud_address: host:port of the cloud's Models service.
+        cloud_address: host:port of the cloud's Models service; several replicas comma-separated (fail over).
         model_dir: directory of verified models (<task>-v<version>.onnx plus a .json sidecar).
         backoff_min_s: first reconnect delay after an error.
         backoff_max_s: cap of the reconnect delay.

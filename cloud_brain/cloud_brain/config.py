@@ -98,6 +98,29 @@ class StoreConfig:
     """Round lease: a replica that dies mid-round is replaced by another after this long."""
 
 
+CONSOLIDATION_BACKENDS = ("local", "ray")
+
+
+@dataclasses.dataclass
+class ConsolidationBackendConfig:
+    """Where consolidation rounds run (cloud_brain.scheduler, cloud_brain.ray_backend).
+
+    `local` (default): one persistent child process of the server, niced. `ray`: each round is a
+    Ray task, and the gate evaluates its scenarios as parallel Ray tasks; `ray` is imported only
+    with this backend.
+    """
+
+    backend: str = "local"
+    """`local` (child process) or `ray`."""
+    address: str = ""
+    """Ray cluster: "" = start a private local cluster bound to 127.0.0.1 with `num_cpus` CPUs;
+    `auto` = the cluster of `ray start --head` on this machine; or `host:port` / `ray://host:port`."""
+    num_cpus: int = 2
+    """CPUs of the private local cluster (how many gate scenarios run at once)."""
+    parallel_gate: bool = True
+    """On Ray, evaluate the gate's scenarios as parallel tasks (False: inside the round's task)."""
+
+
 @dataclasses.dataclass
 class TlsConfig:
     """Mutual TLS of the gRPC server. All three paths set = TLS on; all empty = insecure.
@@ -179,6 +202,8 @@ class CloudConfig:
     """Mutual TLS (see TlsConfig); off by default, which is allowed on loopback addresses only."""
     store: StoreConfig = dataclasses.field(default_factory=StoreConfig)
     """Store backend (see StoreConfig): the SQLite file `db_path` by default, or PostgreSQL."""
+    consolidation: ConsolidationBackendConfig = dataclasses.field(default_factory=ConsolidationBackendConfig)
+    """Where rounds run (see ConsolidationBackendConfig): a local child process, or Ray."""
 
     def store_target(self) -> str:
         """What ExperienceStore opens: `db_path`, or the PostgreSQL DSN (env: resolved)."""
@@ -207,6 +232,14 @@ class CloudConfig:
             dsn = self.store_target()
             if not dsn.startswith(("postgresql://", "postgres://")):
                 raise ConfigError("store.dsn: expected postgresql://user@host:port/dbname")
+        cb = self.consolidation
+        if cb.backend not in CONSOLIDATION_BACKENDS:
+            raise ConfigError(f"consolidation.backend: must be one of {', '.join(CONSOLIDATION_BACKENDS)}, "
+                              f"got {cb.backend!r}")
+        if cb.num_cpus < 1:
+            raise ConfigError(f"consolidation.num_cpus: must be >= 1, got {cb.num_cpus}")
+        if cb.address and cb.address != "auto" and ":" not in cb.address:
+            raise ConfigError(f"consolidation.address: expected '', 'auto' or host:port, got {cb.address!r}")
         for name in ("connect_timeout_seconds", "watch_seconds", "lease_seconds"):
             if not getattr(st, name) > 0:
                 raise ConfigError(f"store.{name}: must be > 0, got {getattr(st, name)}")

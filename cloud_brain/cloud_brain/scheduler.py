@@ -249,6 +249,8 @@ class ConsolidationScheduler:
             its lease `round:<task>` is held, so of several replicas on one database exactly one
             runs it, and another takes over `lease_seconds` after the holder died.
         lease_seconds: the round lease's time to live (renewed every third of it).
+        runner: what runs a round out of process (start/run/close): default the local
+            RoundWorker; cloud_brain.ray_backend.RayRoundRunner for Ray.
     """
 
     def __init__(
@@ -265,6 +267,7 @@ class ConsolidationScheduler:
         on_accepted=None,
         holder: str | None = None,
         lease_seconds: float = 30.0,
+        runner=None,
     ):
         self.store = store
         self.registry = registry
@@ -281,7 +284,7 @@ class ConsolidationScheduler:
         self.lease_seconds = lease_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._worker = RoundWorker(consolidate)
+        self._worker = runner if runner is not None else RoundWorker(consolidate)
         now = time.monotonic()
         self._clocks = {name: _TaskClock(now) for name in self.tasks}
 

@@ -82,6 +82,7 @@ class CloudServer:
             on_accepted=self.rollout.accept,
             holder=self.holder,
             lease_seconds=config.store.lease_seconds,
+            runner=round_runner(config, consolidate or config.consolidate),
         )
         self.health = health.HealthServicer()
         self.server: grpc.Server | None = None
@@ -250,6 +251,16 @@ def probe_bind(address: str) -> None:
             probe.bind((host, int(port)))
         except OSError as err:
             raise OSError(f"address: cannot bind {address}: {err.strerror}") from None
+
+
+def round_runner(config: CloudConfig, consolidate: str):
+    """The scheduler's round runner for `config.consolidation`: None = the local worker."""
+    cb = config.consolidation
+    if cb.backend != "ray":
+        return None
+    from cloud_brain.ray_backend import RayRoundRunner
+
+    return RayRoundRunner(consolidate, address=cb.address, num_cpus=cb.num_cpus, parallel_gate=cb.parallel_gate)
 
 
 def server_credentials(config: CloudConfig) -> grpc.ServerCredentials | None:

@@ -189,7 +189,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))]
 
 
-def _start_cloud(work: pathlib.Path, certs: pathlib.Path, clients: int) -> tuple[subprocess.Popen, str]:
+def _start_cloud(work: pathlib.Path, certs: pathlib.Path, clients: int, extra: dict | None = None,
+                 name: str = "cloud") -> tuple[subprocess.Popen, str]:
+    """A `nestor-cloud serve` process (config and log <work>/<name>.*); extra: more config fields."""
     import yaml
 
     config = {
@@ -203,13 +205,14 @@ def _start_cloud(work: pathlib.Path, certs: pathlib.Path, clients: int) -> tuple
         "schedule": {"enabled": False},
         "tls": {"cert": str(certs / "server.pem"), "key": str(certs / "server.key"),
                 "client_ca": str(certs / "ca.pem")},
+        **(extra or {}),
     }
-    (work / "cloud.yaml").write_text(yaml.safe_dump(config))
-    ready = work / "ready.json"
+    (work / f"{name}.yaml").write_text(yaml.safe_dump(config))
+    ready = work / f"{name}.ready.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    log = open(work / "cloud.log", "wb")  # noqa: SIM115 - owned by the child
+    log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(
-        [str(BIN / "nestor-cloud"), "serve", "--config", str(work / "cloud.yaml"), "--ready-file", str(ready),
+        [str(BIN / "nestor-cloud"), "serve", "--config", str(work / f"{name}.yaml"), "--ready-file", str(ready),
          "--log-level", "WARNING"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=REPO, start_new_session=True,
     )
@@ -217,7 +220,7 @@ def _start_cloud(work: pathlib.Path, certs: pathlib.Path, clients: int) -> tuple
     deadline = time.monotonic() + 60
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"cloud did not start: {(work / 'cloud.log').read_text()[-2000:]}")
+            raise RuntimeError(f"cloud did not start: {(work / f'{name}.log').read_text()[-2000:]}")
         time.sleep(0.1)
     return proc, json.loads(ready.read_text())["address"]
 

@@ -10,7 +10,7 @@ Loopback: a local cluster is bound to 127.0.0.1, with the dashboard and usage re
 (`RAY_USAGE_STATS_ENABLED=0`, and `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`, without which Ray 2.60
 replaces 127.0.0.1 by the machine's address).
 
-What runs where: `_round_task` is the same `module:function` the local worker runs, in a Ray
+What runs where: the round task runs the same `module:function` the local worker runs, in a Ray
 worker process with the round's priority rules (nice 10, one torch thread). Inside it, the gate
 evaluates its scenarios through `ray_map` (request key `gate_map`), one Ray task per scenario,
 each in its own process with its own PyBullet client; the costs come back in scenario order, so
@@ -19,6 +19,7 @@ a round gives the same result for the same seed as on the local worker.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -31,6 +32,26 @@ _RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER":
 GATE_MAP = "cloud_brain.ray_backend:ray_map"
 
 _remote = {}
+
+ROUND_NICENESS = 10
+
+
+def round_priority() -> None:
+    """In a Ray worker: niceness at least ROUND_NICENESS (absolute: workers are reused, and a
+    cluster started from a niced process is niced already) and one torch thread, like the
+    local round worker."""
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        if current < ROUND_NICENESS:
+            os.nice(ROUND_NICENESS - current)
+    except OSError:
+        pass
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
 
 
 def _ray():
@@ -61,16 +82,14 @@ def _tasks():
 
         @ray.remote(num_cpus=1, max_retries=0)
         def round_task(function_path: str, request: dict) -> dict:
-            from cloud_brain.scheduler import _lower_priority, resolve
+            from cloud_brain.scheduler import resolve
 
-            _lower_priority()
+            round_priority()
             return resolve(function_path)(request)
 
         @ray.remote(num_cpus=1, max_retries=1)
         def apply_task(fn: Callable, item):
-            from cloud_brain.scheduler import _lower_priority
-
-            _lower_priority()
+            round_priority()
             return fn(item)
 
         _remote["round"] = round_task
@@ -90,8 +109,29 @@ def ray_map(fn: Callable, items: Iterable) -> list:
     return ray.get(refs)
 
 
-class RoundError(RuntimeError):
-    """A round on Ray that failed, timed out or was cancelled (the scheduler's RoundError too)."""
+def scenario_cost(onnx_bytes: bytes, task, ticks: int, seed: int, shifts: list[str]) -> float:
+    """One gate scenario, as l2_consolidation.evaluate computes it: mean cost of the seeded episode.
+
+    Builds its own model and environment (its own PyBullet client), so it runs in any process.
+    """
+    import numpy as np
+    from nestor_core.policy_model import load_model
+    from nestor_sim.tracking_env import TrackingEnv
+
+    from cloud_brain.evaluation import rollout
+
+    env = TrackingEnv(task)
+    try:
+        return float(np.mean(rollout(load_model(onnx_bytes), env, shifts, seed, ticks).cost))
+    finally:
+        env.close()
+
+
+def evaluate_parallel(onnx_bytes: bytes, task, scenarios: dict, ticks: int, seed: int,
+                      map_fn: Callable = ray_map) -> dict:
+    """Mean cost per gate scenario, every scenario a task of `map_fn` (default: one Ray task each)."""
+    fn = functools.partial(scenario_cost, onnx_bytes, task, ticks, seed)
+    return dict(zip(scenarios, map_fn(fn, list(scenarios.values())), strict=True))
 
 
 class RayRoundRunner:

@@ -26,6 +26,9 @@ def test_cloud_killed_mid_stream_restarts_and_the_uplink_resumes(cloud, tmp_path
             acked = spool.acked_through()
             wait_for(lambda a=acked: spool.acked_through() > a + 200, 20, "acks before the crash")
             cloud.kill9()
+            # An ack already on the wire when the cloud died may still be applied: take the
+            # baseline once the uplink has seen its stream end.
+            wait_for(lambda: not uplink.stats()["connected"], 10, "the uplink to see the stream end")
             before = spool.stats()
             # The cloud is gone: the writer keeps appending, nothing is acked, the spool grows.
             wait_for(lambda b=before: spool.stats()["depth_transitions"] > b["depth_transitions"] + 100, 10,

@@ -72,6 +72,16 @@ def _parser() -> argparse.ArgumentParser:
         help="directory from `nestor-cloud certs` (or a bundles/cloud copy): mutual TLS with server.pem, "
         "server.key and ca.pem, manifests signed with model_signing.pem (overrides tls.* and signing_key)",
     )
+    serve.add_argument(
+        "--store-dsn",
+        help="store on PostgreSQL: a postgresql:// DSN or env:NAME (overrides store.backend/store.dsn); "
+        "several replicas may share one",
+    )
+    serve.add_argument(
+        "--ray-address",
+        help="consolidate on Ray: 'auto', host:port of a cluster, or '' for a private local one "
+        "(overrides consolidation.backend/address)",
+    )
     serve.add_argument("--ready-file", help='write {"address": "host:port"} here once serving')
     serve.add_argument("--log-level", default="INFO", help="logging level")
 
@@ -232,6 +242,16 @@ def _print_status(status: nestor_pb2.FleetStatus) -> None:
     )
 
 
+def scale_overrides(store_dsn: str | None, ray_address: str | None) -> dict:
+    """Config overrides of `serve --store-dsn` and `--ray-address` (merged into store/consolidation)."""
+    out = {}
+    if store_dsn is not None:
+        out["store"] = {"backend": "postgres", "dsn": store_dsn}
+    if ray_address is not None:
+        out["consolidation"] = {"backend": "ray", "address": ray_address}
+    return out
+
+
 def certs_overrides(certs_dir: str | None) -> dict:
     """Config overrides of `serve --certs DIR`: the TLS files and the signing key of that directory."""
     if not certs_dir:
@@ -295,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             config = load_config(
                 args.config, address=args.address, db_path=args.db, metrics_port=args.metrics_port,
-                **certs_overrides(args.certs),
+                **certs_overrides(args.certs), **scale_overrides(args.store_dsn, args.ray_address),
             )
         except ConfigError as err:
             print(f"nestor-cloud: {err}", file=sys.stderr)

@@ -359,7 +359,12 @@ def load_config(path: str | pathlib.Path, **overrides: Any) -> CloudConfig:
     if not isinstance(values, dict):
         raise ConfigError(f"config: {path} must hold a mapping")
     values = dict(values)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            value = {**values[key], **value}  # a section override keeps the file's other fields
+        values[key] = value
     return config_from_dict(values)
 
 

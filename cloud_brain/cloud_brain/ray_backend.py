@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 log = logging.getLogger(__name__)
 
 _RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-GATE_MAP = "cloud_brain.ray_backend:ray_map"
+GATE_MAP = "cloud_brain.ray_backend:evaluate_parallel"
 
 _remote = {}
 
@@ -67,11 +67,12 @@ def init(address: str = "", num_cpus: int | None = None) -> bool:
     ray = _ray()
     if ray.is_initialized():
         return False
-    kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     if address:
-        ray.init(address=address, **kwargs)
+        # An existing cluster (`ray start --head`, or ray:// through Ray Client) has its own settings.
+        ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", **kwargs)
+        ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
     return True
 
 

@@ -100,7 +100,9 @@ class CloudServer:
 
         Under a lease, so replicas starting together on one database register one each, not two.
         """
-        with lease.waiting_for(self.store, "initial-models", self.holder, self.config.store.lease_seconds):
+        # Building an initial model may take minutes (identification in simulation): wait that long.
+        with lease.waiting_for(self.store, "initial-models", self.holder, self.config.store.lease_seconds,
+                               timeout=900.0):
             self._ensure_initial_models()
 
     def _ensure_initial_models(self) -> None:

@@ -231,10 +231,9 @@ class PostgresConnection:
         if self._conn is None:
             self._connect()
         try:
-            self._conn.execute("BEGIN")
             self._in_tx = True
-            if immediate:
-                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_KEY,))
+            # One round trip: BEGIN and the lock as one simple-protocol query.
+            self._conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})" if immediate else "BEGIN")
         except self._psycopg.Error as err:
             mapped = self._error(err)
             self._rollback_quietly()

@@ -185,3 +185,22 @@ def test_registry_rows_are_shared_by_replicas(pg_dsn):
     assert [m.version for m in one.list("arm")] == [1, 2]
     one.store.close()
     two.store.close()
+
+
+def test_a_postgres_store_copies_into_a_sqlite_file(pg_dsn, tmp_path):
+    from cloud_brain.store_copy import copy_store
+
+    source = ExperienceStore(pg_dsn)
+    source.append(make_batch(first_seq=1, n=5))
+    source.append(make_batch(first_seq=9, n=2, dropped_before=3))
+    registry = ModelRegistry(source)
+    registry.register("arm", b"onnx", {"inputs": {}}, status="active")
+    source.record_round("arm", 0.0, 1, 0, 2, version=1, accepted=True, reason="r")
+    source.close()
+    counts = copy_store(pg_dsn, str(tmp_path / "copy.db"))
+    assert counts["chunks"] == 2 and counts["models"] == 1 and counts["rounds"] == 1
+    copy = ExperienceStore(tmp_path / "copy.db")
+    assert copy.stored_seqs("r1") == [(1, 5), (9, 2)] and copy.dropped_ranges("r1") == [(6, 3)]
+    assert [b.obs[:, 0].tolist() for b in copy.read_batches("arm")] == [[1, 2, 3, 4, 5], [9, 10]]
+    assert ModelRegistry(copy).active("arm").onnx == b"onnx"
+    copy.close()

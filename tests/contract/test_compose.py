@@ -59,8 +59,30 @@ def load_compose() -> dict:
     return yaml.safe_load(COMPOSE_FILE.read_text())
 
 
+SCALE = "scale"  # the profile of PostgreSQL, the cloud replicas and the Ray head
+
+
 def robot_services(compose: dict) -> dict[str, dict]:
-    return {name: svc for name, svc in compose["services"].items() if name not in (CLOUD, CERTS)}
+    """Services of the robot image (the x-robot extension's), whatever their Dockerfile path."""
+    image = compose.get("x-robot", {}).get("image", "nestor-robot:dev")
+    return {name: svc for name, svc in compose["services"].items() if svc.get("image") == image}
+
+
+def built_services(compose: dict) -> dict[str, dict]:
+    """Services built from a Dockerfile of the repo (the others run a pinned upstream image)."""
+    return {name: svc for name, svc in compose["services"].items() if "build" in svc}
+
+
+def cloud_services(compose: dict) -> dict[str, dict]:
+    """Services that run `nestor-cloud serve`: cloud_brain and the replicas of the scale profile."""
+    out = {}
+    for name, svc in built_services(compose).items():
+        if name == CERTS or "entrypoint" in svc or name in robot_services(compose):
+            continue
+        command = svc.get("command") or []
+        if command and command[0] == "serve":
+            out[name] = svc
+    return out
 
 
 def dockerfile_of(service: dict) -> pathlib.Path:
@@ -82,9 +104,9 @@ def host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def cloud_command(compose: dict) -> list[str]:
-    """argv the cloud container runs: ENTRYPOINT + (compose command, else CMD)."""
-    service = compose["services"][CLOUD]
+def cloud_command(compose: dict, name: str = CLOUD) -> list[str]:
+    """argv a cloud container runs: ENTRYPOINT + (compose command, else CMD)."""
+    service = compose["services"][name]
     instructions = parse_dockerfile(dockerfile_of(service))
     command = service.get("command")
     if command is None:
@@ -95,8 +117,8 @@ def cloud_command(compose: dict) -> list[str]:
     return entrypoint_command(instructions) + list(command)
 
 
-def cloud_listen_port(compose: dict) -> int:
-    argv = cloud_command(compose)
+def cloud_listen_port(compose: dict, name: str = CLOUD) -> int:
+    argv = cloud_command(compose, name)
     return host_port(argv[argv.index("--address") + 1])[1]
 
 
@@ -119,7 +141,10 @@ def check_builds(compose: dict) -> list[str]:
     problems = []
     for name, service in compose["services"].items():
         if "build" not in service:
-            problems.append(f"{name}: no build section")
+            image = str(service.get("image", ""))
+            repo, _, tag = image.rpartition(":")
+            if not repo or not tag or tag == "latest" or "/" in tag:
+                problems.append(f"{name}: no build section and no pinned image (name:tag), got {image!r}")
             continue
         context = REPO / service["build"].get("context", ".")
         dockerfile = dockerfile_of(service)
@@ -184,8 +209,12 @@ def check_robot_fleet(compose: dict) -> list[str]:
     robots = robot_services(compose)
     if len(robots) < 2:
         problems.append(f"expected at least robot0 and robot1, got {sorted(robots)}")
-    argv = cloud_command(compose)
-    cloud_host, port = host_port(argv[argv.index("--address") + 1])
+    clouds = cloud_services(compose)
+    binds = {}
+    for cloud in clouds:
+        argv = cloud_command(compose, cloud)
+        binds[cloud] = host_port(argv[argv.index("--address") + 1])
+    cloud_host, port = binds.get(CLOUD, ("", 0))
     domains: dict[str, str] = {}
     for name, service in robots.items():
         if not re.fullmatch(r"robot\d+", name):
@@ -193,15 +222,27 @@ def check_robot_fleet(compose: dict) -> list[str]:
         args = launch_arguments(service.get("command", []))
         if args.get("robot_id") != name:
             problems.append(f"{name}: robot_id:={args.get('robot_id')}, expected the service name")
-        host, cloud_port = host_port(args.get("cloud", ":0"))
-        if cloud_port != port:
-            problems.append(f"{name}: cloud:={args.get('cloud')}, but the cloud listens on port {port}")
+        targets = [host_port(a) for a in args.get("cloud", ":0").split(",")]
+        host, cloud_port = targets[0]
+        for target_host, target_port in targets:
+            listens = binds.get(target_host, (cloud_host, port))[1]
+            if target_port != listens:
+                problems.append(f"{name}: cloud:={args.get('cloud')}, but the cloud listens on port {listens}")
+        robot_profiles = set(service.get("profiles", []))
+        for target_host, _ in targets[1:] if len(targets) > 1 else []:
+            if target_host not in clouds:
+                problems.append(f"{name}: cloud:= lists {target_host}, which is no nestor-cloud serve service")
+        for target_host, _ in targets:
+            needed = set(compose["services"].get(target_host, {}).get("profiles", []))
+            if needed - robot_profiles:
+                problems.append(f"{name}: runs without profile {sorted(needed)} but dials {target_host}, "
+                                "which needs it")
         # A loopback-bound cloud is reachable only from its own network namespace; a robot in its own
         # namespace reaches the cloud by service name, which needs the cloud on a non-loopback address.
         shares_netns = service.get("network_mode") == f"service:{CLOUD}"
         if shares_netns and not is_loopback_host(host):
             problems.append(f"{name}: shares {CLOUD}'s network namespace, so cloud:= must be 127.0.0.1, got {host}")
-        if not shares_netns and (host != CLOUD or is_loopback_host(cloud_host)):
+        if not shares_netns and len(targets) == 1 and (host != CLOUD or is_loopback_host(cloud_host)):
             problems.append(
                 f"{name}: in its own network namespace it needs cloud:={CLOUD}:<port> and a cloud not bound to "
                 f"loopback (cloud:={args.get('cloud')}, cloud binds {cloud_host})"
@@ -219,8 +260,9 @@ def check_robot_fleet(compose: dict) -> list[str]:
             problems.append(f"{name}: ROS_DOMAIN_ID {domain} also used by {others}")
         domains[name] = domain
         depends = service.get("depends_on", {})
-        if not isinstance(depends, dict) or depends.get(CLOUD, {}).get("condition") != "service_healthy":
-            problems.append(f"{name}: must depend on {CLOUD} with condition service_healthy")
+        for target_host in dict.fromkeys(h for h, _ in targets if h in clouds or h == CLOUD):
+            if not isinstance(depends, dict) or depends.get(target_host, {}).get("condition") != "service_healthy":
+                problems.append(f"{name}: must depend on {target_host} with condition service_healthy")
     return problems
 
 
@@ -301,7 +343,7 @@ def check_pins(compose: dict) -> list[str]:
     """Versions the Dockerfiles install come from requirements.txt."""
     problems = []
     pins = requirement_pins()
-    for name, service in compose["services"].items():
+    for name, service in built_services(compose).items():
         text = " ".join(i.value for i in parse_dockerfile(dockerfile_of(service)) if i.keyword == "RUN")
         for pkg, version in re.findall(r"\b([A-Za-z][\w.-]*)==([\w.+-]+)", text):
             if pkg.lower() in pins and pins[pkg.lower()] != version and pkg.lower() not in ("setuptools", "wheel"):
@@ -326,8 +368,9 @@ def check_tls(compose: dict) -> list[str]:
     certs_args = _parser().parse_args(service_argv(compose, CERTS)[1:])
     if certs_args.command != "certs":
         return [f"{CERTS}: runs `nestor-cloud {certs_args.command}`, expected certs"]
-    if CLOUD not in certs_args.server_host:
-        problems.append(f"{CERTS}: the server certificate must name {CLOUD} (--server-host {CLOUD})")
+    for cloud in cloud_services(compose) or [CLOUD]:
+        if cloud not in certs_args.server_host:
+            problems.append(f"{CERTS}: the server certificate must name {cloud} (--server-host {cloud})")
     if not certs_args.bundles:
         problems.append(f"{CERTS}: without --bundles every container would mount every private key")
     issued = {f"{certs_args.robot_prefix}{k}" for k in range(certs_args.robots)}
@@ -375,12 +418,13 @@ def _check_tls_mounts(compose: dict, certs_args, volumes, problems: list[str]) -
         if (host / "ca.key").exists():
             problems.append(f"{name}: {path} holds the CA key")
 
-    cloud_args = _parser().parse_args(service_argv(compose, CLOUD)[1:])
-    if not cloud_args.certs:
-        problems.append(f"{CLOUD}: serve without --certs (mutual TLS)")
-    else:
-        cloud_files = ("server.pem", "server.key", "ca.pem", "model_signing.pem")
-        check_bundle(CLOUD, cloud_args.certs, "bundles/cloud", cloud_files)
+    for cloud in cloud_services(compose) or [CLOUD]:
+        cloud_args = _parser().parse_args(service_argv(compose, cloud)[1:])
+        if not cloud_args.certs:
+            problems.append(f"{cloud}: serve without --certs (mutual TLS)")
+        else:
+            cloud_files = ("server.pem", "server.key", "ca.pem", "model_signing.pem")
+            check_bundle(cloud, cloud_args.certs, "bundles/cloud", cloud_files)
     depends = services[CLOUD].get("depends_on", {})
     if not isinstance(depends, dict) or depends.get(CERTS, {}).get("condition") != "service_completed_successfully":
         problems.append(f"{CLOUD}: must depend on {CERTS} with condition service_completed_successfully")
@@ -397,7 +441,7 @@ def _needs_dockerfiles(check):
     """Checks that read the Dockerfiles report a missing one (check_builds names it) instead of crashing."""
 
     def wrapped(compose: dict) -> list[str]:
-        missing = [n for n, svc in compose["services"].items() if not dockerfile_of(svc).is_file()]
+        missing = [n for n, svc in built_services(compose).items() if not dockerfile_of(svc).is_file()]
         if missing:
             return [f"{check.__name__}: services {missing} have no Dockerfile"]
         return check(compose)
@@ -410,7 +454,77 @@ check_robot_images = _needs_dockerfiles(check_robot_images)
 check_robot_fleet = _needs_dockerfiles(check_robot_fleet)
 check_cloud = _needs_dockerfiles(check_cloud)
 check_pins = _needs_dockerfiles(check_pins)
-CHECKS = [check_schema, check_builds, check_robot_images, check_robot_fleet, check_cloud, check_pins, check_tls]
+
+
+def check_scale_profile(compose: dict) -> list[str]:
+    """Profile scale: PostgreSQL, replicas of cloud_brain on it with rounds on the Ray head."""
+    from cloud_brain.cli import _parser, scale_overrides
+    from cloud_brain.config import ConfigError, load_config
+
+    services = compose["services"]
+    problems = []
+    scale = {n for n, s in services.items() if SCALE in s.get("profiles", [])}
+    for name in ("postgres", "ray_head"):
+        if name not in scale:
+            problems.append(f"{name}: missing from profile {SCALE}")
+    replicas = sorted(n for n in cloud_services(compose) if n != CLOUD)
+    if len(replicas) < 2:
+        problems.append(f"profile {SCALE}: expected two cloud replicas, got {replicas}")
+    if problems:
+        return problems
+    pg = services["postgres"]
+    pg_env = pg.get("environment", {})
+    if mount_of(pg, "/var/lib/postgresql/data") is None:
+        problems.append("postgres: /var/lib/postgresql/data is not on a volume")
+    if "pg_isready" not in " ".join(pg.get("healthcheck", {}).get("test", [])):
+        problems.append("postgres: healthcheck does not run pg_isready")
+    head = services["ray_head"]
+    head_argv = [*head.get("entrypoint", []), *head.get("command", [])]
+    if head_argv[:3] != ["ray", "start", "--head"] or "--block" not in head_argv:
+        problems.append(f"ray_head: runs {head_argv[:3]}, expected ray start --head --block")
+    if head_argv[head_argv.index("--include-dashboard") + 1 if "--include-dashboard" in head_argv else 0] != "false":
+        problems.append("ray_head: the dashboard must be off (--include-dashboard false)")
+    if "--disable-usage-stats" not in head_argv or head.get("environment", {}).get("RAY_USAGE_STATS_ENABLED") != "0":
+        problems.append("ray_head: usage reporting must be off (--disable-usage-stats, RAY_USAGE_STATS_ENABLED=0)")
+    client_port = head_argv[head_argv.index("--ray-client-server-port") + 1] \
+        if "--ray-client-server-port" in head_argv else "10001"
+    for name in replicas:
+        svc = services[name]
+        if svc.get("image") != services[CLOUD].get("image"):
+            problems.append(f"{name}: image {svc.get('image')}, expected {CLOUD}'s")
+        if SCALE not in svc.get("profiles", []):
+            problems.append(f"{name}: not in profile {SCALE}")
+        args = _parser().parse_args(cloud_command(compose, name)[1:])
+        env = svc.get("environment", {})
+        dsn = args.store_dsn or ""
+        if dsn.startswith("env:"):
+            dsn = env.get(dsn[4:], "")
+        expected_dsn = (f"postgresql://{pg_env.get('POSTGRES_USER')}:{pg_env.get('POSTGRES_PASSWORD')}@postgres:5432/"
+                        f"{pg_env.get('POSTGRES_DB')}")
+        if dsn != expected_dsn:
+            problems.append(f"{name}: store DSN {dsn!r} is not the postgres service's database")
+        if args.ray_address != f"ray://ray_head:{client_port}":
+            problems.append(f"{name}: --ray-address {args.ray_address!r}, expected ray://ray_head:{client_port}")
+        for dep in ("postgres", "ray_head", CERTS):
+            condition = svc.get("depends_on", {}).get(dep, {}).get("condition")
+            wanted = "service_completed_successfully" if dep == CERTS else "service_healthy"
+            if condition != wanted:
+                problems.append(f"{name}: must depend on {dep} with condition {wanted}")
+        try:
+            # TLS comes from --certs (check_tls checks that bundle); here: the store and Ray overrides.
+            config = load_config(REPO / "config/cloud.yaml", address=f"127.0.0.1:{host_port(args.address)[1]}",
+                                 **{k: {**v, "dsn": "postgresql://u@h:1/d"} if k == "store" else v
+                                    for k, v in scale_overrides(args.store_dsn, args.ray_address).items()})
+        except ConfigError as err:
+            problems.append(f"{name}: {err}")
+            continue
+        if (config.store.backend, config.consolidation.backend) != ("postgres", "ray"):
+            problems.append(f"{name}: store {config.store.backend}, consolidation {config.consolidation.backend}")
+    return problems
+
+
+CHECKS = [check_schema, check_builds, check_robot_images, check_robot_fleet, check_cloud, check_pins, check_tls,
+          check_scale_profile]
 
 
 # --- the real files ------------------------------------------------------------------------------
@@ -497,6 +611,25 @@ BREAKAGES = [
      check_cloud, "rejected"),
     ("no data volume", "services/cloud_brain/volumes/0", _DELETE, check_cloud, "db_path"),
     ("bad address", "services/cloud_brain/command", ["serve", "--address", "0.0.0.0"], check_cloud, "address"),
+    ("upstream image unpinned", "services/postgres/image", "postgres:latest", check_builds, "pinned image"),
+    ("replica on the wrong database", "services/cloud_replica_b/environment/NESTOR_STORE_DSN",
+     "postgresql://nestor:x@elsewhere:5432/nestor", check_scale_profile, "not the postgres service"),
+    ("replica without ray", "services/cloud_replica_a/command",
+     ["serve", "--config", "/app/config/cloud.yaml", "--address", "0.0.0.0:50051", "--certs", "/certs",
+      "--store-dsn", "env:NESTOR_STORE_DSN"], check_scale_profile, "--ray-address"),
+    ("ray dashboard on", "services/ray_head/command", ["start", "--head", "--block", "--disable-usage-stats"],
+     check_scale_profile, "dashboard"),
+    ("replica before postgres", "services/cloud_replica_a/depends_on/postgres", _DELETE, check_scale_profile,
+     "depend on postgres"),
+    ("replica cert missing", "services/certs/command",
+     ["certs", "--out", "/pki", "--robots", "4", "--server-host", "cloud_brain", "--server-host", "cloud_replica_a",
+      "--bundles"], check_tls, "cloud_replica_b"),
+    ("replica robot wrong port", "services/robot2/command",
+     ["robot_id:=robot2", "cloud:=cloud_replica_a:50051,cloud_replica_b:50052", "certs_dir:=/certs"],
+     check_robot_fleet, "listens on port"),
+    ("default robot dials a profile service", "services/robot0/command",
+     ["robot_id:=robot0", "cloud:=cloud_brain:50051,cloud_replica_a:50051", "certs_dir:=/certs"],
+     check_robot_fleet, "needs it"),
 ]
 
 

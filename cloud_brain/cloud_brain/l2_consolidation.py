@@ -453,8 +453,16 @@ def gate_scenarios(task, config: ConsolidationConfig) -> dict[str, list[str]]:
     return scenarios
 
 
-def evaluate(onnx_bytes: bytes, env, scenarios: dict, config: ConsolidationConfig, seed: int) -> dict:
-    """Mean cost per scenario over the same seeded episodes, L0 on (as deployed)."""
+def evaluate(onnx_bytes: bytes, env, scenarios: dict, config: ConsolidationConfig, seed: int,
+             map_fn=None) -> dict:
+    """Mean cost per scenario over the same seeded episodes, L0 on (as deployed).
+
+    map_fn: `(onnx_bytes, task, scenarios, eval_ticks, seed) -> costs` evaluating the scenarios
+    elsewhere (request key `gate_map`, e.g. cloud_brain.ray_backend:evaluate_parallel, one Ray
+    task per scenario); None = here, in turn, on `env`.
+    """
+    if map_fn is not None:
+        return map_fn(onnx_bytes, env.task, scenarios, config.eval_ticks, seed)
     model = load_model(onnx_bytes)
     return {
         name: float(np.mean(rollout(model, env, shifts, seed, config.eval_ticks).cost))
@@ -472,7 +480,8 @@ def blend(parent: NestedPolicy, trained: NestedPolicy, alpha: float) -> NestedPo
     return out
 
 
-def select_candidate(parent_onnx: bytes, parent, trained, task, config: ConsolidationConfig, seed: int):
+def select_candidate(parent_onnx: bytes, parent, trained, task, config: ConsolidationConfig, seed: int,
+                     map_fn=None):
     """Step 5: the largest step toward the trained weights that regresses on no gate scenario.
 
     Returns (onnx bytes or None, gate report).
@@ -483,11 +492,11 @@ def select_candidate(parent_onnx: bytes, parent, trained, task, config: Consolid
     scenarios = gate_scenarios(task, config)
     report = {"scenarios": {name: list(shifts) for name, shifts in scenarios.items()}, "tried": []}
     try:
-        baseline = evaluate(parent_onnx, env, scenarios, config, seed)
+        baseline = evaluate(parent_onnx, env, scenarios, config, seed, map_fn)
         report["parent"] = baseline
         for alpha in config.blend_steps:
             candidate_onnx = export_onnx(blend(parent, trained, alpha))
-            costs = evaluate(candidate_onnx, env, scenarios, config, seed)
+            costs = evaluate(candidate_onnx, env, scenarios, config, seed, map_fn)
             regressed = [n for n, c in costs.items() if c > baseline[n] * (1.0 + config.gate_tolerance)]
             report["tried"].append({"alpha": alpha, "costs": costs, "regressed": regressed})
             if not regressed:
@@ -561,7 +570,13 @@ def run_round(request: dict) -> dict:
     }
     # 5. gate. 6. export.
     if config.gate:
-        candidate_onnx, gate = select_candidate(request["parent_onnx"], parent, trained, task, config, seed)
+        gate_map = request.get("gate_map")  # set by cloud_brain.ray_backend's round task
+        if gate_map:
+            from cloud_brain.scheduler import resolve
+
+            gate_map = resolve(gate_map)
+        candidate_onnx, gate = select_candidate(request["parent_onnx"], parent, trained, task, config, seed,
+                                                gate_map or None)
     else:
         candidate_onnx, gate = export_onnx(trained), {"skipped": True, "accepted_alpha": 1.0, "parent": {}}
     accepted = candidate_onnx is not None

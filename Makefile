@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 DURATION ?= 150
 ROBOTS ?= 2
 QUICK ?= 0
+STORE ?= sqlite
 CASES ?=
 
 # DDS stays on this machine, always.
@@ -47,8 +48,8 @@ test-fast: venv postgres
 	$(PY) -m pytest -q -m "not slow" tests --ignore=tests/learning
 	$(PY) -m pytest -q -m "not slow" tests/learning
 
-demo: venv
-	$(VENV)/bin/nestor demo --duration $(DURATION) --robots $(ROBOTS)
+demo: venv $(if $(filter postgres,$(STORE)),postgres,)
+	$(VENV)/bin/nestor demo --duration $(DURATION) --robots $(ROBOTS) --store $(STORE)
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -70,3 +71,4 @@ bench-learning: venv
 
 bench-load: venv
 	$(PY) -m bench_load.run $(if $(filter 1,$(QUICK)),--quick,)
+	$(PY) -m bench_load.replicas $(if $(filter 1,$(QUICK)),--quick,)

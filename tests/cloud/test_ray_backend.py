@@ -117,7 +117,7 @@ def test_a_failing_round_on_ray_is_a_round_error(ray_cluster):
         runner.run({}, timeout=60)
     stop = threading.Event()
     stop.set()
-    slow = ray_backend.RayRoundRunner("cloud_testlib:slow_round")
+    slow = ray_backend.RayRoundRunner("cloud_testlib:replica_round")
     with pytest.raises(RoundError, match="cancelled"):
         slow.run({"db_path": ":memory:", "task": "arm", "parent_onnx": b"", "experience_to": 0}, 60, stop)
 

@@ -29,12 +29,27 @@ def holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def holder_alive(holder: str) -> bool:
+    """False only when `holder` is a process of this host that no longer exists (it was killed)."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine's replica: only its lease's expiry tells
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def try_acquire(store, name: str, holder: str, ttl: float, now: float | None = None) -> bool:
     """Take or renew lease `name` for `holder` when it is free, expired or already ours."""
     now = time.time() if now is None else now
     with store.transaction() as conn:
         row = conn.execute("SELECT holder, expires_unix FROM leases WHERE name = ?", (name,)).fetchone()
-        if row is not None and row[0] != holder and row[1] > now:
+        if row is not None and row[0] != holder and row[1] > now and holder_alive(row[0]):
             return False
         conn.execute(
             "INSERT INTO leases (name, holder, expires_unix) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
@@ -54,7 +69,7 @@ def holder_of(store, name: str, now: float | None = None) -> str | None:
     """Who holds lease `name` now; None when free or expired."""
     now = time.time() if now is None else now
     rows = store.query("SELECT holder, expires_unix FROM leases WHERE name = ?", (name,))
-    return rows[0][0] if rows and rows[0][1] > now else None
+    return rows[0][0] if rows and rows[0][1] > now and holder_alive(rows[0][0]) else None
 
 
 class Held:

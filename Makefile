@@ -9,7 +9,6 @@ STAMP := $(VENV)/.installed
 DURATION ?= 150
 ROBOTS ?= 2
 QUICK ?= 0
-STORE ?= sqlite
 CASES ?=
 
 # DDS stays on this machine, always.
@@ -48,8 +47,8 @@ test-fast: venv postgres
 	$(PY) -m pytest -q -m "not slow" tests --ignore=tests/learning
 	$(PY) -m pytest -q -m "not slow" tests/learning
 
-demo: venv $(if $(filter postgres,$(STORE)),postgres,)
-	$(VENV)/bin/nestor demo --duration $(DURATION) --robots $(ROBOTS) --store $(STORE)
+demo: venv
+	$(VENV)/bin/nestor demo --duration $(DURATION) --robots $(ROBOTS)
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -319,10 +319,12 @@ def serve(
     # The order matters to an operator: a port in use or a database another server holds is
     # refused before the database is created or an initial model registered.
     probe_bind(config.address)
-    try:
-        lock = DatabaseLock(config.db_path)
-    except DatabaseInUse as err:
-        raise ConfigError(str(err)) from None
+    lock = None
+    if config.store.backend == "sqlite":  # replicas share a PostgreSQL store on purpose
+        try:
+            lock = DatabaseLock(config.db_path)
+        except DatabaseInUse as err:
+            raise ConfigError(str(err)) from None
     previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     server = None
     try:
@@ -335,7 +337,8 @@ def serve(
     finally:
         if server is not None:
             server.stop()
-        lock.release()
+        if lock is not None:
+            lock.release()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0

@@ -20,5 +20,7 @@ setup(
         "console_scripts": [
             "sim_bridge = nestor_sim.bridge_node:main",
         ],
+        # The gymnasium plugin group (gymnasium < 1.0 loaded it by itself; 1.x needs `import nestor_sim`).
+        "gymnasium.envs": ["nestor = nestor_sim.register:register_envs"],
     },
 )

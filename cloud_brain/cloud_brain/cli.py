@@ -10,6 +10,8 @@
     nestor-cloud certs --out certs --robots 2 [--server-host cloud_brain] [--bundles]
     nestor-cloud backup --out FILE [--config C | --db PATH]     (online: the server may be running)
     nestor-cloud restore --from FILE --db PATH [--force]        (verified; the server must be stopped)
+    nestor-cloud export --format mcap|parquet --robot R --out F [--config C | --db PATH]
+                 [--from-seq N] [--to-seq N] [--since UNIX] [--until UNIX] [--events events.jsonl]
 
 Client commands talk mutual TLS when given --ca, --cert and --key (or NESTOR_TLS_CA,
 NESTOR_TLS_CERT, NESTOR_TLS_KEY); promote and rollback need the admin certificate. Without them
@@ -142,7 +144,62 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--db", required=True, help="database file to create (stop the server first)")
     restore.add_argument("--force", action="store_true", help="replace an existing database file")
     restore.add_argument("--json", action="store_true", help="machine-readable output")
+
+    export = sub.add_parser("export", help="one robot's experience as an MCAP file (ROS 2 messages) or Parquet")
+    export.add_argument("--format", required=True, choices=["mcap", "parquet"], help="file format")
+    export.add_argument("--robot", required=True, help="robot id")
+    export.add_argument("--out", required=True, help="file to write (replaced when it exists)")
+    export.add_argument("--config", default="config/cloud.yaml", help="CloudConfig YAML: db_path and task_files")
+    export.add_argument("--db", help="database file (overrides the config's db_path)")
+    export.add_argument("--from-seq", type=int, default=1, help="first seq (inclusive)")
+    export.add_argument("--to-seq", type=int, help="last seq (inclusive; default: the newest)")
+    export.add_argument("--since", type=float, help="earliest robot-clock stamp, unix seconds (inclusive)")
+    export.add_argument("--until", type=float, help="latest robot-clock stamp, unix seconds (inclusive)")
+    export.add_argument("--events", help="the robot's events.jsonl (sim shift events) to include")
+    export.add_argument("--json", action="store_true", help="machine-readable summary")
     return parser
+
+
+def _export_command(args) -> int:
+    from cloud_brain.export import ExportError, Selection, formats, joint_layout, read_events
+    from cloud_brain.store import ExperienceStore
+
+    try:
+        selection = Selection(args.robot, args.from_seq, args.to_seq, args.since, args.until).validate()
+        task_files: list[str] = []
+        if os.path.exists(args.config):
+            config = load_config(args.config)
+            db, task_files = args.db or config.db_path, config.task_files
+        elif args.db:
+            db = args.db
+        else:
+            raise ExportError(f"--config: no such file {args.config!r} (or give --db)")
+        if not os.path.isfile(db):
+            raise ExportError(f"--db: no such file {db!r}")
+        store = ExperienceStore(db)
+        try:
+            record = store.robot(args.robot)
+            if record is None:
+                raise ExportError(f"--robot: no experience stored for {args.robot!r}")
+            first = next(store.read_robot(args.robot))
+            from cloud_brain.config import load_tasks
+
+            spec = load_tasks(task_files).get(record.task)
+            task_file = spec.file if spec is not None else None
+            layout = joint_layout(task_file, first.obs.shape[1], first.action.shape[1])
+            events = read_events(args.events, args.robot, args.since, args.until)
+            summary = formats()[args.format].write(args.out, store, selection, layout, events)
+        finally:
+            store.close()
+    except (ExportError, ConfigError, OSError) as err:
+        print(f"nestor-cloud: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        print(f"export: {summary['path']}: {summary['transitions']} transitions of {args.robot} "
+              f"(seq {summary['first_seq']}..{summary['last_seq']}, task {summary['task']}) as {args.format}")
+    return 0
 
 
 def _backup_command(args) -> int:
@@ -333,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command in ("backup", "restore"):
         return _backup_command(args)
+    if args.command == "export":
+        return _export_command(args)
     if args.command == "certs":
         from cloud_brain.certs import generate
 

@@ -360,6 +360,25 @@ class ExperienceStore:
         """(first_seq, count) of every range the robot declared dropped, by seq."""
         return self.query("SELECT first_seq, count FROM dropped WHERE robot_id = ? ORDER BY first_seq", (robot_id,))
 
+    def read_robot(self, robot_id: str, first_seq: int = 1, last_seq: int | None = None) -> Iterator[ExperienceBatch]:
+        """A robot's stored batches by seq, trimmed to [first_seq, last_seq] (exports read this)."""
+        upper = last_seq if last_seq is not None else 2**62
+        cursor = first_seq
+        while cursor <= upper:
+            rows = self.query(
+                "SELECT chunk FROM chunks WHERE robot_id = ? AND first_seq + count - 1 >= ? AND first_seq <= ?"
+                " ORDER BY first_seq LIMIT ?",
+                (robot_id, cursor, upper, _READ_PAGE),
+            )
+            if not rows:
+                return
+            for (blob,) in rows:
+                batch = from_chunk(nestor_pb2.ExperienceChunk.FromString(blob))
+                start = max(cursor, batch.first_seq) - batch.first_seq
+                stop = min(upper, batch.last_seq) - batch.first_seq + 1
+                yield batch.slice(start, stop) if (start, stop) != (0, len(batch)) else batch
+                cursor = batch.last_seq + 1
+
     # --- consolidation rounds -----------------------------------------------------------------
 
     def record_round(

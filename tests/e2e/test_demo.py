@@ -74,6 +74,16 @@ def test_short_demo_closes_the_loop(tmp_path):
         assert (run_dir / name).stat().st_size > 0, name
     assert (tmp_path / "latest").resolve() == run_dir.resolve()
     assert "mutual TLS" in (run_dir / "cloud" / "cloud.log").read_text()
+    # One MCAP and one Parquet file per robot, holding every transition the cloud stored.
+    exports = json.loads((run_dir / "exports.json").read_text())
+    assert set(exports) == {"robot0", "robot1"}
+    for robot_id, formats in exports.items():
+        for fmt in ("mcap", "parquet"):
+            assert Path(formats[fmt]["path"]).stat().st_size > 0, formats
+            assert Path(formats[fmt]["path"]).parent == run_dir / "robots" / robot_id
+        assert formats["mcap"]["transitions"] == formats["parquet"]["transitions"] > 0
+        assert formats["mcap"]["messages"]["sim/events"] >= 1  # the demo's shift
+    assert sum(f["mcap"]["transitions"] for f in exports.values()) == summary["transitions_stored"]
 
 
 def test_runs_latest_points_only_at_a_completed_run(tmp_path):

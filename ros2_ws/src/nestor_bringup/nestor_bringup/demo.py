@@ -372,6 +372,11 @@ def run_demo(config: DemoConfig, json_out=None) -> int:
         print(f"fleet and cloud stopped (cloud exit {cloud_code}); evaluating", flush=True)
     if code not in (0, 130):
         return code
+    from nestor_bringup.exports import export_robots
+
+    for robot_id, formats in export_robots(run_dir, {s.robot_id: s.robot_dir for s in specs}, env).items():
+        print(f"export {robot_id}: " + "; ".join(r.get("path") or f"{f} failed: {r['error']}"
+                                                 for f, r in formats.items()), flush=True)
     from nestor_bringup.demo_report import write_report
 
     summary = write_report(run_dir, specs, config, elapsed, final_status, task_file, shift_at)

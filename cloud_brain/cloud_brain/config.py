@@ -205,6 +205,10 @@ class CloudConfig:
     consolidation: ConsolidationBackendConfig = dataclasses.field(default_factory=ConsolidationBackendConfig)
     """Where rounds run (see ConsolidationBackendConfig): a local child process, or Ray."""
 
+    tensorboard_dir: str = ""
+    """Directory of the TensorBoard event files of the consolidation rounds (one run per task:
+    losses, meta-parameters, gate cost per scenario and version, accepted); empty = none."""
+
     def store_target(self) -> str:
         """What ExperienceStore opens: `db_path`, or the PostgreSQL DSN (env: resolved)."""
         if self.store.backend == "postgres":

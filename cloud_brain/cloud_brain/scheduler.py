@@ -98,11 +98,18 @@ class RoundError(RuntimeError):
     """A round that crashed, timed out, was cancelled or returned a malformed result."""
 
 
-def _worker(function_path: str, requests, results) -> None:
-    """Persistent worker: lower priority, one torch thread, import once, then serve rounds."""
+def _worker(function_path: str, requests, results, tensorboard_dir: str = "") -> None:
+    """Persistent worker: lower priority, one torch thread, import once, then serve rounds.
+
+    A ``("tensorboard", record)`` message writes a finished round's scalars (no reply).
+    """
     _die_with_server()
     _lower_priority()
     function = resolve(function_path)
+    if tensorboard_dir:  # imported before "ready", so a round's scalars are written at once
+        import torch.utils.tensorboard  # noqa: F401
+
+        from cloud_brain import tensorboard_log
     if not _send(results, ("ready", None)):
         return
     while True:
@@ -110,6 +117,12 @@ def _worker(function_path: str, requests, results) -> None:
             request = requests.recv()
         except (EOFError, OSError):
             return
+        if isinstance(request, tuple) and request[:1] == ("tensorboard",):
+            try:
+                tensorboard_log.write_round(tensorboard_dir, request[1])
+            except Exception:  # noqa: BLE001 - logging never fails a round
+                traceback.print_exc()
+            continue
         try:
             result = ("ok", function(request))
         except BaseException:  # noqa: BLE001 - everything goes back to the parent as text
@@ -127,8 +140,9 @@ class RoundWorker:
     starts a fresh one.
     """
 
-    def __init__(self, function_path: str):
+    def __init__(self, function_path: str, tensorboard_dir: str = ""):
         self.function_path = function_path
+        self.tensorboard_dir = tensorboard_dir
         self._process = None
         self._requests = None
         self._results = None
@@ -140,7 +154,8 @@ class RoundWorker:
         req_recv, req_send = ctx.Pipe(duplex=False)
         res_recv, res_send = ctx.Pipe(duplex=False)
         self._process = ctx.Process(
-            target=_worker, args=(self.function_path, req_recv, res_send), daemon=True, name="nestor-consolidation"
+            target=_worker, args=(self.function_path, req_recv, res_send, self.tensorboard_dir), daemon=True,
+            name="nestor-consolidation",
         )
         self._process.start()
         req_recv.close()
@@ -178,6 +193,16 @@ class RoundWorker:
             raise RoundError(f"round raised:\n{payload}")
         return payload
 
+    def log_round(self, record: dict) -> bool:
+        """Has the running worker write a round's TensorBoard scalars; False when it cannot now."""
+        if not self.tensorboard_dir or self._process is None or not self._process.is_alive():
+            return False
+        try:
+            self._requests.send(("tensorboard", record))
+        except (OSError, ValueError, AttributeError):
+            return False
+        return True
+
     def close(self) -> None:
         """Stop the worker; safe to call twice."""
         for conn in (self._requests, self._results):
@@ -185,7 +210,8 @@ class RoundWorker:
                 conn.close()
         self._requests = self._results = None
         if self._process is not None:
-            self._process.join(1.0)
+            # The worker finishes what it received (a round's scalars) and exits on EOF.
+            self._process.join(5.0 if self.tensorboard_dir else 1.0)
             if self._process.is_alive():
                 self._process.terminate()
                 self._process.join(5.0)
@@ -251,6 +277,8 @@ class ConsolidationScheduler:
         lease_seconds: the round lease's time to live (renewed every third of it).
         runner: what runs a round out of process (start/run/close): default the local
             RoundWorker; cloud_brain.ray_backend.RayRoundRunner for Ray.
+        tensorboard_dir: where the local worker writes each round's TensorBoard scalars
+            (``cloud_brain.tensorboard_log``); empty = none. Not written in_process or on Ray.
     """
 
     def __init__(
@@ -268,6 +296,7 @@ class ConsolidationScheduler:
         holder: str | None = None,
         lease_seconds: float = 30.0,
         runner=None,
+        tensorboard_dir: str = "",
     ):
         self.store = store
         self.registry = registry
@@ -284,7 +313,7 @@ class ConsolidationScheduler:
         self.lease_seconds = lease_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._worker = runner if runner is not None else RoundWorker(consolidate)
+        self._worker = runner if runner is not None else RoundWorker(consolidate, tensorboard_dir)
         now = time.monotonic()
         self._clocks = {name: _TaskClock(now) for name in self.tasks}
 
@@ -360,6 +389,7 @@ class ConsolidationScheduler:
                 self.store.finish_round(round_id, error="lease lost to another replica")
                 return None
             self.store.finish_round(round_id, error=str(err) or repr(err))
+            self._log_round(task, parent.version, 0, False, start, end, {}, error=str(err) or repr(err))
             clock.not_before_monotonic = time.monotonic() + self.schedule.failure_backoff_seconds
             if self.metrics is not None:
                 self.metrics.rounds.labels(task=task, outcome="failed").inc()
@@ -382,11 +412,25 @@ class ConsolidationScheduler:
         if accepted:
             model = self.on_accepted(model) if self.on_accepted else self.registry.promote(model.version)
         self.store.finish_round(round_id, model.version, accepted, reason)
+        self._log_round(task, parent.version, model.version, accepted, start, end, metrics, reason=reason)
         clock.last_round_monotonic = time.monotonic()
         if self.metrics is not None:
             self.metrics.rounds.labels(task=task, outcome="accepted" if accepted else "rejected").inc()
         log.info("round for %s: version %d %s (%s)", task, model.version, model.status, reason)
         return model
+
+    def _log_round(self, task: str, parent: int, version: int, accepted: bool, start: int, end: int,
+                   metrics: dict, reason: str = "", error: str = "") -> None:
+        if self.in_process:
+            return  # the scalars are written by the worker process, which holds torch
+        from cloud_brain.tensorboard_log import round_record
+
+        number = self.store.round_count(task, include_failed=True)
+        log_round = getattr(self._worker, "log_round", None)  # the Ray runner writes none
+        if log_round is None:
+            return
+        log_round(round_record(task, number, parent, version, accepted, start, end, metrics,
+                               reason=reason, error=error))
 
     # --- thread -------------------------------------------------------------------------------
 

@@ -83,6 +83,7 @@ class CloudServer:
             holder=self.holder,
             lease_seconds=config.store.lease_seconds,
             runner=round_runner(config, consolidate or config.consolidate),
+            tensorboard_dir=config.tensorboard_dir,
         )
         self.health = health.HealthServicer()
         self.server: grpc.Server | None = None

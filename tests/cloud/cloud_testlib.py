@@ -93,3 +93,24 @@ def replica_round(request: dict) -> dict:
 
     time.sleep(float(os.environ.get("NESTOR_TEST_ROUND_SLEEP", "3")))
     return run_round(request)
+
+
+def gated_round(request: dict) -> dict:
+    """Metrics shaped like l2_consolidation's (losses, meta, gate); accepts every other round."""
+    seed = int(request["seed"])
+    accepted = seed % 2 == 0
+    tried = [{"alpha": 1.0, "costs": {"nominal": 0.5 + seed, "payload": 0.7 + seed}, "regressed": ["payload"]},
+             {"alpha": 0.5, "costs": {"nominal": 0.3 + seed, "payload": 0.4 + seed}, "regressed": []}]
+    return {
+        "onnx": request["parent_onnx"] + (b"+better" if accepted else b"+worse"),
+        "accepted": accepted,
+        "reason": "fake gate",
+        "metrics": {
+            "training": {"loss_first": 2.0 * seed, "loss_last": 1.0 * seed, "steps": 10},
+            "meta": {"l0": {"eta": 0.01 * seed, "decay": 0.9}, "l1": {"step": 0.1}},
+            "gate": {"parent": {"nominal": 0.4 + seed, "payload": 0.5 + seed},
+                     "tried": tried if accepted else tried[:1], "accepted_alpha": 0.5 if accepted else None},
+            "round_seconds": 0.25,
+            "note": "text is not a scalar",
+        },
+    }

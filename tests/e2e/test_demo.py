@@ -84,6 +84,8 @@ def test_short_demo_closes_the_loop(tmp_path):
         assert formats["mcap"]["transitions"] == formats["parquet"]["transitions"] > 0
         assert formats["mcap"]["messages"]["sim/events"] >= 1  # the demo's shift
     assert sum(f["mcap"]["transitions"] for f in exports.values()) == summary["transitions_stored"]
+    # TensorBoard event files of the consolidation rounds (read back in tests/cloud).
+    assert list((run_dir / "tensorboard").glob("*/events.out.tfevents.*"))
 
 
 def test_runs_latest_points_only_at_a_completed_run(tmp_path):

@@ -149,6 +149,7 @@ def _cloud_config(base: dict, config: DemoConfig, run_dir: Path, task_file: str,
         model_dir=str(run_dir / "cloud" / "models"),
         task_files=[task_file],
         seed=config.seed,
+        tensorboard_dir=str(run_dir / "tensorboard"),
     )
     if certs is not None:
         base["tls"] = {

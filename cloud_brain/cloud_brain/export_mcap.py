@@ -31,9 +31,9 @@ import os
 import time
 
 from mcap_ros2.writer import Writer
+from nestor_core.ros2_msgdefs import msgdef
 
 from cloud_brain.export import ExportError, JointLayout, Selection, select
-from cloud_brain.ros2_msgdefs import msgdef
 from cloud_brain.store import ExperienceStore
 
 JOINT_STATE = "sensor_msgs/msg/JointState"

@@ -15,11 +15,11 @@ import pytest
 import yaml
 from cloud_brain.dataset import DatasetError, load
 from cloud_brain.export_mcap import TOPICS
-from cloud_brain.ros2_msgdefs import FIELDS, msgdef
 from cloud_brain.store import ExperienceStore
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 from nestor_core.experience import ExperienceBatch
+from nestor_core.ros2_msgdefs import FIELDS, msgdef
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CRANE = REPO / "config" / "tasks" / "crane.yaml"

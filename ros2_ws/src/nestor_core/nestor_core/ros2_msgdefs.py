@@ -1,9 +1,11 @@
 """ros2msg definitions of the standard messages nestor writes to MCAP, without a ROS install.
 
-The cloud never loads rclpy, so the definitions are kept here in the form rosbag2 stores them:
+The cloud's export (which never loads ROS) and the robot's bag recorder share them. They are
+kept here in the form rosbag2 stores them:
 the message's own text, then each dependency after a line of 80 ``=`` and ``MSG: pkg/Type``.
 Comments are left out; ``tests/cloud/test_export_mcap.py`` checks every field against the
-``.msg`` files of the installed ROS 2 message packages.
+``.msg`` files of the installed ROS 2 message packages. Constants (``byte OK=0``) are left out
+too: they are not part of the wire format.
 """
 
 from __future__ import annotations
@@ -23,6 +25,15 @@ FIELDS = {
     "std_msgs/msg/Float64": "float64 data\n",
     "std_msgs/msg/Int64": "int64 data\n",
     "std_msgs/msg/String": "string data\n",
+    "sensor_msgs/msg/Image": (
+        "std_msgs/Header header\nuint32 height\nuint32 width\nstring encoding\nuint8 is_bigendian\nuint32 step\n"
+        "uint8[] data\n"
+    ),
+    "diagnostic_msgs/msg/KeyValue": "string key\nstring value\n",
+    "diagnostic_msgs/msg/DiagnosticStatus": (
+        "byte level\nstring name\nstring message\nstring hardware_id\nKeyValue[] values\n"
+    ),
+    "diagnostic_msgs/msg/DiagnosticArray": "std_msgs/Header header\nDiagnosticStatus[] status\n",
 }
 
 # Dependencies, in the order rosbag2 lists them.
@@ -31,6 +42,12 @@ _DEPENDS = {
     "sensor_msgs/msg/JointState": ["std_msgs/msg/Header", "builtin_interfaces/msg/Time"],
     "std_msgs/msg/MultiArrayLayout": ["std_msgs/msg/MultiArrayDimension"],
     "std_msgs/msg/Float64MultiArray": ["std_msgs/msg/MultiArrayLayout", "std_msgs/msg/MultiArrayDimension"],
+    "sensor_msgs/msg/Image": ["std_msgs/msg/Header", "builtin_interfaces/msg/Time"],
+    "diagnostic_msgs/msg/DiagnosticStatus": ["diagnostic_msgs/msg/KeyValue"],
+    "diagnostic_msgs/msg/DiagnosticArray": [
+        "std_msgs/msg/Header", "builtin_interfaces/msg/Time", "diagnostic_msgs/msg/DiagnosticStatus",
+        "diagnostic_msgs/msg/KeyValue",
+    ],
 }
 
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from nestor_core import qos, topics
+from nestor_core import diagnostics, qos, topics
+from nestor_core.diagnostics import Diagnostics
 from nestor_core.executors import check_kind, make_executor
 from nestor_core.realtime import freeze_heap, set_sched_priority
 from nestor_robot.params import declare_config, refuse_undeclared
@@ -103,6 +104,8 @@ class SimBridge(Node):
         self._pub_image = self.create_publisher(Image, topics.IMAGE, qos.IMAGE_QOS)
         self._pub_event = self.create_publisher(String, topics.SIM_EVENTS, qos.EVENT_QOS)
         self.create_subscription(Float64MultiArray, topics.COMMANDS, self._on_command, qos.COMMAND_QOS)
+        self._rejected_commands = self._rejected_reported = 0
+        self._diagnostics = Diagnostics(self, self.config.robot_id, qos.STATUS_QOS, self._diagnostic_status)
 
         _, info = self.env.reset(seed=self.config.seed)
         self._publish_events(info["shift_events"])
@@ -113,12 +116,24 @@ class SimBridge(Node):
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         if len(msg.data) != self.task.act_dim:
+            self._rejected_commands += 1
             self.get_logger().warn(
                 f"command rejected: expected {self.task.act_dim} efforts, got {len(msg.data)}",
                 throttle_duration_sec=2.0,
             )
             return
         self._command = np.asarray(msg.data, dtype=np.float64)
+
+    def _diagnostic_status(self) -> tuple:
+        """(level, message, values) for /diagnostics: sim time, the shifts in effect, commands."""
+        values = {"task": self.task.name, "tick": self.env.tick, "sim_time_s": self.env.t,
+                  "shifts_active": json.dumps(self.env.active_shifts()), "rejected_commands": self._rejected_commands}
+        if self._command is None:
+            return diagnostics.OK, "waiting for the first command", values
+        if self._rejected_commands > self._rejected_reported:  # WARN for one period after a rejection
+            self._rejected_reported = self._rejected_commands
+            return diagnostics.WARN, "malformed commands rejected", values
+        return diagnostics.OK, "running", values
 
     def run(self, executor) -> None:
         """The physics clock, in the calling thread, until the context shuts down.

@@ -13,6 +13,8 @@ Message types (standard ROS 2 messages only):
     POLICY_STATUS  diagnostic_msgs/DiagnosticArray policy -> anyone (model version, swaps, missed ticks)
     POLICY_ROLLBACK std_msgs/String (JSON)      policy -> weight_sync ({"robot_id","task","version",
                                                 "reverted_to","reason",...}; forwarded as Models.ReportBad)
+    DIAGNOSTICS    diagnostic_msgs/DiagnosticArray every node -> diagnostic_aggregator (ABSOLUTE: one
+                                                topic for all robots; hardware_id = robot id)
 """
 
 JOINT_STATES = "joint_states"
@@ -24,3 +26,4 @@ SIM_EVENTS = "sim/events"
 MODEL_UPDATE = "model_update"
 POLICY_STATUS = "policy/status"
 POLICY_ROLLBACK = "policy/rollback"
+DIAGNOSTICS = "/diagnostics"

@@ -11,7 +11,8 @@ import dataclasses
 import typing
 
 import numpy as np
-from nestor_core import qos, topics
+from nestor_core import diagnostics, qos, topics
+from nestor_core.diagnostics import Diagnostics, robot_of
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
@@ -81,6 +82,16 @@ class PerceptionNode(Node):
         self._velocity = 0.0
         self._pub = self.create_publisher(JointState, topics.TARGET, qos.SENSOR_QOS)
         self.create_subscription(Image, topics.IMAGE, self._on_image, qos.IMAGE_QOS)
+        self._found = self._missed = 0
+        self._diagnostics = Diagnostics(self, robot_of(self), qos.STATUS_QOS, self._diagnostic_status)
+
+    def _diagnostic_status(self) -> tuple:
+        """(level, message, values) for /diagnostics: images with and without the marker."""
+        values = {"images_with_marker": self._found, "images_without_marker": self._missed,
+                  "target_x": self._last[1] if self._last else None, "target_velocity": self._velocity}
+        if self._found == 0:
+            return diagnostics.WARN, "no marker seen yet", values
+        return diagnostics.OK, "tracking the marker", values
 
     def _on_image(self, msg: Image) -> None:
         if msg.encoding != "rgb8":
@@ -89,7 +100,9 @@ class PerceptionNode(Node):
         image = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)
         x = find_target(image[:, : msg.width * 3].reshape(msg.height, msg.width, 3), self.calib)
         if x is None:
+            self._missed += 1
             return
+        self._found += 1
         self._publish(x, msg.header)
 
     def _publish(self, x: float, header) -> None:

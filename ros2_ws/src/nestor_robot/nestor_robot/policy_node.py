@@ -31,6 +31,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nestor_core import topics
+from nestor_core.diagnostics import Diagnostics
 from nestor_core.executors import check_kind, make_executor, spin
 from nestor_core.manifest import ManifestRejected, load_public_key, verify_stored
 from nestor_core.policy_model import ModelRejected, PolicyModel, load_model
@@ -333,6 +334,7 @@ class PolicyNode(Node):
         self._metrics = PolicyMetrics()
         self._metrics_http = self._metrics.serve(cfg.metrics_port)
         self._status_pub = self.create_publisher(DiagnosticArray, topics.POLICY_STATUS, STATUS_QOS)
+        self._diagnostics = Diagnostics(self, self.config.robot_id, STATUS_QOS)
         self.create_subscription(
             JointState, topics.JOINT_STATES, self._on_joint_states, SENSOR_QOS)
         self.create_subscription(JointState, topics.TARGET, self._on_target, SENSOR_QOS)
@@ -750,6 +752,7 @@ class PolicyNode(Node):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._status_pub.publish(array)
+        self._diagnostics.publish(array)
 
     def _write_stats(self, stats: dict) -> None:
         if not self.config.run_dir:

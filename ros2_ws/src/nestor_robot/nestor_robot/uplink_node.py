@@ -14,6 +14,7 @@ import typing
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nestor_core import qos
+from nestor_core.diagnostics import Diagnostics
 from rclpy.node import Node
 
 from nestor_robot.params import INF, declare_config, refuse_undeclared
@@ -110,6 +111,7 @@ class UplinkNode(Node):
         self.metrics_http = self.metrics.serve(self.config.metrics_port)
         self.uplink = Uplink(self.spool, self.config.cloud_address, self.config.uplink_config())
         self.status_pub = self.create_publisher(DiagnosticArray, STATUS_TOPIC, qos.STATUS_QOS)
+        self.diagnostics = Diagnostics(self, self.config.robot_id, qos.STATUS_QOS)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.uplink.run, args=(self.stop_event,), name="uplink", daemon=True)
         self.thread.start()
@@ -146,6 +148,7 @@ class UplinkNode(Node):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(msg)
+        self.diagnostics.publish(msg)
 
     def _write_stats(self, spool: dict, link: dict) -> None:
         if link["connected"]:

@@ -13,7 +13,8 @@ import json
 import threading
 import typing
 
-from nestor_core import qos, topics
+from nestor_core import diagnostics, qos, topics
+from nestor_core.diagnostics import Diagnostics
 from rclpy.node import Node
 from std_msgs.msg import String
 
@@ -109,6 +110,16 @@ class WeightSyncNode(Node):
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.sync.run, args=(self.stop_event,), name="weight_sync", daemon=True)
         self.thread.start()
+        self.diagnostics = Diagnostics(self, self.config.robot_id, qos.STATUS_QOS, self.diagnostic_status)
+
+    def diagnostic_status(self) -> tuple:
+        """(level, message, values) for /diagnostics: the verified version and the stream's health."""
+        stats = self.sync.stats()
+        rejected = stats.pop("rejected_by_reason")
+        values = {**stats, **{f"rejected.{k}": v for k, v in rejected.items()}}
+        if stats["connected"]:
+            return diagnostics.OK, f"subscribed, model v{stats['current_version']}", values
+        return diagnostics.WARN, stats["last_error"] or "connecting", values
 
     def announce(self, info: dict) -> None:
         self.get_logger().info(f"model {info['task']} v{info['version']} verified: {info['path']}")

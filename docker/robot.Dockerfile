@@ -30,7 +30,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends python3-pip \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -c 'import numpy; print(f"numpy=={numpy.__version__}")' > /tmp/constraints.txt \
- && grep -E '^(onnxruntime|onnx|grpcio|protobuf|pybullet|cryptography|gymnasium|prometheus-client)==' /tmp/requirements.txt \
+ && grep -E '^(onnxruntime|onnx|grpcio|protobuf|pybullet|cryptography|gymnasium|prometheus-client|mcap)==' /tmp/requirements.txt \
       > /tmp/robot-requirements.txt \
  && pip install --ignore-installed -c /tmp/constraints.txt -r /tmp/robot-requirements.txt
 

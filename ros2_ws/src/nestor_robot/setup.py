@@ -22,6 +22,7 @@ setup(
             "uplink_node = nestor_robot.uplink_node:main",
             "weight_sync_node = nestor_robot.weight_sync_node:main",
             "perception_node = nestor_robot.perception_node:main",
+            "bag_recorder = nestor_robot.bag_recorder_node:main",
         ],
     },
 )

@@ -26,6 +26,7 @@ CONFIG_CLASSES = {
     "weight_sync": [("ros2_ws/src/nestor_robot/nestor_robot/weight_sync_node.py", "WeightSyncNodeConfig")],
     "perception": [("ros2_ws/src/nestor_robot/nestor_robot/perception_node.py", "PerceptionConfig")],
     "sim_bridge": [("sim/nestor_sim/bridge_node.py", "BridgeConfig")],
+    "bag_recorder": [("ros2_ws/src/nestor_robot/nestor_robot/bag_recorder_node.py", "BagRecorderConfig")],
 }
 
 

@@ -2,12 +2,14 @@
 
 import ast
 import importlib.metadata
+import os
 import re
 from pathlib import Path
 
 import pytest
 import yaml
-from nestor_bringup.nodes import RobotSpec, fleet_specs, robot_nodes
+from nestor_bringup.launch_args import arguments, specs_from
+from nestor_bringup.nodes import RobotSpec, fleet_specs, overrides_yaml, robot_nodes
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "launch"
@@ -84,9 +86,107 @@ def test_node_specs_respawn_the_network_side_only():
     assert uplink.stop_timeout_s == policy.stop_timeout_s + drain["drain_timeout_s"] > policy.stop_timeout_s
 
 
-def test_fleet_launch_declares_robots():
-    source = (LAUNCH / "fleet.launch.py").read_text()
-    assert re.search(r"['\"]robots['\"]\s*:", source)
+
+def _kind_of(name: str) -> str:
+    tree = ast.parse((LAUNCH / name).read_text())
+    [kind] = [n.value.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
+              and any(isinstance(t, ast.Name) and t.id == "KIND" for t in n.targets)]
+    return kind
+
+
+@pytest.mark.parametrize("name", LAUNCH_FILES)
+def test_launch_files_take_their_arguments_from_the_one_table(name):
+    kind = _kind_of(name)
+    assert name == f"{kind}.launch.py"
+    source = (LAUNCH / name).read_text()
+    # Declared and read from the same table; no argument list of its own.
+    assert "DeclareLaunchArgument(name, default_value=d, description=h)" in source
+    assert source.count("arguments(KIND)") == 2 and "specs_from(KIND, values)" in source
+    assert "ARGUMENTS = {" not in source
+    declared = arguments(kind)
+    assert {"params_file", "namespace", "task", "cloud", "run_dir", "certs_dir"} <= set(declared)
+    for argument in re.findall(r"(\w+):=", ast.get_docstring(ast.parse(source))):
+        assert argument in declared, f"{name}'s docstring uses {argument}:=, which it does not declare"
+
+
+def test_fleet_launch_declares_robots_and_shifts():
+    assert {"robots", "shifts", "namespace", "params_file"} <= set(arguments("fleet"))
+    assert "robot_id" not in arguments("fleet") and "shifts" not in arguments("robot")
+
+
+def test_launch_values_become_the_cli_robot_specs(tmp_path):
+    user = tmp_path / "mine.yaml"
+    user.write_text("/**/policy:\n  ros__parameters:\n    horizon: 9\n")
+    fleet = specs_from("fleet", {"robots": "3", "shifts": "payload:4.0@20, friction:1.0@30", "namespace": "/lab/",
+                                 "params_file": str(user), "seed": "5"})
+    assert [s.ns for s in fleet] == ["lab/robot0", "lab/robot1", "lab/robot2"]
+    assert all(s.shifts == ["payload:4.0@20", "friction:1.0@30"] for s in fleet)
+    assert [s.seed for s in fleet] == [5, 6, 7]
+    cli_like = fleet_specs(3, "kuka_track", "runs/latest", "127.0.0.1:50051", seed=5,
+                           shifts=[["payload:4.0@20", "friction:1.0@30"]], namespace="lab", params_files=[str(user)])
+    assert fleet == cli_like
+    assert [s.shifts for s in specs_from("fleet", {"robots": "2"})] == [s.shifts for s in fleet_specs(2, "t", "r", "c")]
+    [one] = specs_from("sim_robot", {"robot_id": "arm1", "namespace": "lab/arm1", "params_file": str(user)})
+    assert (one.robot_id, one.ns, one.sim) == ("arm1", "lab/arm1", True)
+    for node in robot_nodes(one, str(CONFIG)):
+        assert node.param_files == [str(CONFIG / "robot" / f"{node.name}.yaml"), str(user)]
+        assert node.namespace == "lab/arm1"
+    [hw] = specs_from("robot", {"robot_id": "arm2"})
+    assert hw.sim is False and hw.ns == "arm2" and hw.params_files == [] and hw.record is False
+    recorded = specs_from("fleet", {"robots": "2", "record": "True"})
+    assert all(s.record for s in recorded)
+    assert [n.name for n in robot_nodes(recorded[0], str(CONFIG))][0] == "bag_recorder"
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"robots": "two"}, "robots: expected an integer, got 'two'"),
+    ({"robots": "0"}, "robots: must be >= 1"),
+    ({"params_file": "/nonexistent.yaml"}, "params_file: cannot read /nonexistent.yaml"),
+    ({"record": "yes"}, "record: expected true or false, got 'yes'"),
+])
+def test_bad_launch_values_name_the_argument(values, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        specs_from("fleet", values)
+
+
+def test_bad_params_file_layout_is_refused(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("policy:\n  horizon: 9\n")
+    with pytest.raises(ValueError, match="params_file: .*policy: expected a 'ros__parameters' mapping"):
+        specs_from("robot", {"params_file": str(bad)})
+
+
+def test_user_params_file_sits_between_defaults_and_overrides(tmp_path):
+    """Through real rclpy parameter loading: the user's file beats the defaults, the overrides beat it."""
+    import random
+
+    import rclpy
+    from nestor_core.policy_runtime import RuntimeConfig
+    from nestor_robot.params import declare_config
+    from nestor_robot.policy_node import PolicyNodeConfig
+    from rclpy.context import Context
+    from rclpy.node import Node
+
+    user = tmp_path / "mine.yaml"
+    user.write_text("/**/policy:\n  ros__parameters:\n    horizon: 9\n    robot_id: not_me\n")
+    [spec] = specs_from("robot", {"robot_id": "arm3", "namespace": "lab/arm3", "params_file": str(user),
+                                  "run_dir": str(tmp_path)})
+    nodes = robot_nodes(spec, str(CONFIG))
+    policy = next(n for n in nodes if n.name == "policy")
+    overrides = tmp_path / "params.yaml"
+    overrides.write_text(overrides_yaml(nodes))
+    args = ["--ros-args", *[a for f in policy.param_files for a in ("--params-file", f)],
+            "--params-file", str(overrides)]
+    context = Context()
+    rclpy.init(context=context, domain_id=random.Random(os.getpid() ^ 0x7A7A).randint(1, 100))
+    try:
+        node = Node("policy", namespace=policy.namespace, context=context, cli_args=args)
+        assert node.get_fully_qualified_name() == "/lab/arm3/policy"
+        assert declare_config(node, RuntimeConfig).horizon == 9  # the user's file over the defaults (32)
+        assert declare_config(node, PolicyNodeConfig).robot_id == "arm3"  # the overrides win
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
 
 
 def test_bringup_symlinks_and_data_files():
@@ -103,13 +203,14 @@ def _setup_console_scripts(path: Path) -> set[str]:
 
 def test_every_node_executable_is_an_installed_console_script():
     installed = {ep.name: ep for ep in importlib.metadata.entry_points(group="console_scripts")}
-    specs = [RobotSpec(robot_id="r0", task="kuka_track"), RobotSpec(robot_id="r1", task="crane")]
+    specs = [RobotSpec(robot_id="r0", task="kuka_track", record=True), RobotSpec(robot_id="r1", task="crane")]
     specs += fleet_specs(2, "kuka_track", "/tmp/x", "127.0.0.1:1")
     seen = set()
     for spec in specs:
         for node in robot_nodes(spec, str(CONFIG)):
             seen.add((node.package, node.executable))
     assert ("nestor_robot", "perception_node") in seen and ("nestor_sim", "sim_bridge") in seen
+    assert ("nestor_robot", "bag_recorder") in seen
     for package, executable in sorted(seen):
         assert executable in _setup_console_scripts(SETUP_PY[package]), f"{executable} not in {package}/setup.py"
         assert executable in installed, f"{executable} is not an installed console script"

@@ -23,6 +23,7 @@ from nestor_bringup.nodes import (
     RESPAWN_DELAY_S,
     RESTART_BUDGET,
     RobotSpec,
+    check_params_file,
     fleet_specs,
     robot_nodes,
     task_file_for,
@@ -183,6 +184,14 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
         "--restart-budget", type=int, default=None,
         help=f"restarts of one node within 10 min before its robot is stopped (default {RESTART_BUDGET})",
     )
+    parser.add_argument(
+        "--record", action="store_true",
+        help="record each robot's topics to <run_dir>/robots/<id>/recording.mcap (bag_recorder, own process)",
+    )
+    parser.add_argument(
+        "--params-file", action="append", default=[],
+        help="your own ROS params YAML over the per-node defaults (repeat; ids and paths still win)",
+    )
 
 
 def _restart_policy(args) -> RestartPolicy:
@@ -202,6 +211,10 @@ def _resolve_common(args, shifts: list[str]) -> tuple[str, str]:
     check_task(task_file_for(probe, config_dir), shifts, which)
     if args.initial_model and not os.path.isfile(args.initial_model):
         raise CliError(f"argument --initial-model: no such file {args.initial_model!r}")
+    for path in args.params_file:
+        problem = check_params_file(path)
+        if problem:
+            raise CliError(f"argument --params-file: {problem}")
     run_dir = args.run_dir or os.path.join("runs", datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
     return config_dir, os.path.abspath(run_dir)
 
@@ -276,6 +289,8 @@ def _run_robot(args) -> int:
         initial_model=args.initial_model,
         sim=not args.no_sim,
         certs_dir=_certs(args),
+        params_files=list(args.params_file),
+        record=args.record,
     )
     return run_robots([spec], config_dir, run_dir, args.duration, _restart_policy(args))
 
@@ -285,6 +300,7 @@ def _run_robot(args) -> int:
 
 def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--robots", type=_positive_int, default=2, help="number of robots")
+    parser.add_argument("--namespace", default="", help="namespace prefix: robot i runs in <namespace>/robot<i>")
     parser.add_argument(
         "--shift", action="append", type=_shift, default=[],
         help="give every robot this shift (repeat); default cycles through a built-in list",
@@ -297,7 +313,8 @@ def _run_fleet(args) -> int:
     config_dir, run_dir = _resolve_common(args, shifts)
     specs = fleet_specs(
         args.robots, args.task, run_dir, args.cloud, args.seed, args.task_file, args.initial_model,
-        not args.no_sim, [list(args.shift)] if args.shift else None,
+        not args.no_sim, [list(args.shift)] if args.shift else None, namespace=args.namespace,
+        params_files=list(args.params_file), record=args.record,
     )
     for spec in specs:
         spec.certs_dir = _certs(args)

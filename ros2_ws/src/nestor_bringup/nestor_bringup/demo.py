@@ -58,6 +58,8 @@ class DemoConfig:
             <config_dir>/cloud.yaml (so the demo runs from any directory).
         secure: mutual TLS between robots and cloud, and signed models (a fresh dev PKI under
             <run_dir>/certs); False runs insecure on loopback (the cloud logs it loudly).
+        record: robot ids whose topics the bag recorder records; the others run without it,
+            so recording.json compares their missed ticks in the same run.
     """
 
     duration_s: float = 150.0
@@ -70,6 +72,7 @@ class DemoConfig:
     config_dir: str = ""
     cloud_config: str = ""
     secure: bool = True
+    record: tuple[str, ...] = ()
 
     def validate(self) -> "DemoConfig":
         if self.duration_s < 30:
@@ -80,6 +83,9 @@ class DemoConfig:
             raise CliError(f"argument --shift-frac: must be in [0.1, 0.9], got {self.shift_frac}")
         if self.rounds < 1:
             raise CliError(f"argument --rounds: must be >= 1, got {self.rounds}")
+        unknown = sorted(set(self.record) - {f"robot{i}" for i in range(self.robots)})
+        if unknown:
+            raise CliError(f"argument --record: no robot {', '.join(unknown)} in a fleet of {self.robots}")
         return self
 
 
@@ -323,6 +329,7 @@ def run_demo(config: DemoConfig, json_out=None) -> int:
             run_dir=str(run_dir),
             seed=config.seed + i,
             shifts=[f"{DEMO_SHIFTS[i % len(DEMO_SHIFTS)]}@{shift_at:g}"],
+            record=f"robot{i}" in config.record,
         )
         for i in range(config.robots)
     ]
@@ -378,6 +385,13 @@ def run_demo(config: DemoConfig, json_out=None) -> int:
     for robot_id, formats in export_robots(run_dir, {s.robot_id: s.robot_dir for s in specs}, env).items():
         print(f"export {robot_id}: " + "; ".join(r.get("path") or f"{f} failed: {r['error']}"
                                                  for f, r in formats.items()), flush=True)
+    if config.record:
+        from nestor_bringup.recording import summarize
+
+        rec = summarize(run_dir, {s.robot_id: s.robot_dir for s in specs}, set(config.record))
+        print("recording: missed ticks per 1000 ticks " + ", ".join(
+            f"{k} {rec[k]['missed_per_1k_ticks']} ({rec[k]['missed_ticks']}/{rec[k]['ticks']})"
+            for k in ("recording", "not_recording")), flush=True)
     from nestor_bringup.demo_report import write_report
 
     summary = write_report(run_dir, specs, config, elapsed, final_status, task_file, shift_at)
@@ -458,6 +472,10 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
         "--json", action="store_true",
         help="print the final summary as JSON on stdout (progress goes to stderr)",
     )
+    parser.add_argument(
+        "--record", action="append", default=[], metavar="ROBOT",
+        help="record this robot's topics to MCAP (repeat); the others run without, for the missed-tick comparison",
+    )
 
 
 def _run_demo(args) -> int:
@@ -481,6 +499,7 @@ def _run_demo_config(args, json_out) -> int:
             config_dir=args.config_dir,
             cloud_config=args.cloud_config,
             secure=not args.insecure,
+            record=tuple(args.record),
         ),
         json_out,
     )

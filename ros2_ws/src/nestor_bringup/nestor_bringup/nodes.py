@@ -13,6 +13,7 @@ import yaml
 # Per-robot files live under <run_dir>/robots/<robot_id>/.
 SPOOL_FILE = "spool.sqlite"
 MODEL_DIR = "models"
+RECORDING_FILE = "recording.mcap"
 
 # Supervision (nestor_bringup.supervisor, and respawn=... in the launch files). The network-side
 # nodes are restarted when they die: the control loop (sim_bridge -> policy -> commands) does not
@@ -53,6 +54,10 @@ class RobotSpec:
         certs_dir: directory made by `nestor-cloud certs`: when set, the uplink and weight sync
             use mutual TLS with <robot_id>.pem/.key and ca.pem, and the weight sync and policy
             accept only models signed by model_signing.pub.pem. Empty = insecure (loopback only).
+        params_files: the user's own ROS params files, applied after each node's defaults file and
+            before the per-robot overrides (ids, paths, seed, shifts and certificates win).
+        record: also run the bag recorder, which records the robot's topics to
+            <robot_dir>/recording.mcap in its own process.
     """
 
     robot_id: str
@@ -67,6 +72,8 @@ class RobotSpec:
     initial_model: str = ""
     sim: bool = True
     certs_dir: str = ""
+    params_files: list[str] = dataclasses.field(default_factory=list)
+    record: bool = False
 
     @property
     def ns(self) -> str:
@@ -162,7 +169,8 @@ def _node(spec: RobotSpec, config_dir: str, package: str, executable: str, name:
         executable=executable,
         name=name,
         namespace=spec.ns,
-        param_files=[os.path.join(os.path.abspath(config_dir), "robot", f"{name}.yaml")],
+        param_files=[os.path.join(os.path.abspath(config_dir), "robot", f"{name}.yaml"),
+                     *(os.path.abspath(p) for p in spec.params_files)],
         overrides=overrides,
         respawn=name in RESPAWN_NODES,
     )
@@ -178,6 +186,9 @@ def robot_nodes(spec: RobotSpec, config_dir: str) -> list[NodeSpec]:
     robot_dir = os.path.abspath(spec.robot_dir)
     spool = os.path.join(robot_dir, SPOOL_FILE)
     nodes = []
+    if spec.record:  # first, so the bag covers the robot's whole run
+        nodes.append(_node(spec, config_dir, "nestor_robot", "bag_recorder", "bag_recorder",
+                           robot_id=spec.robot_id, path=os.path.join(robot_dir, RECORDING_FILE)))
     if spec.sim:
         nodes.append(
             _node(
@@ -235,14 +246,35 @@ def overrides_yaml(nodes: list[NodeSpec]) -> str:
 
 def fleet_specs(
     robots: int, task: str, run_dir: str, cloud: str, seed: int = 0, task_file: str = "",
-    initial_model: str = "", sim: bool = True, shifts: list[list[str]] | None = None,
+    initial_model: str = "", sim: bool = True, shifts: list[list[str]] | None = None, namespace: str = "",
+    params_files: list[str] | None = None, record: bool = False,
 ) -> list[RobotSpec]:
-    """robot0..robotN-1, namespaces = ids, seeds seed+i, shifts cycling through `shifts`."""
+    """robot0..robotN-1, namespaces = ids (under `namespace` when set), seeds seed+i, shifts cycling."""
     cycle = shifts or DEFAULT_FLEET_SHIFTS
+    prefix = namespace.strip("/")
     return [
         RobotSpec(
             robot_id=f"robot{i}", task=task, task_file=task_file, cloud_address=cloud, run_dir=run_dir,
             seed=seed + i, shifts=list(cycle[i % len(cycle)]), initial_model=initial_model, sim=sim,
+            namespace=f"{prefix}/robot{i}" if prefix else "", params_files=list(params_files or []),
+            record=record,
         )
         for i in range(robots)
     ]
+
+
+def check_params_file(path: str) -> str | None:
+    """Why a user's params file cannot be used (None when it can): exists, YAML, ROS params layout."""
+    try:
+        with open(path) as f:
+            doc = yaml.safe_load(f)
+    except OSError as err:
+        return f"cannot read {path}: {err.strerror}"
+    except yaml.YAMLError as err:
+        return f"{path} is not valid YAML: {str(err).splitlines()[0]}"
+    if not isinstance(doc, dict) or not doc:
+        return f"{path} must map node names to {{ros__parameters: ...}}"
+    for node, body in doc.items():
+        if not isinstance(body, dict) or not isinstance(body.get("ros__parameters"), dict):
+            return f"{path}: {node}: expected a 'ros__parameters' mapping"
+    return None

@@ -104,13 +104,17 @@ def declared_launch_arguments(path: pathlib.Path) -> set[str]:
 
     Understands `DeclareLaunchArgument("name", ...)` and the table form
     `[DeclareLaunchArgument(name, ...) for name, ... in TABLE.items()]` where TABLE is a module-level
-    dict (or list/tuple) literal with string keys.
+    dict (or list/tuple) literal with string keys, or `arguments(KIND)` of nestor_bringup.launch_args
+    with KIND a module-level string (the shared table, plain data, read from the code itself).
     """
     tree = ast.parse(path.read_text())
     tables: dict[str, list[str]] = {}
+    constants: dict[str, str] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             value = node.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                constants[node.targets[0].id] = value.value
             if isinstance(value, ast.Dict):
                 keys = value.keys
             elif isinstance(value, (ast.List, ast.Tuple)):
@@ -151,6 +155,14 @@ def declared_launch_arguments(path: pathlib.Path) -> set[str]:
                     source = source.func.value  # TABLE.items() / TABLE.keys()
                 if isinstance(source, ast.Name) and source.id in tables:
                     declared.update(tables[source.id])
+                if (isinstance(source, ast.Call) and getattr(source.func, "id", "") == "arguments"
+                        and len(source.args) == 1):
+                    kind = source.args[0]
+                    kind = constants.get(kind.id) if isinstance(kind, ast.Name) else getattr(kind, "value", None)
+                    if isinstance(kind, str):
+                        from nestor_bringup.launch_args import arguments
+
+                        declared.update(arguments(kind))
     return declared
 
 

@@ -86,6 +86,7 @@ def test_short_demo_closes_the_loop(tmp_path):
     assert sum(f["mcap"]["transitions"] for f in exports.values()) == summary["transitions_stored"]
     # TensorBoard event files of the consolidation rounds (read back in tests/cloud).
     assert list((run_dir / "tensorboard").glob("*/events.out.tfevents.*"))
+    assert "[tensorboard/](tensorboard/)" in (run_dir / "report.md").read_text()
 
 
 def test_runs_latest_points_only_at_a_completed_run(tmp_path):

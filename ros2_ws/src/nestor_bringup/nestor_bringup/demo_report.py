@@ -432,6 +432,8 @@ def _markdown(s: dict) -> str:
         "",
         "![cost over time](cost.png)",
         "",
+        "Consolidation rounds: [tensorboard/](tensorboard/) (`tensorboard --logdir tensorboard`); each robot's experience: `robots/<id>/experience.mcap` (Foxglove, `ros2 bag info`) and `experience.parquet`.",  # noqa: E501
+        "",
         "## Data path",
         "",
         "| recorded on robots | acknowledged (uploaded) | stored in the cloud |",

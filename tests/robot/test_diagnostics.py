@@ -3,6 +3,7 @@ processes over DDS), named by its full node name, hardware_id = robot id, beside
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -51,8 +52,8 @@ def test_every_node_publishes_on_diagnostics(tmp_path):
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
-        robot.terminate()
-        out = robot.communicate(timeout=30)[0]
+        robot.send_signal(signal.SIGINT)  # the CLI's own stop: it stops every node it started
+        out = robot.communicate(timeout=60)[0]
     assert wanted <= set(seen), f"missing {sorted(wanted - set(seen))}; got {sorted(seen)}\n{out[-2000:]}"
     for name in wanted:
         status = seen[name]

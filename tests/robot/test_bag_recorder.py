@@ -77,8 +77,8 @@ def test_record_option_bags_the_robots_topics(tmp_path):
                ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     run_dir = tmp_path / "run"
     done = subprocess.run(
-        [str(NESTOR), "robot", "--robot-id", "rec0", "--record", "--duration", "12", "--run-dir", str(run_dir),
-         "--initial-model", str(model), "--cloud", "127.0.0.1:9", "--shift", "payload:2.0@3"],
+        [str(NESTOR), "robot", "--robot-id", "rec0", "--record", "--duration", "20", "--run-dir", str(run_dir),
+         "--initial-model", str(model), "--cloud", "127.0.0.1:9", "--shift", "payload:2.0@1"],
         env=env, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

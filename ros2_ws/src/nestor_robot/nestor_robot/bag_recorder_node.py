@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import ClassVar
 
 from diagnostic_msgs.msg import DiagnosticArray
 from nestor_core import diagnostics, qos, topics
@@ -58,6 +59,8 @@ class BagRecorderConfig:
     record_images: bool = False
     queue_capacity: int = 100000
     depth: int = 1000
+
+    RANGES: ClassVar[dict] = {"queue_capacity": (1, 10_000_000), "depth": (1, 100_000)}
 
     def validate(self) -> BagRecorderConfig:
         if not self.path:

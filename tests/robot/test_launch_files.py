@@ -163,7 +163,7 @@ def test_user_params_file_sits_between_defaults_and_overrides(tmp_path):
     import rclpy
     from nestor_core.policy_runtime import RuntimeConfig
     from nestor_robot.params import declare_config
-    from nestor_robot.policy_node import PolicyNodeConfig
+    from nestor_robot.policy_node import RUNTIME_RANGES, PolicyNodeConfig
     from rclpy.context import Context
     from rclpy.node import Node
 
@@ -182,7 +182,8 @@ def test_user_params_file_sits_between_defaults_and_overrides(tmp_path):
     try:
         node = Node("policy", namespace=policy.namespace, context=context, cli_args=args)
         assert node.get_fully_qualified_name() == "/lab/arm3/policy"
-        assert declare_config(node, RuntimeConfig).horizon == 9  # the user's file over the defaults (32)
+        # The user's file over the defaults (32).
+        assert declare_config(node, RuntimeConfig, ranges=RUNTIME_RANGES).horizon == 9
         assert declare_config(node, PolicyNodeConfig).robot_id == "arm3"  # the overrides win
         node.destroy_node()
     finally:

@@ -40,6 +40,7 @@ THIRD_PARTY = {
     "pybullet_utils": ("pybullet", None),
     "gymnasium": ("gymnasium", None),
     "rich": ("rich", None),
+    "mcap": ("mcap", None),  # the bag recorder (pip, from requirements.txt)
 }
 ROS_PACKAGES = {"rclpy", "std_msgs", "sensor_msgs", "diagnostic_msgs", "rcl_interfaces", "builtin_interfaces"}
 

@@ -223,7 +223,7 @@ def run(clients: int, duration: float, procs: int, chunk: int, period: float, wi
         certs = work / "certs"
         subprocess.run([str(BIN / "nestor-cloud"), "certs", "--out", str(certs), "--robots", str(clients)],
                        check=True, capture_output=True, timeout=120)
-        pg = PostgresServer(work / "pg").start()
+        pg = PostgresServer().start()  # its own temp dir: the postgres user cannot enter `work`
         try:
             args = (clients, duration, procs, chunk, period, window)
             phases = {

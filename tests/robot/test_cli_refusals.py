@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from nestor_bringup.cli import default_config_dir
-from nestor_bringup.demo import load_cloud_base
+from nestor_demo.cloud_process import load_cloud_base
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]

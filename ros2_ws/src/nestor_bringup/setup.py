@@ -29,7 +29,7 @@ setup(
     zip_safe=True,
     maintainer="nestor developers",
     maintainer_email="nestor@example.com",
-    description="nestor bring-up: robot node list, launch files, parameter defaults, the nestor CLI.",
+    description="nestor bring-up: robot node list, launch files, parameter defaults, the nestor robot/fleet CLI.",
     license="Apache-2.0",
     entry_points={
         "console_scripts": [

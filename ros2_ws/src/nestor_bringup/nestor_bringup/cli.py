@@ -1,22 +1,30 @@
-"""`nestor`: start robots (and later the demo) as plain OS processes.
+"""`nestor`: start robots as plain OS processes.
 
     nestor robot --robot-id r0 --task kuka_track [--cloud ADDR] [--shift payload:4@20] [--run-dir D] [--duration S]
     nestor fleet --robots N [--task T] [--cloud ADDR] [--run-dir D] [--duration S] [--seed S]
 
-Subcommands live in SUBCOMMANDS; add one with `register(...)` (e.g. `nestor demo`).
+Subcommands live in SUBCOMMANDS; add one with `register(...)`, or from another package through the
+`nestor.subcommands` entry point group (nestor_bringup.cli_common): `nestor demo` comes from
+nestor_demo that way, so this package never imports the demo.
 """
 
 import argparse
-import dataclasses
 import datetime
 import os
 import re
 import signal
 import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
 
+from nestor_bringup.cli_common import (
+    ENTRY_POINT_GROUP,
+    CliError,
+    Subcommand,
+    check_task,
+    default_config_dir,
+    positive_float,
+    positive_int,
+)
 from nestor_bringup.live_status import LiveStatus
 from nestor_bringup.nodes import (
     DEFAULT_FLEET_SHIFTS,
@@ -30,10 +38,6 @@ from nestor_bringup.nodes import (
 )
 from nestor_bringup.process_group import ProcessGroup, describe_spools, spool_left
 from nestor_bringup.supervisor import RestartPolicy, StopSignals, Supervisor
-
-
-class CliError(Exception):
-    """A bad argument: `nestor: error: <message>`, exit 2."""
 
 
 def package_version() -> str:
@@ -57,74 +61,35 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-@dataclasses.dataclass
-class Subcommand:
-    """One `nestor <name>` subcommand.
-
-    Attributes:
-        name: the word after `nestor`.
-        help: one line for `nestor --help`.
-        add_arguments: adds the subcommand's options to its parser.
-        run: runs it with the parsed args; returns the exit code (raise CliError for a bad argument).
-    """
-
-    name: str
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
 SUBCOMMANDS: dict[str, Subcommand] = {}
 
 
 def register(name: str, help: str, add_arguments, run) -> None:
+    """Adds `nestor <name>` (a later registration of the same name replaces the earlier one)."""
     SUBCOMMANDS[name] = Subcommand(name, help, add_arguments, run)
 
 
-# ---------------------------------------------------------------------- shared helpers
+def load_plugins() -> None:
+    """Registers the subcommands other installed packages declare (entry point group nestor.subcommands).
 
+    Each entry point names a `Subcommand`. One that does not load is left out with a one-line
+    warning, so a broken optional package never takes `nestor robot` down with it.
+    """
+    from importlib.metadata import entry_points
 
-def default_config_dir() -> str:
-    """config/ of the bringup: $NESTOR_CONFIG_DIR, the source tree, or the installed share dir."""
-    env = os.environ.get("NESTOR_CONFIG_DIR")
-    if env:
-        return env
-    source = Path(__file__).resolve().parents[1] / "config"  # the symlink to the repo's config/
-    if source.is_dir():
-        return str(source)
-    installed = Path(sys.prefix) / "share" / "nestor_bringup" / "config"
-    if installed.is_dir():
-        return str(installed)
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        return os.path.join(get_package_share_directory("nestor_bringup"), "config")
-    except (ImportError, LookupError):
-        return str(source)
-
-
-def _positive_float(name: str):
-    def parse(text: str) -> float:
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        if point.name in SUBCOMMANDS:
+            continue
         try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-        return value
-
-    parse.__name__ = name
-    return parse
+            command = point.load()
+        except Exception as err:  # any failure to import an optional package
+            print(f"nestor: warning: subcommand {point.name} unavailable: {type(err).__name__}: {err}",
+                  file=sys.stderr)
+            continue
+        SUBCOMMANDS[command.name] = command
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
+# ---------------------------------------------------------------------- shared helpers
 
 
 def _shift(text: str) -> str:
@@ -138,25 +103,6 @@ def _shift(text: str) -> str:
     return text.strip()
 
 
-def check_task(task_file: str, shifts: list[str], flag: str) -> None:
-    """Load and validate the task file and each shift against it, before any process starts.
-
-    Raises:
-        CliError: naming the flag, the file, the field and the problem.
-    """
-    from nestor_sim.task import load_task, with_shifts
-
-    try:
-        task = load_task(task_file)
-    except (ValueError, OSError) as err:
-        raise CliError(f"argument {flag}: {task_file}: {err}") from None
-    for text in shifts:
-        try:
-            with_shifts(task, [text])
-        except ValueError as err:
-            raise CliError(f"argument --shift {text!r}: {err}") from None
-
-
 def _robot_id(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", text):
         raise argparse.ArgumentTypeError(f"{text!r}: letters, digits and _ only, starting with a letter")
@@ -168,7 +114,7 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-file", default="", help="task YAML (overrides --task's file)")
     parser.add_argument("--cloud", default="127.0.0.1:50051", help="cloud brain host:port")
     parser.add_argument("--run-dir", default="", help="run directory (default runs/<timestamp>)")
-    parser.add_argument("--duration", type=_positive_float("duration"), default=None, help="seconds, then stop")
+    parser.add_argument("--duration", type=positive_float("duration"), default=None, help="seconds, then stop")
     parser.add_argument("--seed", type=int, default=0, help="sim seed (robot i of a fleet gets seed + i)")
     parser.add_argument("--initial-model", default="", help="local .onnx the policies start with")
     parser.add_argument("--no-sim", action="store_true", help="robot nodes only (hardware or external sim)")
@@ -177,7 +123,7 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
         "--certs", default="", help="dir from `nestor-cloud certs`: mutual TLS and signed models (default insecure)"
     )
     parser.add_argument(
-        "--respawn-delay", type=_positive_float("respawn-delay"), default=None,
+        "--respawn-delay", type=positive_float("respawn-delay"), default=None,
         help=f"first restart delay of a dead network-side node, x2 per crash in a row (default {RESPAWN_DELAY_S:g} s)",
     )
     parser.add_argument(
@@ -299,7 +245,7 @@ def _run_robot(args) -> int:
 
 
 def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--robots", type=_positive_int, default=2, help="number of robots")
+    parser.add_argument("--robots", type=positive_int, default=2, help="number of robots")
     parser.add_argument("--namespace", default="", help="namespace prefix: robot i runs in <namespace>/robot<i>")
     parser.add_argument(
         "--shift", action="append", type=_shift, default=[],
@@ -324,13 +270,11 @@ def _run_fleet(args) -> int:
 register("robot", "start one robot's nodes", _robot_arguments, _run_robot)
 register("fleet", "start N robots (robot0..N-1)", _fleet_arguments, _run_fleet)
 
-# `nestor demo` registers itself; imported here so every subcommand is known to the parser.
-from nestor_bringup import demo  # noqa: E402, F401
-
 # ---------------------------------------------------------------------- entry point
 
 
 def build_parser() -> argparse.ArgumentParser:
+    load_plugins()
     parser = _Parser(prog="nestor", description="nestor bring-up")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")

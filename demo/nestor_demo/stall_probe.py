@@ -9,7 +9,7 @@ robot's missed ticks coincide with a stall the bare loop saw too. It also report
 hypervisor took from this machine's vCPUs over the run (`steal` in /proc/stat): measured here,
 40 s of two robots missed 0 ticks at 0.04 % steal and 37-39 per robot at 5 % steal.
 
-    python -m nestor_bringup.stall_probe --rate 100 --priority 20 --out runs/latest/stall_probe.json
+    python -m nestor_demo.stall_probe --rate 100 --priority 20 --out runs/latest/stall_probe.json
 
 Stops on SIGINT/SIGTERM; the JSON is rewritten atomically every second and at exit.
 """

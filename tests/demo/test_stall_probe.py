@@ -1,4 +1,4 @@
-"""The machine-stall baseline the demo runs next to the fleet (nestor_bringup.stall_probe)."""
+"""The machine-stall baseline the demo runs next to the fleet (nestor_demo.stall_probe)."""
 
 import json
 import signal
@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from nestor_bringup.stall_probe import StallProbe, coinciding
+from nestor_demo.stall_probe import StallProbe, coinciding
 
 
 def test_a_gap_over_one_and_a_half_periods_is_a_stall():
@@ -37,7 +37,7 @@ def test_robot_misses_coincide_only_with_overlapping_stalls():
 def test_probe_process_writes_its_stats_and_stops_on_sigterm(tmp_path):
     out = tmp_path / "probe.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nestor_bringup.stall_probe", "--rate", "200", "--out", str(out)],
+        [sys.executable, "-m", "nestor_demo.stall_probe", "--rate", "200", "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -57,14 +57,14 @@ def test_probe_process_writes_its_stats_and_stops_on_sigterm(tmp_path):
 
 def test_probe_bad_arguments_exit_2(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "nestor_bringup.stall_probe", "--rate", "-1", "--out", str(tmp_path / "p.json")],
+        [sys.executable, "-m", "nestor_demo.stall_probe", "--rate", "-1", "--out", str(tmp_path / "p.json")],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2 and "rate_hz" in result.stderr
 
 
 def test_steal_is_measured_from_proc_stat(tmp_path):
-    from nestor_bringup.stall_probe import read_steal_s
+    from nestor_demo.stall_probe import read_steal_s
 
     stat = tmp_path / "stat"
     stat.write_text("cpu  754092 49919 106265 1209064 10219 0 5927 20715 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
@@ -81,7 +81,7 @@ def test_steal_is_measured_from_proc_stat(tmp_path):
 
 
 def test_demo_progress_shows_the_machine_baseline(capsys):
-    from nestor_bringup.demo import DemoConfig, Progress
+    from nestor_demo.demo import DemoConfig, Progress
 
     progress = Progress(DemoConfig(duration_s=60))  # stdout is not a tty here: plain lines
     robots = {"robot0": {"model_version": 1, "swaps": 0, "ticks": 100, "missed_ticks": 2}}

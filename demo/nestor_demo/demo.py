@@ -10,11 +10,9 @@ uplinks drain their spools, the cloud stops, and the report is written to runs/<
 runs/latest points at it). The live figures (`live` in summary.json) are the robots' own
 cost around their shift and each swap, from the cloud store; the learning figures come from
 seeded closed-loop evaluations in simulation of the models the run produced, each shifted
-episode against its paired control (nestor_bringup.demo_report).
+episode against its paired control (nestor_demo.demo_report).
 """
 
-import argparse
-import contextlib
 import dataclasses
 import datetime
 import json
@@ -26,16 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
 import yaml
-from nestor_core import nestor_pb2, nestor_pb2_grpc
-from nestor_core.lifeline import die_with_parent
-
-from nestor_bringup.cli import CliError, _positive_float, _positive_int, default_config_dir, register
+from nestor_bringup.cli_common import CliError, check_task, default_config_dir
 from nestor_bringup.nodes import RobotSpec, robot_nodes
 from nestor_bringup.process_group import ProcessGroup, describe_spools, log_tail, node_env, spool_left
-from nestor_bringup.stall_probe import PROBE_FILE as STALL_PROBE_FILE
 from nestor_bringup.supervisor import StopSignals, Supervisor
+from nestor_core.lifeline import die_with_parent
+
+from nestor_demo.cloud_process import Cloud, cloud_config, load_cloud_base, make_certs
+from nestor_demo.stall_probe import PROBE_FILE as STALL_PROBE_FILE
 
 # Shifts the demo fleet cycles through (robot i gets entry i % len); the time is set per run.
 DEMO_SHIFTS = ["payload:4.0", "actuator_gain:0.5", "torque_bias:3.0", "damping:5.0"]
@@ -104,135 +101,6 @@ def _point_latest(run_dir: Path) -> None:
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(run_dir.name)
         os.replace(tmp, latest)  # atomic: a reader sees the old run or the new one
-
-
-def _make_certs(run_dir: Path, robots: int, env: dict) -> Path:
-    """A fresh dev CA, server/robot/admin certificates and the model-signing key for this run."""
-    certs = run_dir / "certs"
-    script = Path(sys.executable).parent / "nestor-cloud"
-    done = subprocess.run(
-        [str(script), "certs", "--out", str(certs), "--robots", str(robots)],
-        env=env, capture_output=True, text=True, timeout=120,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"nestor-cloud certs failed:\n{done.stdout}{done.stderr}")
-    return certs
-
-
-def load_cloud_base(path: str, task_file: str) -> dict:
-    """The base cloud config, checked as the cloud will check it, before anything is created or started.
-
-    Raises:
-        CliError: naming --cloud-config, the file, the field and the problem.
-    """
-    from cloud_brain.config import ConfigError, config_from_dict
-
-    try:
-        base = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as err:
-        raise CliError(f"argument --cloud-config: cannot read {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise CliError(f"argument --cloud-config: {path} is not valid YAML: {err}") from None
-    if not isinstance(base, dict):
-        raise CliError(f"argument --cloud-config: {path} must hold a mapping")
-    # The fields the demo sets itself are checked with its own values (TLS comes from the run's PKI).
-    probe = {**base, "address": "127.0.0.1:0", "db_path": "probe.db", "task_files": [task_file], "tls": {}}
-    probe.pop("signing_key", None)
-    try:
-        config_from_dict(probe)
-    except ConfigError as err:
-        raise CliError(f"argument --cloud-config: {path}: {err}") from None
-    return base
-
-
-def _cloud_config(base: dict, config: DemoConfig, run_dir: Path, task_file: str, certs: Path | None) -> Path:
-    """The run's own cloud config: loopback, ephemeral port, files under the run, a timed schedule."""
-    base = dict(base)
-    period = config.duration_s / (config.rounds + 1)
-    base.update(
-        address="127.0.0.1:0",
-        db_path=str(run_dir / "cloud" / "nestor.db"),
-        model_dir=str(run_dir / "cloud" / "models"),
-        task_files=[task_file],
-        seed=config.seed,
-        tensorboard_dir=str(run_dir / "tensorboard"),
-    )
-    if certs is not None:
-        base["tls"] = {
-            "cert": str(certs / "server.pem"),
-            "key": str(certs / "server.key"),
-            "client_ca": str(certs / "ca.pem"),
-        }
-        base["signing_key"] = str(certs / "model_signing.pem")
-    base["schedule"] = {
-        **(base.get("schedule") or {}),
-        "enabled": True,
-        "every_transitions": 10**9,
-        "every_seconds": period,
-        "min_transitions": 1000,
-        "poll_seconds": 1.0,
-        "failure_backoff_seconds": 5.0,
-    }
-    path = run_dir / "cloud" / "cloud.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(base, sort_keys=False))
-    return path
-
-
-class Cloud:
-    """The cloud brain as a child process (its own session, so Ctrl-C reaches only the demo)."""
-
-    def __init__(self, config_path: Path, run_dir: Path, env: dict, certs: Path | None):
-        self.certs = certs
-        self.ready_file = run_dir / "cloud" / "ready.json"
-        self.log_path = run_dir / "cloud" / "cloud.log"
-        script = Path(sys.executable).parent / "nestor-cloud"
-        argv = [str(script), "serve", "--config", str(config_path), "--ready-file", str(self.ready_file)]
-        with open(self.log_path, "ab") as log:
-            self.popen = subprocess.Popen(
-                argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                preexec_fn=die_with_parent(signal.SIGTERM),
-            )
-        self.address = ""
-
-    def wait_ready(self, timeout_s: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"cloud brain exited with {self.popen.returncode}:\n{log_tail(self.log_path)}")
-            if self.ready_file.exists():
-                self.address = json.loads(self.ready_file.read_text())["address"]
-                return self.address
-            time.sleep(0.2)
-        raise RuntimeError(f"cloud brain not ready after {timeout_s:g} s:\n{log_tail(self.log_path)}")
-
-    def channel(self) -> grpc.Channel:
-        """A channel to the cloud, as the admin when TLS is on."""
-        if self.certs is None:
-            return grpc.insecure_channel(self.address)
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=(self.certs / "ca.pem").read_bytes(),
-            private_key=(self.certs / "admin.key").read_bytes(),
-            certificate_chain=(self.certs / "admin.pem").read_bytes(),
-        )
-        return grpc.secure_channel(self.address, credentials)
-
-    def status(self, timeout_s: float = 3.0) -> nestor_pb2.FleetStatus | None:
-        try:
-            with self.channel() as channel:
-                return nestor_pb2_grpc.FleetStub(channel).GetStatus(nestor_pb2.StatusRequest(), timeout=timeout_s)
-        except grpc.RpcError:
-            return None
-
-    def stop(self, timeout_s: float = 20.0) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        return self.popen.returncode
 
 
 def _read_json(path: Path) -> dict:
@@ -311,8 +179,6 @@ def run_demo(config: DemoConfig, json_out=None) -> int:
     task_file = os.path.abspath(os.path.join(config_dir, "tasks", f"{config.task}.yaml"))
     if not os.path.isfile(task_file):
         raise CliError(f"argument --task: no task file {task_file}")
-    from nestor_bringup.cli import check_task
-
     check_task(task_file, [], "--task")
     if config.run_dir and os.path.exists(config.run_dir):
         raise CliError(f"argument --run-dir: {config.run_dir} already exists (a run never overwrites another)")
@@ -334,11 +200,13 @@ def run_demo(config: DemoConfig, json_out=None) -> int:
         for i in range(config.robots)
     ]
     print(f"nestor demo: run dir {run_dir} (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, discovery LOCALHOST)", flush=True)
-    certs = _make_certs(run_dir, config.robots, env) if config.secure else None
+    certs = make_certs(run_dir, config.robots, env) if config.secure else None
     for spec in specs:
         spec.certs_dir = str(certs) if certs else ""
     print(f"transport: {'mutual TLS, signed models (' + str(certs) + ')' if certs else 'INSECURE loopback'}")
-    cloud = Cloud(_cloud_config(base, config, run_dir, task_file, certs), run_dir, env, certs)
+    period_s = config.duration_s / (config.rounds + 1)
+    config_path = cloud_config(base, run_dir, task_file, certs, seed=config.seed, period_s=period_s)
+    cloud = Cloud(config_path, run_dir, env, certs)
     group = ProcessGroup(str(run_dir), env)
     progress = None
     probe = None
@@ -380,19 +248,19 @@ def run_demo(config: DemoConfig, json_out=None) -> int:
         print(f"fleet and cloud stopped (cloud exit {cloud_code}); evaluating", flush=True)
     if code not in (0, 130):
         return code
-    from nestor_bringup.exports import export_robots
+    from nestor_demo.exports import export_robots
 
     for robot_id, formats in export_robots(run_dir, {s.robot_id: s.robot_dir for s in specs}, env).items():
         print(f"export {robot_id}: " + "; ".join(r.get("path") or f"{f} failed: {r['error']}"
                                                  for f, r in formats.items()), flush=True)
     if config.record:
-        from nestor_bringup.recording import summarize
+        from nestor_demo.recording import summarize
 
         rec = summarize(run_dir, {s.robot_id: s.robot_dir for s in specs}, set(config.record))
         print("recording: missed ticks per 1000 ticks " + ", ".join(
             f"{k} {rec[k]['missed_per_1k_ticks']} ({rec[k]['missed_ticks']}/{rec[k]['ticks']})"
             for k in ("recording", "not_recording")), flush=True)
-    from nestor_bringup.demo_report import write_report
+    from nestor_demo.demo_report import write_report
 
     summary = write_report(run_dir, specs, config, elapsed, final_status, task_file, shift_at)
     print(json.dumps({k: summary[k] for k in _HEADLINE if k in summary}, indent=1), flush=True)
@@ -423,11 +291,11 @@ _HEADLINE = (
 
 
 def _start_stall_probe(run_dir: Path, config_dir: str, env: dict) -> subprocess.Popen:
-    """The same-run machine baseline (nestor_bringup.stall_probe) at the policy's rate and priority."""
+    """The same-run machine baseline (nestor_demo.stall_probe) at the policy's rate and priority."""
     with open(os.path.join(config_dir, "robot", "policy.yaml")) as f:
         params = (yaml.safe_load(f) or {}).get("/**/policy", {}).get("ros__parameters", {})
     argv = [
-        sys.executable, "-m", "nestor_bringup.stall_probe", "--out", str(run_dir / STALL_PROBE_FILE),
+        sys.executable, "-m", "nestor_demo.stall_probe", "--out", str(run_dir / STALL_PROBE_FILE),
         "--rate", str(float(params.get("control_rate_hz", 100.0))),
         "--priority", str(int(params.get("sched_priority", 0))),
     ]
@@ -453,56 +321,3 @@ def _stop_fleet(group: ProcessGroup, specs: list[RobotSpec], probe: subprocess.P
     left = spool_left(str(group.run_dir), [s.robot_id for s in specs])
     stream = sys.stderr if any(left.values()) else sys.stdout
     print(f"nestor demo: {describe_spools(left)}", file=stream, flush=True)
-
-
-def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--duration", type=_positive_float("duration"), default=150.0, help="seconds the fleet runs")
-    parser.add_argument("--robots", type=_positive_int, default=2, help="fleet size")
-    parser.add_argument("--task", default="kuka_track", help="task every robot runs (config/tasks/<task>.yaml)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed")
-    parser.add_argument("--shift-frac", type=float, default=0.4, help="shift time as a fraction of the run")
-    parser.add_argument("--rounds", type=_positive_int, default=3, help="consolidation rounds aimed for")
-    parser.add_argument("--run-dir", default="", help="output directory (default runs/<timestamp>)")
-    parser.add_argument("--config-dir", default="", help="bringup config dir")
-    parser.add_argument(
-        "--cloud-config", default="", help="base cloud config (default: cloud.yaml of the bringup config dir)"
-    )
-    parser.add_argument("--insecure", action="store_true", help="no TLS, unsigned models (loopback only)")
-    parser.add_argument(
-        "--json", action="store_true",
-        help="print the final summary as JSON on stdout (progress goes to stderr)",
-    )
-    parser.add_argument(
-        "--record", action="append", default=[], metavar="ROBOT",
-        help="record this robot's topics to MCAP (repeat); the others run without, for the missed-tick comparison",
-    )
-
-
-def _run_demo(args) -> int:
-    if args.json:
-        out = sys.stdout
-        with contextlib.redirect_stdout(sys.stderr):
-            return _run_demo_config(args, out)
-    return _run_demo_config(args, None)
-
-
-def _run_demo_config(args, json_out) -> int:
-    return run_demo(
-        DemoConfig(
-            duration_s=args.duration,
-            robots=args.robots,
-            task=args.task,
-            seed=args.seed,
-            shift_frac=args.shift_frac,
-            rounds=args.rounds,
-            run_dir=args.run_dir,
-            config_dir=args.config_dir,
-            cloud_config=args.cloud_config,
-            secure=not args.insecure,
-            record=tuple(args.record),
-        ),
-        json_out,
-    )
-
-
-register("demo", "cloud brain + simulated fleet, end to end, with a report", _demo_arguments, _run_demo)

@@ -9,9 +9,9 @@ import types
 
 import numpy as np
 import pytest
-from nestor_bringup import demo_report, live_figures
-from nestor_bringup.demo_plot import log_limits, plot_cost
 from nestor_core import learning_metrics
+from nestor_demo import demo_report, live_figures
+from nestor_demo.demo_plot import log_limits, plot_cost
 
 RATE = 100.0
 T0 = 1000.0  # first stamp (a robot clock, not 0)

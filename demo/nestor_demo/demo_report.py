@@ -3,7 +3,7 @@
 Sources, all written by the run itself:
   - the cloud's SQLite store: every stored transition (cost, stamp, model version, each level's
     read), the consolidation rounds and the model registry (versions, parents, gate metrics): the
-    live figures (nestor_bringup.live_figures) and cost.png (nestor_bringup.demo_plot);
+    live figures (nestor_demo.live_figures) and cost.png (nestor_demo.demo_plot);
   - each robot's spool (what it recorded and what the cloud acknowledged), policy_stats.json
     (swaps, missed ticks) and events.jsonl (the dynamics shift);
   - seeded closed-loop evaluations in PyBullet of the models the run produced, with the robot's
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from nestor_core import learning_metrics, policy_io
 
-from nestor_bringup import live_figures
-from nestor_bringup.stall_probe import PROBE_FILE as STALL_PROBE_FILE
-from nestor_bringup.stall_probe import coinciding
+from nestor_demo import live_figures
+from nestor_demo.stall_probe import PROBE_FILE as STALL_PROBE_FILE
+from nestor_demo.stall_probe import coinciding
 
 EVAL_TICKS = 2500  # 25 s at 100 Hz per evaluation episode
 EVAL_SHIFT_S = 10.0  # the shift inside an evaluation episode
@@ -203,7 +203,7 @@ def write_report(run_dir: Path, specs, config, elapsed: float, final_status, tas
     from nestor_robot.spool import Spool
     from nestor_sim.task import load_task
 
-    from nestor_bringup.demo_plot import plot_cost
+    from nestor_demo.demo_plot import plot_cost
 
     db_path = run_dir / "cloud" / "nestor.db"
     task = config.task

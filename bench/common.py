@@ -7,7 +7,6 @@ decides itself whether it may import torch or rclpy (never both).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -18,6 +17,7 @@ import time
 import traceback
 
 import numpy as np
+from nestor_core.atomic_file import write_json_atomic
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config"
@@ -173,10 +173,7 @@ def section_main(run, description: str) -> None:
         result = run(args.quick, workdir)
     except BaseException as err:  # the report must say what failed, never drop the section
         result = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}
-    tmp = f"{args.out}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=1, default=_jsonable)
-    os.replace(tmp, args.out)
+    write_json_atomic(args.out, result, indent=1, default=_jsonable)
 
 
 def _jsonable(obj):

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import pathlib
+import signal
 import subprocess
 import sys
 import threading
 import time
 
 import numpy as np
+from nestor_core.lifeline import stop_process
 
 from bench.common import REPO, RssSampler, figure, make_model, pct, section_main
 
@@ -70,13 +72,7 @@ def start_server(kind: str, workdir: pathlib.Path, tag: str, extra: list[str] | 
 
 
 def stop_server(proc: subprocess.Popen, timeout_s: float = 15.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, signal.SIGTERM, timeout_s, kill_timeout_s=None)
 
 
 def stream(address: str, chunks: list[bytes], deadline_s: float = 300.0) -> dict:

@@ -33,6 +33,9 @@ import tempfile
 import threading
 import time
 
+from nestor_core.lifeline import stop_process
+from nestor_core.tls import identity_files
+
 from bench_load.run import BIN, REPO, Client, _percentile, _rss_mb, _start_cloud
 
 
@@ -76,16 +79,13 @@ class FailoverClient(Client):
 
 
 def _worker(robot_ids, addresses, certs_dir, chunk, period, window, start_at, duration, out):
-    import grpc
 
     certs = pathlib.Path(certs_dir)
-    ca = (certs / "ca.pem").read_bytes()
     clients = []
     for robot_id in robot_ids:
         k = int(robot_id.removeprefix("robot"))
         order = addresses[k % len(addresses):] + addresses[:k % len(addresses)]
-        creds = grpc.ssl_channel_credentials(ca, (certs / f"{robot_id}.key").read_bytes(),
-                                             (certs / f"{robot_id}.pem").read_bytes())
+        creds = identity_files(certs, robot_id).channel_credentials()
         clients.append(FailoverClient(robot_id, order, creds, chunk, period, window, start_at + duration))
     time.sleep(max(0.0, start_at - time.monotonic()))
     threads = [threading.Thread(target=c.run, daemon=True) for c in clients]
@@ -161,13 +161,7 @@ def _phase(name, work, certs, target, store_cfg, replicas, clients, duration, pr
                     w.kill()
     finally:
         for proc, _ in clouds:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
+            stop_process(proc, signal.SIGTERM, timeout_s=30, kill_timeout_s=10)
     stored = _stored(target)
     latencies = [x for r in reports for x in r["latencies"]]
     errors = [e for r in reports for e in r["errors"]]

@@ -31,6 +31,9 @@ import tempfile
 import threading
 import time
 
+from nestor_core.lifeline import stop_process
+from nestor_core.tls import identity_files
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
 TASK_FILE = REPO / "config" / "tasks" / "kuka_track.yaml"
@@ -139,14 +142,11 @@ class Client:
 
 
 def _worker(robot_ids, address, certs_dir, chunk, period, window, start_at, duration, out):
-    import grpc
 
     certs = pathlib.Path(certs_dir)
-    ca = (certs / "ca.pem").read_bytes()
     clients = []
     for robot_id in robot_ids:
-        creds = grpc.ssl_channel_credentials(ca, (certs / f"{robot_id}.key").read_bytes(),
-                                             (certs / f"{robot_id}.pem").read_bytes())
+        creds = identity_files(certs, robot_id).channel_credentials()
         clients.append(Client(robot_id, address, creds, chunk, period, window, start_at + duration))
     time.sleep(max(0.0, start_at - time.monotonic()))
     threads = [threading.Thread(target=c.run, daemon=True) for c in clients]
@@ -282,12 +282,7 @@ def run(clients: int, duration: float, procs: int, chunk: int, period: float, wi
                 w.join(10)
                 if w.is_alive():
                     w.kill()
-            cloud.send_signal(signal.SIGTERM)
-            try:
-                cloud.wait(30)
-            except subprocess.TimeoutExpired:
-                cloud.kill()
-                cloud.wait(10)
+            stop_process(cloud, signal.SIGTERM, timeout_s=30, kill_timeout_s=10)
         stored = _stored(str(work / "cloud.db"))
         cloud_log_tail = (work / "cloud.log").read_text(errors="replace")[-2000:]
 

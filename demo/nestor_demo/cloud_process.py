@@ -12,7 +12,8 @@ import yaml
 from nestor_bringup.cli_common import CliError
 from nestor_bringup.process_group import log_tail
 from nestor_core import nestor_pb2, nestor_pb2_grpc
-from nestor_core.lifeline import die_with_parent
+from nestor_core.lifeline import die_with_parent, stop_process
+from nestor_core.tls import identity_files
 
 
 def make_certs(run_dir: Path, robots: int, env: dict) -> Path:
@@ -135,12 +136,7 @@ class Cloud:
         """A channel to the cloud, as the admin when TLS is on."""
         if self.certs is None:
             return grpc.insecure_channel(self.address)
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=(self.certs / "ca.pem").read_bytes(),
-            private_key=(self.certs / "admin.key").read_bytes(),
-            certificate_chain=(self.certs / "admin.pem").read_bytes(),
-        )
-        return grpc.secure_channel(self.address, credentials)
+        return grpc.secure_channel(self.address, identity_files(self.certs, "admin").channel_credentials())
 
     def status(self, timeout_s: float = 3.0) -> nestor_pb2.FleetStatus | None:
         try:
@@ -150,11 +146,4 @@ class Cloud:
             return None
 
     def stop(self, timeout_s: float = 20.0) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        return self.popen.returncode
+        return stop_process(self.popen, signal.SIGTERM, timeout_s, kill_timeout_s=None)

@@ -29,7 +29,7 @@ from nestor_bringup.cli_common import CliError, check_task, default_config_dir
 from nestor_bringup.nodes import RobotSpec, robot_nodes
 from nestor_bringup.process_group import ProcessGroup, describe_spools, log_tail, node_env, spool_left
 from nestor_bringup.supervisor import StopSignals, Supervisor
-from nestor_core.lifeline import die_with_parent
+from nestor_core.lifeline import die_with_parent, stop_process
 
 from nestor_demo.cloud_process import Cloud, cloud_config, load_cloud_base, make_certs
 from nestor_demo.stall_probe import PROBE_FILE as STALL_PROBE_FILE
@@ -312,11 +312,7 @@ def _stop_fleet(group: ProcessGroup, specs: list[RobotSpec], probe: subprocess.P
     # the still-running policy without joint states, a gap it would rightly count as missed.
     group.stop_nodes({"policy"})
     if probe is not None:  # the baseline covers the same window as the control loops
-        probe.send_signal(signal.SIGTERM)
-        try:
-            probe.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            probe.kill()
+        stop_process(probe, signal.SIGTERM, timeout_s=10)
     group.stop()
     left = spool_left(str(group.run_dir), [s.robot_id for s in specs])
     stream = sys.stderr if any(left.values()) else sys.stdout

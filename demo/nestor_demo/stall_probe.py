@@ -17,12 +17,13 @@ Stops on SIGINT/SIGTERM; the JSON is rewritten atomically every second and at ex
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
 import threading
 import time
+
+from nestor_core.atomic_file import write_json_atomic
 
 MAX_EVENTS = 1000
 PROBE_FILE = "stall_probe.json"  # in the demo's run dir
@@ -115,10 +116,7 @@ def coinciding(robot_misses: list[dict], stalls: list[dict], slack_s: float = 0.
 
 
 def _write(path: str, stats: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(stats, f, indent=1)
-    os.replace(tmp, path)
+    write_json_atomic(path, stats, indent=1)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_core.experience import to_chunk
+from nestor_core.tls import identity_files
 
 pytestmark = pytest.mark.slow
 
@@ -49,9 +50,7 @@ def rig(tmp_path_factory):
     server.start()
 
     def creds(who):
-        return grpc.ssl_channel_credentials(
-            (pki / "ca.pem").read_bytes(), (pki / f"{who}.key").read_bytes(), (pki / f"{who}.pem").read_bytes()
-        )
+        return identity_files(pki, who).channel_credentials()
 
     good_channel = grpc.secure_channel(server.address, creds(GOOD))
     bad_channel = grpc.secure_channel(server.address, creds(BAD))

@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 from faultlib import BIN, SpoolWriter, assert_exactly_once, drained, wait_for
+from nestor_core.lifeline import stop_process
 from nestor_robot.spool import Spool
 
 pytestmark = pytest.mark.slow
@@ -68,13 +69,7 @@ def test_uplink_process_killed_and_restarted(cloud, tmp_path):
     finally:
         writer.stop()
         for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            stop_process(proc, signal.SIGINT, timeout_s=10, kill_timeout_s=5)
     assert spool.stats()["dropped"] == 0 and not writer.errors
     spool.close()
     cloud.stop()

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from nestor_core.lifeline import stop_process
 from policy_models import JOINTS, export_models
 
 BIN = Path(sys.executable).parent
@@ -213,12 +214,9 @@ def test_policy_node_end_to_end(models, tmp_path, executor):
         assert stats["tick_us"]["p50"] > 0
     finally:
         driver.close()
-        proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=15)
+            stop_process(proc, signal.SIGINT, timeout_s=15)
         finally:
-            if proc.poll() is None:
-                proc.kill()
             log.close()
     output = (tmp_path / "policy.log").read_text()
     assert proc.returncode == 0, output
@@ -244,14 +242,10 @@ def _start_policy(models, tmp_path, namespace, domain_id, *params):
 
 
 def _stop_policy(proc, log) -> int:
-    proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(timeout=15)
+        return stop_process(proc, signal.SIGINT, timeout_s=15)
     finally:
-        if proc.poll() is None:
-            proc.kill()
         log.close()
-    return proc.returncode
 
 
 def _max_abs(commands) -> float:

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from nestor_core.lifeline import stop_process
 from policy_models import JOINTS, REPO
 from test_policy_node import _domain_id, _Driver, _read_stats
 
@@ -110,11 +111,8 @@ def test_policy_node_rolls_back_a_worse_model(tmp_path):
         assert "nestor_robot_missed_ticks" in text and "nestor_robot_spool_depth_transitions" in text
     finally:
         driver.close()
-        proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=15)
+            stop_process(proc, signal.SIGINT, timeout_s=15)
         finally:
-            if proc.poll() is None:
-                proc.kill()
             log.close()
     assert proc.returncode == 0, (tmp_path / "policy.log").read_text()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_core.experience import ChunkError, ExperienceBatch, from_chunk
+from nestor_core.lifeline import stop_process
 from nestor_robot.spool import Spool
 from nestor_robot.uplink import Backoff, Uplink, UplinkConfig
 
@@ -358,13 +359,7 @@ def test_uplink_node_streams_spool_and_reports_status_on_dds(tmp_path, monkeypat
     finally:
         if context.ok():
             rclpy.shutdown(context=context)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc, signal.SIGINT, timeout_s=10, kill_timeout_s=5)
         output = proc.stdout.read()
         server.stop(0)
     assert acked and acked[-1] == 30, f"status never showed acked_through=30 ({acked}); node output:\n{output}"

@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 from nestor_core import nestor_pb2, nestor_pb2_grpc
+from nestor_core.lifeline import stop_process
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
 from policy_testlib import ACT, KEY, OBS, TASK, tiny_policy  # noqa: F401
 
@@ -264,13 +265,7 @@ def test_weight_sync_node_announces_verified_model_on_dds(tmp_path, monkeypatch)
     finally:
         if context.ok():
             rclpy.shutdown(context=context)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc, signal.SIGINT, timeout_s=10, kill_timeout_s=5)
         output = proc.stdout.read()
         server.stop(0)
     assert received, f"no MODEL_UPDATE on DDS; node output:\n{output}"

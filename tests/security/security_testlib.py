@@ -10,6 +10,7 @@ import pathlib
 import grpc
 from nestor_core import nestor_pb2
 from nestor_core.manifest import build_manifest, sign
+from nestor_core.tls import identity_files
 from policy_testlib import ACT, IO, KEY, OBS, TASK, tiny_policy  # noqa: F401
 
 
@@ -60,7 +61,7 @@ def pem(pki: pathlib.Path, name: str) -> bytes:
 
 def client_credentials(pki: pathlib.Path, who: str) -> grpc.ChannelCredentials:
     """Mutual-TLS client credentials of `who` (robot0, admin, ...)."""
-    return grpc.ssl_channel_credentials(pem(pki, "ca.pem"), pem(pki, f"{who}.key"), pem(pki, f"{who}.pem"))
+    return identity_files(pki, who).channel_credentials()
 
 
 def initial_model(task_file: str, seed: int = 0) -> tuple[bytes, dict]:

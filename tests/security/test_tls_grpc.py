@@ -17,6 +17,7 @@ from cloud_brain.server import CloudServer, server_credentials
 from cloud_testlib import make_batch, make_chunk
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_core.manifest import verify
+from nestor_core.tls import identity_files
 from nestor_robot.spool import Spool
 from nestor_robot.uplink import Uplink, UplinkConfig, tls_credentials
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
@@ -123,9 +124,7 @@ def test_a_certificate_from_another_ca_cannot_connect(tls_server, tmp_path):
 
     generate(tmp_path / "rogue", robots=1)
     rogue = tmp_path / "rogue"
-    credentials = grpc.ssl_channel_credentials(
-        (rogue / "ca.pem").read_bytes(), (rogue / "robot0.key").read_bytes(), (rogue / "robot0.pem").read_bytes()
-    )
+    credentials = identity_files(rogue, "robot0").channel_credentials()
     with grpc.secure_channel(tls_server.address, credentials) as ch, pytest.raises(grpc.RpcError) as err:
         nestor_pb2_grpc.FleetStub(ch).GetStatus(nestor_pb2.StatusRequest(), timeout=3)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -15,6 +15,7 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nestor_core import nestor_pb2_grpc
+from nestor_core.lifeline import stop_process
 from nestor_core.manifest import verify_stored
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
 from security_testlib import TASK, pem, signed_update, tampered_update, tiny_policy
@@ -192,13 +193,7 @@ def test_weight_sync_node_refuses_tampered_and_unsigned_models(tmp_path, pki, si
     finally:
         if context.ok():
             rclpy.shutdown(context=context)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc, signal.SIGINT, timeout_s=10, kill_timeout_s=5)
         output = proc.stdout.read()
         server.stop(0)
     assert [m["version"] for m in received] == [1], f"node output:\n{output}"

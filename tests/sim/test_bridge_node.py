@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from nestor_core.lifeline import stop_process
 
 rclpy = pytest.importorskip("rclpy")
 from nestor_core import qos, topics  # noqa: E402
@@ -50,11 +51,7 @@ def start(ros_env, tmp_path):
     yield run
     for proc, log in procs:
         try:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            stop_process(proc, signal.SIGINT, timeout_s=10, kill_timeout_s=None)
         finally:
             log.close()
 

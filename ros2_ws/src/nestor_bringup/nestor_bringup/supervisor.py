@@ -18,13 +18,13 @@ Every restart, and what each robot's nodes are doing, is written to
 
 import collections
 import dataclasses
-import json
-import os
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
+
+from nestor_core.atomic_file import write_json_atomic
 
 from nestor_bringup.process_group import ManagedProcess, ProcessGroup, log_tail
 
@@ -191,9 +191,7 @@ class Supervisor:
         path = Path(self.group.run_dir) / "robots" / robot_id / SUPERVISION_FILE
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps(self.status(robot_id), indent=1, sort_keys=True))
-            os.replace(tmp, path)
+            write_json_atomic(path, self.status(robot_id), indent=1, sort_keys=True)
         except OSError as err:
             self._say(f"warning: cannot write {path}: {err}")
 

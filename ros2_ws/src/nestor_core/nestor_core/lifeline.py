@@ -8,11 +8,15 @@ forked, so start children from a thread that lives as long as the parent (the ma
 `watch_parent(pid)` is for a child that cannot use a preexec_fn (a multiprocessing 'spawn'
 worker, started from any thread): a daemon thread that ends the process with os._exit as soon
 as its parent is no longer `pid` (reparented after a crash).
+
+`stop_process(popen)` ends a child the one way every caller does: a signal (SIGINT by default, so a
+ROS node or the cloud stops cleanly), a bounded wait, then SIGKILL.
 """
 
 import ctypes
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -58,3 +62,31 @@ def watch_parent(pid: int, period_s: float = 0.5, exit_code: int = 0) -> threadi
     thread = threading.Thread(target=watch, name="parent-watch", daemon=True)
     thread.start()
     return thread
+
+
+def stop_process(
+    popen: subprocess.Popen, sig: int = signal.SIGINT, timeout_s: float = 10.0, kill_timeout_s: float | None = 10.0
+) -> int | None:
+    """Send `sig` to a running child, wait up to `timeout_s` for it to exit, else SIGKILL it and wait.
+
+    Args:
+        popen: the child; one that has exited already is only reaped.
+        sig: the stop signal (SIGINT: ROS nodes and `nestor` stop cleanly on it; SIGTERM for servers).
+        timeout_s: how long it gets to exit by itself.
+        kill_timeout_s: how long to wait after SIGKILL (None: as long as it takes).
+
+    Returns:
+        Its exit code: negative for the signal that ended it (-9 when it had to be killed), None
+        if it survived even SIGKILL for `kill_timeout_s`.
+    """
+    if popen.poll() is None:
+        popen.send_signal(sig)
+        try:
+            popen.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            try:
+                popen.wait(timeout=kill_timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+    return popen.returncode

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import grpc
 from nestor_core import nestor_pb2, nestor_pb2_grpc
+from nestor_core.tls import read_mtls_files
 
 from nestor_robot.failover import Failover
 from nestor_robot.spool import Spool
@@ -107,20 +108,10 @@ def tls_credentials(
     Raises:
         ValueError: only some of the three are set, or a file cannot be read.
     """
-    paths = {"ca": ca, "cert": cert, "key": key}
-    if not any(paths.values()):
+    files = read_mtls_files(ca, cert, key, names=(f"{prefix}ca", f"{prefix}cert", f"{prefix}key"))
+    if files is None:
         return None
-    missing = [prefix + name for name, path in paths.items() if not path]
-    if missing:
-        raise ValueError(f"{', '.join(missing)}: mutual TLS needs {prefix}ca, {prefix}cert and {prefix}key")
-    data = {}
-    for name, path in paths.items():
-        try:
-            with open(path, "rb") as f:
-                data[name] = f.read()
-        except OSError as err:
-            raise ValueError(f"{prefix}{name}: cannot read {path}: {err.strerror}") from None
-    return lambda: grpc.ssl_channel_credentials(data["ca"], data["key"], data["cert"])
+    return files.channel_credentials
 
 
 class Backoff:

@@ -20,13 +20,13 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 
 import grpc
 from nestor_core import nestor_pb2, nestor_pb2_grpc
+from nestor_core.atomic_file import write_atomic
 from nestor_core.manifest import load_public_key, sidecar_fields, verify, verify_stored
 from nestor_core.policy_model import load_model
 
@@ -85,25 +85,9 @@ def model_path(model_dir: str, task: str, version: int) -> str:
     return os.path.join(model_dir, f"{task}-v{version}.onnx")
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Write via a temporary file in the same directory, fsync, os.replace and fsync the directory."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def _write_model_file(path: str, data: bytes) -> None:
+    """Durable (fsync, rename, fsync the directory) and private, as the models have always been."""
+    write_atomic(path, data, durable=True, mode=0o600)
 
 
 class WeightSync:
@@ -348,10 +332,10 @@ class WeightSync:
             raise UpdateRejected("wrong_task", f"model metadata task {model_task!r}, subscribed to {self.task!r}")
         path = model_path(self.model_dir, self.task, version)
         info = {"version": version, "path": path, "sha256": digest, "task": self.task, "parent": int(update.parent)}
-        write_atomic(path, bytes(update.onnx))
+        _write_model_file(path, bytes(update.onnx))
         # The sidecar is written last: a model file without one is incomplete and ignored.
         sidecar = dict(info, path=os.path.basename(path), **sidecar_fields(update.manifest, update.signature))
-        write_atomic(path[: -len(".onnx")] + ".json", json.dumps(sidecar, sort_keys=True).encode())
+        _write_model_file(path[: -len(".onnx")] + ".json", json.dumps(sidecar, sort_keys=True).encode())
         return info
 
     # ---------------------------------------------------------------- rollbacks
@@ -359,7 +343,7 @@ class WeightSync:
     def mark_bad(self, version: int) -> None:
         """Never adopt `version` again, across restarts (<model_dir>/bad_versions.json)."""
         self.bad_versions.add(int(version))
-        write_atomic(os.path.join(self.model_dir, "bad_versions.json"),
+        _write_model_file(os.path.join(self.model_dir, "bad_versions.json"),
                      json.dumps(sorted(self.bad_versions)).encode())
 
     def report_bad(self, version: int, reason: str, attempts: int = 5, timeout_s: float = 5.0) -> bool:

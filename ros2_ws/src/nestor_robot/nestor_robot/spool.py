@@ -9,6 +9,7 @@ Sequence numbers are per robot, start at 1 and are never reused, even after acks
 restart: the next number is persisted with every append.
 """
 
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -18,6 +19,7 @@ import time
 
 from nestor_core import nestor_pb2
 from nestor_core.experience import ExperienceBatch, to_chunk
+from nestor_core.transaction import immediate_transaction
 
 log = logging.getLogger(__name__)
 
@@ -325,10 +327,10 @@ class Spool:
 
     # ---------------------------------------------------------------- internals (lock held)
 
-    def _transaction(self) -> "_Transaction":
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         if self._db is None:
             raise ValueError(f"spool {self.path}: closed")
-        return _Transaction(self._db)
+        return immediate_transaction(self._db)
 
     def _meta(self, key: str) -> str:
         if self._db is None:
@@ -387,22 +389,6 @@ class Spool:
         self._db.execute("DELETE FROM chunks WHERE first_seq = ?", (first_seq,))
         self._add_gap(first_seq, last_seq, count)
         self._bump("quarantined", count)
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on error (IMMEDIATE avoids lock-upgrade deadlocks)."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self._db.execute("COMMIT")
-        else:
-            self._db.execute("ROLLBACK")
 
 
 def _parse(data: bytes, first_seq: int, count: int) -> nestor_pb2.ExperienceChunk | None:

@@ -134,15 +134,16 @@ def task_file_for(spec: RobotSpec, config_dir: str) -> str:
     return os.path.abspath(spec.task_file or os.path.join(config_dir, "tasks", f"{spec.task}.yaml"))
 
 
-def _task_camera(task_file: str) -> dict:
-    with open(task_file) as f:
-        task = yaml.safe_load(f) or {}
-    return task.get("camera") or {}
+def _task_camera(task_file: str):
+    """The task's camera section (nestor_sim.task.CameraSpec), read by the one task-file parser."""
+    from nestor_sim.task import load_task
+
+    return load_task(task_file).camera
 
 
 def task_uses_camera(task_file: str) -> bool:
     """True when the task's target comes from the camera (its `camera.enabled`)."""
-    return bool(_task_camera(task_file).get("enabled", False))
+    return _task_camera(task_file).enabled
 
 
 def perception_params(task_file: str) -> dict:
@@ -151,14 +152,13 @@ def perception_params(task_file: str) -> dict:
     The task file stays the single source of truth; the robot-side node never parses YAML.
     """
     camera = _task_camera(task_file)
-    keys = {
-        "width": ("image_width", int),
-        "height": ("image_height", int),
-        "fov_deg": ("fov_deg", float),
-        "distance": ("distance", float),
-        "center_x": ("center_x", float),
+    return {
+        "image_width": int(camera.width),
+        "image_height": int(camera.height),
+        "fov_deg": float(camera.fov_deg),
+        "distance": float(camera.distance),
+        "center_x": float(camera.center_x),
     }
-    return {param: kind(camera[key]) for key, (param, kind) in keys.items() if key in camera}
 
 
 def _node(spec: RobotSpec, config_dir: str, package: str, executable: str, name: str, **overrides) -> NodeSpec:

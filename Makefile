@@ -40,6 +40,7 @@ postgres:
 
 # Two pytest processes: tests/learning imports torch, the rest imports rclpy; never both at once.
 test: venv postgres
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q tests --ignore=tests/learning
 	$(PY) -m pytest -q tests/learning
 
@@ -50,8 +51,10 @@ test-fast: venv postgres
 demo: venv
 	$(VENV)/bin/nestor demo --duration $(DURATION) --robots $(ROBOTS)
 
+# ruff is pinned (requirements.txt); its configuration is pyproject.toml's.
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 proto: venv
 	$(PY) proto/generate.py

@@ -23,8 +23,9 @@ so there is one physics code path.
 from __future__ import annotations
 
 import math
+import operator
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -35,6 +36,17 @@ from pybullet_utils.bullet_client import BulletClient
 from nestor_sim.camera import Camera
 from nestor_sim.shifts import Plant, ShiftSpec, Undo, apply_shift
 from nestor_sim.task import TaskSpec, load_task, with_shifts
+
+REF_BLOCK = 1024  # ticks of reference computed at a time (see TrackingEnv._reference_row)
+
+
+def _gather(indices) -> Callable[[list[float]], tuple[float, ...]]:
+    """A function picking ``indices`` out of a list as a tuple (operator.itemgetter, also for one index)."""
+    indices = [int(i) for i in indices]
+    if len(indices) == 1:
+        i = indices[0]
+        return lambda values: (values[i],)
+    return operator.itemgetter(*indices)
 
 
 class TrackingEnv(gym.Env):
@@ -128,9 +140,24 @@ class TrackingEnv(gym.Env):
         self.reference_offset_s = 0.0
         self.initial_perturbation = np.zeros(n)
         self._cid = self._p._client
-        self._u = np.zeros(n)
-        self._q = np.zeros(len(movable))
-        self._qd = np.zeros(len(movable))
+        self._u_list = [0.0] * n
+        # The per-tick path (step, advance, cost, observation) works on Python floats: with a
+        # handful of joints one numpy call costs more than the whole list operation. Built once:
+        # the clip bounds and the gathers from this tick's one getJointStates read
+        # (state = q of the movable joints, then their qd) to the observation and the cost.
+        m = len(movable)
+        self._state: tuple[float, ...] = (0.0,) * (2 * m)
+        self._limit_list = self.effort_limit.tolist()
+        self._neg_limit_list = (-self.effort_limit).tolist()
+        # Observation from state + [q_ref..., qd_ref...].
+        self._obs_get = _gather([*self._c_slot, *(m + self._c_slot), *range(2 * m, 2 * m + 2 * n),
+                                 *self._p_slot, *(m + self._p_slot)])
+        self._cq_get = _gather(self._c_slot)
+        self._cqd_get = _gather(m + self._c_slot)
+        self._ref_rows: list[list[float]] = []  # reference table: ticks _ref_base.. of the episode
+        self._ref_base = 0
+        self._substeps = range(spec.physics_substeps)
+        self._episode_ticks = spec.episode_ticks
         self._reset_state(spec.shifts)
 
     # ----------------------------------------------------------------- Gymnasium API
@@ -163,13 +190,19 @@ class TrackingEnv(gym.Env):
 
     def step(self, action):
         """Applies ``action`` (efforts) for one control tick."""
-        self.apply_effort(action)
+        self._set_effort(action)
         events = self.advance()
-        cost = self.cost()
-        obs = self.observation()
-        terminated = not (np.isfinite(obs).all() and np.isfinite(cost))
-        truncated = self.tick >= self.task.episode_ticks
-        return obs, -cost, terminated, truncated, self._info(events, cost)
+        cost, obs_values = self._cost_and_obs()
+        obs = np.array(obs_values, dtype=np.float32)
+        terminated = not (math.isfinite(cost) and np.isfinite(obs).all())
+        truncated = self.tick >= self._episode_ticks
+        return obs, -cost, terminated, truncated, {
+            "cost": cost,
+            "t": self.tick * self.task.dt,
+            "tick": self.tick,
+            "shifts_active": self.active_shifts(),
+            "shift_events": events,
+        }
 
     def render(self):
         """Returns the camera image in "rgb_array" mode (the GUI draws itself in "human")."""
@@ -201,22 +234,36 @@ class TrackingEnv(gym.Env):
         Raises:
             ValueError: if ``u`` does not have ``act_dim`` entries.
         """
-        u = np.asarray(u, dtype=np.float64).reshape(-1)
-        if u.shape[0] != self.task.act_dim:
-            raise ValueError(f"effort: expected {self.task.act_dim} values, got {u.shape[0]}")
-        u = np.clip(u, -self.effort_limit, self.effort_limit)  # +-inf -> the limit
-        u[np.isnan(u)] = 0.0
-        self._u = u
+        self._set_effort(u)
         return self._u
+
+    @property
+    def _u(self) -> np.ndarray:
+        """The clipped effort of this tick, as a new array."""
+        return np.array(self._u_list)
+
+    def _set_effort(self, u) -> None:
+        """apply_effort without building the returned array (step's path)."""
+        values = u.tolist() if isinstance(u, np.ndarray) and u.ndim == 1 else None
+        if values is None or (values and not isinstance(values[0], float)):
+            values = np.asarray(u, dtype=np.float64).reshape(-1).tolist()
+        if len(values) != self.task.act_dim:
+            raise ValueError(f"effort: expected {self.task.act_dim} values, got {len(values)}")
+        # Clipped to the limits (+-inf -> the limit), NaN -> 0.
+        self._u_list = [
+            0.0 if v != v else (hi if v > hi else (lo if v < lo else v))
+            for v, lo, hi in zip(values, self._neg_limit_list, self._limit_list, strict=True)
+        ]
 
     def advance(self) -> list[dict[str, Any]]:
         """Runs one control tick with the current effort; returns the shifts applied this tick."""
         plant, cid = self.plant, self._cid
         # The torque is constant within a tick. The raw pybullet functions with the client id
         # skip BulletClient's per-call attribute lookup (most of a substep's Python time).
-        torque = (plant.effort_gain * self._u + plant.torque_bias).tolist()
+        gain, bias = plant.effort_gain.tolist(), plant.torque_bias.tolist()
+        torque = [g * u + b for g, u, b in zip(gain, self._u_list, bias, strict=True)]
         set_motors, step = pybullet.setJointMotorControlArray, pybullet.stepSimulation
-        for _ in range(self.task.physics_substeps):
+        for _ in self._substeps:
             # External torques are cleared by every stepSimulation, so set them each substep.
             set_motors(self.body, plant.controlled, pybullet.TORQUE_CONTROL, forces=torque, physicsClientId=cid)
             step(physicsClientId=cid)
@@ -226,9 +273,7 @@ class TrackingEnv(gym.Env):
 
     def observation(self) -> np.ndarray:
         """Returns obs = concat(q_c, qd_c, q_ref, qd_ref, q_p, qd_p) as float32."""
-        q_ref, qd_ref = self.reference()
-        c, s = self._c_slot, self._p_slot
-        return np.concatenate([self._q[c], self._qd[c], q_ref, qd_ref, self._q[s], self._qd[s]]).astype(np.float32)
+        return np.array(self._obs_get((*self._state, *self._reference_row())), dtype=np.float32)
 
     def joint_state(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         """Returns (names, position, velocity, effort) of controlled then passive joints.
@@ -238,7 +283,7 @@ class TrackingEnv(gym.Env):
         """
         idx = np.concatenate([self._c_slot, self._p_slot])
         effort = np.concatenate([self.plant.effort_gain * self._u, np.zeros(len(self._p_slot))])
-        return self.joint_names, self._q[idx].copy(), self._qd[idx].copy(), effort
+        return self.joint_names, self._q[idx], self._qd[idx], effort
 
     def reference(self, t: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Returns (q_ref, qd_ref) of the controlled joints at episode time ``t`` (default: now).
@@ -247,18 +292,41 @@ class TrackingEnv(gym.Env):
         """
         if t is not None:
             return self.task.reference_at(self.reference_offset_s + t)
-        if self._ref_tick != self.tick:  # computed once per tick (cost and observation share it)
-            self._ref = self.task.reference_at(self.reference_offset_s + self.t)
+        if self._ref_tick != self.tick:
+            row, n = self._reference_row(), self.task.n_controlled
+            self._ref = (np.array(row[:n]), np.array(row[n:]))
             self._ref_tick = self.tick
         return self._ref
 
+    def _reference_row(self) -> list[float]:
+        """[q_ref..., qd_ref...] at the current tick: a row of the episode's reference table.
+
+        The table holds REF_BLOCK ticks at a time, computed with the very operations of
+        ``task.reference_at(offset + tick * dt)`` (the same values bit for bit), so a tick looks
+        a row up instead of evaluating sines; a run past the block gets the next block.
+        """
+        k = self.tick - self._ref_base
+        if not 0 <= k < len(self._ref_rows):
+            self._ref_base, k = self.tick, 0
+            c, a, w, phase0 = self.task._reference_arrays
+            ticks = np.arange(self.tick, self.tick + REF_BLOCK, dtype=np.float64)
+            phase = phase0[None, :] + w[None, :] * (self.reference_offset_s + ticks * self.task.dt)[:, None]
+            self._ref_rows = np.concatenate([c + a * np.sin(phase), a * w * np.cos(phase)], axis=1).tolist()
+        return self._ref_rows[k]
+
+    def _cost_and_obs(self) -> tuple[float, tuple[float, ...]]:
+        """(cost, observation values) of the current state, on Python floats (see __init__)."""
+        state, ref = self._state, self._reference_row()
+        n = len(self._u_list)
+        pos = sum([(d := r - q) * d for r, q in zip(ref, self._cq_get(state), strict=False)])
+        vel = sum([(d := r - qd) * d for r, qd in zip(ref[n:], self._cqd_get(state), strict=True)])
+        eff = sum([(d := u / limit) * d for u, limit in zip(self._u_list, self._limit_list, strict=True)])
+        w = self.task.cost
+        return w.w_pos * pos + w.w_vel * vel + w.w_effort * eff, self._obs_get((*state, *ref))
+
     def cost(self) -> float:
         """Tracking cost of the current state and last effort (see the module docstring)."""
-        w = self.task.cost
-        q_ref, qd_ref = self.reference()
-        c = self._c_slot
-        e, de, un = q_ref - self._q[c], qd_ref - self._qd[c], self._u / self.effort_limit
-        return float(w.w_pos * (e @ e) + w.w_vel * (de @ de) + w.w_effort * (un @ un))
+        return self._cost_and_obs()[0]
 
     def gravity_torque(self) -> np.ndarray:
         """Effort that holds the controlled joints against gravity now (true, shifted masses).
@@ -316,7 +384,8 @@ class TrackingEnv(gym.Env):
             self._p.resetJointState(self.body, joint, position, 0.0)
         self.tick = 0
         self._ref_tick = -1
-        self._u = np.zeros(self.task.act_dim)
+        self._ref_rows = []  # the offset changed: the reference table is rebuilt on demand
+        self._u_list = [0.0] * self.task.act_dim
         self._pending = sorted(schedule, key=lambda s: s.at_s)
         for shift in self._pending:
             if shift.link is not None and shift.link not in plant.link_index:
@@ -326,8 +395,18 @@ class TrackingEnv(gym.Env):
 
     def _read_state(self) -> None:
         states = pybullet.getJointStates(self.body, self._movable, physicsClientId=self._cid)
-        self._q = np.array([s[0] for s in states])
-        self._qd = np.array([s[1] for s in states])
+        q, qd, *_ = zip(*states, strict=True)
+        self._state = q + qd
+
+    @property
+    def _q(self) -> np.ndarray:
+        """Positions of the movable joints (this tick's read), as a new array."""
+        return np.array(self._state[: len(self._movable)])
+
+    @property
+    def _qd(self) -> np.ndarray:
+        """Velocities of the movable joints (this tick's read), as a new array."""
+        return np.array(self._state[len(self._movable) :])
 
     def _apply_due_shifts(self) -> list[dict[str, Any]]:
         events = []

@@ -1,6 +1,6 @@
 """Figure 6, consolidation: train_slow_weights samples/s and the wall time of one run_round.
 
-Experience is generated with cloud_brain.evaluation.collect_experience (the robot's runtime on a
+Experience is generated with cloud_brain.learning.evaluation.collect_experience (the robot's runtime on a
 real TrackingEnv, no ROS) into a real ExperienceStore. Limit of the training figure: a bare torch
 loop (same MLP shape, Adam, same steps, batch and tensors) measured in the same run. The round has
 no bare equivalent; its limit is left null and its parts are reported in the detail.
@@ -21,10 +21,10 @@ EPISODE_TICKS = 4000
 
 def run(quick: bool, workdir: pathlib.Path) -> dict:
     import torch
-    from cloud_brain.consolidation import ConsolidationConfig, run_round, sample_memories, train_slow_weights
-    from cloud_brain.evaluation import collect_experience
-    from cloud_brain.policy_export import import_onnx
-    from cloud_brain.store import ExperienceStore
+    from cloud_brain.experience.store import ExperienceStore
+    from cloud_brain.learning.consolidation import ConsolidationConfig, run_round, sample_memories, train_slow_weights
+    from cloud_brain.learning.evaluation import collect_experience
+    from cloud_brain.learning.policy_export import import_onnx
     from nestor_core.policy_model import load_model
     from nestor_sim.task import load_task
     from nestor_sim.tracking_env import TrackingEnv

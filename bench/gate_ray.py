@@ -2,7 +2,7 @@
 
 The same gate is measured on the local worker (l2_consolidation.evaluate: every scenario in turn,
 one PyBullet env, in this process) and on a private local Ray cluster of 1, 2 and 4 workers
-(cloud_brain.ray_backend.evaluate_parallel: one task per scenario, each with its own env), in
+(cloud_brain.learning.ray_backend.evaluate_parallel: one task per scenario, each with its own env), in
 the same run, at the same niceness (10, as the round worker). Each timing is the second of two
 evaluations, so the cluster's worker start-up is not in it (a server keeps its cluster). The
 costs must be equal to the local ones (same seed): `same_costs` in the detail.
@@ -21,11 +21,10 @@ SHIFTS = ("payload:2.0", "friction:3.0", "torque_bias:5.0")
 
 
 def run(quick: bool, workdir: pathlib.Path) -> dict:
-    from cloud_brain.l2_consolidation import ConsolidationConfig, evaluate, gate_scenarios
+    from cloud_brain.learning import ray_backend
+    from cloud_brain.learning.l2_consolidation import ConsolidationConfig, evaluate, gate_scenarios
     from nestor_sim.task import load_task
     from nestor_sim.tracking_env import TrackingEnv
-
-    from cloud_brain import ray_backend
 
     ray_backend.round_priority()  # the local worker's niceness; Ray's workers get the same
     onnx_path, _ = make_model(workdir)

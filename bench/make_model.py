@@ -1,6 +1,6 @@
 """Write the task's initial ONNX model and its io_signature (imports torch: run it as its own process).
 
-The model is the cloud's default version 1 (`cloud_brain.window_model.initial_model`, a window graph);
+The model is the cloud's default version 1 (`cloud_brain.learning.window_model.initial_model`, a window graph);
 `--kind delta` writes the original delta-rule graph.
 """
 
@@ -8,7 +8,7 @@ import argparse
 import json
 import pathlib
 
-from cloud_brain import policy_export, window_model
+from cloud_brain.learning import policy_export, window_model
 
 
 def main() -> None:

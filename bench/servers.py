@@ -25,7 +25,7 @@ from bench.common import TASK_FILE
 def cloud_server(workdir: pathlib.Path, max_workers: int = 256):
     """A CloudServer on 127.0.0.1:0 with a real SQLite store in workdir; scheduler off."""
     from cloud_brain.config import CloudConfig, ScheduleConfig
-    from cloud_brain.server import CloudServer
+    from cloud_brain.service.server import CloudServer
 
     onnx = (workdir / "model.onnx").read_bytes()
     io_signature = json.loads((workdir / "io_signature.json").read_text())

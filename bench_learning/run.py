@@ -30,7 +30,7 @@ variants): each entry holds ConsolidationConfig overrides and optionally `runtim
 RuntimeConfig fields for the robot side (e.g. l1_step_scale: 0).
 
 Everything runs in-process: real PyBullet, real onnxruntime through the robot's PolicyRuntime,
-real torch rounds (cloud_brain.consolidation.run_round) on real SQLite stores. Lineages run in
+real torch rounds (cloud_brain.learning.consolidation.run_round) on real SQLite stores. Lineages run in
 a pool of `workers` processes (one torch thread each).
 """
 
@@ -109,7 +109,7 @@ def load_cases(path: str | pathlib.Path) -> dict:
 
 
 def _round(db: str, task: str, task_file: str, parent: bytes, after: int, up_to: int, seed: int, config: dict):
-    from cloud_brain.consolidation import run_round
+    from cloud_brain.learning.consolidation import run_round
 
     request = {"db_path": db, "task": task, "task_file": task_file, "parent_version": 1, "parent_onnx": parent,
                "experience_from": after, "experience_to": up_to, "seed": seed, "l3_seed": seed, "config": config}
@@ -132,7 +132,7 @@ def _round(db: str, task: str, task_file: str, parent: bytes, after: int, up_to:
 
 
 def _collect(model: bytes, env, store, robot: str, shifts: list, seed: int, episodes: int, ticks: int, seq: int):
-    from cloud_brain.evaluation import collect_experience
+    from cloud_brain.learning.evaluation import collect_experience
 
     for episode in range(episodes):
         for batch in collect_experience(model, env, robot, shifts=shifts, seed=seed * 100 + episode, ticks=ticks,
@@ -148,10 +148,10 @@ def run_lineage(args: tuple) -> list[dict]:
     import torch
 
     torch.set_num_threads(1)
-    from cloud_brain.evaluation import rollout
-    from cloud_brain.policy_export import initial_model as delta_initial_model
-    from cloud_brain.store import ExperienceStore
-    from cloud_brain.window_model import initial_model
+    from cloud_brain.experience.store import ExperienceStore
+    from cloud_brain.learning.evaluation import rollout
+    from cloud_brain.learning.policy_export import initial_model as delta_initial_model
+    from cloud_brain.learning.window_model import initial_model
     from nestor_core import learning_metrics
     from nestor_core.policy_model import load_model
     from nestor_core.policy_runtime import RuntimeConfig

@@ -6,7 +6,7 @@ Same run, same clients (bench_load.run's paced mutual-TLS Ingest streams, no ROS
 
   1. `sqlite_1`: one `nestor-cloud serve` on its SQLite file, every client on it;
   2. `postgres_2`: two replicas on one PostgreSQL database (a throw-away local server,
-     cloud_brain.pg_local), the clients spread over both (client k lists the replicas starting
+     cloud_brain.experience.pg_local), the clients spread over both (client k lists the replicas starting
      at k % 2, as a robot's `cloud_address` would);
   3. `failover`: phase 2 again, and replica 0 is killed with SIGKILL halfway; each client fails
      over to the other replica and resends what was unacked. Reported: for every client, the time
@@ -102,7 +102,7 @@ def _worker(robot_ids, addresses, certs_dir, chunk, period, window, start_at, du
 
 def _stored(target: str) -> dict[str, tuple[int, int, bool]]:
     """robot -> (last_seq, transitions, seqs contiguous from 1 without drops), from either backend."""
-    from cloud_brain.store import ExperienceStore
+    from cloud_brain.experience.store import ExperienceStore
 
     store = ExperienceStore(target)
     try:
@@ -210,7 +210,7 @@ def _phase(name, work, certs, target, store_cfg, replicas, clients, duration, pr
 
 def run(clients: int, duration: float, procs: int, chunk: int, period: float, window: int,
         out_path: pathlib.Path) -> dict:
-    from cloud_brain.pg_local import PostgresServer
+    from cloud_brain.experience.pg_local import PostgresServer
 
     with tempfile.TemporaryDirectory(prefix="bench-replicas-") as tmp:
         work = pathlib.Path(tmp)

@@ -1,4 +1,4 @@
-"""PostgreSQL for the tests: one throw-away server (cloud_brain.pg_local) per pytest process.
+"""PostgreSQL for the tests: one throw-away server (cloud_brain.experience.pg_local) per pytest process.
 
 The server binaries come from the Debian package `postgresql` (`.ci/run` and `make test` install
 it when missing). `NESTOR_TEST_PG_DSN` points the tests at an existing server instead (each test
@@ -14,7 +14,7 @@ import os
 import uuid
 
 import pytest
-from cloud_brain.pg_local import PostgresServer, admin
+from cloud_brain.experience.pg_local import PostgresServer, admin
 
 __all__ = ["ExternalServer", "PostgresServer", "require_postgres"]
 

@@ -161,8 +161,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _export_command(args) -> int:
-    from cloud_brain.export import ExportError, Selection, formats, joint_layout, read_events
-    from cloud_brain.store import ExperienceStore
+    from cloud_brain.experience.export import ExportError, Selection, formats, joint_layout, read_events
+    from cloud_brain.experience.store import ExperienceStore
 
     try:
         selection = Selection(args.robot, args.from_seq, args.to_seq, args.since, args.until).validate()
@@ -203,7 +203,7 @@ def _export_command(args) -> int:
 
 
 def _backup_command(args) -> int:
-    from cloud_brain import backup
+    from cloud_brain.experience import backup
 
     try:
         if args.command == "backup":
@@ -377,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as err:
             print(f"nestor-cloud: {err}", file=sys.stderr)
             return 2
-        from cloud_brain.server import serve
-        from cloud_brain.store_db import SchemaError, StoreUnavailable
+        from cloud_brain.experience.store_db import SchemaError, StoreUnavailable
+        from cloud_brain.service.server import serve
 
         try:
             return serve(config, ready_file=args.ready_file)
@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export":
         return _export_command(args)
     if args.command == "certs":
-        from cloud_brain.certs import generate
+        from cloud_brain.service.certs import generate
 
         try:
             written = generate(

@@ -48,7 +48,7 @@ class ScheduleConfig:
 
 @dataclasses.dataclass
 class RolloutConfig:
-    """Staged rollout of versions accepted by consolidation rounds (cloud_brain.rollout).
+    """Staged rollout of versions accepted by consolidation rounds (cloud_brain.models.rollout).
 
     With `canary_fraction` > 0 an accepted version first goes to ceil(fraction * fleet) canary
     robots (the lowest robot ids among the task's connected subscribers). It is promoted to
@@ -77,7 +77,7 @@ STORE_BACKENDS = ("sqlite", "postgres")
 
 @dataclasses.dataclass
 class StoreConfig:
-    """Where the experience store and the model registry live (cloud_brain.store, store_db).
+    """Where the experience store and the model registry live (cloud_brain.experience.store, store_db).
 
     `sqlite` (the default) is the embedded file `db_path`: one server process. `postgres` is a
     PostgreSQL database that several `nestor-cloud serve` replicas share: each robot may connect
@@ -103,7 +103,7 @@ CONSOLIDATION_BACKENDS = ("local", "ray")
 
 @dataclasses.dataclass
 class ConsolidationBackendConfig:
-    """Where consolidation rounds run (cloud_brain.scheduler, cloud_brain.ray_backend).
+    """Where consolidation rounds run (cloud_brain.learning.scheduler, cloud_brain.learning.ray_backend).
 
     `local` (default): one persistent child process of the server, niced. `ray`: each round is a
     Ray task, and the gate evaluates its scenarios as parallel Ray tasks; `ray` is imported only
@@ -126,7 +126,7 @@ class TlsConfig:
     """Mutual TLS of the gRPC server. All three paths set = TLS on; all empty = insecure.
 
     With TLS on every client must present a certificate signed by `client_ca`, and the servicers
-    authorise by it (cloud_brain.authz). Insecure mode is refused unless `address` is a loopback
+    authorise by it (cloud_brain.service.authz). Insecure mode is refused unless `address` is a loopback
     address, and even there it logs an INSECURE warning at startup; it enforces no authorisation.
     `nestor-cloud certs --out certs` writes a development set of these files.
     """
@@ -190,10 +190,10 @@ class CloudConfig:
     """Prometheus /metrics HTTP port; 0 = off."""
     metrics_address: str = "127.0.0.1"
     """Address the Prometheus HTTP server binds."""
-    initial_model: str = "cloud_brain.window_model:initial_model"
+    initial_model: str = "cloud_brain.learning.window_model:initial_model"
     """`module:function` returning (onnx bytes, io_signature) for a task file and seed; used at
     start for every task that has no active version yet."""
-    consolidate: str = "cloud_brain.consolidation:run_round"
+    consolidate: str = "cloud_brain.learning.consolidation:run_round"
     """`module:function` run in the consolidation child process: run_round(request) -> result."""
     signing_key: str = ""
     """Path of the PEM ed25519 private key that signs every manifest (e.g. certs/model_signing.pem);
@@ -212,7 +212,7 @@ class CloudConfig:
     def store_target(self) -> str:
         """What ExperienceStore opens: `db_path`, or the PostgreSQL DSN (env: resolved)."""
         if self.store.backend == "postgres":
-            from cloud_brain.store_db import dsn_from_env
+            from cloud_brain.experience.store_db import dsn_from_env
 
             try:
                 return dsn_from_env(self.store.dsn)

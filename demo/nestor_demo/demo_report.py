@@ -7,7 +7,7 @@ Sources, all written by the run itself:
   - each robot's spool (what it recorded and what the cloud acknowledged), policy_stats.json
     (swaps, missed ticks) and events.jsonl (the dynamics shift);
   - seeded closed-loop evaluations in PyBullet of the models the run produced, with the robot's
-    own runtime (cloud_brain.evaluation), each shifted episode against its paired control: the
+    own runtime (cloud_brain.learning.evaluation), each shifted episode against its paired control: the
     learning figures.
 """
 
@@ -47,7 +47,7 @@ def _robot_series(db_path: Path, task: str, kp=None, kd=None, kinds=None) -> dic
     also the norm of each level's read per transition (`slow_norm`, `l0_norm`, `l1_norm`; see
     _level_norms).
     """
-    from cloud_brain.store import ExperienceStore
+    from cloud_brain.experience.store import ExperienceStore
 
     parts: dict[str, dict[str, list]] = {}
     store = ExperienceStore(str(db_path))
@@ -112,7 +112,7 @@ def _rounds(db_path: Path, task: str) -> list[dict]:
     A round with accepted = 0 is a candidate the gate rejected (version > 0) or a failed round
     (error set, no version).
     """
-    from cloud_brain.store import ExperienceStore
+    from cloud_brain.experience.store import ExperienceStore
 
     store = ExperienceStore(str(db_path))
     try:
@@ -127,7 +127,7 @@ def _rounds(db_path: Path, task: str) -> list[dict]:
 
 
 def _models(db_path: Path, task: str) -> list:
-    from cloud_brain.registry import ModelRegistry
+    from cloud_brain.models.registry import ModelRegistry
 
     return ModelRegistry(str(db_path)).list(task, with_onnx=True)
 
@@ -140,7 +140,7 @@ def evaluate_learning(initial_onnx: bytes, final_onnx: bytes, task_file: str, sh
     episode), `post_ratio_paired` and `late_ratio_paired` compare the two tick by tick; the old
     self-relative band figure stays as `recovery_ticks`.
     """
-    from cloud_brain.evaluation import rollout
+    from cloud_brain.learning.evaluation import rollout
     from nestor_core.policy_model import load_model
     from nestor_core.policy_runtime import RuntimeConfig
     from nestor_sim.tracking_env import TrackingEnv

@@ -2,8 +2,8 @@
 
 Importable by spawn children and server subprocesses (conftest puts this directory on sys.path).
 
-`initial_model` plays cloud_brain.policy_export.initial_model; `run_round` and friends play
-cloud_brain.consolidation.run_round (they return the parent's bytes plus a marker).
+`initial_model` plays cloud_brain.learning.policy_export.initial_model; `run_round` and friends play
+cloud_brain.learning.consolidation.run_round (they return the parent's bytes plus a marker).
 """
 
 import hashlib
@@ -51,7 +51,7 @@ def initial_model(task_file: str, seed: int = 0) -> tuple[bytes, dict]:
 def run_round(request: dict) -> dict:
     """Accepts a child of the parent; reports the child's niceness and torch threads."""
     import torch
-    from cloud_brain.store import ExperienceStore
+    from cloud_brain.experience.store import ExperienceStore
 
     store = ExperienceStore(request["db_path"])
     n = sum(len(b) for b in store.read_batches(request["task"], request["experience_from"], request["experience_to"]))

@@ -12,7 +12,7 @@ if str(HERE) not in sys.path:
 
 import cloud_testlib  # noqa: E402
 from cloud_brain.config import CloudConfig, ScheduleConfig, TaskSpec  # noqa: E402
-from cloud_brain.server import CloudServer  # noqa: E402
+from cloud_brain.service.server import CloudServer  # noqa: E402
 from cloud_testlib import ACT_DIM, OBS_DIM  # noqa: E402
 
 

@@ -178,7 +178,7 @@ def test_subscribe_unknown_task_is_invalid(server, channel):
 
 
 def test_subscribe_ends_cleanly_on_server_stop(cloud_config):
-    from cloud_brain.server import CloudServer
+    from cloud_brain.service.server import CloudServer
     from cloud_testlib import initial_model
 
     srv = CloudServer(cloud_config, initial_model_fn=initial_model)
@@ -214,7 +214,7 @@ def test_fleet_status_and_models_list(server, channel):
 
 
 def test_restart_keeps_models_and_sequence_state(cloud_config):
-    from cloud_brain.server import CloudServer
+    from cloud_brain.service.server import CloudServer
     from cloud_testlib import initial_model
 
     with CloudServer(cloud_config, initial_model_fn=initial_model) as srv:

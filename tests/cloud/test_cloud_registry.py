@@ -5,9 +5,9 @@ import json
 import sqlite3
 
 import pytest
-from cloud_brain.manifest import canonical_json, sign_manifest
-from cloud_brain.registry import ModelRegistry, RegistryError
-from cloud_brain.store_db import connect
+from cloud_brain.experience.store_db import connect
+from cloud_brain.models.manifest import canonical_json, sign_manifest
+from cloud_brain.models.registry import ModelRegistry, RegistryError
 
 IO = {"inputs": {"obs": [1, 3]}, "outputs": {"action": [1, 2]}}
 

@@ -7,8 +7,8 @@ import threading
 import grpc
 import pytest
 from cloud_brain.config import ConfigError, RolloutConfig, config_from_dict
-from cloud_brain.rollout import canary_verdict, choose_canaries
-from cloud_brain.server import CloudServer
+from cloud_brain.models.rollout import canary_verdict, choose_canaries
+from cloud_brain.service.server import CloudServer
 from cloud_testlib import initial_model, make_batch
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_core.experience import to_chunk

@@ -4,9 +4,9 @@ import time
 
 import pytest
 from cloud_brain.config import ScheduleConfig
-from cloud_brain.registry import ModelRegistry
-from cloud_brain.scheduler import ConsolidationScheduler, RoundError, round_due, run_in_child
-from cloud_brain.store import ExperienceStore
+from cloud_brain.experience.store import ExperienceStore
+from cloud_brain.learning.scheduler import ConsolidationScheduler, RoundError, round_due, run_in_child
+from cloud_brain.models.registry import ModelRegistry
 from cloud_testlib import initial_model, make_batch
 
 

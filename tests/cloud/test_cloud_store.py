@@ -5,9 +5,9 @@ import sqlite3
 
 import numpy as np
 import pytest
-from cloud_brain.ingest import ingest_chunk
-from cloud_brain.store import ExperienceStore, SequenceGapError
-from cloud_brain.store_db import connect
+from cloud_brain.experience.ingest import ingest_chunk
+from cloud_brain.experience.store import ExperienceStore, SequenceGapError
+from cloud_brain.experience.store_db import connect
 from cloud_testlib import make_batch, make_chunk
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -13,9 +13,9 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from cloud_brain.dataset import DatasetError, load
-from cloud_brain.export_mcap import TOPICS
-from cloud_brain.store import ExperienceStore
+from cloud_brain.experience.dataset import DatasetError, load
+from cloud_brain.experience.export_mcap import TOPICS
+from cloud_brain.experience.store import ExperienceStore
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 from nestor_core.experience import ExperienceBatch

@@ -4,7 +4,7 @@ nothing is stored, and the server keeps serving (issue 12: they were UNKNOWN wit
 import grpc
 import pytest
 from cloud_brain.config import TaskSpec
-from cloud_brain.ingest import validate_chunk
+from cloud_brain.experience.ingest import validate_chunk
 from cloud_testlib import make_batch
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_core.experience import ChunkError, to_chunk

@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from cloud_brain.l3_reservoir import L3Reservoir, ReservoirConfig, Window
-from cloud_brain.store import ExperienceStore
+from cloud_brain.experience.store import ExperienceStore
+from cloud_brain.learning.l3_reservoir import L3Reservoir, ReservoirConfig, Window
 from nestor_core.experience import ExperienceBatch
 
 T, N = 10, 2  # ticks per window, joints

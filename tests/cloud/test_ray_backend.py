@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 import pytest
-from cloud_brain.store import ExperienceStore
+from cloud_brain.experience.store import ExperienceStore
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +22,8 @@ TASK_FILE = REPO / "config" / "tasks" / "kuka_track.yaml"
 
 
 def test_ray_is_not_imported_unless_chosen():
-    code = ("import sys, cloud_brain.server, cloud_brain.scheduler, cloud_brain.ray_backend;"
-            " from cloud_brain.config import CloudConfig; from cloud_brain.server import round_runner;"
+    code = ("import sys, cloud_brain.service.server, cloud_brain.learning.scheduler, cloud_brain.learning.ray_backend;"
+            " from cloud_brain.config import CloudConfig; from cloud_brain.service.server import round_runner;"
             " assert round_runner(CloudConfig(), 'm:f') is None; print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
@@ -31,7 +31,7 @@ def test_ray_is_not_imported_unless_chosen():
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    from cloud_brain import ray_backend
+    from cloud_brain.learning import ray_backend
 
     # Ray's workers inherit the driver's environment: make cloud_testlib importable there.
     here = str(pathlib.Path(__file__).resolve().parent)
@@ -74,7 +74,7 @@ def _is_loopback(endpoint: str) -> bool:
 
 
 def test_every_socket_ray_opens_is_on_loopback(ray_cluster):
-    from cloud_brain import ray_backend
+    from cloud_brain.learning import ray_backend
 
     assert ray_backend.ray_map(abs, [-1, -2, 3]) == [1, 2, 3]  # workers started, objects moved
     ray_pids = _descendants(os.getpid())
@@ -108,9 +108,8 @@ def test_rounds_run_as_ray_tasks_niced_with_one_torch_thread(ray_cluster, tmp_pa
 
 
 def test_a_failing_round_on_ray_is_a_round_error(ray_cluster):
-    from cloud_brain.scheduler import RoundError
-
-    from cloud_brain import ray_backend
+    from cloud_brain.learning import ray_backend
+    from cloud_brain.learning.scheduler import RoundError
 
     runner = ray_backend.RayRoundRunner("cloud_testlib:crash_round")
     with pytest.raises(RoundError, match="fake consolidation crashed"):
@@ -125,7 +124,7 @@ def test_a_failing_round_on_ray_is_a_round_error(ray_cluster):
 @pytest.fixture(scope="module")
 def kuka_store(tmp_path_factory):
     """A store of real kuka_track experience (the robot's runtime on PyBullet) and the initial model."""
-    from cloud_brain.evaluation import collect_experience
+    from cloud_brain.learning.evaluation import collect_experience
     from nestor_core.policy_model import load_model
     from nestor_sim.task import load_task
     from nestor_sim.tracking_env import TrackingEnv
@@ -153,9 +152,8 @@ SMALL_ROUND = {"steps": 30, "batch_size": 256, "meta_steps": 2, "meta_batch": 8,
 
 
 def test_a_real_round_on_ray_gives_the_local_workers_result(ray_cluster, kuka_store):
-    from cloud_brain.scheduler import run_in_child
-
-    from cloud_brain import ray_backend
+    from cloud_brain.learning import ray_backend
+    from cloud_brain.learning.scheduler import run_in_child
 
     db, onnx, up_to = kuka_store
     request = {"db_path": db, "task": "kuka_track", "task_file": str(TASK_FILE), "parent_version": 1,
@@ -165,8 +163,8 @@ def test_a_real_round_on_ray_gives_the_local_workers_result(ray_cluster, kuka_st
     local_db, ray_db = db + ".local", db + ".ray"
     for copy in (local_db, ray_db):
         subprocess.run(["cp", db, copy], check=True)
-    local = run_in_child("cloud_brain.consolidation:run_round", {**request, "db_path": local_db}, timeout=600)
-    runner = ray_backend.RayRoundRunner("cloud_brain.consolidation:run_round")
+    local = run_in_child("cloud_brain.learning.consolidation:run_round", {**request, "db_path": local_db}, timeout=600)
+    runner = ray_backend.RayRoundRunner("cloud_brain.learning.consolidation:run_round")
     on_ray = runner.run({**request, "db_path": ray_db}, timeout=600)
     assert on_ray["accepted"] == local["accepted"] and on_ray["reason"] == local["reason"]
     gate_local, gate_ray = local["metrics"]["gate"], on_ray["metrics"]["gate"]

@@ -11,11 +11,10 @@ import threading
 
 import pytest
 from cloud_brain.config import ConfigError, config_from_dict
-from cloud_brain.registry import ModelRegistry
-from cloud_brain.store import ExperienceStore
+from cloud_brain.experience import lease, store_db, store_schema
+from cloud_brain.experience.store import ExperienceStore
+from cloud_brain.models.registry import ModelRegistry
 from cloud_testlib import make_batch
-
-from cloud_brain import lease, store_db, store_schema
 
 
 def test_schema_is_versioned_and_a_newer_database_is_refused(store_target):
@@ -31,7 +30,7 @@ def test_schema_is_versioned_and_a_newer_database_is_refused(store_target):
 def test_a_sqlite_file_made_before_versioning_is_adopted(tmp_path):
     import sqlite3
 
-    from cloud_brain.store import SCHEMA
+    from cloud_brain.experience.store import SCHEMA
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
@@ -188,7 +187,7 @@ def test_registry_rows_are_shared_by_replicas(pg_dsn):
 
 
 def test_a_postgres_store_copies_into_a_sqlite_file(pg_dsn, tmp_path):
-    from cloud_brain.store_copy import copy_store
+    from cloud_brain.experience.store_copy import copy_store
 
     source = ExperienceStore(pg_dsn)
     source.append(make_batch(first_seq=1, n=5))

@@ -6,10 +6,10 @@ import sys
 
 import pytest
 from cloud_brain.config import ScheduleConfig
-from cloud_brain.registry import ModelRegistry
-from cloud_brain.scheduler import ConsolidationScheduler
-from cloud_brain.store import ExperienceStore
-from cloud_brain.tensorboard_log import round_record, scalars
+from cloud_brain.experience.store import ExperienceStore
+from cloud_brain.learning.scheduler import ConsolidationScheduler
+from cloud_brain.learning.tensorboard_log import round_record, scalars
+from cloud_brain.models.registry import ModelRegistry
 from cloud_testlib import initial_model, make_batch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -54,8 +54,8 @@ def test_every_round_writes_its_scalars_through_the_worker(tmp_path, tasks):
 
 def test_the_server_side_never_imports_torch():
     """The scheduler and the record builder live in the server; only the worker writes with torch."""
-    probe = ("import sys, cloud_brain.server, cloud_brain.scheduler, cloud_brain.tensorboard_log; "
-             "print('torch' in sys.modules)")
+    probe = ("import sys, cloud_brain.service.server, cloud_brain.learning.scheduler, "
+             "cloud_brain.learning.tensorboard_log; print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"

@@ -142,7 +142,7 @@ def test_level_norms_recover_the_slow_read():
 
 
 def test_rejected_and_failed_rounds_are_read_from_the_store(tmp_path):
-    from cloud_brain.store import ExperienceStore
+    from cloud_brain.experience.store import ExperienceStore
 
     store = ExperienceStore(str(tmp_path / "nestor.db"))
     store.record_round("kuka_track", 1.0, 1, 0, 10, version=2, accepted=True, reason="ok")

@@ -23,11 +23,10 @@ CLOUD_TESTS = REPO / "tests" / "cloud"
 if str(CLOUD_TESTS) not in sys.path:
     sys.path.insert(0, str(CLOUD_TESTS))
 
+from cloud_brain.experience import store_db  # noqa: E402
 from cloud_testlib import ACT_DIM, OBS_DIM, make_batch  # noqa: E402
 from nestor_core import nestor_pb2  # noqa: E402
 from nestor_core.experience import from_chunk  # noqa: E402
-
-from cloud_brain import store_db  # noqa: E402
 
 BIN = pathlib.Path(sys.executable).parent
 TASK = "arm"
@@ -192,7 +191,7 @@ def stored_chunks(db_path: str, robot_id: str) -> list[tuple[int, int, bytes]]:
 def assert_exactly_once(db_path: str, robot_id: str, uploaded: int) -> None:
     """uploaded == stored: seqs 1..uploaded each stored once, contiguous, no drops, every chunk parses
     and holds the seqs it claims (make_batch writes the seq into obs[:, 0])."""
-    from cloud_brain.store import ExperienceStore
+    from cloud_brain.experience.store import ExperienceStore
 
     store = ExperienceStore(db_path)
     try:

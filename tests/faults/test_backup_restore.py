@@ -12,11 +12,10 @@ import subprocess
 import threading
 
 import pytest
+from cloud_brain.experience import backup
 from faultlib import BIN, REPO, CloudProcess, SpoolWriter, assert_exactly_once, drained, wait_for
 from nestor_robot.spool import Spool
 from nestor_robot.uplink import Uplink, UplinkConfig
-
-from cloud_brain import backup
 
 # `nestor-cloud backup` copies the SQLite file; a PostgreSQL store is backed up with pg_dump.
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("cloud", ["sqlite"], indirect=True)]

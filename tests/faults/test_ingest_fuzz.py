@@ -13,9 +13,9 @@ import sqlite3
 import grpc
 import numpy as np
 import pytest
-from cloud_brain.certs import generate
 from cloud_brain.config import CloudConfig, ScheduleConfig, TlsConfig
-from cloud_brain.server import CloudServer
+from cloud_brain.service.certs import generate
+from cloud_brain.service.server import CloudServer
 from cloud_testlib import ACT_DIM, OBS_DIM, initial_model, make_batch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

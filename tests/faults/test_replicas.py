@@ -12,7 +12,7 @@ import time
 
 import grpc
 import pytest
-from cloud_brain.store import ExperienceStore
+from cloud_brain.experience.store import ExperienceStore
 from faultlib import CloudProcess, SpoolWriter, assert_exactly_once, drained, wait_for
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_robot.spool import Spool

@@ -30,9 +30,9 @@ RESPAWN_DELAY_S = 4.0
 _SEED_MODELS = """
 import sys
 from cloud_brain.config import CloudConfig
-from cloud_brain.registry import ModelRegistry
-from cloud_brain.scheduler import resolve
-from cloud_brain.store import ExperienceStore
+from cloud_brain.models.registry import ModelRegistry
+from cloud_brain.learning.scheduler import resolve
+from cloud_brain.experience.store import ExperienceStore
 
 initial_model = resolve(CloudConfig.__dataclass_fields__["initial_model"].default)  # the cloud's default
 
@@ -233,7 +233,7 @@ def test_network_nodes_crash_and_come_back_while_the_robot_runs_then_sigint_drai
     assert stats["depth_transitions"] == 0 and stats["acked_through"] == recorded and stats["dropped"] == 0
     assert recorded == read_json(robot_dir / "policy_stats.json")["ticks"]
     kuka_cloud.stop()
-    from cloud_brain.store import ExperienceStore
+    from cloud_brain.experience.store import ExperienceStore
 
     store = ExperienceStore(kuka_cloud.db_path)
     try:

@@ -38,7 +38,7 @@ def _ingest(address: str, n: int) -> None:
 
 
 def _rounds(db_path: str) -> list[tuple]:
-    from cloud_brain.store import ExperienceStore
+    from cloud_brain.experience.store import ExperienceStore
 
     store = ExperienceStore(db_path)
     try:

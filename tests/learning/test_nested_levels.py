@@ -2,14 +2,13 @@
 
 import numpy as np
 import torch
-from cloud_brain.l2_consolidation import ConsolidationConfig, _MetaParams, meta_learn_l0
-from cloud_brain.l3_reservoir import Window
-from cloud_brain.policy_export import export_onnx
-from cloud_brain.policy_net import NestedPolicy, NetSpec
+from cloud_brain.learning import l0_fast_weights as l0fw
+from cloud_brain.learning.l2_consolidation import ConsolidationConfig, _MetaParams, meta_learn_l0
+from cloud_brain.learning.l3_reservoir import Window
+from cloud_brain.learning.policy_export import export_onnx
+from cloud_brain.learning.policy_net import NestedPolicy, NetSpec
 from nestor_core.policy_model import load_model
 from nestor_core.policy_runtime import PolicyRuntime, RuntimeConfig
-
-from cloud_brain import l0_fast_weights as l0fw
 
 SPEC = NetSpec(task="t", controlled_joints=("a", "b"), passive_joints=(), kp=(50.0, 40.0), kd=(5.0, 4.0),
                effort_limit=(20.0, 15.0), obs_scale=(1.0,) * 8, hidden=8, key_features=4)

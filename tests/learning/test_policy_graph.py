@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from cloud_brain.policy_export import export_onnx, import_onnx, initial_net
-from cloud_brain.policy_net import NestedPolicy, NetSpec
+from cloud_brain.learning.policy_export import export_onnx, import_onnx, initial_net
+from cloud_brain.learning.policy_net import NestedPolicy, NetSpec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from cloud_brain.policy_export import export_onnx, initial_net
+from cloud_brain.learning.policy_export import export_onnx, initial_net
 from nestor_core.policy_model import load_model
 from nestor_core.policy_runtime import PolicyRuntime, RuntimeConfig
 from nestor_sim.tracking_env import TrackingEnv

@@ -6,10 +6,10 @@ import pathlib
 import numpy as np
 import pytest
 import torch
-from cloud_brain.evaluation import rollout
-from cloud_brain.window_export import export_window_onnx, import_window_onnx
-from cloud_brain.window_model import initial_model
-from cloud_brain.window_policy import WindowPolicy, WindowSpec, ridge_fit
+from cloud_brain.learning.evaluation import rollout
+from cloud_brain.learning.window_export import export_window_onnx, import_window_onnx
+from cloud_brain.learning.window_model import initial_model
+from cloud_brain.learning.window_policy import WindowPolicy, WindowSpec, ridge_fit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -154,7 +154,7 @@ def test_the_fast_level_cancels_a_torque_bias_step_on_the_arm(kuka):
 
 
 def test_the_gate_checks_the_gain_change_a_robot_reported_through_l1():
-    from cloud_brain.window_consolidation import lived_scenarios
+    from cloud_brain.learning.window_consolidation import lived_scenarios
     from nestor_core.experience import ExperienceBatch
 
     def batch(robot, g):

@@ -8,8 +8,8 @@ import pathlib
 
 import numpy as np
 import pytest
-from cloud_brain.evaluation import rollout
-from cloud_brain.policy_export import initial_model
+from cloud_brain.learning.evaluation import rollout
+from cloud_brain.learning.policy_export import initial_model
 from nestor_core import learning_metrics
 from nestor_core.policy_model import load_model
 from nestor_core.policy_runtime import RuntimeConfig
@@ -98,7 +98,7 @@ def test_rls_recovers_from_a_torque_bias_step_within_its_forgetting_bound(forget
 def test_rls_baseline_cancels_a_torque_bias_on_the_arm():
     """The `rls` method as the benchmark runs it: the window model with its fast level off, RLS on
     [1, q] fed the graph's measured disturbance, after a torque-bias step."""
-    from cloud_brain.window_model import initial_model as window_initial_model
+    from cloud_brain.learning.window_model import initial_model as window_initial_model
 
     env = TrackingEnv(KUKA)
     try:

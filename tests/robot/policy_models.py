@@ -13,8 +13,8 @@ JOINTS = tuple(f"lbr_iiwa_joint_{i}" for i in range(1, 8))
 
 _SCRIPT = """
 import sys
-from cloud_brain.policy_net import NestedPolicy, NetSpec
-from cloud_brain.policy_export import export_onnx
+from cloud_brain.learning.policy_net import NestedPolicy, NetSpec
+from cloud_brain.learning.policy_export import export_onnx
 
 joints = tuple(sys.argv[2].split(","))
 n = len(joints)

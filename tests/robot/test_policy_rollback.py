@@ -27,8 +27,8 @@ BIN = Path(sys.executable).parent
 
 _SCRIPT = """
 import sys
-from cloud_brain.policy_net import NestedPolicy, NetSpec
-from cloud_brain.policy_export import export_onnx
+from cloud_brain.learning.policy_net import NestedPolicy, NetSpec
+from cloud_brain.learning.policy_export import export_onnx
 
 joints = tuple(sys.argv[1].split(","))
 n = len(joints)

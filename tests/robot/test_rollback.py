@@ -67,7 +67,7 @@ def test_bad_parameters_name_themselves():
 
 def test_weight_sync_reports_bad_to_the_cloud_and_never_adopts_it_again(tmp_path, task_files_arm):
     from cloud_brain.config import CloudConfig, ScheduleConfig
-    from cloud_brain.server import CloudServer
+    from cloud_brain.service.server import CloudServer
     from cloud_testlib import initial_model
     from nestor_core import nestor_pb2
     from nestor_robot.weight_sync import WeightSync

@@ -61,7 +61,7 @@ class MemoryCloud:
             gap = batch.first_seq - (self.last + 1)
             if gap > 0:
                 if gap > batch.dropped_before:
-                    # As the real cloud does (cloud_brain.store.SequenceGapError): OUT_OF_RANGE,
+                    # As the real cloud does (cloud_brain.experience.store.SequenceGapError): OUT_OF_RANGE,
                     # the uplink reconnects and resends from its last acknowledged seq.
                     raise SequenceGap(f"expected seq {self.last + 1}, got {batch.first_seq}")
                 self.dropped += gap

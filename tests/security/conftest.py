@@ -12,9 +12,9 @@ for path in (HERE, HERE.parent / "cloud"):
 
 import cloud_testlib  # noqa: E402
 import security_testlib  # noqa: E402
-from cloud_brain.certs import generate  # noqa: E402
 from cloud_brain.config import CloudConfig, ScheduleConfig, TlsConfig  # noqa: E402
-from cloud_brain.server import CloudServer  # noqa: E402
+from cloud_brain.service.certs import generate  # noqa: E402
+from cloud_brain.service.server import CloudServer  # noqa: E402
 from nestor_core.manifest import load_private_key, load_public_key  # noqa: E402
 
 

@@ -1,8 +1,8 @@
 """The authorisation rules, as plain functions, without gRPC."""
 
-import cloud_brain.authz as authz
+import cloud_brain.service.authz as authz
 import pytest
-from cloud_brain.authz import Identity, PermissionDenied
+from cloud_brain.service.authz import Identity, PermissionDenied
 
 ROBOT0 = {
     "transport_security_type": [b"ssl"],

@@ -4,8 +4,8 @@ import os
 import stat
 
 import pytest
-from cloud_brain.certs import generate
 from cloud_brain.cli import main
+from cloud_brain.service.certs import generate
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID

@@ -6,8 +6,8 @@ import json
 
 import pytest
 from cloud_brain.config import CloudConfig, ConfigError, TlsConfig, is_loopback_host
-from cloud_brain.manifest import sign_manifest
-from cloud_brain.registry import ModelRegistry
+from cloud_brain.models.manifest import sign_manifest
+from cloud_brain.models.registry import ModelRegistry
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nestor_core import manifest as m
 from security_testlib import IO, TASK, signed_update, tiny_policy

@@ -13,7 +13,7 @@ import grpc
 import pytest
 from cloud_brain.cli import main
 from cloud_brain.config import CloudConfig, ConfigError
-from cloud_brain.server import CloudServer, server_credentials
+from cloud_brain.service.server import CloudServer, server_credentials
 from cloud_testlib import make_batch, make_chunk
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_core.manifest import verify
@@ -120,7 +120,7 @@ def test_a_client_without_a_certificate_cannot_connect(tls_server, pki, who):
 
 
 def test_a_certificate_from_another_ca_cannot_connect(tls_server, tmp_path):
-    from cloud_brain.certs import generate
+    from cloud_brain.service.certs import generate
 
     generate(tmp_path / "rogue", robots=1)
     rogue = tmp_path / "rogue"
@@ -196,7 +196,7 @@ def test_insecure_mode_on_loopback_warns_loudly_and_enforces_nothing(tmp_path, t
         max_workers=256, grace_seconds=0.5,
     ).validate()
     config.schedule.enabled = False
-    caplog.set_level(logging.WARNING, logger="cloud_brain.server")
+    caplog.set_level(logging.WARNING, logger="cloud_brain.service.server")
     server = CloudServer(config, initial_model_fn=initial_model)
     server.start()
     try:

@@ -5,7 +5,7 @@ One control tick is one `session.run`. Two kinds of graph exist, named by the me
 
 * "window" (the default model since issue 10): the fast level is a windowed least-squares fit over
   the short-horizon buffer, inside the graph. See WINDOW_INPUTS below and
-  `cloud_brain.window_policy` for the equations.
+  `cloud_brain.learning.window_policy` for the equations.
 * "delta" (the original graph, kept as the `l0_delta` baseline): the L0 memory is a fast-weight
   matrix updated by one delta-rule step per tick; the robot feeds back `fast_state_out` as the
   next tick's `fast_state`. Its signature:

@@ -20,14 +20,14 @@ import grpc
 from google.protobuf.message import DecodeError
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 
-from cloud_brain.authz import ALLOW_ALL, Authorizer, PermissionDenied
 from cloud_brain.config import RolloutConfig, TaskSpec
-from cloud_brain.ingest import ChunkError, SequenceGapError, ingest_chunk
-from cloud_brain.metrics import Metrics
-from cloud_brain.model_bus import ModelBus
-from cloud_brain.registry import ModelRegistry, ModelVersion, RegistryError
-from cloud_brain.rollout import Rollout
-from cloud_brain.store import ExperienceStore
+from cloud_brain.experience.ingest import ChunkError, SequenceGapError, ingest_chunk
+from cloud_brain.experience.store import ExperienceStore
+from cloud_brain.models.model_bus import ModelBus
+from cloud_brain.models.registry import ModelRegistry, ModelVersion, RegistryError
+from cloud_brain.models.rollout import Rollout
+from cloud_brain.service.authz import ALLOW_ALL, Authorizer, PermissionDenied
+from cloud_brain.service.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

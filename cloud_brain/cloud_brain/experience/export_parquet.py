@@ -19,7 +19,7 @@ Schema (one row per transition, in seq order; ``FORMAT_VERSION`` 1)::
 The schema metadata key ``nestor`` holds JSON: ``format_version``, ``robot_id``, ``task``,
 ``controlled_joints``, ``passive_joints``, ``obs_layout`` (block name -> [start, stop) columns),
 ``first_seq``, ``last_seq``, ``dropped_ranges`` and the sim's ``shift_events``.
-``cloud_brain.dataset.load`` reads it back. The file is written to ``<out>.part`` and renamed when
+``cloud_brain.experience.dataset.load`` reads it back. The file is written to ``<out>.part`` and renamed when
 it is complete.
 """
 
@@ -32,8 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cloud_brain.export import ExportError, JointLayout, Selection, select
-from cloud_brain.store import ExperienceStore
+from cloud_brain.experience.export import ExportError, JointLayout, Selection, select
+from cloud_brain.experience.store import ExperienceStore
 
 FORMAT_VERSION = 1
 METADATA_KEY = b"nestor"

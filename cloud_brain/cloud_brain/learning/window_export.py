@@ -12,8 +12,8 @@ import torch
 from nestor_core import policy_io
 from onnx import TensorProto, helper, numpy_helper
 
-from cloud_brain.policy_export import OPSET, _Graph, _np
-from cloud_brain.window_policy import C_MAX, G_BOUNDS, MAX_AGE, SANITIZE_OBS, WindowPolicy, WindowSpec
+from cloud_brain.learning.policy_export import OPSET, _Graph, _np
+from cloud_brain.learning.window_policy import C_MAX, G_BOUNDS, MAX_AGE, SANITIZE_OBS, WindowPolicy, WindowSpec
 
 _WEIGHTS = ("u_max", "x_mean", "x_std", "a_std", "wn", "zeta", "prior")
 _LAYERS = ("id1", "id2", "id_h", "id_m")

@@ -30,9 +30,9 @@ import numpy as np
 from nestor_core import nestor_pb2
 
 from cloud_brain.config import RolloutConfig
-from cloud_brain.model_bus import ModelBus
-from cloud_brain.registry import ModelRegistry, ModelVersion
-from cloud_brain.store import ExperienceStore
+from cloud_brain.experience.store import ExperienceStore
+from cloud_brain.models.model_bus import ModelBus
+from cloud_brain.models.registry import ModelRegistry, ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class Rollout:
         registry: model registry (promote, reject, bad marks).
         store: experience store (canary costs).
         bus: model bus; touched when a canary set changes so Subscribe streams re-select.
-        metrics: optional cloud_brain.metrics.Metrics (rollout outcomes, canary gauge).
+        metrics: optional cloud_brain.service.metrics.Metrics (rollout outcomes, canary gauge).
     """
 
     def __init__(self, config: RolloutConfig, registry: ModelRegistry, store: ExperienceStore, bus: ModelBus,

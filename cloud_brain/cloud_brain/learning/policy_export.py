@@ -12,7 +12,7 @@ import torch
 from nestor_core import policy_io
 from onnx import TensorProto, helper, numpy_helper
 
-from cloud_brain.policy_net import SANITIZE_OBS, L0Defaults, NestedPolicy, NetSpec
+from cloud_brain.learning.policy_net import SANITIZE_OBS, L0Defaults, NestedPolicy, NetSpec
 
 OPSET = 17
 

@@ -2,7 +2,7 @@
 
 With mutual TLS on, every caller presents a certificate signed by the fleet CA. Its identity is
 the certificate's common name; its role comes from a SAN URI `nestor://<role>/<name>` (see
-cloud_brain.certs), whose name must equal the common name. A certificate without such a URI is a
+cloud_brain.service.certs), whose name must equal the common name. A certificate without such a URI is a
 robot named by its common name.
 
 Rules (one function each, used by the servicers through `Authorizer`):

@@ -60,12 +60,12 @@ import numpy as np
 import torch
 from nestor_core.policy_model import load_model
 
-from cloud_brain import l0_fast_weights as l0fw
-from cloud_brain.evaluation import rollout
-from cloud_brain.l3_reservoir import L3Reservoir, ReservoirConfig, Window, windows_of_batch
-from cloud_brain.policy_export import export_onnx, import_onnx, io_signature
-from cloud_brain.policy_net import NestedPolicy
-from cloud_brain.store import ExperienceStore
+from cloud_brain.experience.store import ExperienceStore
+from cloud_brain.learning import l0_fast_weights as l0fw
+from cloud_brain.learning.evaluation import rollout
+from cloud_brain.learning.l3_reservoir import L3Reservoir, ReservoirConfig, Window, windows_of_batch
+from cloud_brain.learning.policy_export import export_onnx, import_onnx, io_signature
+from cloud_brain.learning.policy_net import NestedPolicy
 
 log = logging.getLogger(__name__)
 
@@ -458,7 +458,7 @@ def evaluate(onnx_bytes: bytes, env, scenarios: dict, config: ConsolidationConfi
     """Mean cost per scenario over the same seeded episodes, L0 on (as deployed).
 
     map_fn: `(onnx_bytes, task, scenarios, eval_ticks, seed) -> costs` evaluating the scenarios
-    elsewhere (request key `gate_map`, e.g. cloud_brain.ray_backend:evaluate_parallel, one Ray
+    elsewhere (request key `gate_map`, e.g. cloud_brain.learning.ray_backend:evaluate_parallel, one Ray
     task per scenario); None = here, in turn, on `env`.
     """
     if map_fn is not None:
@@ -516,7 +516,7 @@ def _config_from(request: dict) -> ConsolidationConfig:
 
 
 def run_round(request: dict) -> dict:
-    """One consolidation round; the scheduler's contract (see cloud_brain.scheduler)."""
+    """One consolidation round; the scheduler's contract (see cloud_brain.learning.scheduler)."""
     started = time.time()
     from nestor_sim.task import load_task
 
@@ -524,10 +524,10 @@ def run_round(request: dict) -> dict:
     seed = int(request.get("seed", 0))
     seed_everything(seed)
     task = load_task(request["task_file"])
-    from cloud_brain.window_export import is_window_onnx
+    from cloud_brain.learning.window_export import is_window_onnx
 
     if is_window_onnx(request["parent_onnx"]):
-        from cloud_brain.window_consolidation import run_window_round
+        from cloud_brain.learning.window_consolidation import run_window_round
 
         reservoir_config = ReservoirConfig(config.l3_capacity_transitions, config.l3_window, config.l3_novelty_weight)
         return run_window_round(request, config, task, ExperienceStore, L3Reservoir, reservoir_config,
@@ -570,9 +570,9 @@ def run_round(request: dict) -> dict:
     }
     # 5. gate. 6. export.
     if config.gate:
-        gate_map = request.get("gate_map")  # set by cloud_brain.ray_backend's round task
+        gate_map = request.get("gate_map")  # set by cloud_brain.learning.ray_backend's round task
         if gate_map:
-            from cloud_brain.scheduler import resolve
+            from cloud_brain.learning.scheduler import resolve
 
             gate_map = resolve(gate_map)
         candidate_onnx, gate = select_candidate(request["parent_onnx"], parent, trained, task, config, seed,

@@ -18,7 +18,7 @@ import sqlite3
 from nestor_core import nestor_pb2
 from nestor_core.experience import from_chunk
 
-from cloud_brain.db_lock import DatabaseInUse, check_free
+from cloud_brain.experience.db_lock import DatabaseInUse, check_free
 
 
 class BackupError(Exception):

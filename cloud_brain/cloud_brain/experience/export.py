@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 from nestor_core.experience import ExperienceBatch
 
-from cloud_brain.store import ExperienceStore
+from cloud_brain.experience.store import ExperienceStore
 
 
 class ExportError(ValueError):
@@ -141,6 +141,6 @@ def read_events(path: str | os.PathLike | None, robot_id: str, since: float | No
 
 def formats() -> dict:
     """Format name -> writer module (imported lazily: pyarrow and mcap load only when used)."""
-    from cloud_brain import export_mcap, export_parquet
+    from cloud_brain.experience import export_mcap, export_parquet
 
     return {"mcap": export_mcap, "parquet": export_parquet}

@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-from cloud_brain import store_db
+from cloud_brain.experience import store_db
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS l3_reservoir (

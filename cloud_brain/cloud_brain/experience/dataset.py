@@ -1,6 +1,6 @@
 """Loader of the Parquet experience dataset (``nestor-cloud export --format parquet``).
 
-    from cloud_brain.dataset import load
+    from cloud_brain.experience.dataset import load
     data = load("robot0.parquet")
     data.obs.shape, data.meta["controlled_joints"], data[0]["action"]
     loader = torch.utils.data.DataLoader(data, batch_size=256, shuffle=True)  # rows collate to tensors
@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cloud_brain.export_parquet import FORMAT_VERSION, METADATA_KEY
+from cloud_brain.experience.export_parquet import FORMAT_VERSION, METADATA_KEY
 
 COLUMNS = ("seq", "stamp", "model_version", "obs", "action", "cost", "fast_read", "l1_read", "surprise")
 

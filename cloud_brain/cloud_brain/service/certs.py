@@ -10,7 +10,7 @@ Writes into one directory:
     model_signing.pub.pem          its public key (every robot)
     bundles/cloud/, bundles/robotK/  with --bundles: each consumer's files only (never ca.key)
 
-The role and identity the server authorises by (cloud_brain.authz) come from the SAN URI
+The role and identity the server authorises by (cloud_brain.service.authz) come from the SAN URI
 `nestor://<role>/<name>`. An existing CA and signing key are reused, so running it again adds
 certificates without invalidating the ones already handed out or the models already signed.
 Private keys are written mode 0600. For development and tests; production keys belong in a

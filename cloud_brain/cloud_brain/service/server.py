@@ -20,17 +20,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 
-from cloud_brain import lease
-from cloud_brain.authz import Authorizer
 from cloud_brain.config import CloudConfig, ConfigError, TaskSpec, is_loopback_host, load_tasks
-from cloud_brain.db_lock import DatabaseInUse, DatabaseLock
-from cloud_brain.metrics import Metrics
-from cloud_brain.model_bus import ModelBus
-from cloud_brain.registry import ModelRegistry, ModelVersion
-from cloud_brain.rollout import Rollout
-from cloud_brain.scheduler import ConsolidationScheduler, resolve
-from cloud_brain.servicers import ExperienceServicer, FleetServicer, ModelsServicer, experience_handler
-from cloud_brain.store import ExperienceStore
+from cloud_brain.experience import lease
+from cloud_brain.experience.db_lock import DatabaseInUse, DatabaseLock
+from cloud_brain.experience.store import ExperienceStore
+from cloud_brain.learning.scheduler import ConsolidationScheduler, resolve
+from cloud_brain.models.model_bus import ModelBus
+from cloud_brain.models.registry import ModelRegistry, ModelVersion
+from cloud_brain.models.rollout import Rollout
+from cloud_brain.service.authz import Authorizer
+from cloud_brain.service.metrics import Metrics
+from cloud_brain.service.servicers import ExperienceServicer, FleetServicer, ModelsServicer, experience_handler
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class CloudServer:
     Args:
         config: validated CloudConfig.
         initial_model_fn: (task_file, seed) -> (onnx bytes, io_signature); default resolves
-            `config.initial_model` (the lead's cloud_brain.policy_export.initial_model).
+            `config.initial_model` (the lead's cloud_brain.learning.policy_export.initial_model).
         consolidate: `module:function` run in the round's child process; default
             `config.consolidate`. Must be importable by a fresh process.
         tasks: task specs by name; default loads `config.task_files`.
@@ -261,7 +261,7 @@ def round_runner(config: CloudConfig, consolidate: str):
     cb = config.consolidation
     if cb.backend != "ray":
         return None
-    from cloud_brain.ray_backend import RayRoundRunner
+    from cloud_brain.learning.ray_backend import RayRoundRunner
 
     return RayRoundRunner(consolidate, address=cb.address, num_cpus=cb.num_cpus, parallel_gate=cb.parallel_gate)
 

@@ -14,8 +14,8 @@ One forward call is one control tick, exactly as `policy_export.export_onnx` wri
 
 The L0 step is the delta rule M += eta (v* - M k) k^T with target v* = M k + e: the effort the
 memory should have added at the previous key, estimated from the motion that followed.
-The L0 math itself lives in `cloud_brain.l0_fast_weights` (shared with L2's meta-learning unroll);
-L1 is `nestor_core.l1_chunk_memory`, L2 `cloud_brain.l2_consolidation`, L3 `cloud_brain.l3_reservoir`.
+The L0 math itself lives in `cloud_brain.learning.l0_fast_weights` (shared with L2's meta-learning unroll);
+L1 is `nestor_core.l1_chunk_memory`, L2 `cloud_brain.learning.l2_consolidation`, L3 `cloud_brain.learning.l3_reservoir`.
 """
 
 import dataclasses
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cloud_brain import l0_fast_weights as l0fw
+from cloud_brain.learning import l0_fast_weights as l0fw
 
 SANITIZE_OBS = 1.0e3  # observations are clipped to this magnitude, NaN becomes 0.
 

@@ -23,10 +23,10 @@ from collections.abc import Mapping
 
 from nestor_core.lifeline import watch_parent
 
-from cloud_brain import lease
 from cloud_brain.config import ScheduleConfig, TaskSpec
-from cloud_brain.registry import ModelRegistry, ModelVersion
-from cloud_brain.store import ExperienceStore
+from cloud_brain.experience import lease
+from cloud_brain.experience.store import ExperienceStore
+from cloud_brain.models.registry import ModelRegistry, ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def _worker(function_path: str, requests, results, tensorboard_dir: str = "") ->
     if tensorboard_dir:  # imported before "ready", so a round's scalars are written at once
         import torch.utils.tensorboard  # noqa: F401
 
-        from cloud_brain import tensorboard_log
+        from cloud_brain.learning import tensorboard_log
     if not _send(results, ("ready", None)):
         return
     while True:
@@ -271,14 +271,14 @@ class ConsolidationScheduler:
         in_process: run the function in this process (tests of the bookkeeping only).
         metrics: optional Metrics for round counters.
         on_accepted: accepted version -> what happened to it (staged rollout); None promotes it.
-        holder: this replica's lease holder id (cloud_brain.lease); a task's round runs only while
+        holder: this replica's lease holder id (cloud_brain.experience.lease); a task's round runs only while
             its lease `round:<task>` is held, so of several replicas on one database exactly one
             runs it, and another takes over `lease_seconds` after the holder died.
         lease_seconds: the round lease's time to live (renewed every third of it).
         runner: what runs a round out of process (start/run/close): default the local
-            RoundWorker; cloud_brain.ray_backend.RayRoundRunner for Ray.
+            RoundWorker; cloud_brain.learning.ray_backend.RayRoundRunner for Ray.
         tensorboard_dir: where the local worker writes each round's TensorBoard scalars
-            (``cloud_brain.tensorboard_log``); empty = none. Not written in_process or on Ray.
+            (``cloud_brain.learning.tensorboard_log``); empty = none. Not written in_process or on Ray.
     """
 
     def __init__(
@@ -423,7 +423,7 @@ class ConsolidationScheduler:
                    metrics: dict, reason: str = "", error: str = "") -> None:
         if self.in_process:
             return  # the scalars are written by the worker process, which holds torch
-        from cloud_brain.tensorboard_log import round_record
+        from cloud_brain.learning.tensorboard_log import round_record
 
         number = self.store.round_count(task, include_failed=True)
         log_round = getattr(self._worker, "log_round", None)  # the Ray runner writes none

@@ -33,8 +33,8 @@ import time
 from mcap_ros2.writer import Writer
 from nestor_core.ros2_msgdefs import msgdef
 
-from cloud_brain.export import ExportError, JointLayout, Selection, select
-from cloud_brain.store import ExperienceStore
+from cloud_brain.experience.export import ExportError, JointLayout, Selection, select
+from cloud_brain.experience.store import ExperienceStore
 
 JOINT_STATE = "sensor_msgs/msg/JointState"
 ARRAY = "std_msgs/msg/Float64MultiArray"

@@ -10,11 +10,11 @@ The store serialises its own access with a lock, so one instance can be shared b
 thread. Other processes (the consolidation child) open their own `ExperienceStore(path)`; WAL
 lets them read while the server writes.
 
-Backends (`cloud_brain.store_db`): `path` is a SQLite file, or a `postgresql://` DSN. Both run the
+Backends (`cloud_brain.experience.store_db`): `path` is a SQLite file, or a `postgresql://` DSN. Both run the
 same statements under the same rules: the unique key (robot_id, first_seq), the sequence check
 inside one write transaction (SQLite's write lock; on PostgreSQL an advisory lock that serialises
 the writers of every replica the same way), and the ack only after COMMIT returned. The schema is
-versioned (`cloud_brain.store_schema`) and migrated on open.
+versioned (`cloud_brain.experience.store_schema`) and migrated on open.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from nestor_core import nestor_pb2
 from nestor_core.experience import ExperienceBatch, from_chunk, to_chunk
 
-from cloud_brain import store_db
+from cloud_brain.experience import store_db
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS robots (
@@ -103,7 +103,7 @@ CREATE TABLE IF NOT EXISTS bad_models (
     reported_unix REAL NOT NULL,
     PRIMARY KEY (robot_id, version)
 );
--- Running canaries (cloud_brain.rollout), one per task: they survive a cloud restart.
+-- Running canaries (cloud_brain.models.rollout), one per task: they survive a cloud restart.
 CREATE TABLE IF NOT EXISTS canaries (
     task TEXT PRIMARY KEY,
     candidate INTEGER NOT NULL,
@@ -182,7 +182,7 @@ class ExperienceStore:
     """
 
     def __init__(self, path: str | pathlib.Path, timeout: float = 30.0):
-        from cloud_brain.store_schema import migrate
+        from cloud_brain.experience.store_schema import migrate
 
         self.path = str(path)
         self.backend = "postgres" if store_db.is_postgres(self.path) else "sqlite"

@@ -17,8 +17,8 @@ import pathlib
 import time
 from collections.abc import Callable
 
-from cloud_brain.manifest import build_manifest, sha256_hex, sign_manifest
-from cloud_brain.store import ExperienceStore
+from cloud_brain.experience.store import ExperienceStore
+from cloud_brain.models.manifest import build_manifest, sha256_hex, sign_manifest
 
 STATUSES = ("active", "candidate", "rejected", "retired")
 
@@ -254,7 +254,7 @@ class ModelRegistry:
         """Versions `robot_id` reported bad."""
         return {int(r[0]) for r in self.store.query("SELECT version FROM bad_models WHERE robot_id = ?", (robot_id,))}
 
-    # --- running canaries (cloud_brain.rollout) ------------------------------------------------
+    # --- running canaries (cloud_brain.models.rollout) ------------------------------------------------
 
     def save_canary(self, task: str, candidate: int, parent: int, robots: list[str], start_row: int,
                     started_unix: float) -> None:

@@ -14,10 +14,10 @@ DDL) and never edit a released one.
 
 from __future__ import annotations
 
-from cloud_brain import store_db
+from cloud_brain.experience import store_db
 
 _LEASES = """
--- Leases (cloud_brain.lease): which replica runs a task's consolidation round right now.
+-- Leases (cloud_brain.experience.lease): which replica runs a task's consolidation round right now.
 CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
@@ -27,14 +27,14 @@ CREATE TABLE IF NOT EXISTS leases (
 
 
 def _v1_sqlite() -> list[str]:
-    from cloud_brain.store import SCHEMA
+    from cloud_brain.experience.store import SCHEMA
 
     return [s.strip() for s in SCHEMA.split(";") if s.strip()]
 
 
 def _v1_postgres() -> list[str]:
-    from cloud_brain.l3_reservoir import SCHEMA as L3_SCHEMA
-    from cloud_brain.store import SCHEMA
+    from cloud_brain.experience.store import SCHEMA
+    from cloud_brain.learning.l3_reservoir import SCHEMA as L3_SCHEMA
 
     # The L3 reservoir opens its own connection on the same database; its tables are made here
     # so concurrent replicas never race on CREATE TABLE.

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from nestor_core.policy_model import load_model
 
-from cloud_brain.evaluation import rollout
-from cloud_brain.window_export import export_window_onnx, import_window_onnx, window_io_signature
-from cloud_brain.window_model import SysIdConfig, fit_inverse_dynamics, simulate_transitions
-from cloud_brain.window_policy import C_MAX, G_BOUNDS, ridge_fit
+from cloud_brain.learning.evaluation import rollout
+from cloud_brain.learning.window_export import export_window_onnx, import_window_onnx, window_io_signature
+from cloud_brain.learning.window_model import SysIdConfig, fit_inverse_dynamics, simulate_transitions
+from cloud_brain.learning.window_policy import C_MAX, G_BOUNDS, ridge_fit
 
 
 def transitions_of(sequences: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from cloud_brain.window_policy import WindowPolicy, WindowSpec, joint_state
+from cloud_brain.learning.window_policy import WindowPolicy, WindowSpec, joint_state
 
 CACHE_VERSION = "window-v3"
 
@@ -188,7 +188,7 @@ def _cache_path(task_file: str, seed: int) -> pathlib.Path:
 
 def initial_model(task_file: str, seed: int = 0) -> tuple[bytes, dict]:
     """ONNX bytes and IO signature of a task's version-1 window policy (cached)."""
-    from cloud_brain.window_export import export_window_onnx, import_window_onnx, window_io_signature
+    from cloud_brain.learning.window_export import export_window_onnx, import_window_onnx, window_io_signature
 
     path = _cache_path(task_file, seed)
     if path.is_file():

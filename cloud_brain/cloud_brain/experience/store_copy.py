@@ -8,7 +8,7 @@ not copied (it is derived from the chunks).
 
 from __future__ import annotations
 
-from cloud_brain.store import ExperienceStore
+from cloud_brain.experience.store import ExperienceStore
 
 TABLES = ("robots", "chunks", "dropped", "models", "rounds", "bad_models", "canaries")
 

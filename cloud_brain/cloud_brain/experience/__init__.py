@@ -1,0 +1,1 @@
+"""Experience flow: robots' chunks in (ingest), the store and its database, backup, export."""

@@ -1,0 +1,1 @@
+"""Models flow: the registry of signed versions, staged rollout, and the bus that pushes them."""

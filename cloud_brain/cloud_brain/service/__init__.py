@@ -1,0 +1,1 @@
+"""Service: the gRPC server and servicers, authorization, certificates, metrics."""

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_core.experience import ChunkError, ExperienceBatch, from_chunk
-from nestor_core.lifeline import stop_process
 from nestor_robot.spool import Spool
 from nestor_robot.uplink import Backoff, Uplink, UplinkConfig
+from ros_testlib import stop_node
 
 ROBOT = "robot_u"
 
@@ -302,7 +302,6 @@ def test_config_validation_names_the_field():
 def test_uplink_node_streams_spool_and_reports_status_on_dds(tmp_path, monkeypatch):
     import os
     import random
-    import signal
     import subprocess
     import sys
     from pathlib import Path
@@ -357,10 +356,7 @@ def test_uplink_node_streams_spool_and_reports_status_on_dds(tmp_path, monkeypat
         node.destroy_node()
         executor.shutdown()
     finally:
-        if context.ok():
-            rclpy.shutdown(context=context)
-        stop_process(proc, signal.SIGINT, timeout_s=10, kill_timeout_s=5)
-        output = proc.stdout.read()
+        output = stop_node(proc, context)
         server.stop(0)
     assert acked and acked[-1] == 30, f"status never showed acked_through=30 ({acked}); node output:\n{output}"
     assert sorted(cloud.stored) == list(range(1, 31))

@@ -4,7 +4,6 @@ import hashlib
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -15,9 +14,9 @@ from pathlib import Path
 import grpc
 import pytest
 from nestor_core import nestor_pb2, nestor_pb2_grpc
-from nestor_core.lifeline import stop_process
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
 from policy_testlib import ACT, KEY, OBS, TASK, tiny_policy  # noqa: F401
+from ros_testlib import Recorder, stop_node
 
 
 def update(version: int, onnx_bytes: bytes, parent: int = 0, sha256: str | None = None) -> nestor_pb2.ModelUpdate:
@@ -35,18 +34,6 @@ def tampered(version: int, onnx_bytes: bytes) -> nestor_pb2.ModelUpdate:
     bad[len(bad) // 2] ^= 0x01
     good.onnx = bytes(bad)
     return good
-
-
-class Recorder:
-    def __init__(self):
-        self.models: list[dict] = []
-
-    def __call__(self, info: dict) -> None:
-        self.models.append(info)
-
-    @property
-    def versions(self) -> list[int]:
-        return [m["version"] for m in self.models]
 
 
 def make_sync(model_dir, on_model, target="127.0.0.1:1", **config) -> WeightSync:
@@ -263,10 +250,7 @@ def test_weight_sync_node_announces_verified_model_on_dds(tmp_path, monkeypatch)
         node.destroy_node()
         executor.shutdown()
     finally:
-        if context.ok():
-            rclpy.shutdown(context=context)
-        stop_process(proc, signal.SIGINT, timeout_s=10, kill_timeout_s=5)
-        output = proc.stdout.read()
+        output = stop_node(proc, context)
         server.stop(0)
     assert received, f"no MODEL_UPDATE on DDS; node output:\n{output}"
     assert received == [

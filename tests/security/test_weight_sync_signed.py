@@ -3,7 +3,6 @@
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -15,22 +14,10 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nestor_core import nestor_pb2_grpc
-from nestor_core.lifeline import stop_process
 from nestor_core.manifest import verify_stored
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
+from ros_testlib import Recorder, stop_node
 from security_testlib import TASK, pem, signed_update, tampered_update, tiny_policy
-
-
-class Recorder:
-    def __init__(self):
-        self.models: list[dict] = []
-
-    def __call__(self, info: dict) -> None:
-        self.models.append(info)
-
-    @property
-    def versions(self) -> list[int]:
-        return [m["version"] for m in self.models]
 
 
 def make_sync(model_dir, on_model, pki, target="127.0.0.1:1", **config) -> WeightSync:
@@ -191,10 +178,7 @@ def test_weight_sync_node_refuses_tampered_and_unsigned_models(tmp_path, pki, si
         node.destroy_node()
         executor.shutdown()
     finally:
-        if context.ok():
-            rclpy.shutdown(context=context)
-        stop_process(proc, signal.SIGINT, timeout_s=10, kill_timeout_s=5)
-        output = proc.stdout.read()
+        output = stop_node(proc, context)
         server.stop(0)
     assert [m["version"] for m in received] == [1], f"node output:\n{output}"
     assert sorted(os.listdir(model_dir)) == [f"{TASK}-v1.json", f"{TASK}-v1.onnx"]

@@ -348,6 +348,28 @@ def _machine_stalls(run_dir: Path, robots: dict) -> dict:
             "events": events,
         },
         "missed_ticks_during_machine_stalls": {k: coinciding(r["missed_log"] or [], events) for k, r in robots.items()},
+        "missed_ticks_verdict": missed_ticks_verdict(robots, probe.get("missed_ticks")),
+    }
+
+
+MISSED_TICKS_MARGIN = 2  # issue 16: a robot may miss at most this many ticks more than the stall probe
+
+
+def missed_ticks_verdict(robots: dict, probe_missed: int | None) -> dict:
+    """Issue 16's criterion: every robot's missed_ticks <= the stall probe's missed_ticks + 2, same run."""
+    bound = None if probe_missed is None else probe_missed + MISSED_TICKS_MARGIN
+    per_robot = {
+        k: {"missed_ticks": r["missed_ticks"],
+            "met": None if bound is None or r["missed_ticks"] is None else r["missed_ticks"] <= bound}
+        for k, r in robots.items()
+    }
+    verdicts = [v["met"] for v in per_robot.values()]
+    return {
+        "rule": f"every robot's missed_ticks <= the stall probe's missed_ticks + {MISSED_TICKS_MARGIN} (same run)",
+        "probe_missed_ticks": probe_missed,
+        "bound": bound,
+        "per_robot": per_robot,
+        "met": None if None in verdicts or not verdicts else all(verdicts),
     }
 
 
@@ -469,6 +491,14 @@ def _markdown(s: dict) -> str:
             "during the run. Robots' missed ticks that coincide with one of its stalls: "
             + ", ".join(f"{k} {v}" for k, v in s["missed_ticks_during_machine_stalls"].items()) + ".",
         ]
+        verdict = s.get("missed_ticks_verdict")
+        if verdict:
+            met = {True: "met", False: "NOT met", None: "undecided"}[verdict["met"]]
+            lines += [
+                "",
+                f"Missed-ticks criterion ({verdict['rule']}): {met}; bound {verdict['bound']}, robots "
+                + ", ".join(f"{k} {v['missed_ticks']}" for k, v in verdict["per_robot"].items()) + ".",
+            ]
     lines += _live_markdown(s) if "live" in s else []
     lines += [
         "",

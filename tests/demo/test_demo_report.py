@@ -175,3 +175,15 @@ def test_cost_plot_limits_come_from_the_data(tmp_path):
     rounds = [{"finished_unix": T0 + 40.0, "version": 4, "accepted": 0, "error": ""}]
     plot_cost(tmp_path / "cost.png", {"robot0": s}, events, live, rounds, RATE)
     assert (tmp_path / "cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missed_ticks_verdict_is_relative_to_the_stall_probe():
+    robots = {"robot0": {"missed_ticks": 5}, "robot1": {"missed_ticks": 6}}
+    verdict = demo_report.missed_ticks_verdict(robots, 3)
+    assert verdict["bound"] == 5
+    assert verdict["per_robot"]["robot0"]["met"] is True
+    assert verdict["per_robot"]["robot1"]["met"] is False
+    assert verdict["met"] is False
+    assert demo_report.missed_ticks_verdict({"robot0": {"missed_ticks": 0}}, 0)["met"] is True
+    undecided = demo_report.missed_ticks_verdict(robots, None)
+    assert undecided["met"] is None and undecided["bound"] is None

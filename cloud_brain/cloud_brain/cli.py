@@ -34,6 +34,7 @@ import time
 import grpc
 from google.protobuf import json_format
 from nestor_core import nestor_pb2, nestor_pb2_grpc
+from nestor_core.tls import read_mtls_files
 
 from cloud_brain.config import ConfigError, load_config
 
@@ -234,21 +235,10 @@ def _backup_command(args) -> int:
 
 def _channel(args) -> grpc.Channel:
     """Mutual TLS when --ca/--cert/--key are given (all three), else an insecure channel."""
-    paths = {"--ca": args.ca, "--cert": args.cert, "--key": args.key}
-    if not any(paths.values()):
+    files = read_mtls_files(args.ca, args.cert, args.key, names=("--ca", "--cert", "--key"))
+    if files is None:
         return grpc.insecure_channel(args.address)
-    missing = [flag for flag, path in paths.items() if not path]
-    if missing:
-        raise ValueError(f"{', '.join(missing)}: mutual TLS needs --ca, --cert and --key")
-    data = {}
-    for flag, path in paths.items():
-        try:
-            with open(path, "rb") as f:
-                data[flag] = f.read()
-        except OSError as err:
-            raise ValueError(f"{flag}: cannot read {path}: {err.strerror}") from None
-    credentials = grpc.ssl_channel_credentials(data["--ca"], data["--key"], data["--cert"])
-    return grpc.secure_channel(args.address, credentials)
+    return grpc.secure_channel(args.address, files.channel_credentials())
 
 
 def _to_json(message) -> dict:

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 
 from nestor_core import nestor_pb2
 from nestor_core.experience import ExperienceBatch, from_chunk, to_chunk
+from nestor_core.transaction import immediate_transaction
 
 from cloud_brain.experience import store_db
 
@@ -214,21 +215,8 @@ class ExperienceStore:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection | store_db.PostgresConnection]:
         """BEGIN IMMEDIATE ... COMMIT (durable on return) or ROLLBACK on any exception."""
-        with self.lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                # SQLite may already have rolled back by itself (e.g. SQLITE_FULL); keep the real error.
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-            try:
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+        with self.lock, immediate_transaction(self._conn) as conn:
+            yield conn
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         """Run a read query and return all rows."""

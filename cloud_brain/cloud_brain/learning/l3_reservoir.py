@@ -35,6 +35,7 @@ import io
 import time
 
 import numpy as np
+from nestor_core.transaction import immediate_transaction
 
 from cloud_brain.experience import store_db
 
@@ -198,8 +199,7 @@ class L3Reservoir:
     def add(self, task: str, windows: list[Window], effort_limit=None) -> dict:
         """Offer windows to the reservoir; keeps the largest keys within capacity. Returns stats."""
         cfg = self.config
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate_transaction(self._conn):
             self._conn.execute("INSERT OR IGNORE INTO l3_progress (task) VALUES (?)", (task,))
             offered, s_sum, n_sum, n_count = self._conn.execute(
                 "SELECT offered, surprise_sum, novelty_sum, novelty_count FROM l3_progress WHERE task = ?", (task,)
@@ -240,10 +240,6 @@ class L3Reservoir:
                 "UPDATE l3_progress SET offered = ?, surprise_sum = ?, novelty_sum = ?, novelty_count = ?"
                 " WHERE task = ?", (offered, s_sum, n_sum, n_count, task),
             )
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
         items, transitions = self.size(task)
         return {"offered": len(windows), "inserted": inserted, "evicted": evicted, "items": items,
                 "transitions": transitions}

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 import torch
+from nestor_core.atomic_file import write_atomic
 
 from cloud_brain.learning.window_policy import WindowPolicy, WindowSpec, joint_state
 
@@ -201,7 +202,5 @@ def initial_model(task_file: str, seed: int = 0) -> tuple[bytes, dict]:
     net, _ = identify(task_file, seed)
     data = export_window_onnx(net)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)
     return data, window_io_signature(net.spec)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import pathlib
 import re
 
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from nestor_core.atomic_file import write_atomic
 from nestor_core.manifest import load_private_key, private_key_pem, public_key_pem
 
 URI_SCHEME = "nestor"
@@ -44,11 +44,7 @@ def identity_uri(role: str, name: str) -> str:
 
 
 def _write(path: pathlib.Path, data: bytes, private: bool = False) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_atomic(path, data, mode=0o600 if private else 0o644)
 
 
 def _key_pem(key) -> bytes:

@@ -6,9 +6,7 @@ fakes and production resolves `config.initial_model` / `config.consolidate` lazi
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import pathlib
 import signal
 import socket
@@ -19,6 +17,7 @@ from concurrent import futures
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from nestor_core import nestor_pb2, nestor_pb2_grpc
+from nestor_core.atomic_file import write_json_atomic
 
 from cloud_brain.config import CloudConfig, ConfigError, TaskSpec, is_loopback_host, load_tasks
 from cloud_brain.experience import lease
@@ -299,9 +298,7 @@ def write_ready_file(path: str, address: str) -> None:
     """Atomically write {"address": ...} so a waiting process never reads a partial file."""
     target = pathlib.Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps({"address": address}))
-    os.replace(tmp, target)
+    write_json_atomic(target, {"address": address})
 
 
 def serve(

@@ -162,7 +162,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _export_command(args) -> int:
-    from cloud_brain.experience.export import ExportError, Selection, formats, joint_layout, read_events
+    from cloud_brain.experience.export import ExportError, Selection, joint_layout, read_events
+    from cloud_brain.experience.export_formats import formats
     from cloud_brain.experience.store import ExperienceStore
 
     try:

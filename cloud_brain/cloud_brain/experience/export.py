@@ -138,9 +138,3 @@ def read_events(path: str | os.PathLike | None, robot_id: str, since: float | No
             events.append(event)
     return sorted(events, key=lambda e: e["stamp"])
 
-
-def formats() -> dict:
-    """Format name -> writer module (imported lazily: pyarrow and mcap load only when used)."""
-    from cloud_brain.experience import export_mcap, export_parquet
-
-    return {"mcap": export_mcap, "parquet": export_parquet}

@@ -10,6 +10,7 @@ DURATION ?= 150
 ROBOTS ?= 2
 QUICK ?= 0
 CASES ?=
+SEEDS ?=
 
 # DDS stays on this machine, always.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
@@ -69,7 +70,7 @@ bench: venv
 	$(PY) -m bench.run $(if $(filter 1,$(QUICK)),--quick,)
 
 bench-learning: venv
-	$(PY) -m bench_learning.run $(if $(filter 1,$(QUICK)),--quick,) $(if $(CASES),--cases $(CASES),)
+	$(PY) -m bench_learning.run $(if $(filter 1,$(QUICK)),--quick,) $(if $(CASES),--cases $(CASES),) $(if $(SEEDS),--seeds $(SEEDS),)
 
 bench-load: venv
 	$(PY) -m bench_load.run $(if $(filter 1,$(QUICK)),--quick,)

@@ -39,7 +39,6 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
             "window_dist": np.zeros((k, model.act_dim), np.float32),
             "window_action": np.zeros((k, model.act_dim), np.float32),
             "window_age": np.arange(k + 1, 0, -1, dtype=np.float32).reshape(-1, 1) - 1.0,
-            "l1_state": np.zeros((model.act_dim, 2), np.float32),
             "l0_scale": np.ones(1, np.float32),
         }
     else:

@@ -389,7 +389,6 @@ def verdicts(records: list[dict], rows: list[dict]) -> dict:
         "full_cost_0_2s_20pct_below_rls": {"met": vs_rls is not None and vs_rls <= t["full_vs_rls_cost_0_2s_max"],
                                            "measured_full_over_rls": vs_rls},
         "window_matters_horizon2_worse": _ablation(records, "full_horizon2"),
-        "l1_matters_frozen_worse": _ablation(records, "full_l1_frozen"),
         "blown_up_runs": {"met": not any(r.get("blew_up") for r in records),
                           "count_by_method": {m: sum(1 for r in records if r["method"] == m and r.get("blew_up"))
                                               for m in sorted({r["method"] for r in records})}},
@@ -490,10 +489,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default=None, help="cases YAML (default: cases.yaml or cases_quick.yaml)")
     parser.add_argument("--out", default=str(REPO / "runs" / "bench-learning"), help="output directory")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: from the YAML)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds to run instead of the YAML's (e.g. 0)")
     args = parser.parse_args(argv)
     cases_file = args.cases or str(REPO / "config" / "bench_learning" / ("cases_quick.yaml" if args.quick
                                                                           else "cases.yaml"))
     plan = load_cases(cases_file)
+    if args.seeds is not None:
+        try:
+            plan["seeds"] = [int(x) for x in args.seeds.split(",") if x.strip()]
+        except ValueError:
+            parser.error(f"--seeds: expected comma-separated integers, got {args.seeds!r}")
+        if not plan["seeds"]:
+            parser.error("--seeds: no seed given")
     workers = args.workers or int(plan["workers"])
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,6 @@ def feeds(rng, scale=1.0):
         "window_dist": (3 * rng.normal(size=(K, n))).astype(np.float32),
         "window_action": (5 * rng.normal(size=(K, n))).astype(np.float32),
         "window_age": np.arange(K, -1, -1, dtype=np.float32).reshape(-1, 1),
-        "l1_state": (0.1 * rng.normal(size=(n, 2))).astype(np.float32),
         "l0_scale": np.ones(1, np.float32),
     }
 
@@ -97,13 +96,12 @@ _SAFE = load_model(export_window_onnx(perturbed(5)))
     wd=arrays(np.float32, (K, SPEC.act_dim), elements=SPECIAL),
     wa=arrays(np.float32, (K, SPEC.act_dim), elements=SPECIAL),
     age=arrays(np.float32, (K + 1, 1), elements=SPECIAL),
-    l1=arrays(np.float32, (SPEC.act_dim, 2), elements=SPECIAL),
     scale=arrays(np.float32, (1,), elements=SPECIAL),
 )
-def test_window_graph_is_numerically_safe_for_any_input(obs, prev, act, wd, wa, age, l1, scale):
+def test_window_graph_is_numerically_safe_for_any_input(obs, prev, act, wd, wa, age, scale):
     """The fast level stays finite and the command within its limits under adversarial input."""
     names = policy_io.WINDOW_INPUTS
-    outputs = _SAFE.session.run(None, dict(zip(names, (obs, prev, act, wd, wa, age, l1, scale), strict=True)))
+    outputs = _SAFE.session.run(None, dict(zip(names, (obs, prev, act, wd, wa, age, scale), strict=True)))
     for name, value in zip(policy_io.WINDOW_OUTPUTS, outputs, strict=True):
         assert np.all(np.isfinite(value)), name
     assert np.all(np.abs(outputs[0][0]) <= np.asarray(SPEC.effort_limit) + 1e-4)

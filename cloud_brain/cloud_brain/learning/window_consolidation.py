@@ -140,11 +140,13 @@ def blend_part(parent, trained, alpha: float, part: str, blend):
 
 
 def lived_scenarios(batches, act_dim: int, eval_shift_s: float, min_gain_change: float = 0.1) -> dict:
-    """Gate scenarios for the conditions the robots reported through their L1 state.
+    """Gate scenarios for the conditions the robots reported with their experience.
 
-    A window robot's L1 holds the running average of its fits (c, g) per joint, uploaded with
-    every chunk. A robot whose mean 1 + g differs from 1 by at least `min_gain_change` lived an
-    actuator-gain change of that size: the gate checks it (rounded to 0.05, one per value).
+    A window robot reports the running average of its fits (c, g) per joint (the graph's
+    `update_dir`, averaged per chunk by the runtime; not fed back into control), uploaded with
+    every chunk in the batch's `l1_state` field. A robot whose mean 1 + g differs from 1 by at
+    least `min_gain_change` lived an actuator-gain change of that size: the gate checks it
+    (rounded to 0.05, one per value).
     Payloads and biases are position-dependent in (c, g) and are not inferred here.
     """
     latest = {}

@@ -29,7 +29,6 @@ def export_window_onnx(net: WindowPolicy, metadata: dict[str, str] | None = None
     prev_action = g.clamp(g.sanitize("prev_action", SANITIZE_OBS), u_max)
     w_dist, w_act = g.sanitize("window_dist", SANITIZE_OBS), g.sanitize("window_action", SANITIZE_OBS)
     age = g.op("Clip", g.sanitize("window_age", MAX_AGE), g.const(0.0), g.const(MAX_AGE))
-    l1 = g.sanitize("l1_state", 10.0)
     scale = g.op("Clip", g.sanitize("l0_scale", 1.0), g.const(0.0), g.const(1.0))
     weights = {name: g.const(_np(getattr(net, name)), name) for name in _WEIGHTS if name != "u_max"}
     weights["u_max"] = u_max
@@ -87,7 +86,7 @@ def export_window_onnx(net: WindowPolicy, metadata: dict[str, str] | None = None
 
     lam_c_v, lam_g_v = (float(torch.exp(t.detach()).reshape(())) for t in (net.log_lam_c, net.log_lam_g))
     lam_c, lam_g = g.const(lam_c_v, "lam_c"), g.const(lam_g_v, "lam_g")
-    prior = g.op("Add", weights["prior"], l1)  # [n, 2]
+    prior = weights["prior"]  # [n, 2]: the meta-learned initial state
     c0 = g.op("Transpose", cols(prior, 0, 1), perm=[1, 0])
     g0 = g.op("Transpose", cols(prior, 1, 2), perm=[1, 0])
     s0 = g.op("Add", total(w_g), g.const(1e-9))
@@ -113,7 +112,7 @@ def export_window_onnx(net: WindowPolicy, metadata: dict[str, str] | None = None
     g.op("Max", g.op("Min", raw, u_max), g.op("Neg", u_max), out="action")
     g.op("Sub", raw, u_d, out="fast_read")
     prior_only, _, _ = comp(ud, c0, g0)
-    g.op("Mul", g.op("Sub", prior_only, ud), u_max, out="l1_read")
+    g.op("Mul", g.op("Sub", prior_only, ud), u_max, out="prior_read")
     g.op("Add", g.op("Sub", qdr, cols(obs, n, 2 * n)), g.op("Mul", g.const(5.0), g.op("Sub", qr, cols(obs, 0, n))),
          out="surprise")
     g.op("Transpose", g.op("Concat", c_clip, g_clip, axis=0), perm=[1, 0], out="update_dir")

@@ -28,7 +28,7 @@ from nestor_core.atomic_file import write_atomic
 
 from cloud_brain.learning.window_policy import WindowPolicy, WindowSpec, joint_state
 
-CACHE_VERSION = "window-v3"
+CACHE_VERSION = "window-v4"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,8 +28,10 @@ limit (u~ = u / u_max), d~_i ~ c_j + g_j u~_i:
 
     u = u_max * clip((u~_d - c) / (1 + g)),   since the plant delivers (1 + g) u + c u_max
 
-(1 + g) is the actuator gain seen, c the bias seen. The prior (c0, g0) = the meta-learned initial
-state + the robot's L1 memory (L1: a chunk average of the fits, `nestor_core.l1_chunk_memory`).
+(1 + g) is the actuator gain seen, c the bias seen. The prior (c0, g0) is the meta-learned initial
+state. There is no L1 input: a per-robot chunk memory fed into the prior was measured to change
+the cost by under 5 % (issue 10) and was removed; the window fit already holds a robot's lasting
+difference, and the swap re-measures it.
 
 Nested: W1, W2, h, M (the features the fast level measures through) are L2's slow weights; rho,
 lam_c, lam_g (the fast level's step sizes / memory) and c0, g0 (its initial state) are
@@ -150,7 +152,8 @@ class WindowPolicy(nn.Module):
         self.log_lam_c = nn.Parameter(torch.tensor([[float(np.log(1e-3))]]))
         self.log_lam_g = nn.Parameter(torch.tensor([[float(np.log(1e-3))]]))
         self.prior = nn.Parameter(torch.zeros(n, 2))
-        self.l1_step = 0.5  # L1 = exponential average of the chunk's fits (step = decay)
+        # The robot averages its fits per chunk with these (reported to the cloud, not fed back).
+        self.l1_step = 0.5
         self.l1_decay = 0.5
 
     # -- the slow weights ------------------------------------------------------------------------
@@ -195,7 +198,7 @@ class WindowPolicy(nn.Module):
     def lams(self) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.exp(self.log_lam_c), torch.exp(self.log_lam_g)
 
-    def forward(self, obs, prev_obs, prev_action, window_dist, window_action, window_age, l1_state, l0_scale):
+    def forward(self, obs, prev_obs, prev_action, window_dist, window_action, window_age, l0_scale):
         """One tick (batch of 1, window [K, n]); outputs in nestor_core.policy_io.WINDOW_OUTPUTS order."""
         clean = lambda x, b: torch.clamp(torch.where(torch.isnan(x), torch.zeros_like(x), x), -b, b)  # noqa: E731
         obs, prev_obs = clean(obs, SANITIZE_OBS), clean(prev_obs, SANITIZE_OBS)
@@ -204,22 +207,21 @@ class WindowPolicy(nn.Module):
         window_dist = clean(window_dist, SANITIZE_OBS)
         window_action = clean(window_action, SANITIZE_OBS)
         window_age = torch.clamp(clean(window_age, MAX_AGE), 0.0, MAX_AGE)
-        l1_state = clean(l1_state, 10.0)
         scale = torch.clamp(clean(l0_scale, 1.0), 0.0, 1.0)
         n = self.spec.act_dim
         d_new = self.disturbance(prev_obs, obs, prev_action)
         u_d = self.feedforward(prev_obs, obs)
         dist = torch.cat([window_dist, d_new], dim=0).unsqueeze(0) / limit
         act = torch.cat([window_action, prev_action], dim=0).unsqueeze(0) / limit
-        prior = (self.prior + l1_state).unsqueeze(0)
+        prior = self.prior.unsqueeze(0)
         lam_c, lam_g = self.lams()
         c, g = ridge_fit(dist, act, window_age.unsqueeze(0), prior, self.log_rho(), self.log_rho_g(), lam_c, lam_g)
         ud = u_d / limit
         raw = compensate(ud, c, g, scale) * limit
         action = torch.maximum(torch.minimum(raw, limit), -limit)
         fast_read = raw - u_d
-        l1_read = (compensate(ud, prior[..., 0], prior[..., 1], scale) - ud) * limit
+        prior_read = (compensate(ud, prior[..., 0], prior[..., 1], scale) - ud) * limit
         qr, q = obs[:, 2 * n : 3 * n], obs[:, :n]
         surprise = (obs[:, 3 * n : 4 * n] - obs[:, n : 2 * n]) + 5.0 * (qr - q)
         update_dir = torch.stack([c[0].clamp(-C_MAX, C_MAX), g[0].clamp(*G_BOUNDS)], dim=1)
-        return action, fast_read, l1_read, surprise, update_dir, d_new, u_d
+        return action, fast_read, prior_read, surprise, update_dir, d_new, u_d

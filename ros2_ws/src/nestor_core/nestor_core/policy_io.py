@@ -64,24 +64,24 @@ def shapes(obs_dim: int, act_dim: int, key_dim: int) -> dict[str, tuple[int, ...
 
 # --- "window" graphs -------------------------------------------------------------------------------
 # K = horizon - 1 buffered transitions (older than the newest one, which the graph measures itself
-# from prev_obs -> obs). The robot keeps the window; the graph is stateless.
+# from prev_obs -> obs). The robot keeps the window; the graph is stateless. Window graphs have no
+# L1 input: L1 was measured to earn nothing on top of the window fit and was removed (issue 10);
+# the robot still averages update_dir per chunk and reports it (the gate's lived scenarios).
 #
 #    inputs                                     outputs
 #    obs           [1, obs_dim]                 action       [1, act_dim]  effort command
 #    prev_obs      [1, obs_dim]                 fast_read    [1, act_dim]  L0 compensation (action - feedforward)
-#    prev_action   [1, act_dim]                 l1_read      [1, act_dim]  compensation of the L1 prior alone
+#    prev_action   [1, act_dim]                 prior_read   [1, act_dim]  compensation of the fit's prior alone
 #    window_dist   [K, act_dim]   disturbances  surprise     [1, act_dim]  tracking error (qd_ref-qd) + 5 (q_ref-q)
-#    window_action [K, act_dim]   their actions update_dir   [act_dim, 2]  this tick's fit (c, g) per joint: L1 input
+#    window_action [K, act_dim]   their actions update_dir   [act_dim, 2]  this tick's fit (c, g) per joint (reported)
 #    window_age    [K + 1, 1]     ticks; >= 1e4 disturbance  [1, act_dim]  measured disturbance of prev -> obs
 #                                 = empty slot  feedforward  [1, act_dim]  inverse-dynamics command, no L0
-#    l1_state      [act_dim, 2]   L1 prior (c, g)
 #    l0_scale      [1]            0 freezes L0
 WINDOW = "window"
 DELTA = "delta"
 L0_KIND = "nestor.l0_kind"
-WINDOW_INPUTS = ("obs", "prev_obs", "prev_action", "window_dist", "window_action", "window_age", "l1_state",
-                 "l0_scale")
-WINDOW_OUTPUTS = ("action", "fast_read", "l1_read", "surprise", "update_dir", "disturbance", "feedforward")
+WINDOW_INPUTS = ("obs", "prev_obs", "prev_action", "window_dist", "window_action", "window_age", "l0_scale")
+WINDOW_OUTPUTS = ("action", "fast_read", "prior_read", "surprise", "update_dir", "disturbance", "feedforward")
 EMPTY_AGE = 1.0e4  # an age that weighs a window slot to exactly 0
 
 
@@ -94,11 +94,10 @@ def window_shapes(obs_dim: int, act_dim: int) -> dict[str, tuple]:
         "window_dist": ("K", act_dim),
         "window_action": ("K", act_dim),
         "window_age": ("K1", 1),
-        "l1_state": (act_dim, 2),
         "l0_scale": (1,),
         "action": (1, act_dim),
         "fast_read": (1, act_dim),
-        "l1_read": (1, act_dim),
+        "prior_read": (1, act_dim),
         "surprise": (1, act_dim),
         "update_dir": (act_dim, 2),
         "disturbance": (1, act_dim),

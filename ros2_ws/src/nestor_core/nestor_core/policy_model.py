@@ -116,7 +116,6 @@ def smoke_feeds(
             "window_dist": np.zeros((k, act_dim), np.float32),
             "window_action": np.zeros((k, act_dim), np.float32),
             "window_age": np.zeros((k + 1, 1), np.float32),
-            "l1_state": np.zeros((act_dim, 2), np.float32),
             "l0_scale": np.ones(1, np.float32),
         }
         rand = {name: rng.normal(size=value.shape).astype(np.float32) for name, value in zeros.items()}

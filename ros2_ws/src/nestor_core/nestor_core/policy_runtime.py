@@ -6,7 +6,10 @@ short-horizon window (the last K = horizon - 1 measured disturbances and their a
 observations they were measured on) and feeds it every tick; the graph fits the fast level on it.
 On a swap to a window graph the window is re-measured with the new model (each buffered
 transition's disturbance recomputed by the new graph), so the fast level starts from what the new
-slow weights explain and nothing they absorbed is counted twice; L1 is kept.
+slow weights explain and nothing they absorbed is counted twice. Window graphs have no L1 input
+(removed in issue 10: it changed the cost after a swap by under 5 %); for them the chunk memory
+only averages the fits the graph reports (`update_dir`), which the robot uploads with its
+experience so the cloud's gate knows what each robot lived.
 
 Swap semantics of "delta" graphs (documented in the README): `swap(model)` takes effect before
 the next tick and is bumpless. The fast weights encode what this robot learned on top of the old slow weights; the
@@ -181,7 +184,7 @@ class PolicyRuntime:
     def _window_feeds(self, model: PolicyModel, obs, prev, prev_action) -> dict[str, np.ndarray]:
         w = self.window
         return {"obs": obs, "prev_obs": prev, "prev_action": prev_action, "window_dist": w.dist,
-                "window_action": w.action, "window_age": w.age, "l1_state": self.l1.state, "l0_scale": self._scale}
+                "window_action": w.action, "window_age": w.age, "l0_scale": self._scale}
 
     def _step_window(self, obs: np.ndarray) -> TickOutput:
         self._obs[0] = obs

@@ -231,7 +231,7 @@ def run_lineage(args: tuple) -> list[dict]:
                 shifted = [case.spec(proto["recovery"]["shift_s"])]
 
                 def episode(shifts, m=m, model=model, runtime=runtime):
-                    adapter = (RlsAdapter(task.kp, task.kd, task.effort_limit, RLS_FORGETTING) if m == "rls"
+                    adapter = (RlsAdapter(task.effort_limit, RLS_FORGETTING) if m == "rls"
                                else None)
                     return rollout(model, env, shifts, seed, proto["recovery"]["ticks"], runtime, adapter=adapter)
 

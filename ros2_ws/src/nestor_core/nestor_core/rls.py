@@ -64,51 +64,34 @@ class RlsEstimator:
 class RlsAdapter:
     """The `rls` fast level of the benchmark: RLS on [1, q] in place of the learned L0.
 
-    Model-free, as classic adaptive control on a robot without a dynamics model: the measurement
-    of the effort that was missing at tick t-1 is feedback-error learning's (Kawato 1987), the
-    adapter's own output then plus the PD feedback the loop applied at t:
-
-        n_{t-1} = n_hat(x_{t-1}) + Kp (q_ref - q)_t + Kd (qd_ref - qd)_t
-
-    and the command is u = u_model + n_hat(x_t), with n_hat = phi(x)^T theta fit by RLS.
+    Classic adaptive control on top of the window graph's own measurement: at tick t the graph
+    reports d_{t-1}, the effort the model plant needed for the transition just seen minus what was
+    applied, so the missing effort is n_{t-1} = -d_{t-1}. RLS with forgetting fits
+    n_hat = phi(x)^T theta on phi = [1, q], and the command is u = u_model + n_hat(x_t).
 
     Args:
-        kp, kd: the PD prior's gains per joint (the task's).
         effort_limit: per joint; the fit is in units of the limit (well-conditioned P).
         forgetting: RLS forgetting factor.
     """
 
-    def __init__(self, kp, kd, effort_limit, forgetting: float = 0.98):
-        self.kp, self.kd = np.asarray(kp, np.float64), np.asarray(kd, np.float64)
-        self.n = len(self.kp)
+    def __init__(self, effort_limit, forgetting: float = 0.98):
         self.limit = np.asarray(effort_limit, np.float64)
+        self.n = len(self.limit)
         self.rls = RlsEstimator(self.n + 1, self.n, forgetting)
         self._prev_phi: np.ndarray | None = None
-        self._prev_out = np.zeros(self.n)
 
     def basis(self, obs: np.ndarray) -> np.ndarray:
         return np.concatenate([[1.0], np.asarray(obs[: self.n], np.float64)])
 
-    def feedback(self, obs: np.ndarray) -> np.ndarray:
-        n = self.n
-        q, qd, qr, qdr = obs[:n], obs[n : 2 * n], obs[2 * n : 3 * n], obs[3 * n : 4 * n]
-        return self.kp * (qr - q) + self.kd * (qdr - qd)
+    def command(self, obs: np.ndarray, u_model: np.ndarray, disturbance: np.ndarray | None) -> np.ndarray:
+        """Learns from the previous tick's measured disturbance, then returns u_model + n_hat(obs).
 
-    def command(self, obs: np.ndarray, u_model: np.ndarray, disturbance: np.ndarray | None = None) -> np.ndarray:
-        """Learns from the previous tick, then returns u_model + n_hat(obs), clipped.
-
-        With `disturbance` (a window graph's measurement of the previous transition: what the
-        model plant needed minus what was applied), the missing effort is measured directly,
-        n_{t-1} = -d_{t-1}, instead of by feedback-error learning.
+        `disturbance` is None on the first tick (nothing measured yet): no update then.
         """
         obs = np.asarray(obs, np.float64)
-        if self._prev_phi is not None:
-            if disturbance is None:
-                target = self._prev_out + self.feedback(obs) / self.limit
-            else:
-                target = -np.asarray(disturbance, np.float64) / self.limit
-            self.rls.update(self._prev_phi, target)
+        if self._prev_phi is not None and disturbance is not None:
+            self.rls.update(self._prev_phi, -np.asarray(disturbance, np.float64) / self.limit)
         phi = self.basis(obs)
         out = np.clip(self.rls.predict(phi), -1.0, 1.0)
-        self._prev_phi, self._prev_out = phi, out
+        self._prev_phi = phi
         return np.clip(np.asarray(u_model, np.float64) + out * self.limit, -self.limit, self.limit)

@@ -390,27 +390,15 @@ class TaskSpec:
     act_dim: int | None = None
 
 
-def _joint_dims(path: pathlib.Path, tree: dict) -> tuple[int | None, int | None]:
-    """obs/act dims of a nestor_sim task: nestor_sim.task when installed, else its fixed layout.
+def _joint_dims(path: pathlib.Path) -> tuple[int, int]:
+    """obs/act dims of a nestor_sim task, read by nestor_sim.task (the one task-file parser)."""
+    from nestor_sim.task import load_task as load_sim_task
 
-    The layout (nestor_sim/task.py) is obs = concat(q_c, qd_c, q_ref, qd_ref, q_p, qd_p), so
-    obs_dim = 4 n + 2 m and act_dim = n for n controlled and m passive joints.
-    """
     try:
-        from nestor_sim.task import load_task as load_sim_task
-    except ImportError:
-        load_sim_task = None
-    if load_sim_task is not None:
-        try:
-            task = load_sim_task(path)
-        except Exception as err:  # its errors name the file and field; keep them
-            raise ConfigError(f"task_files: {err}") from None
-        return task.obs_dim, task.act_dim
-    controlled = tree.get("controlled_joints")
-    if not isinstance(controlled, list) or not controlled:
-        return None, None
-    passive = tree.get("passive_joints") or []
-    return 4 * len(controlled) + 2 * len(passive), len(controlled)
+        task = load_sim_task(path)
+    except Exception as err:  # its errors name the file and field; keep them
+        raise ConfigError(f"task_files: {err}") from None
+    return task.obs_dim, task.act_dim
 
 
 def load_task(path: str | pathlib.Path) -> TaskSpec:
@@ -434,7 +422,7 @@ def load_task(path: str | pathlib.Path) -> TaskSpec:
     if "obs_dim" in tree or "act_dim" in tree:
         dims = (tree.get("obs_dim"), tree.get("act_dim"))
     else:
-        dims = _joint_dims(path, tree)
+        dims = _joint_dims(path)
     for key, value in zip(("obs_dim", "act_dim"), dims, strict=True):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise ConfigError(f"task_files: {path}: {key} must be a positive integer, got {value!r}")

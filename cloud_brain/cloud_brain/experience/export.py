@@ -15,7 +15,6 @@ import pathlib
 from collections.abc import Iterator
 
 import numpy as np
-import yaml
 from nestor_core.experience import ExperienceBatch
 
 from cloud_brain.experience.store import ExperienceStore
@@ -99,15 +98,18 @@ class JointLayout:
 def joint_layout(task_file: str | None, obs_dim: int, act_dim: int) -> JointLayout:
     """Names from the task file's joint lists when they fit the data, else ``joint_<i>``/``passive_<i>``."""
     if task_file:
+        from nestor_sim.task import load_task  # the one task-file parser
+
         try:
-            tree = yaml.safe_load(pathlib.Path(task_file).read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
+            task = load_task(task_file)
+        except OSError as err:
             raise ExportError(f"task_file: cannot read {task_file}: {err}") from None
-        controlled = tuple(str(n) for n in tree.get("controlled_joints") or ())
-        passive = tuple(str(n) for n in tree.get("passive_joints") or ())
-        layout = JointLayout(controlled, passive)
-        if controlled and len(controlled) == act_dim and layout.obs_dim == obs_dim:
-            return layout
+        except ValueError:  # not a nestor_sim task (one that states obs_dim/act_dim): generic names
+            task = None
+        if task is not None:
+            layout = JointLayout(tuple(task.controlled_joints), tuple(task.passive_joints))
+            if len(layout.controlled) == act_dim and layout.obs_dim == obs_dim:
+                return layout
     m, odd = divmod(obs_dim - 4 * act_dim, 2)
     if m < 0 or odd:
         raise ExportError(f"obs: width {obs_dim} does not fit 4 n + 2 m with n = act_dim = {act_dim}")

@@ -10,7 +10,7 @@ import types
 import numpy as np
 import pytest
 from nestor_core import learning_metrics
-from nestor_demo import demo_report, live_figures
+from nestor_demo import demo_report, live_figures, report_markdown
 from nestor_demo.demo_plot import log_limits, plot_cost
 
 RATE = 100.0
@@ -113,7 +113,7 @@ def test_targets_of_issue_10_met_and_not_met():
     assert targets["swaps"]["met"] == {"robot0": True, "robot1": False}
     summary = {"live": {"robot0": {"shift": "payload:4@30", **bad}, "robot1": {"shift": "damping:5@30", **good}},
                "live_targets": targets, "live_note": "note"}
-    text = "\n".join(demo_report._live_markdown(summary))
+    text = "\n".join(report_markdown.live_markdown(summary))
     assert "| robot0 | payload:4@30 | 1 | 8x | 4x | 3x | 2x | 1.5x | 1.25x | 1.19x |" in text
     assert "| robot0 | v2 -> v3 | 50.0 | 0.9x | no |" in text
     assert "4x (not met) | 1x (met) | not met |" in text

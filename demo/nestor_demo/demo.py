@@ -306,8 +306,10 @@ def _start_stall_probe(run_dir: Path, config_dir: str, env: dict) -> subprocess.
 
 
 def _stop_fleet(group: ProcessGroup, specs: list[RobotSpec], probe: subprocess.Popen | None = None) -> None:
-    """Stop control first (the policy flushes to its spool), then the rest: each uplink drains its
-    spool to the cloud (up to its drain_timeout_s) before it exits."""
+    """Stop control first (the policy flushes to its spool), then the rest.
+
+    Each uplink drains its spool to the cloud (up to its drain_timeout_s) before it exits.
+    """
     # The policy first (it flushes its recorder), then the sim: a sim stopped first would leave
     # the still-running policy without joint states, a gap it would rightly count as missed.
     group.stop_nodes({"policy"})

@@ -1,5 +1,7 @@
-"""Experience store and ingest rules on both real backends (a SQLite file, a PostgreSQL database):
-dedup, overlap, gaps, drops, reads."""
+"""Experience store and ingest rules on both real backends.
+
+The backends: a SQLite file, a PostgreSQL database. The rules: dedup, overlap, gaps, drops, reads.
+"""
 
 import sqlite3
 

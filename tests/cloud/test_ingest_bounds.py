@@ -1,5 +1,8 @@
-"""Chunks whose sizes or integers overflow a naive check: each is INVALID_ARGUMENT with a counted reason,
-nothing is stored, and the server keeps serving (issue 12: they were UNKNOWN with a server traceback)."""
+"""Chunks whose sizes or integers overflow a naive check.
+
+Each is INVALID_ARGUMENT with a counted reason, nothing is stored, and the server keeps serving
+(issue 12: they were UNKNOWN with a server traceback).
+"""
 
 import grpc
 import pytest

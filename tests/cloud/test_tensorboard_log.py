@@ -1,5 +1,8 @@
-"""TensorBoard scalars of consolidation rounds, written by the real worker process, read back
-with tensorboard's own event reader (this process never imports torch)."""
+"""TensorBoard scalars of consolidation rounds.
+
+Written by the real worker process, read back with tensorboard's own event reader (this process
+never imports torch).
+"""
 
 import subprocess
 import sys

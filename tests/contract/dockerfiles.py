@@ -78,7 +78,7 @@ def copy_sources(instructions: list[Instruction]) -> list[str]:
 
 
 def entrypoint_command(instructions: list[Instruction]) -> list[str]:
-    """The command the container's ENTRYPOINT ends up exec-ing, as argv.
+    r"""The command the container's ENTRYPOINT ends up exec-ing, as argv.
 
     An entrypoint of the form `bash -c "source X && exec CMD ... \"$@\"" NAME` is unwrapped to CMD...,
     which is how an image runs a command inside a sourced ROS workspace.

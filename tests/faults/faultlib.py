@@ -189,8 +189,11 @@ def stored_chunks(db_path: str, robot_id: str) -> list[tuple[int, int, bytes]]:
 
 
 def assert_exactly_once(db_path: str, robot_id: str, uploaded: int) -> None:
-    """uploaded == stored: seqs 1..uploaded each stored once, contiguous, no drops, every chunk parses
-    and holds the seqs it claims (make_batch writes the seq into obs[:, 0])."""
+    """Assert uploaded == stored.
+
+    Seqs 1..uploaded are each stored once, contiguous, no drops; every chunk parses and holds the
+    seqs it claims (make_batch writes the seq into obs[:, 0]).
+    """
     from cloud_brain.experience.store import ExperienceStore
 
     store = ExperienceStore(db_path)

@@ -1,5 +1,6 @@
-"""Signals to the `nestor` CLI on real processes: no node outlives it, and a fleet stops only the
-robot whose control path died.
+"""Signals to the `nestor` CLI on real processes.
+
+No node outlives it, and a fleet stops only the robot whose control path died.
 
 * `nestor fleet`: kill -9 of robot0's policy stops robot0's nodes only; then SIGTERM to the fleet
   stops every node (exit 1: a robot failed).

@@ -101,8 +101,11 @@ def snapshot(rig) -> tuple[dict, list]:
 
 
 def expect_refused(rig, payload: bytes, code, reason: str | None, detail: str | None) -> None:
-    """payload is refused with `code` (message containing `detail`), counted once under `reason`,
-    stores nothing; the good robot is acked before and after."""
+    """Assert `payload` is refused with `code` and stores nothing.
+
+    Its message contains `detail`, it is counted once under `reason`, and the good robot is acked
+    before and after.
+    """
     rig["good"].step()
     before, rows_before = snapshot(rig)
     with pytest.raises(grpc.RpcError) as err:

@@ -1,5 +1,7 @@
-"""Supervision on real processes: `nestor robot` (sim_bridge, policy, uplink, weight_sync) against a
-real `nestor-cloud serve`, over DDS on localhost and gRPC on 127.0.0.1.
+"""Supervision on real processes.
+
+`nestor robot` (sim_bridge, policy, uplink, weight_sync) against a real `nestor-cloud serve`, over
+DDS on localhost and gRPC on 127.0.0.1.
 
 * kill -9 of `uplink_node`: the policy keeps ticking, the supervisor restarts the uplink after its
   backoff, policy/status counts the restart, and the store later holds 1..N with no gap or duplicate.

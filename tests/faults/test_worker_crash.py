@@ -1,5 +1,8 @@
-"""kill -9 of the cloud brain during a consolidation round: no worker process survives it, and the
-next start records the round as interrupted and runs it again, with no traceback anywhere."""
+"""Kill -9 of the cloud brain during a consolidation round.
+
+No worker process survives it, and the next start records the round as interrupted and runs it
+again, with no traceback anywhere.
+"""
 
 import os
 import time

@@ -1,5 +1,8 @@
-"""Tests that import torch (the cloud's learner). `make test` runs this folder in its own pytest
-process, so torch and rclpy never share an interpreter (the house rule for every process)."""
+"""Tests that import torch (the cloud's learner).
+
+`make test` runs this folder in its own pytest process, so torch and rclpy never share an
+interpreter (the house rule for every process).
+"""
 
 import pathlib
 

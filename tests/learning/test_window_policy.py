@@ -1,5 +1,8 @@
-"""The window policy (issue 10): torch mirror == ONNX, checkpoint round trip, safety, the fit itself,
-the robot runtime's window and swap, and the closed loop on the arm."""
+"""The window policy (issue 10).
+
+Torch mirror == ONNX, checkpoint round trip, safety, the fit itself, the robot runtime's window and
+swap, and the closed loop on the arm.
+"""
 
 import pathlib
 
@@ -169,8 +172,10 @@ def test_the_gate_checks_the_gain_change_a_robot_reported_through_l1():
 
 
 def test_the_window_is_used_horizon_2_recovers_measurably_worse(kuka):
-    """Cut to one buffered transition, the fast level cannot see the effort vary and fits no gain:
-    a payload is cancelled much later (issue 10's window test; measured 2.0 vs 202 at 0.5-1 s)."""
+    """Cut to one buffered transition, the fast level cannot see the effort vary and fits no gain.
+
+    So a payload is cancelled much later (issue 10's window test; measured 2.0 vs 202 at 0.5-1 s).
+    """
     env, model = kuka
     result = {}
     for name, config in (("default", RuntimeConfig()), ("horizon2", RuntimeConfig(horizon=2))):

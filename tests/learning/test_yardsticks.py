@@ -96,8 +96,11 @@ def test_rls_recovers_from_a_torque_bias_step_within_its_forgetting_bound(forget
 
 
 def test_rls_baseline_cancels_a_torque_bias_on_the_arm():
-    """The `rls` method as the benchmark runs it: the window model with its fast level off, RLS on
-    [1, q] fed the graph's measured disturbance, after a torque-bias step."""
+    """The `rls` method as the benchmark runs it.
+
+    The window model with its fast level off, RLS on [1, q] fed the graph's measured disturbance,
+    after a torque-bias step.
+    """
     from cloud_brain.learning.window_model import initial_model as window_initial_model
 
     env = TrackingEnv(KUKA)

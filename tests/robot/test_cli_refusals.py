@@ -1,5 +1,8 @@
-"""Bad input to `nestor` is refused before any process starts: one line naming the file, the field and
-the problem, exit code 2, no traceback, nothing created. The sim bridge refuses the same input alone."""
+"""Bad input to `nestor` is refused before any process starts.
+
+One line naming the file, the field and the problem, exit code 2, no traceback, nothing created.
+The sim bridge refuses the same input alone.
+"""
 
 import os
 import subprocess

@@ -1,5 +1,8 @@
-"""/diagnostics: every node of a robot publishes diagnostic_msgs/DiagnosticArray there (real
-processes over DDS), named by its full node name, hardware_id = robot id, beside its own status."""
+"""/diagnostics: every node of a robot publishes diagnostic_msgs/DiagnosticArray there.
+
+Real processes over DDS; each entry is named by its node's full name, hardware_id = robot id,
+beside the node's own status.
+"""
 
 import os
 import random

@@ -1,5 +1,8 @@
-"""nestor_bringup.supervisor on real processes that crash at once (the venv's python refuses
-`--ros-args` with exit code 2): backoff, restart budget, control-path deaths, supervision.json."""
+"""The supervisor (nestor_bringup.supervisor) on real processes that crash at once.
+
+The venv's python refuses `--ros-args` with exit code 2. Checked: backoff, restart budget,
+control-path deaths, supervision.json.
+"""
 
 import io
 import json

@@ -126,8 +126,10 @@ def test_load_local_adopts_the_newest_verified_model(tmp_path):
 
 
 class ModelsServicer(nestor_pb2_grpc.ModelsServicer):
-    """Test double of the cloud's Models service: streams the scripted versions newer than the
-    robot's, then holds the stream open."""
+    """Test double of the cloud's Models service.
+
+    It streams the scripted versions newer than the robot's, then holds the stream open.
+    """
 
     def __init__(self, updates):
         self.updates = list(updates)

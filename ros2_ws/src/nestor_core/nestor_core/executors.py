@@ -32,8 +32,11 @@ def make_executor(kind: str = "events"):
 
 
 def spin(executor, context=None) -> None:
-    """Spin until the context shuts down. EventsExecutor.spin() of the Kilted wheels dispatches
-    nothing (measured: a 100 Hz timer never fired), so both kinds are driven by spin_once."""
+    """Spin until the context shuts down.
+
+    EventsExecutor.spin() of the Kilted wheels dispatches nothing (measured: a 100 Hz timer never
+    fired), so both kinds are driven by spin_once.
+    """
     import rclpy
 
     context = context or rclpy.get_default_context()

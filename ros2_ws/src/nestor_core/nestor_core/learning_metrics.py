@@ -91,8 +91,10 @@ def recovery_ticks_paired(
     window: int = MA_WINDOW,
     hold: int = HOLD,
 ) -> int | None:
-    """Ticks after the shift until the shifted run's moving average stays within `tolerance` of the
-    paired control's moving average for `hold` ticks.
+    """Ticks after the shift until the shifted run is back within `tolerance` of its paired control.
+
+    Back means: the shifted run's moving average stays within `tolerance` of the paired control's
+    moving average for `hold` ticks.
 
     Both traces are the same episode (same model, seed, start), `control` without the shift. The
     band is (1 + tolerance) x the control's moving average tick by tick. Returns the first tick

@@ -1,5 +1,6 @@
-"""The robot's policy step: ONNX inference with the L0 update inside, the short-horizon buffer,
-and the L1 chunk memory. Pure numpy + onnxruntime, no ROS, no I/O: this is the tick path.
+"""The robot's policy step, the tick path: pure numpy + onnxruntime, no ROS, no I/O.
+
+ONNX inference with the L0 update inside, the short-horizon buffer, and the L1 chunk memory.
 
 Two graph kinds (nestor_core.policy_io). A "window" graph is stateless: the runtime keeps the
 short-horizon window (the last K = horizon - 1 measured disturbances and their actions, plus the
@@ -220,8 +221,11 @@ class PolicyRuntime:
             w.dist[i] = model.session.run(["disturbance"], self._window_feeds(model, nxt, prev, act))[0][0]
 
     def set_applied(self, action: np.ndarray) -> None:
-        """Records the action the plant actually got this tick, when something outside the graph
-        changed it (a baseline adapter, a safety hold): the next measurement must use it."""
+        """Records the action the plant actually got this tick.
+
+        For when something outside the graph changed it (a baseline adapter, a safety hold): the
+        next measurement must use it.
+        """
         self._prev_action[0] = action
         self.buffer.action[(self.buffer.count - 1) % self.buffer.horizon] = action
 

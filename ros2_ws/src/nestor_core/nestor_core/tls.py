@@ -1,5 +1,6 @@
-"""Mutual-TLS client credentials from PEM files: the one reader the robot, the cloud CLI, the demo and
-the benchmarks share.
+"""Mutual-TLS client credentials from PEM files.
+
+The one reader the robot, the cloud CLI, the demo and the benchmarks share.
 
 A client presents its certificate and key and checks the server against the fleet's CA. The files
 come in one of two shapes: three paths set one by one (ROS parameters `tls_ca`/`tls_cert`/`tls_key`,
@@ -39,7 +40,9 @@ def read_mtls_files(
     """The three files' bytes; None when all three paths are empty (an insecure channel).
 
     Args:
-        ca, cert, key: the paths.
+        ca: path of the CA certificate the server is checked against.
+        cert: path of the client's certificate (chain).
+        key: path of the client's private key.
         names: what the user calls the three (parameter or flag names), for the errors.
 
     Raises:

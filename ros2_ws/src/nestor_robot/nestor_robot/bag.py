@@ -1,5 +1,6 @@
-"""An MCAP bag of raw ROS 2 messages, written as rosbag2 writes one (``ros2`` profile, ``cdr``
-encoding, ``ros2msg`` schemas), off the caller's thread.
+"""An MCAP bag of raw ROS 2 messages, written off the caller's thread.
+
+The file is what rosbag2 writes (``ros2`` profile, ``cdr`` encoding, ``ros2msg`` schemas).
 
 ``put`` only appends the serialized bytes to a bounded in-memory queue (never blocks, never does
 I/O); a writer thread drains it into the file. A full queue drops the message and counts it

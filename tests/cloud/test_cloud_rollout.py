@@ -244,6 +244,6 @@ def test_a_running_canary_survives_a_cloud_restart(canary_server, cloud_config):
             r0.call.cancel()
             r1.call.cancel()
         assert restarted.registry.active("arm").version == candidate.version
-        assert restarted.registry.saved_canaries() == []  # decided: no record left to resume
+        assert restarted.rollout.saved_canaries() == []  # decided: no record left to resume
     finally:
         restarted.stop(0.5)

@@ -30,7 +30,7 @@ def test_schema_is_versioned_and_a_newer_database_is_refused(store_target):
 def test_a_sqlite_file_made_before_versioning_is_adopted(tmp_path):
     import sqlite3
 
-    from cloud_brain.experience.store import SCHEMA
+    from cloud_brain.experience.store_schema import VERSION_1 as SCHEMA
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)

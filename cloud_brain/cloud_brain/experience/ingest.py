@@ -41,12 +41,16 @@ def ingest_chunk(
     chunk: nestor_pb2.ExperienceChunk,
     tasks: Mapping[str, TaskSpec] | None = None,
     now: float | None = None,
+    data: bytes | None = None,
 ) -> AppendResult:
     """Validate and durably store a chunk (only its new part); returns what was stored.
+
+    data: the bytes `chunk` was decoded from; the store keeps them as they are unless it trims the
+    chunk (None: the chunk is serialised once here).
 
     Raises:
         ChunkError: the chunk is malformed, non-finite, has wrong dims or an unknown task.
         SequenceGapError: the chunk starts after last_seq + 1 + dropped_before.
     """
     batch = validate_chunk(chunk, tasks)
-    return store.append(batch, now=now)
+    return store.append(batch, now=now, encoded=chunk.SerializeToString() if data is None else data)

@@ -23,6 +23,15 @@ from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
+# Which replica runs a task's consolidation round right now (migration 2 of store_schema).
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_unix REAL NOT NULL
+);
+"""
+
 
 def holder_id() -> str:
     """A name for this process that no other replica shares: host, pid and a random part."""

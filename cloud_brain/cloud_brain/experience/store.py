@@ -1,10 +1,11 @@
 """The experience store: one SQLite file (WAL, synchronous=FULL) or one PostgreSQL database, shared
-with the model registry.
+with the model registry (its connection and transactions; each flow owns its tables, see store_schema).
 
 Per robot, stored seqs are exactly 1..last_seq minus the ranges the robot declared dropped.
 `append` enforces that inside one transaction, so an ack sent after `append` returns refers to
-rows that survive a crash. Chunks are kept as re-encoded `ExperienceChunk` bytes (validated,
-trimmed to the newly stored tail) plus indexed columns for queries.
+rows that survive a crash. Chunks are kept as `ExperienceChunk` bytes plus indexed columns for
+queries: the bytes as received when the whole chunk is new, re-encoded only when it is trimmed to
+its newly stored tail (`nestor_core.experience` is the one codec either way).
 
 The store serialises its own access with a lock, so one instance can be shared by every gRPC
 thread. Other processes (the consolidation child) open their own `ExperienceStore(path)`; WAL
@@ -32,88 +33,7 @@ from nestor_core.experience import ExperienceBatch, from_chunk, to_chunk
 from nestor_core.transaction import immediate_transaction
 
 from cloud_brain.experience import store_db
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS robots (
-    robot_id TEXT PRIMARY KEY,
-    task TEXT NOT NULL,
-    last_seq INTEGER NOT NULL DEFAULT 0,
-    transitions INTEGER NOT NULL DEFAULT 0,
-    dropped INTEGER NOT NULL DEFAULT 0,
-    duplicates INTEGER NOT NULL DEFAULT 0,
-    model_version INTEGER NOT NULL DEFAULT 0,
-    recent_cost REAL NOT NULL DEFAULT 0,
-    first_contact_unix REAL NOT NULL,
-    last_contact_unix REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS chunks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    robot_id TEXT NOT NULL,
-    task TEXT NOT NULL,
-    first_seq INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    model_version INTEGER NOT NULL,
-    mean_cost REAL NOT NULL,
-    received_unix REAL NOT NULL,
-    chunk BLOB NOT NULL,
-    UNIQUE (robot_id, first_seq)
-);
-CREATE INDEX IF NOT EXISTS chunks_by_task ON chunks (task, id);
-CREATE TABLE IF NOT EXISTS dropped (
-    robot_id TEXT NOT NULL,
-    first_seq INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    received_unix REAL NOT NULL,
-    PRIMARY KEY (robot_id, first_seq)
-);
-CREATE TABLE IF NOT EXISTS models (
-    version INTEGER PRIMARY KEY,
-    task TEXT NOT NULL,
-    parent INTEGER NOT NULL,
-    created_unix REAL NOT NULL,
-    sha256 TEXT NOT NULL,
-    onnx BLOB NOT NULL,
-    manifest BLOB NOT NULL,
-    signature BLOB NOT NULL,
-    io_signature_json TEXT NOT NULL,
-    metrics_json TEXT NOT NULL,
-    experience_from INTEGER NOT NULL,
-    experience_to INTEGER NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('active', 'candidate', 'rejected', 'retired')),
-    reason TEXT NOT NULL DEFAULT ''
-);
-CREATE UNIQUE INDEX IF NOT EXISTS one_active_per_task ON models (task) WHERE status = 'active';
-CREATE TABLE IF NOT EXISTS rounds (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task TEXT NOT NULL,
-    started_unix REAL NOT NULL,
-    finished_unix REAL NOT NULL,
-    parent_version INTEGER NOT NULL,
-    version INTEGER NOT NULL DEFAULT 0,
-    accepted INTEGER NOT NULL DEFAULT 0,
-    experience_from INTEGER NOT NULL,
-    experience_to INTEGER NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    error TEXT NOT NULL DEFAULT ''
-);
--- Versions a robot rolled back (Models.ReportBad): never offered to that robot again.
-CREATE TABLE IF NOT EXISTS bad_models (
-    robot_id TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    reported_unix REAL NOT NULL,
-    PRIMARY KEY (robot_id, version)
-);
--- Running canaries (cloud_brain.models.rollout), one per task: they survive a cloud restart.
-CREATE TABLE IF NOT EXISTS canaries (
-    task TEXT PRIMARY KEY,
-    candidate INTEGER NOT NULL,
-    parent INTEGER NOT NULL,
-    robots TEXT NOT NULL,
-    start_row INTEGER NOT NULL,
-    started_unix REAL NOT NULL
-);
-"""
+from cloud_brain.experience.store_schema import migrate
 
 _READ_PAGE = 256
 
@@ -183,8 +103,6 @@ class ExperienceStore:
     """
 
     def __init__(self, path: str | pathlib.Path, timeout: float = 30.0):
-        from cloud_brain.experience.store_schema import migrate
-
         self.path = str(path)
         self.backend = "postgres" if store_db.is_postgres(self.path) else "sqlite"
         if self.backend == "sqlite" and self.path != ":memory:":
@@ -225,12 +143,15 @@ class ExperienceStore:
 
     # --- writes -------------------------------------------------------------------------------
 
-    def append(self, batch: ExperienceBatch, now: float | None = None) -> AppendResult:
+    def append(self, batch: ExperienceBatch, now: float | None = None, encoded: bytes | None = None) -> AppendResult:
         """Store the part of a validated batch that is new, enforcing the sequence invariant.
 
         Duplicate (wholly <= last_seq): stores nothing. Overlap: stores only the new tail.
         Contiguous (first_seq == last_seq + 1 + dropped_before): stores all and records the
         declared dropped range. Anything else raises SequenceGapError and stores nothing.
+
+        encoded: the chunk's bytes as received (the batch decoded from them); stored as they are
+        when the whole batch is new. None, or a trimmed tail: the stored part is encoded here.
         """
         now = time.time() if now is None else now
         n = len(batch)
@@ -262,13 +183,13 @@ class ExperienceStore:
             else:
                 raise SequenceGapError(batch.robot_id, last + 1 + batch.dropped_before, batch.first_seq,
                                        batch.dropped_before)
-            chunk = to_chunk(tail)
+            blob = encoded if tail is batch and encoded is not None else to_chunk(tail).SerializeToString()
             mean_cost = float(tail.cost.mean())
             (row_id,) = conn.execute(
                 "INSERT INTO chunks (robot_id, task, first_seq, count, model_version, mean_cost, received_unix, chunk)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (tail.robot_id, tail.task, tail.first_seq, len(tail), chunk.model_version, mean_cost, now,
-                 chunk.SerializeToString()),
+                (tail.robot_id, tail.task, tail.first_seq, len(tail), int(tail.model_versions[0]), mean_cost, now,
+                 blob),
             ).fetchall()[0]
             conn.execute(
                 "UPDATE robots SET task = ?, last_seq = ?, transitions = transitions + ?, dropped = dropped + ?,"

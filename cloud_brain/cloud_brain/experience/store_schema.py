@@ -14,41 +14,33 @@ DDL) and never edit a released one.
 
 from __future__ import annotations
 
-from cloud_brain.experience import store_db
+from cloud_brain.experience import lease, store_db, tables
+from cloud_brain.learning import l3_reservoir
+from cloud_brain.models import tables as model_tables
 
-_LEASES = """
--- Leases (cloud_brain.experience.lease): which replica runs a task's consolidation round right now.
-CREATE TABLE IF NOT EXISTS leases (
-    name TEXT PRIMARY KEY,
-    holder TEXT NOT NULL,
-    expires_unix REAL NOT NULL
-);
-"""
+# The tables of version 1, as a database made before versioning has them (SQLite dialect). Each
+# flow owns its tables' DDL (experience.tables, models.tables, lease, learning.l3_reservoir).
+VERSION_1 = ";\n".join(ddl.strip().rstrip(";") for ddl in (tables.SCHEMA, model_tables.SCHEMA, model_tables.CANARIES))
 
 
-def _v1_sqlite() -> list[str]:
-    from cloud_brain.experience.store import SCHEMA
-
-    return [s.strip() for s in SCHEMA.split(";") if s.strip()]
+def _statements(ddl: str) -> list[str]:
+    return [s.strip() for s in ddl.split(";") if s.strip()]
 
 
 def _v1_postgres() -> list[str]:
-    from cloud_brain.experience.store import SCHEMA
-    from cloud_brain.learning.l3_reservoir import SCHEMA as L3_SCHEMA
-
     # The L3 reservoir opens its own connection on the same database; its tables are made here
     # so concurrent replicas never race on CREATE TABLE.
-    return store_db.translate_ddl(SCHEMA + ";\n" + L3_SCHEMA)
+    return store_db.translate_ddl(VERSION_1 + ";\n" + l3_reservoir.SCHEMA)
 
 
 MIGRATIONS = {
     "sqlite": [
-        (1, _v1_sqlite),
-        (2, lambda: [s.strip() for s in _LEASES.split(";") if s.strip()]),
+        (1, lambda: _statements(VERSION_1)),
+        (2, lambda: _statements(lease.SCHEMA)),
     ],
     "postgres": [
         (1, _v1_postgres),
-        (2, lambda: store_db.translate_ddl(_LEASES)),
+        (2, lambda: store_db.translate_ddl(lease.SCHEMA)),
     ],
 }
 

@@ -190,7 +190,11 @@ def sample_memories(
     store: ExperienceStore, net: NestedPolicy, task: str, up_to_row: int, limit: int, after_row: int = 0
 ) -> Memories:
     """Step 1-2 (new data): newest `limit` transitions of rows (after_row, up_to_row]."""
-    batches = list(store.read_batches(task, after_row, up_to_row))
+    return memories_of(net, list(store.read_batches(task, after_row, up_to_row)), limit)
+
+
+def memories_of(net: NestedPolicy, batches: list, limit: int) -> Memories:
+    """Step 1-2 (new data) from batches already read: their newest `limit` transitions."""
     if not batches:
         return Memories(np.zeros((0, net.spec.obs_dim), np.float32), np.zeros((0, net.spec.act_dim), np.float32), 0)
     obs = np.concatenate([b.obs for b in batches])[-limit:]
@@ -542,10 +546,11 @@ def run_round(request: dict) -> dict:
         seed=int(request.get("l3_seed", 0)),
     )
     try:
-        memories = sample_memories(store, parent, request["task"], up_to_row, config.max_transitions, after_row)
-        new_batches = list(store.read_rows(request["task"], after_row, up_to_row))
+        rows = reservoir.read_round(store, request["task"], after_row, up_to_row)  # the one read of the rows
+        new_batches = [(row, batch) for row, batch in rows if row > after_row]
+        memories = memories_of(parent, [batch for _, batch in new_batches], config.max_transitions)
         replay_windows = reservoir.windows(request["task"]) if config.replay_fraction > 0 else []
-        l3_update = reservoir.update(store, request["task"], up_to_row, task.effort_limit)
+        l3_update = reservoir.update(store, request["task"], up_to_row, task.effort_limit, rows=rows)
         l3_stats = reservoir.stats(request["task"])
     finally:
         reservoir.close()

@@ -185,11 +185,27 @@ class L3Reservoir:
 
     # --- writes -------------------------------------------------------------------------------
 
-    def update(self, store, task: str, up_to_row: int | None = None, effort_limit=None) -> dict:
-        """Offer every stored chunk of `task` after the last offered row (up to `up_to_row`)."""
+    def read_round(self, store, task: str, after_row: int, up_to_row: int) -> list[tuple[int, object]]:
+        """The (row, batch) pairs a round and this reservoir's `update` need, read from the store once.
+
+        That is every row of `task` in (min(after_row, last offered row), up_to_row]; the round
+        keeps those after `after_row`, `update(..., rows=)` those after its last offered row.
+        """
+        return list(store.read_rows(task, min(after_row, self.last_row(task)), up_to_row))
+
+    def update(self, store, task: str, up_to_row: int | None = None, effort_limit=None, rows=None) -> dict:
+        """Offer every stored chunk of `task` after the last offered row (up to `up_to_row`).
+
+        rows: (row, batch) pairs already read (`read_round`), covering every row after the last
+        offered one up to `up_to_row`; the store is then not read again.
+        """
         last = self.last_row(task)
         offered, newest = [], last
-        for row, batch in store.read_rows(task, last, up_to_row):
+        if rows is None:
+            rows = store.read_rows(task, last, up_to_row)
+        for row, batch in rows:
+            if row <= last:
+                continue
             offered.extend(windows_of_batch(task, row, batch, self.config.window))
             newest = row
         stats = self.add(task, offered, effort_limit)

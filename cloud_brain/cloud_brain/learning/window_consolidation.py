@@ -175,9 +175,10 @@ def run_window_round(request: dict, config, task, store_cls, reservoir_cls, rese
     store = store_cls(request["db_path"])
     reservoir = reservoir_cls(request["db_path"], reservoir_config, seed=int(request.get("l3_seed", 0)))
     try:
-        new_batches = [b for _, b in store.read_rows(request["task"], after_row, up_to_row)]
+        rows = reservoir.read_round(store, request["task"], after_row, up_to_row)  # the one read of the rows
+        new_batches = [batch for row, batch in rows if row > after_row]
         replay_windows = reservoir.windows(request["task"]) if config.replay_fraction > 0 else []
-        l3_update = reservoir.update(store, request["task"], up_to_row, task.effort_limit)
+        l3_update = reservoir.update(store, request["task"], up_to_row, task.effort_limit, rows=rows)
         l3_stats = reservoir.stats(request["task"])
     finally:
         reservoir.close()

@@ -130,10 +130,6 @@ class ModelRegistry:
             return self._select("WHERE task = ? ORDER BY version", (task,), with_onnx)
         return self._select("ORDER BY version", (), with_onnx)
 
-    def tasks(self) -> list[str]:
-        """Tasks that have at least one version."""
-        return [row[0] for row in self.store.query("SELECT DISTINCT task FROM models ORDER BY task")]
-
     def last_experience_row(self, task: str) -> int:
         """Largest experience_to among the task's versions: where the next round starts."""
         row = self.store.query("SELECT MAX(experience_to) FROM models WHERE task = ?", (task,))
@@ -253,36 +249,6 @@ class ModelRegistry:
     def bad_versions(self, robot_id: str) -> set[int]:
         """Versions `robot_id` reported bad."""
         return {int(r[0]) for r in self.store.query("SELECT version FROM bad_models WHERE robot_id = ?", (robot_id,))}
-
-    # --- running canaries (cloud_brain.models.rollout) ------------------------------------------------
-
-    def save_canary(self, task: str, candidate: int, parent: int, robots: list[str], start_row: int,
-                    started_unix: float) -> None:
-        """Record the task's running canary (replacing any earlier one), durably."""
-        with self.store.transaction() as conn:
-            conn.execute(
-                "INSERT INTO canaries (task, candidate, parent, robots, start_row, started_unix) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task) DO UPDATE SET candidate = excluded.candidate, "
-                "parent = excluded.parent, robots = excluded.robots, start_row = excluded.start_row, "
-                "started_unix = excluded.started_unix",
-                (task, candidate, parent, json.dumps(sorted(robots)), start_row, started_unix),
-            )
-
-    def clear_canary(self, task: str, candidate: int) -> None:
-        """Forget the task's canary if it is still `candidate` (decided or superseded)."""
-        with self.store.transaction() as conn:
-            conn.execute("DELETE FROM canaries WHERE task = ? AND candidate = ?", (task, candidate))
-
-    def saved_canaries(self) -> list[dict]:
-        """The canaries recorded by save_canary and not cleared: task, candidate, parent, robots, ..."""
-        rows = self.store.query(
-            "SELECT task, candidate, parent, robots, start_row, started_unix FROM canaries ORDER BY task", ()
-        )
-        return [
-            {"task": t, "candidate": int(c), "parent": int(p), "robots": json.loads(r), "start_row": int(row),
-             "started_unix": float(u)}
-            for t, c, p, r, row, u in rows
-        ]
 
     def _activated(self, model: ModelVersion) -> None:
         if self.on_activate is not None:

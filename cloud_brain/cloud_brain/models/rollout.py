@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import threading
@@ -28,6 +29,7 @@ from collections.abc import Iterator
 
 import numpy as np
 from nestor_core import nestor_pb2
+from nestor_core.tensors import from_tensor
 
 from cloud_brain.config import RolloutConfig
 from cloud_brain.experience.store import ExperienceStore
@@ -81,8 +83,7 @@ def version_costs(
     parts, total = [], 0
     for (blob,) in rows:
         chunk = nestor_pb2.ExperienceChunk.FromString(blob)
-        versions = np.frombuffer(chunk.model_versions.data, np.int64)
-        costs = np.frombuffer(chunk.cost.data, np.float32)
+        versions, costs = from_tensor(chunk.model_versions, "model_versions"), from_tensor(chunk.cost, "cost")
         picked = costs[versions == version]
         if picked.size:
             parts.append(picked)
@@ -135,10 +136,10 @@ class Rollout:
 
     def _resume(self) -> None:
         """Reload the canaries a previous process left running; drop records of decided ones."""
-        for saved in self.registry.saved_canaries():
+        for saved in self.saved_canaries():
             model = self.registry.get(saved["candidate"])
             if model is None or model.status != "candidate":
-                self.registry.clear_canary(saved["task"], saved["candidate"])
+                self.clear_canary(saved["task"], saved["candidate"])
                 continue
             ran = max(0.0, time.time() - saved["started_unix"])
             self._canaries[saved["task"]] = Canary(
@@ -146,6 +147,36 @@ class Rollout:
             )
             log.info("rollout: resumed canary of version %d (%s) on %s, running %.0f s",
                      model.version, saved["task"], ", ".join(saved["robots"]), ran)
+
+    # --- the canaries table (cloud_brain.models.tables.CANARIES): running canaries survive a restart ---
+
+    def save_canary(self, task: str, candidate: int, parent: int, robots: list[str], start_row: int,
+                    started_unix: float) -> None:
+        """Record the task's running canary (replacing any earlier one), durably."""
+        with self.store.transaction() as conn:
+            conn.execute(
+                "INSERT INTO canaries (task, candidate, parent, robots, start_row, started_unix) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (task) DO UPDATE SET candidate = excluded.candidate, "
+                "parent = excluded.parent, robots = excluded.robots, start_row = excluded.start_row, "
+                "started_unix = excluded.started_unix",
+                (task, candidate, parent, json.dumps(sorted(robots)), start_row, started_unix),
+            )
+
+    def clear_canary(self, task: str, candidate: int) -> None:
+        """Forget the task's canary if it is still `candidate` (decided or superseded)."""
+        with self.store.transaction() as conn:
+            conn.execute("DELETE FROM canaries WHERE task = ? AND candidate = ?", (task, candidate))
+
+    def saved_canaries(self) -> list[dict]:
+        """The canaries recorded by save_canary and not cleared: task, candidate, parent, robots, ..."""
+        rows = self.store.query(
+            "SELECT task, candidate, parent, robots, start_row, started_unix FROM canaries ORDER BY task", ()
+        )
+        return [
+            {"task": t, "candidate": int(c), "parent": int(p), "robots": json.loads(r), "start_row": int(row),
+             "started_unix": float(u)}
+            for t, c, p, r, row, u in rows
+        ]
 
     @property
     def enabled(self) -> bool:
@@ -199,7 +230,7 @@ class Rollout:
             return self.registry.promote(candidate.version)
         canary = Canary(candidate, candidate.parent, robots, self.store.max_row_id(), self.clock(), time.time())
         # Durable before any robot is offered the candidate: a restart resumes this canary.
-        self.registry.save_canary(task, candidate.version, canary.parent, robots, canary.start_row, canary.started_unix)
+        self.save_canary(task, candidate.version, canary.parent, robots, canary.start_row, canary.started_unix)
         with self._lock:
             previous = self._canaries.get(task)
             self._canaries[task] = canary
@@ -237,7 +268,7 @@ class Rollout:
             if promote:
                 log.info("rollout: promoting version %d: %s", canary.candidate.version, why)
                 self.registry.promote(canary.candidate.version)
-                self.registry.clear_canary(canary.candidate.task, canary.candidate.version)
+                self.clear_canary(canary.candidate.task, canary.candidate.version)
                 self._count("promoted")
             else:
                 self._reject(canary, why)
@@ -248,7 +279,7 @@ class Rollout:
         log.warning("rollout: version %d rejected, canaries get version %d back: %s",
                     canary.candidate.version, canary.parent, why)
         self.registry.reject(canary.candidate.version, f"canary: {why}")
-        self.registry.clear_canary(canary.candidate.task, canary.candidate.version)
+        self.clear_canary(canary.candidate.task, canary.candidate.version)
         self._count("rejected")
         self.bus.touch(canary.candidate.task)
 

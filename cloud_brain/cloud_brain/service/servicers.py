@@ -2,7 +2,8 @@
 
 Experience.Ingest is registered with its own handler (`experience_handler`) whose request
 deserializer never raises: undecodable bytes become a `Malformed` marker, so the servicer can
-reject them with INVALID_ARGUMENT (reason "malformed") instead of gRPC's generic INTERNAL.
+reject them with INVALID_ARGUMENT (reason "malformed") instead of gRPC's generic INTERNAL. It
+keeps the bytes beside the decoded chunk, so the store keeps them as received.
 
 Every servicer asks an `authz.Authorizer` first (PERMISSION_DENIED when refused); the default
 allows everything, which is what the server uses when TLS is off.
@@ -39,11 +40,12 @@ class Malformed:
         self.error = error
 
 
-def _parse_chunk(data: bytes):
+def _parse_chunk(data: bytes) -> tuple[nestor_pb2.ExperienceChunk | Malformed, bytes]:
+    """(the decoded chunk or a Malformed marker, the bytes as received)."""
     try:
-        return nestor_pb2.ExperienceChunk.FromString(data)
+        return nestor_pb2.ExperienceChunk.FromString(data), data
     except DecodeError as err:
-        return Malformed(str(err))
+        return Malformed(str(err)), data
 
 
 def model_info(model: ModelVersion) -> nestor_pb2.ModelInfo:
@@ -104,7 +106,7 @@ class ExperienceServicer:
         self.max_chunk_transitions = max_chunk_transitions
 
     def Ingest(self, request_iterator, context) -> Iterator[nestor_pb2.IngestAck]:
-        for chunk in request_iterator:
+        for chunk, data in request_iterator:
             received = time.monotonic()
             try:
                 if isinstance(chunk, Malformed):
@@ -116,7 +118,7 @@ class ExperienceServicer:
                         f"count: chunk first_seq={chunk.first_seq} holds {chunk.count} transitions, more than "
                         f"max_chunk_transitions={self.max_chunk_transitions}",
                     )
-                result = ingest_chunk(self.store, chunk, self.tasks)
+                result = ingest_chunk(self.store, chunk, self.tasks, data=data)
             except PermissionDenied as err:
                 self._reject(context, err.reason, grpc.StatusCode.PERMISSION_DENIED, str(err))
             except ChunkError as err:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import rclpy
 from nestor_core.lifeline import stop_process
@@ -29,3 +34,26 @@ def stop_node(proc: subprocess.Popen, context: rclpy.Context | None = None) -> s
         rclpy.shutdown(context=context)
     stop_process(proc, signal.SIGINT, timeout_s=10, kill_timeout_s=5)
     return proc.stdout.read()
+
+
+def start_node(executable: str, **params) -> subprocess.Popen:
+    """Run the venv's console script `executable` with ROS parameters `params` (output captured as text)."""
+    argv = [str(Path(sys.executable).parent / executable), "--ros-args"]
+    for name, value in params.items():
+        argv += ["-p", f"{name}:={value}"]
+    return subprocess.Popen(argv, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def spin_until(executor, done: Callable[[], bool], proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    """Spin the probe's executor until `done()`, the timeout, or the node process exits."""
+    deadline = time.monotonic() + timeout_s
+    while not done() and time.monotonic() < deadline and proc.poll() is None:
+        executor.spin_once(timeout_sec=0.1)
+
+
+def stop_policy(proc: subprocess.Popen, log) -> int | None:
+    """Stop a policy node (SIGINT, 15 s for its flush, then SIGKILL), close its log file; its exit code."""
+    try:
+        return stop_process(proc, signal.SIGINT, timeout_s=15)
+    finally:
+        log.close()

@@ -7,7 +7,6 @@ import math
 import os
 import pkgutil
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -15,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from nestor_core.lifeline import stop_process
 from policy_models import JOINTS, export_models
+from ros_testlib import stop_policy
 
 BIN = Path(sys.executable).parent
 
@@ -214,10 +213,7 @@ def test_policy_node_end_to_end(models, tmp_path, executor):
         assert stats["tick_us"]["p50"] > 0
     finally:
         driver.close()
-        try:
-            stop_process(proc, signal.SIGINT, timeout_s=15)
-        finally:
-            log.close()
+        stop_policy(proc, log)
     output = (tmp_path / "policy.log").read_text()
     assert proc.returncode == 0, output
     # Everything recorded reached the spool, with contiguous seqs from 1.
@@ -239,13 +235,6 @@ def _start_policy(models, tmp_path, namespace, domain_id, *params):
         "-p", "status_period_s:=0.2", *[a for p in params for a in ("-p", p)],
     ]
     return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT), log
-
-
-def _stop_policy(proc, log) -> int:
-    try:
-        return stop_process(proc, signal.SIGINT, timeout_s=15)
-    finally:
-        log.close()
 
 
 def _max_abs(commands) -> float:
@@ -296,7 +285,7 @@ def test_nan_joint_state_never_drives_an_actuator(models, tmp_path):
             (s.level, s.message) for _, s in driver.statuses[-3:]]
     finally:
         driver.close()
-        code = _stop_policy(proc, log)
+        code = stop_policy(proc, log)
     output = (tmp_path / "policy.log").read_text()
     assert code == 0, output
     assert "non_finite: joint_states.position[lbr_iiwa_joint_4] is nan" in output
@@ -340,7 +329,7 @@ def test_malformed_joint_states_raise_the_status(models, tmp_path):
         driver.run(1.0)
     finally:
         driver.close()
-        code = _stop_policy(proc, log)
+        code = stop_policy(proc, log)
     assert code == 0, (tmp_path / "policy.log").read_text()
     counts = list(seen.values())
     assert counts == sorted(counts) and counts[0] > 0, seen
@@ -413,7 +402,7 @@ def test_parameter_services_from_a_plain_client(models, tmp_path):
         assert _read_stats(stats_file)["l0_fast_state_norm"] == frozen
     finally:
         driver.close()
-        code = _stop_policy(proc, log)
+        code = stop_policy(proc, log)
     output = (tmp_path / "policy.log").read_text()
     assert code == 0, output
     assert "parameters changed: {'l0_step_scale': 0.0}" in output

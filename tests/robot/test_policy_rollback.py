@@ -9,7 +9,6 @@ and ignores the bad version when it is announced again. Its /metrics on 127.0.0.
 import hashlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,8 +16,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from nestor_core.lifeline import stop_process
 from policy_models import JOINTS, REPO
+from ros_testlib import stop_policy
 from test_policy_node import _domain_id, _Driver, _read_stats
 
 pytestmark = pytest.mark.slow
@@ -111,8 +110,5 @@ def test_policy_node_rolls_back_a_worse_model(tmp_path):
         assert "nestor_robot_missed_ticks" in text and "nestor_robot_spool_depth_transitions" in text
     finally:
         driver.close()
-        try:
-            stop_process(proc, signal.SIGINT, timeout_s=15)
-        finally:
-            log.close()
+        stop_policy(proc, log)
     assert proc.returncode == 0, (tmp_path / "policy.log").read_text()

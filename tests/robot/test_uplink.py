@@ -11,7 +11,7 @@ from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_core.experience import ChunkError, ExperienceBatch, from_chunk
 from nestor_robot.spool import Spool
 from nestor_robot.uplink import Backoff, Uplink, UplinkConfig
-from ros_testlib import stop_node
+from ros_testlib import spin_until, start_node, stop_node
 
 ROBOT = "robot_u"
 
@@ -302,9 +302,6 @@ def test_config_validation_names_the_field():
 def test_uplink_node_streams_spool_and_reports_status_on_dds(tmp_path, monkeypatch):
     import os
     import random
-    import subprocess
-    import sys
-    from pathlib import Path
 
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -319,23 +316,8 @@ def test_uplink_node_streams_spool_and_reports_status_on_dds(tmp_path, monkeypat
         append_n(spool, 6, 5)
     cloud = MemoryCloud()
     server, port = start_server(ExperienceServicer(cloud))
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "uplink_node"),
-            "--ros-args",
-            "-p",
-            f"robot_id:={ROBOT}",
-            "-p",
-            f"spool_path:={path}",
-            "-p",
-            f"cloud_address:=127.0.0.1:{port}",
-            "-p",
-            "status_period_s:=0.2",
-        ],  # fmt: skip
-        env=dict(os.environ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc = start_node(
+        "uplink_node", robot_id=ROBOT, spool_path=path, cloud_address=f"127.0.0.1:{port}", status_period_s=0.2
     )
     context = rclpy.Context()
     acked = []
@@ -350,9 +332,7 @@ def test_uplink_node_streams_spool_and_reports_status_on_dds(tmp_path, monkeypat
         node.create_subscription(DiagnosticArray, "uplink/status", on_status, qos.STATUS_QOS)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
-        deadline = time.monotonic() + 30
-        while (not acked or acked[-1] < 30) and time.monotonic() < deadline and proc.poll() is None:
-            executor.spin_once(timeout_sec=0.1)
+        spin_until(executor, lambda: bool(acked) and acked[-1] >= 30, proc)
         node.destroy_node()
         executor.shutdown()
     finally:

@@ -4,19 +4,16 @@ import hashlib
 import json
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 import pytest
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
 from policy_testlib import ACT, KEY, OBS, TASK, tiny_policy  # noqa: F401
-from ros_testlib import Recorder, stop_node
+from ros_testlib import Recorder, spin_until, start_node, stop_node
 
 
 def update(version: int, onnx_bytes: bytes, parent: int = 0, sha256: str | None = None) -> nestor_pb2.ModelUpdate:
@@ -213,26 +210,13 @@ def test_weight_sync_node_announces_verified_model_on_dds(tmp_path, monkeypatch)
     servicer = ModelsServicer([tampered(6, tiny_policy(0.6)), update(7, data, parent=6)])
     server, port = start_models_server(servicer)
     model_dir = tmp_path / "models"
-    script = Path(sys.executable).parent / "weight_sync_node"
-    proc = subprocess.Popen(
-        [
-            str(script),
-            "--ros-args",
-            "-p",
-            "robot_id:=robot_dds",
-            "-p",
-            f"task:={TASK}",
-            "-p",
-            f"cloud_address:=127.0.0.1:{port}",
-            "-p",
-            f"model_dir:={model_dir}",
-            "-p",
-            "backoff_min_s:=0.05",
-        ],  # fmt: skip
-        env=dict(os.environ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc = start_node(
+        "weight_sync_node",
+        robot_id="robot_dds",
+        task=TASK,
+        cloud_address=f"127.0.0.1:{port}",
+        model_dir=model_dir,
+        backoff_min_s=0.05,
     )
     context = rclpy.Context()
     received: list[dict] = []
@@ -246,9 +230,7 @@ def test_weight_sync_node_announces_verified_model_on_dds(tmp_path, monkeypatch)
         )
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
-        deadline = time.monotonic() + 30
-        while not received and time.monotonic() < deadline and proc.poll() is None:
-            executor.spin_once(timeout_sec=0.1)
+        spin_until(executor, lambda: bool(received), proc)
         node.destroy_node()
         executor.shutdown()
     finally:

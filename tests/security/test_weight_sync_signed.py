@@ -3,12 +3,9 @@
 import json
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 import pytest
@@ -16,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nestor_core import nestor_pb2_grpc
 from nestor_core.manifest import verify_stored
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
-from ros_testlib import Recorder, stop_node
+from ros_testlib import Recorder, spin_until, start_node, stop_node
 from security_testlib import TASK, pem, signed_update, tampered_update, tiny_policy
 
 
@@ -151,11 +148,7 @@ def test_weight_sync_node_refuses_tampered_and_unsigned_models(tmp_path, pki, si
         "backoff_min_s": "0.05", "public_key_path": str(pki / "model_signing.pub.pem"),
         "tls_ca": str(pki / "ca.pem"), "tls_cert": str(pki / "robot0.pem"), "tls_key": str(pki / "robot0.key"),
     }
-    args = [a for k, v in params.items() for a in ("-p", f"{k}:={v}")]
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "weight_sync_node"), "--ros-args", *args],
-        env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    proc = start_node("weight_sync_node", **params)
     context = rclpy.Context()
     received: list[dict] = []
     output = ""
@@ -168,9 +161,7 @@ def test_weight_sync_node_refuses_tampered_and_unsigned_models(tmp_path, pki, si
         )
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
-        deadline = time.monotonic() + 30
-        while not received and time.monotonic() < deadline and proc.poll() is None:
-            executor.spin_once(timeout_sec=0.1)
+        spin_until(executor, lambda: bool(received), proc)
         # Give refused versions time to be announced, were they (wrongly) accepted.
         end = time.monotonic() + 1.0
         while time.monotonic() < end:

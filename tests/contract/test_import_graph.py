@@ -32,9 +32,6 @@ PACKAGES = {
 # What runs on the robot (its image builds ros2_ws/src and sim): none of it may import these.
 ROBOT_SIDE = {"nestor_core", "nestor_robot", "nestor_bringup", "nestor_sim"}
 NOT_ON_THE_ROBOT = {"cloud_brain", "nestor_demo"}
-# Cycles inside cloud_brain that issue 11's reorganisation removes, by the members' last name (their
-# subpackage may change meanwhile); this list may only shrink.
-KNOWN_CYCLES: list[set[str]] = []
 
 
 def modules() -> dict[str, pathlib.Path]:
@@ -153,7 +150,7 @@ def test_every_package_of_the_tree_is_checked():
 
 
 def test_no_cycle_between_modules(graph):
-    unexpected = [c for c in cycles(graph) if {m.rpartition(".")[2] for m in c} not in KNOWN_CYCLES]
+    unexpected = cycles(graph)
     detail = {tuple(c): {m: sorted(t for t in graph[m] if t in c) for m in c} for c in unexpected}
     assert unexpected == [], f"import cycles (module -> the members it imports): {detail}"
 

@@ -20,7 +20,6 @@ replicas, the database server and the clients share them).
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing as mp
 import os
@@ -36,7 +35,7 @@ import time
 from nestor_core.lifeline import stop_process
 from nestor_core.tls import identity_files
 
-from bench_load.run import BIN, REPO, Client, _percentile, _rss_mb, _start_cloud
+from bench_load.run import BIN, Client, _percentile, _rss_mb, _start_cloud, load_arguments
 
 
 class FailoverClient(Client):
@@ -249,15 +248,9 @@ def run(clients: int, duration: float, procs: int, chunk: int, period: float, wi
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="20 clients, 20 s per phase")
-    parser.add_argument("--clients", type=int, help="simulated robots (default 100; quick 20)")
-    parser.add_argument("--duration", type=float, help="seconds of streaming per phase (default 60; quick 20)")
-    parser.add_argument("--procs", type=int, help="client processes (default 4; quick 2)")
-    parser.add_argument("--chunk", type=int, default=20, help="transitions per chunk")
-    parser.add_argument("--period", type=float, default=0.2, help="seconds between a client's chunks")
-    parser.add_argument("--window", type=int, default=8, help="unacked chunks per client")
-    parser.add_argument("--out", default=str(REPO / "runs" / "bench-load" / "replicas.json"))
+    parser = load_arguments(
+        __doc__, "20 clients, 20 s per phase", "seconds of streaming per phase (default 60; quick 20)", "replicas.json"
+    )
     args = parser.parse_args(argv)
     clients = args.clients or (20 if args.quick else 100)
     duration = args.duration or (20.0 if args.quick else 60.0)

@@ -327,16 +327,25 @@ def run(clients: int, duration: float, procs: int, chunk: int, period: float, wi
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="20 clients for 45 s (the test runs this)")
+def load_arguments(doc: str, quick_help: str, duration_help: str, out: str) -> argparse.ArgumentParser:
+    """The options both load benchmarks take (this one and bench_load.replicas)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument("--clients", type=int, help="simulated robots (default 100; quick 20)")
-    parser.add_argument("--duration", type=float, help="seconds of streaming (default 120; quick 45)")
+    parser.add_argument("--duration", type=float, help=duration_help)
     parser.add_argument("--procs", type=int, help="client processes (default 4; quick 2)")
     parser.add_argument("--chunk", type=int, default=20, help="transitions per chunk")
     parser.add_argument("--period", type=float, default=0.2, help="seconds between a client's chunks")
     parser.add_argument("--window", type=int, default=8, help="unacked chunks per client")
-    parser.add_argument("--out", default=str(REPO / "runs" / "bench-load" / "results.json"))
+    parser.add_argument("--out", default=str(REPO / "runs" / "bench-load" / out))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = load_arguments(
+        __doc__, "20 clients for 45 s (the test runs this)", "seconds of streaming (default 120; quick 45)",
+        "results.json",
+    )
     args = parser.parse_args(argv)
     clients = args.clients or (20 if args.quick else 100)
     duration = args.duration or (45.0 if args.quick else 120.0)

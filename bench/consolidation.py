@@ -22,9 +22,12 @@ EPISODE_TICKS = 4000
 def run(quick: bool, workdir: pathlib.Path) -> dict:
     import torch
     from cloud_brain.experience.store import ExperienceStore
-    from cloud_brain.learning.consolidation import ConsolidationConfig, run_round, sample_memories, train_slow_weights
+    from cloud_brain.learning.consolidation import run_round
     from cloud_brain.learning.evaluation import collect_experience
+    from cloud_brain.learning.memories import sample_memories
     from cloud_brain.learning.policy_export import import_onnx
+    from cloud_brain.learning.round_config import ConsolidationConfig
+    from cloud_brain.learning.slow_weights import train_slow_weights
     from nestor_core.policy_model import load_model
     from nestor_sim.task import load_task
     from nestor_sim.tracking_env import TrackingEnv

@@ -22,7 +22,8 @@ SHIFTS = ("payload:2.0", "friction:3.0", "torque_bias:5.0")
 
 def run(quick: bool, workdir: pathlib.Path) -> dict:
     from cloud_brain.learning import ray_backend
-    from cloud_brain.learning.l2_consolidation import ConsolidationConfig, evaluate, gate_scenarios
+    from cloud_brain.learning.gate import evaluate, gate_scenarios
+    from cloud_brain.learning.round_config import ConsolidationConfig
     from nestor_sim.task import load_task
     from nestor_sim.tracking_env import TrackingEnv
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from cloud_brain.learning.round_config import ConsolidationConfig
+
 
 class ConfigError(ValueError):
     """An invalid configuration value; the message starts with the field name."""
@@ -103,11 +105,12 @@ CONSOLIDATION_BACKENDS = ("local", "ray")
 
 @dataclasses.dataclass
 class ConsolidationBackendConfig:
-    """Where consolidation rounds run (cloud_brain.learning.scheduler, cloud_brain.learning.ray_backend).
+    """The `consolidation:` section: where rounds run, and (the same mapping) one round's hyper-parameters.
 
     `local` (default): one persistent child process of the server, niced. `ray`: each round is a
     Ray task, and the gate evaluates its scenarios as parallel Ray tasks; `ray` is imported only
-    with this backend.
+    with this backend (cloud_brain.learning.scheduler, cloud_brain.learning.ray_backend). Every
+    other key of the section is a field of `round` (cloud_brain.learning.round_config).
     """
 
     backend: str = "local"
@@ -119,6 +122,8 @@ class ConsolidationBackendConfig:
     """CPUs of the private local cluster (how many gate scenarios run at once)."""
     parallel_gate: bool = True
     """On Ray, evaluate the gate's scenarios as parallel tasks (False: inside the round's task)."""
+    round: ConsolidationConfig = dataclasses.field(default_factory=ConsolidationConfig, metadata={"flat": True})
+    """The hyper-parameters of one round, sent with every round request; written flat in the section."""
 
 
 @dataclasses.dataclass
@@ -244,6 +249,10 @@ class CloudConfig:
             raise ConfigError(f"consolidation.num_cpus: must be >= 1, got {cb.num_cpus}")
         if cb.address and cb.address != "auto" and ":" not in cb.address:
             raise ConfigError(f"consolidation.address: expected '', 'auto' or host:port, got {cb.address!r}")
+        try:
+            cb.round.validate()
+        except ValueError as err:
+            raise ConfigError(f"consolidation.{err}") from None
         for name in ("connect_timeout_seconds", "watch_seconds", "lease_seconds"):
             if not getattr(st, name) > 0:
                 raise ConfigError(f"store.{name}: must be > 0, got {getattr(st, name)}")
@@ -319,9 +328,15 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
+    values, known = dict(values), {name for name, f in fields.items() if not f.metadata.get("flat")}
+    for flat in (f for f in fields.values() if f.metadata.get("flat")):
+        # A flat field's own fields are written beside the section's (consolidation: steps: ...).
+        own = {f.name for f in dataclasses.fields(flat.default_factory())}
+        known |= own
+        kwargs[flat.name] = _build(flat.default_factory, {k: values.pop(k) for k in list(values) if k in own}, prefix)
     for key, value in values.items():
-        if key not in fields:
-            raise ConfigError(f"{prefix}{key}: unknown field (known: {', '.join(sorted(fields))})")
+        if key not in known or fields[key].metadata.get("flat"):
+            raise ConfigError(f"{prefix}{key}: unknown field (known: {', '.join(sorted(known))})")
         default = getattr(cls(), key)
         if dataclasses.is_dataclass(default):
             kwargs[key] = _build(type(default), value or {}, f"{prefix}{key}.")
@@ -335,6 +350,16 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif isinstance(default, list):
             ok = isinstance(value, list)
+        elif isinstance(default, tuple) or (default is None and str(fields[key].type).startswith("tuple")):
+            # YAML writes a list: of numbers (a tuple default) or of names (a None default: may stay None)
+            numbers = isinstance(default, tuple)
+            ok = (default is None and value is None) or (isinstance(value, list) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) if numbers else isinstance(v, str)
+                for v in value))
+            if not ok:
+                kind = "a list of numbers" if numbers else "a list of strings or null"
+                raise ConfigError(f"{prefix}{key}: expected {kind}, got {value!r}")
+            value = tuple(float(v) if numbers else v for v in value) if value is not None else None
         else:
             ok = isinstance(value, str)
         if not ok:

@@ -65,6 +65,12 @@ def run_round(request: dict) -> dict:
     }
 
 
+def config_round(request: dict) -> dict:
+    """Accepts a child; its metrics echo the request's round config (cloud.yaml `consolidation:`)."""
+    return {"onnx": request["parent_onnx"] + b"+round", "accepted": True, "reason": "fake",
+            "metrics": {"config": request.get("config")}}
+
+
 def reject_round(request: dict) -> dict:
     """Rejects its child."""
     return {"onnx": request["parent_onnx"] + b"+worse", "accepted": False, "reason": "fake: worse", "metrics": {}}

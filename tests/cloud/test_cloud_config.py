@@ -34,6 +34,12 @@ def test_overrides_replace_fields(tmp_path):
         ({"schedule": {"bogus": 1}}, "schedule.bogus: unknown field"),
         ({"task_files": "a.yaml"}, "task_files:"),
         ({"consolidate": "no_colon"}, "consolidate:"),
+        ({"consolidation": {"steps": "many"}}, "consolidation.steps: expected int"),
+        ({"consolidation": {"replay_fraction": 1.5}}, "consolidation.replay_fraction:"),
+        ({"consolidation": {"meta_window": 99}}, "consolidation.meta_window:"),
+        ({"consolidation": {"blend_steps": "1.0"}}, "consolidation.blend_steps: expected a list of numbers"),
+        ({"consolidation": {"gate_shifts": [1]}}, "consolidation.gate_shifts: expected a list of strings"),
+        ({"consolidation": {"stepz": 1}}, "consolidation.stepz: unknown field"),
     ],
 )
 def test_errors_name_the_field(values, field):

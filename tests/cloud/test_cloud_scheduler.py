@@ -1,10 +1,12 @@
 """Consolidation schedule: the rule, one round's bookkeeping, a real spawn child, the thread."""
 
+import dataclasses
 import time
 
 import pytest
-from cloud_brain.config import ScheduleConfig
+from cloud_brain.config import ScheduleConfig, config_from_dict
 from cloud_brain.experience.store import ExperienceStore
+from cloud_brain.learning.round_config import ConsolidationConfig, config_from
 from cloud_brain.learning.scheduler import ConsolidationScheduler, RoundError, round_due, run_in_child
 from cloud_brain.models.registry import ModelRegistry
 from cloud_testlib import initial_model, make_batch
@@ -56,6 +58,18 @@ def test_accepted_round_registers_and_activates_a_child(parts, tasks):
     assert not scheduler.due("arm")  # the rows are used up
     store.append(make_batch(first_seq=13, n=10))
     assert scheduler.next_range("arm") == (2, 3)
+
+
+def test_the_consolidation_section_goes_with_every_round_request(parts, tasks):
+    store, registry, _ = parts
+    round_config = config_from_dict({"consolidation": {"steps": 7, "blend_steps": [1.0, 0.5]}}).consolidation.round
+    schedule = ScheduleConfig(every_transitions=10, min_transitions=5, every_seconds=3600, poll_seconds=0.05)
+    scheduler = ConsolidationScheduler(store, registry, {"arm": tasks["arm"]}, schedule, "cloud_testlib:config_round",
+                                       in_process=True, round_config=dataclasses.asdict(round_config))
+    store.append(make_batch(first_seq=1, n=12))
+    sent = scheduler.run_round("arm").metrics["config"]
+    assert (sent["steps"], sent["blend_steps"], sent["batch_size"]) == (7, [1.0, 0.5], ConsolidationConfig().batch_size)
+    assert config_from({"config": sent}) == round_config  # what the worker rebuilds
 
 
 def test_rejected_round_keeps_the_active_version(parts, tasks):

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 from cloud_brain.experience.store import ExperienceStore
-from cloud_brain.learning.consolidation import ConsolidationConfig, run_round
+from cloud_brain.learning.consolidation import run_round
 from cloud_brain.learning.evaluation import collect_experience, rollout
 from cloud_brain.learning.policy_export import initial_model
+from cloud_brain.learning.round_config import ConsolidationConfig
 from nestor_core.policy_model import load_model
 from nestor_core.policy_runtime import RuntimeConfig
 from nestor_sim.tracking_env import TrackingEnv

@@ -3,10 +3,11 @@
 import numpy as np
 import torch
 from cloud_brain.learning import l0_fast_weights as l0fw
-from cloud_brain.learning.l2_consolidation import ConsolidationConfig, _MetaParams, meta_learn_l0
 from cloud_brain.learning.l3_reservoir import Window
+from cloud_brain.learning.meta_learning import _MetaParams, meta_learn_l0
 from cloud_brain.learning.policy_export import export_onnx
 from cloud_brain.learning.policy_net import NestedPolicy, NetSpec
+from cloud_brain.learning.round_config import ConsolidationConfig
 from nestor_core.policy_model import load_model
 from nestor_core.policy_runtime import PolicyRuntime, RuntimeConfig
 

@@ -1,21 +1,10 @@
-"""Compatibility name of the L2 level: `cloud_brain.learning.consolidation:run_round` (config/cloud.yaml).
+"""The round's provider name: `cloud_brain.learning.consolidation:run_round` (config/cloud.yaml `consolidate`).
 
-The code lives in `cloud_brain.learning.l2_consolidation`; see its docstring for one round.
+One round reads top to bottom in `cloud_brain.learning.l2_consolidation.run_round`; its steps live
+in `memories` (1-2), `slow_weights` (3-4), `meta_learning` (4b), `gate` (5) and `policy_export`
+(6), its hyper-parameters in `round_config`.
 """
 
-from cloud_brain.learning.l2_consolidation import (  # noqa: F401 - re-exported
-    L0_BOUNDS,
-    ConsolidationConfig,
-    Memories,
-    blend,
-    evaluate,
-    gate_scenarios,
-    meta_learn_l0,
-    meta_learn_l1,
-    replay_memories,
-    run_round,
-    sample_memories,
-    seed_everything,
-    select_candidate,
-    train_slow_weights,
-)
+from cloud_brain.learning.l2_consolidation import run_round
+
+__all__ = ["run_round"]

@@ -279,6 +279,8 @@ class ConsolidationScheduler:
             RoundWorker; cloud_brain.learning.ray_backend.RayRoundRunner for Ray.
         tensorboard_dir: where the local worker writes each round's TensorBoard scalars
             (``cloud_brain.learning.tensorboard_log``); empty = none. Not written in_process or on Ray.
+        round_config: the round's hyper-parameters (cloud.yaml `consolidation:`, a ConsolidationConfig
+            as a dict), sent as the request's "config"; None = the worker's defaults.
     """
 
     def __init__(
@@ -297,6 +299,7 @@ class ConsolidationScheduler:
         lease_seconds: float = 30.0,
         runner=None,
         tensorboard_dir: str = "",
+        round_config: dict | None = None,
     ):
         self.store = store
         self.registry = registry
@@ -304,6 +307,7 @@ class ConsolidationScheduler:
         self.schedule = schedule
         self.consolidate = consolidate
         self.seed = seed
+        self.round_config = dict(round_config) if round_config else None
         self.db_path = db_path or store.path
         self.in_process = in_process
         self.metrics = metrics
@@ -365,6 +369,8 @@ class ConsolidationScheduler:
             "experience_to": end,
             "seed": self.seed + self.store.round_count(task, include_failed=True) + 1,
         }
+        if self.round_config is not None:
+            request["config"] = self.round_config
         started = time.time()
         clock = self._clocks.setdefault(task, _TaskClock(time.monotonic()))
         round_id = self.store.start_round(task, started, parent.version, start, end)

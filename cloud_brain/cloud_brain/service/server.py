@@ -6,6 +6,7 @@ fakes and production resolves `config.initial_model` / `config.consolidate` lazi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pathlib
 import signal
@@ -83,6 +84,7 @@ class CloudServer:
             lease_seconds=config.store.lease_seconds,
             runner=round_runner(config, consolidate or config.consolidate),
             tensorboard_dir=config.tensorboard_dir,
+            round_config=dataclasses.asdict(config.consolidation.round),
         )
         self.health = health.HealthServicer()
         self.server: grpc.Server | None = None

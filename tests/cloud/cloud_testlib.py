@@ -120,3 +120,23 @@ def gated_round(request: dict) -> dict:
             "note": "text is not a scalar",
         },
     }
+
+
+def base_config(tmp_path, task_files: list[str], **fields):
+    """The CloudConfig of the cloud and security tests: loopback, no schedule, the test providers."""
+    from cloud_brain.config import CloudConfig, ScheduleConfig
+
+    return CloudConfig(
+        **{
+            "address": "127.0.0.1:0",
+            "db_path": str(tmp_path / "cloud.db"),
+            "model_dir": "",
+            "task_files": task_files,
+            "schedule": ScheduleConfig(enabled=False),
+            "max_workers": 256,
+            "grace_seconds": 1.0,
+            "initial_model": "cloud_testlib:initial_model",
+            "consolidate": "cloud_testlib:run_round",
+            **fields,
+        }
+    ).validate()

@@ -11,7 +11,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import cloud_testlib  # noqa: E402
-from cloud_brain.config import CloudConfig, ScheduleConfig, TaskSpec  # noqa: E402
+from cloud_brain.config import TaskSpec  # noqa: E402
 from cloud_brain.service.server import CloudServer  # noqa: E402
 from cloud_testlib import ACT_DIM, OBS_DIM  # noqa: E402
 
@@ -36,17 +36,7 @@ def tasks(task_files):
 
 @pytest.fixture
 def cloud_config(tmp_path, task_files):
-    return CloudConfig(
-        address="127.0.0.1:0",
-        db_path=str(tmp_path / "cloud.db"),
-        model_dir="",
-        task_files=task_files,
-        schedule=ScheduleConfig(enabled=False),
-        max_workers=256,
-        grace_seconds=1.0,
-        initial_model="cloud_testlib:initial_model",
-        consolidate="cloud_testlib:run_round",
-    ).validate()
+    return cloud_testlib.base_config(tmp_path, task_files)
 
 
 @pytest.fixture

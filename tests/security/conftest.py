@@ -12,7 +12,7 @@ for path in (HERE, HERE.parent / "cloud"):
 
 import cloud_testlib  # noqa: E402
 import security_testlib  # noqa: E402
-from cloud_brain.config import CloudConfig, ScheduleConfig, TlsConfig  # noqa: E402
+from cloud_brain.config import CloudConfig, TlsConfig  # noqa: E402
 from cloud_brain.service.certs import generate  # noqa: E402
 from cloud_brain.service.server import CloudServer  # noqa: E402
 from nestor_core.manifest import load_private_key, load_public_key  # noqa: E402
@@ -52,19 +52,12 @@ initial_model = security_testlib.initial_model
 
 @pytest.fixture
 def tls_config(tmp_path, task_files, pki) -> CloudConfig:
-    return CloudConfig(
-        address="127.0.0.1:0",
-        db_path=str(tmp_path / "cloud.db"),
-        model_dir="",
-        task_files=task_files,
-        schedule=ScheduleConfig(enabled=False),
-        max_workers=256,
-        grace_seconds=1.0,
-        initial_model="cloud_testlib:initial_model",
-        consolidate="cloud_testlib:run_round",
+    return cloud_testlib.base_config(
+        tmp_path,
+        task_files,
         signing_key=str(pki / "model_signing.pem"),
         tls=TlsConfig(cert=str(pki / "server.pem"), key=str(pki / "server.key"), client_ca=str(pki / "ca.pem")),
-    ).validate()
+    )
 
 
 @pytest.fixture

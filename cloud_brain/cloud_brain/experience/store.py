@@ -38,6 +38,9 @@ from cloud_brain.experience.store_schema import migrate
 _READ_PAGE = 256
 
 
+NOT_ATTEMPTED = "not_attempted"  # append_many: a batch after its stream's failed one
+
+
 class SequenceGapError(Exception):
     """A chunk starts after the next expected seq (plus the drops it declared): OUT_OF_RANGE."""
 
@@ -154,51 +157,85 @@ class ExperienceStore:
         when the whole batch is new. None, or a trimmed tail: the stored part is encoded here.
         """
         now = time.time() if now is None else now
-        n = len(batch)
         with self.transaction() as conn:
-            row = conn.execute("SELECT last_seq FROM robots WHERE robot_id = ?", (batch.robot_id,)).fetchone()
-            last = row[0] if row else 0
-            if row is None:
-                conn.execute(
-                    "INSERT INTO robots (robot_id, task, first_contact_unix, last_contact_unix) VALUES (?, ?, ?, ?)",
-                    (batch.robot_id, batch.task, now, now),
-                )
-            if batch.last_seq <= last:
-                conn.execute(
-                    "UPDATE robots SET duplicates = duplicates + ?, last_contact_unix = ? WHERE robot_id = ?",
-                    (n, now, batch.robot_id),
-                )
-                return AppendResult(batch.robot_id, 0, n, 0, last)
-            dropped = 0
-            if batch.first_seq <= last:
-                tail = batch.slice(last + 1 - batch.first_seq, n)
-            elif batch.first_seq == last + 1 + batch.dropped_before:
-                tail = batch
-                dropped = batch.dropped_before
-                if dropped:
-                    conn.execute(
-                        "INSERT INTO dropped (robot_id, first_seq, count, received_unix) VALUES (?, ?, ?, ?)",
-                        (batch.robot_id, batch.first_seq - dropped, dropped, now),
-                    )
-            else:
-                raise SequenceGapError(batch.robot_id, last + 1 + batch.dropped_before, batch.first_seq,
-                                       batch.dropped_before)
-            blob = encoded if tail is batch and encoded is not None else to_chunk(tail).SerializeToString()
-            mean_cost = float(tail.cost.mean())
-            (row_id,) = conn.execute(
-                "INSERT INTO chunks (robot_id, task, first_seq, count, model_version, mean_cost, received_unix, chunk)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (tail.robot_id, tail.task, tail.first_seq, len(tail), int(tail.model_versions[0]), mean_cost, now,
-                 blob),
-            ).fetchall()[0]
+            return self._append_in(conn, batch, now, encoded)
+
+    def append_many(self, items: list[tuple], now: float | None = None) -> list:
+        """Group commit: every batch in one transaction, each in its own savepoint; one COMMIT.
+
+        ``items`` are (stream key, batch, encoded bytes or None) triples, in order (encoded as in
+        `append`). A batch that fails (SequenceGapError, a value the store cannot hold) is rolled
+        back to its savepoint alone and its exception is its outcome; the later batches of the
+        same stream key are then not attempted (outcome ``NOT_ATTEMPTED``), since that stream stops
+        at its first failure. The outcomes (AppendResult, exception or NOT_ATTEMPTED, in order)
+        hold only once the COMMIT returned: if the transaction itself fails (the store is
+        unavailable, the disk is full, COMMIT fails) the exception propagates and nothing of any
+        batch is stored.
+        """
+        now = time.time() if now is None else now
+        outcomes: list = []
+        failed: set = set()
+        with self.transaction() as conn:
+            for i, (key, batch, encoded) in enumerate(items):
+                if key in failed:
+                    outcomes.append(NOT_ATTEMPTED)
+                    continue
+                conn.execute(f"SAVEPOINT chunk{i}")
+                try:
+                    outcomes.append(self._append_in(conn, batch, now, encoded))
+                except (SequenceGapError, OverflowError, sqlite3.IntegrityError, sqlite3.InterfaceError) as err:
+                    conn.execute(f"ROLLBACK TO SAVEPOINT chunk{i}")
+                    outcomes.append(err)
+                    failed.add(key)
+                conn.execute(f"RELEASE SAVEPOINT chunk{i}")
+        return outcomes
+
+    def _append_in(self, conn, batch: ExperienceBatch, now: float, encoded: bytes | None) -> AppendResult:
+        """append's work inside an open write transaction (see append)."""
+        n = len(batch)
+        row = conn.execute("SELECT last_seq FROM robots WHERE robot_id = ?", (batch.robot_id,)).fetchone()
+        last = row[0] if row else 0
+        if row is None:
             conn.execute(
-                "UPDATE robots SET task = ?, last_seq = ?, transitions = transitions + ?, dropped = dropped + ?,"
-                " duplicates = duplicates + ?, model_version = ?, recent_cost = ?, last_contact_unix = ?"
-                " WHERE robot_id = ?",
-                (tail.task, tail.last_seq, len(tail), dropped, n - len(tail), int(tail.model_versions[-1]),
-                 mean_cost, now, batch.robot_id),
+                "INSERT INTO robots (robot_id, task, first_contact_unix, last_contact_unix) VALUES (?, ?, ?, ?)",
+                (batch.robot_id, batch.task, now, now),
             )
-            return AppendResult(batch.robot_id, len(tail), n - len(tail), dropped, tail.last_seq, int(row_id))
+        if batch.last_seq <= last:
+            conn.execute(
+                "UPDATE robots SET duplicates = duplicates + ?, last_contact_unix = ? WHERE robot_id = ?",
+                (n, now, batch.robot_id),
+            )
+            return AppendResult(batch.robot_id, 0, n, 0, last)
+        dropped = 0
+        if batch.first_seq <= last:
+            tail = batch.slice(last + 1 - batch.first_seq, n)
+        elif batch.first_seq == last + 1 + batch.dropped_before:
+            tail = batch
+            dropped = batch.dropped_before
+            if dropped:
+                conn.execute(
+                    "INSERT INTO dropped (robot_id, first_seq, count, received_unix) VALUES (?, ?, ?, ?)",
+                    (batch.robot_id, batch.first_seq - dropped, dropped, now),
+                )
+        else:
+            raise SequenceGapError(batch.robot_id, last + 1 + batch.dropped_before, batch.first_seq,
+                                   batch.dropped_before)
+        blob = encoded if tail is batch and encoded is not None else to_chunk(tail).SerializeToString()
+        mean_cost = float(tail.cost.mean())
+        (row_id,) = conn.execute(
+            "INSERT INTO chunks (robot_id, task, first_seq, count, model_version, mean_cost, received_unix, chunk)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (tail.robot_id, tail.task, tail.first_seq, len(tail), int(tail.model_versions[0]), mean_cost, now,
+             blob),
+        ).fetchall()[0]
+        conn.execute(
+            "UPDATE robots SET task = ?, last_seq = ?, transitions = transitions + ?, dropped = dropped + ?,"
+            " duplicates = duplicates + ?, model_version = ?, recent_cost = ?, last_contact_unix = ?"
+            " WHERE robot_id = ?",
+            (tail.task, tail.last_seq, len(tail), dropped, n - len(tail), int(tail.model_versions[-1]),
+             mean_cost, now, batch.robot_id),
+        )
+        return AppendResult(batch.robot_id, len(tail), n - len(tail), dropped, tail.last_seq, int(row_id))
 
     # --- reads --------------------------------------------------------------------------------
 

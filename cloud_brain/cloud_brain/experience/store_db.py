@@ -200,7 +200,8 @@ class PostgresConnection:
             word = sql.strip().split(None, 1)[0].upper().rstrip(";") if sql.strip() else ""
             if _BEGIN_IMMEDIATE.match(sql):
                 return self._begin(immediate="IMMEDIATE" in sql.upper() or "EXCLUSIVE" in sql.upper())
-            if word in ("COMMIT", "END", "ROLLBACK"):
+            # ROLLBACK TO SAVEPOINT (group commit: one chunk undone) stays inside the transaction.
+            if word in ("COMMIT", "END") or (word == "ROLLBACK" and " TO " not in f" {sql.upper()} "):
                 return self._finish(word)
             if self._conn is None:
                 if self._in_tx:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Mapping
 
@@ -22,7 +24,8 @@ from google.protobuf.message import DecodeError
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 
 from cloud_brain.config import RolloutConfig, TaskSpec
-from cloud_brain.experience.ingest import ChunkError, SequenceGapError, ingest_chunk
+from cloud_brain.experience.group_commit import GroupCommit
+from cloud_brain.experience.ingest import ChunkError, SequenceGapError, validate_chunk
 from cloud_brain.experience.store import ExperienceStore
 from cloud_brain.models.model_bus import ModelBus
 from cloud_brain.models.registry import ModelRegistry, ModelVersion, RegistryError
@@ -89,7 +92,17 @@ _REGISTRY_CODES = {"not_found": grpc.StatusCode.NOT_FOUND, "precondition": grpc.
 
 
 class ExperienceServicer:
-    """Experience.Ingest: one ack per chunk, each after the store's durable commit."""
+    """Experience.Ingest: one ack per chunk, each after the durable commit that stored it.
+
+    Per stream, a reader thread decodes and validates the chunks as they arrive (read-ahead,
+    bounded by READ_AHEAD); the stream's thread takes every chunk validated so far and hands them to
+    the store's group commit (`experience.group_commit`), which stores them, with whatever other
+    streams queued meanwhile, in one transaction. Acks follow in order once that COMMIT returned.
+    The first bad chunk ends the stream as before: the chunks before it are stored and acked, it
+    and those after it are not.
+    """
+
+    READ_AHEAD = 64  # chunks a stream's reader validates ahead; 0 = no reader thread (groups form across streams only)
 
     def __init__(
         self,
@@ -98,65 +111,144 @@ class ExperienceServicer:
         metrics: Metrics,
         authz: Authorizer = ALLOW_ALL,
         max_chunk_transitions: int = 0,
+        group_commit: GroupCommit | None = None,
     ):
         self.store = store
         self.tasks = tasks
         self.metrics = metrics
         self.authz = authz
         self.max_chunk_transitions = max_chunk_transitions
+        self.group_commit = group_commit or GroupCommit(store)
+
+    def _prepare(self, chunk, context):
+        """Decode, authorise and validate one chunk (reader thread); returns the batch or raises."""
+        if isinstance(chunk, Malformed):
+            raise ChunkError("malformed", f"chunk: cannot decode ExperienceChunk: {chunk.error}")
+        self.authz.upload(context, chunk.robot_id)
+        if self.max_chunk_transitions and chunk.count > self.max_chunk_transitions:
+            raise ChunkError(
+                "too_large",
+                f"count: chunk first_seq={chunk.first_seq} holds {chunk.count} transitions, more than "
+                f"max_chunk_transitions={self.max_chunk_transitions}",
+            )
+        return validate_chunk(chunk, self.tasks)
+
+    def _read_ahead(self, request_iterator, context, out: queue.Queue) -> None:
+        """Reader thread: (chunk, received, (batch, bytes as received), error) per request, then None."""
+
+        def put(entry) -> bool:
+            while True:
+                try:
+                    out.put(entry, timeout=0.5)
+                    return True
+                except queue.Full:
+                    if not context.is_active():
+                        return False
+
+        try:
+            for chunk, data in request_iterator:
+                received = time.monotonic()
+                try:
+                    entry = (chunk, received, (self._prepare(chunk, context), data), None)
+                except Exception as err:  # mapped to a status by the stream's thread, like before
+                    entry = (chunk, received, None, err)
+                if not put(entry) or entry[3] is not None:
+                    return  # the stream ends at its first bad chunk: read no further
+        except Exception as err:  # the RPC ended (cancelled, client gone): end the stream
+            log.debug("ingest stream from %s ended: %s", context.peer(), err)
+        put(None)
+
+    def _groups(self, request_iterator, context) -> Iterator[list]:
+        """The stream's chunks as groups of (chunk, received, (batch, bytes), error), each up to its first bad one.
+
+        READ_AHEAD 0: one chunk at a time, read and validated on the stream's own thread (a group
+        then only forms across streams). Otherwise a reader thread reads ahead and a group is every
+        chunk it has validated so far.
+        """
+        if not self.READ_AHEAD:
+            for chunk, data in request_iterator:
+                received = time.monotonic()
+                try:
+                    entry = (chunk, received, (self._prepare(chunk, context), data), None)
+                except Exception as err:  # mapped to a status by Ingest
+                    entry = (chunk, received, None, err)
+                yield [entry]
+            return
+        entries: queue.Queue = queue.Queue(maxsize=self.READ_AHEAD)
+        threading.Thread(target=self._read_ahead, args=(request_iterator, context, entries), name="ingest_read",
+                         daemon=True).start()
+        while True:
+            entry = entries.get()
+            if entry is None:
+                return
+            group = [entry]
+            while group[-1][3] is None:  # every chunk validated so far, up to the first bad one
+                try:
+                    nxt = entries.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    entries.put(None)
+                    break
+                group.append(nxt)
+            yield group
 
     def Ingest(self, request_iterator, context) -> Iterator[nestor_pb2.IngestAck]:
-        for chunk, data in request_iterator:
-            received = time.monotonic()
-            try:
-                if isinstance(chunk, Malformed):
-                    raise ChunkError("malformed", f"chunk: cannot decode ExperienceChunk: {chunk.error}")
-                self.authz.upload(context, chunk.robot_id)
-                if self.max_chunk_transitions and chunk.count > self.max_chunk_transitions:
-                    raise ChunkError(
-                        "too_large",
-                        f"count: chunk first_seq={chunk.first_seq} holds {chunk.count} transitions, more than "
-                        f"max_chunk_transitions={self.max_chunk_transitions}",
+        key = object()  # this stream, for the group commit
+        for group in self._groups(request_iterator, context):
+            good = [e for e in group if e[3] is None]
+            outcomes: list = []
+            if good:
+                try:
+                    outcomes = self.group_commit.append(key, [e[2] for e in good])
+                except Exception as err:  # the whole transaction failed: nothing of it stored or acked
+                    self._fail(context, good[0][0], err)
+            for (chunk, received, _, _), outcome in zip(good, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
+                    self._fail(context, chunk, outcome)
+                self.metrics.chunks.labels(task=chunk.task).inc()
+                self.metrics.transitions.labels(task=chunk.task).inc(outcome.stored)
+                self.metrics.duplicates.inc(outcome.duplicates)
+                self.metrics.dropped.inc(outcome.dropped)
+                if outcome.stored:
+                    self.metrics.robot_model_version.labels(task=chunk.task, robot_id=chunk.robot_id).set(
+                        chunk.model_version
                     )
-                result = ingest_chunk(self.store, chunk, self.tasks, data=data)
-            except PermissionDenied as err:
-                self._reject(context, err.reason, grpc.StatusCode.PERMISSION_DENIED, str(err))
-            except ChunkError as err:
-                self._reject(context, err.reason, grpc.StatusCode.INVALID_ARGUMENT, str(err))
-            except SequenceGapError as err:
-                self._reject(context, err.reason, grpc.StatusCode.OUT_OF_RANGE, str(err))
-            except (OverflowError, sqlite3.IntegrityError, sqlite3.InterfaceError) as err:
-                # A value validation let through that the store cannot hold: still the chunk's fault.
-                self._reject(context, "bad_value", grpc.StatusCode.INVALID_ARGUMENT,
-                             f"first_seq={chunk.first_seq}: a value the store cannot hold: {err}")
-            except sqlite3.OperationalError as err:
-                # Nothing was committed or acknowledged: the robot keeps the chunk and resends it later.
-                if getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                    self._reject(context, "disk_full", grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                 f"store: disk full ({err}); nothing acknowledged, resend later")
-                log.error("store error while ingesting from %s: %s", context.peer(), err)
-                self.metrics.reject("store_error")
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"store: {err}")
-            except Exception as err:  # a server bug: counted, logged with its traceback, named to the robot
-                log.exception("internal error while ingesting chunk first_seq=%s from %s", chunk.first_seq,
-                              context.peer())
-                self._reject(context, "internal_error", grpc.StatusCode.INTERNAL,
-                             f"first_seq={chunk.first_seq}: internal error ({type(err).__name__}); nothing stored")
-            self.metrics.chunks.labels(task=chunk.task).inc()
-            self.metrics.transitions.labels(task=chunk.task).inc(result.stored)
-            self.metrics.duplicates.inc(result.duplicates)
-            self.metrics.dropped.inc(result.dropped)
-            if result.stored:
-                self.metrics.robot_model_version.labels(task=chunk.task, robot_id=chunk.robot_id).set(
-                    chunk.model_version
+                self.metrics.ack_latency.observe(time.monotonic() - received)
+                yield nestor_pb2.IngestAck(
+                    robot_id=outcome.robot_id,
+                    acked_through_seq=outcome.acked_through,
+                    stored=outcome.stored,
+                    duplicates=outcome.duplicates,
                 )
-            self.metrics.ack_latency.observe(time.monotonic() - received)
-            yield nestor_pb2.IngestAck(
-                robot_id=result.robot_id,
-                acked_through_seq=result.acked_through,
-                stored=result.stored,
-                duplicates=result.duplicates,
-            )
+            if len(good) < len(group):
+                self._fail(context, group[-1][0], group[-1][3])
+
+    def _fail(self, context, chunk, err: BaseException) -> None:
+        """End the stream with the status of `err` (context.abort raises)."""
+        if isinstance(err, PermissionDenied):
+            self._reject(context, err.reason, grpc.StatusCode.PERMISSION_DENIED, str(err))
+        if isinstance(err, ChunkError):
+            self._reject(context, err.reason, grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        if isinstance(err, SequenceGapError):
+            self._reject(context, err.reason, grpc.StatusCode.OUT_OF_RANGE, str(err))
+        if isinstance(err, (OverflowError, sqlite3.IntegrityError, sqlite3.InterfaceError)):
+            # A value validation let through that the store cannot hold: still the chunk's fault.
+            self._reject(context, "bad_value", grpc.StatusCode.INVALID_ARGUMENT,
+                         f"first_seq={chunk.first_seq}: a value the store cannot hold: {err}")
+        if isinstance(err, sqlite3.OperationalError):
+            # Nothing was committed or acknowledged: the robot keeps the chunk and resends it later.
+            if getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                self._reject(context, "disk_full", grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             f"store: disk full ({err}); nothing acknowledged, resend later")
+            log.error("store error while ingesting from %s: %s", context.peer(), err)
+            self.metrics.reject("store_error")
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"store: {err}")
+        # A server bug: counted, logged with its traceback, named to the robot.
+        log.error("internal error while ingesting chunk first_seq=%s from %s", chunk.first_seq, context.peer(),
+                  exc_info=err)
+        self._reject(context, "internal_error", grpc.StatusCode.INTERNAL,
+                     f"first_seq={chunk.first_seq}: internal error ({type(err).__name__}); nothing stored")
 
     def _reject(self, context, reason: str, code: grpc.StatusCode, message: str) -> None:
         self.metrics.reject(reason)

@@ -32,10 +32,12 @@ SECTIONS: dict[str, tuple[tuple[str, ...], float, float]] = {
     "consolidation": (("consolidation_train_samples_per_s", "consolidation_round_s"), 60, 900),
     "ros_loop": (
         ("ros_rate_100hz", "ros_rtt_p99_100hz", "ros_rate_250hz", "ros_rtt_p99_250hz", "ros_rate_500hz",
-         "ros_rtt_p99_500hz", "ros_target_250hz_missed_fraction", "rss_policy_mb", "rss_sim_bridge_mb",
-         "rss_uplink_mb"),
-        150, 900,
+         "ros_rtt_p99_500hz", "ros_target_250hz_missed_fraction", "ros_target_500hz_missed_fraction",
+         "rss_policy_mb", "rss_sim_bridge_mb", "rss_uplink_mb"),
+        180, 1500,
     ),
+    "ray_peer": (("ray_ingest_transitions_per_s", "ray_push_p99_ms_n1", "ray_push_p99_ms_n8", "ray_push_p99_ms_n32"),
+                 None, 400),
     "gate_ray": (("gate_local_s", "gate_ray_speedup_2_workers", "gate_ray_s_1_workers", "gate_ray_s_2_workers",
                   "gate_ray_s_4_workers"), None, 600),
 }
@@ -50,21 +52,28 @@ NOTES = {
         "one getJointStates read into a tuple, precomputed gathers for obs/cost, a per-episode reference table "
         "(bit-identical to task.reference_at), per-tick work on Python floats instead of ~20 numpy calls."),
     "ingest_transitions_per_s": (
-        "From code reading (not profiled): the durable path acks only after ExperienceStore.append commits "
-        "one BEGIN IMMEDIATE transaction per chunk with synchronous=FULL (an fsync per chunk), after "
-        "from_chunk validation and a to_chunk re-encode; with a window of 8 chunks, throughput is bounded "
-        "by commit latency. Noisy on this shared machine: the ratio moved between 0.19 and 0.57 across runs."),
+        "py-spy (500 Hz, --threads) of the cloud process over the one-stream run, before issue 16's group "
+        "commit: 47 % of the stream thread in COMMIT (synchronous=FULL fsync), 14 % validate_chunk "
+        "(from_chunk), 6 % to_chunk re-encode, 13 % waiting for the next request. Now (group commit: a "
+        "reader thread validates ahead, every chunk validated so far goes into one transaction with a "
+        "savepoint each, acked after that COMMIT): the reader waits 42 % for requests (the client's window "
+        "of 8 unacked chunks bounds a group), the stream thread 21 % in COMMIT, 5 % to_chunk. Bottleneck: "
+        "window 8 x one commit round trip per group; the re-encode is h2's (store the bytes as received)."),
     "weight_push_p99_ms_n32": (
-        "From code reading (not profiled): each subscriber runs load_model (onnx.checker + an onnxruntime session "
-        "+ two smoke inferences) and two fsync'd writes per version; with N subscribers on 2 cores these "
-        "serialise, so the all-received time grows ~linearly with N."),
+        "Not changed in issue 16 (the policy_node split with a model loader had not landed): each "
+        "subscriber runs load_model (onnx.checker + an onnxruntime session + two smoke inferences) and two "
+        "fsync'd writes per version, and the policy node verifies the file again when it swaps; with N "
+        "subscribers on 2 cores these serialise, so the all-received time grows ~linearly with N (the Ray "
+        "peer, each actor building one ORT session, grows the same way: see peer_ratio)."),
     "ros_target_250hz_missed_fraction": (
-        "Missed = gaps > 1.5 periods between joint_states callbacks in the policy node. Compare with the "
-        "limit: the bare ping-pong in the same run misses ticks too (see detail.ros_loop.pingpong), so on "
-        "this shared 2-core machine the host load (see machine.loadavg_*) dominates. Inside the node, the "
-        "tick (policy_stats tick_us, callback start to end) is ~0.5-0.7 ms p50 vs ~0.05 ms for "
-        "runtime.step + record without ROS (control_tick figures): the ROS-side tick work (obs fill, "
-        "Float64MultiArray build + publish) costs ~10x the inference; not profiled further."),
+        "Neighbour ablation (bench.ros_loop detail.ablation; 2 x 40 s per variant, 250 Hz, same run, load "
+        "4-7 from other agents): full stack 0.79 / 1.03 % missed, loop alone (sim_bridge + policy) 1.03 / "
+        "1.04 %, no uplink 1.09 / 1.14 %, no weight sync 1.94 / 0.91 %, no cloud 3.04 / 0.88 %: no "
+        "neighbour adds misses beyond the spread; the loop alone misses as much, so the host (other "
+        "processes, steal) is the measured bottleneck, as the same run's ping-pong shows."),
+    "ros_target_500hz_missed_fraction": (
+        "See ros_target_250hz_missed_fraction: the same ablation holds; at 500 Hz a 2 ms period leaves "
+        "less slack for a descheduling by the host than the ping-pong's bare callbacks."),
 }
 
 
@@ -113,10 +122,31 @@ def assemble(results: dict, quick: bool, machine: dict) -> dict:
         for fig, value in section_figures.items():
             figures.setdefault(fig, value)
         detail[name] = {k: v for k, v in result.items() if k != "figures"}
+    _peer_ratios(figures)
     for fig, note in NOTES.items():
         if fig in figures and figures[fig].get("met") is False:
             notes[fig] = note
     return {"machine": machine, "quick": quick, "figures": figures, "notes": notes, "detail": detail}
+
+
+# nestor figure -> (its peer figure, what the ratio says); ratio = nestor value / peer value, same run.
+PEERS = {
+    "ingest_transitions_per_s": ("ray_ingest_transitions_per_s",
+                                 "durable ingest (acked after COMMIT) / a Ray actor given the same chunks in memory"),
+    "weight_push_p99_ms_n1": ("ray_push_p99_ms_n1", "push p99 / ray.put + ray.get fan-out to 1 actor building ORT"),
+    "weight_push_p99_ms_n8": ("ray_push_p99_ms_n8", "push p99 / ray.put + ray.get fan-out to 8 actors building ORT"),
+    "weight_push_p99_ms_n32": ("ray_push_p99_ms_n32", "push p99 / ray.put + ray.get fan-out to 32 actors building ORT"),
+}
+
+
+def _peer_ratios(figures: dict) -> None:
+    """Puts peer, peer_value and peer_ratio on each nestor figure whose peer was measured in the run."""
+    for name, (peer, what) in PEERS.items():
+        fig, other = figures.get(name), figures.get(peer)
+        if not fig or not other or fig.get("value") is None or not other.get("value"):
+            continue
+        fig["peer"], fig["peer_value"] = peer, other["value"]
+        fig["peer_ratio"], fig["peer_note"] = float(fig["value"]) / float(other["value"]), what
 
 
 def _fmt(value) -> str:
@@ -134,17 +164,18 @@ def print_table(report: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"nestor bench ({'quick' if report['quick'] else 'full'})")
-    for col in ("figure", "value", "limit", "ratio", "unit", "target", "met"):
+    for col in ("figure", "value", "limit", "ratio", "peer", "peer ratio", "unit", "target", "met"):
         table.add_column(col)
     for name, fig in report["figures"].items():
         if fig.get("error"):
-            table.add_row(name, "[red]error[/red]", "", "", fig.get("unit", ""), fig.get("target") or "",
+            table.add_row(name, "[red]error[/red]", "", "", "", "", fig.get("unit", ""), fig.get("target") or "",
                           fig["error"][:60])
             continue
         met = fig.get("met")
         met_s = "" if met is None else ("[green]yes[/green]" if met else "[red]no[/red]")
         table.add_row(name, _fmt(fig.get("value")), _fmt(fig.get("limit")), _fmt(fig.get("ratio")),
-                      fig.get("unit", ""), fig.get("target") or "", met_s)
+                      _fmt(fig.get("peer_value")), _fmt(fig.get("peer_ratio")), fig.get("unit", ""),
+                      fig.get("target") or "", met_s)
     Console().print(table)
     for name, note in report["notes"].items():
         Console().print(f"[bold]{name}[/bold]: {note}")

@@ -5,48 +5,23 @@
 
 `shifts` is a comma-separated list; empty keeps the task file's own shifts. The arguments come
 from nestor_bringup.launch_args (the same table for the three launch files).
+
+Nodes and their supervision come from nestor_bringup.launch_actions (the same for the three launch
+files): the lifecycle nodes (sim_bridge, policy, uplink, weight_sync) are launch_ros LifecycleNodes,
+configured on every process start and activated once inactive.
 """
 
-import os
-
-from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, Shutdown
-from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
-from nestor_bringup.launch_args import arguments, specs_from
-from nestor_bringup.nodes import robot_nodes
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from nestor_bringup.launch_actions import node_actions
+from nestor_bringup.launch_args import arguments
 
 from launch import LaunchDescription
 
 KIND = "sim_robot"
 
 
-def _nodes(context):
-    config_dir = os.path.join(get_package_share_directory("nestor_bringup"), "config")
-    values = {name: LaunchConfiguration(name).perform(context) for name in arguments(KIND)}
-    return [
-        Node(
-            package=n.package,
-            executable=n.executable,
-            name=n.name,
-            namespace=n.namespace,
-            parameters=[*n.param_files, n.overrides],
-            output="screen",
-            # Supervision, as in `nestor robot` (nestor_bringup.supervisor): the network side
-            # respawns; a control-path node that exits shuts the launch down, loudly.
-            respawn=n.respawn,
-            respawn_delay=n.respawn_delay,
-            respawn_max_retries=n.respawn_max_retries,
-            sigterm_timeout=str(n.stop_timeout_s),
-            on_exit=None if n.respawn else Shutdown(reason=f"{n.namespace}/{n.name} exited: control path"),
-        )
-        for spec in specs_from(KIND, values)
-        for n in robot_nodes(spec, config_dir)
-    ]
-
-
 def generate_launch_description():
     return LaunchDescription(
         [DeclareLaunchArgument(name, default_value=d, description=h) for name, (d, h) in arguments(KIND).items()]
-        + [OpaqueFunction(function=_nodes)]
+        + [OpaqueFunction(function=node_actions, args=[KIND])]
     )

@@ -23,10 +23,10 @@ import rclpy
 from nestor_core import diagnostics, qos, topics
 from nestor_core.diagnostics import Diagnostics
 from nestor_core.executors import check_kind, make_executor
+from nestor_core.lifecycle import ManagedNode, TransitionRefused
 from nestor_core.realtime import freeze_heap, set_sched_priority
-from nestor_robot.params import declare_config, refuse_undeclared
+from nestor_robot.params import ConfigError, declare_parameters, refuse_undeclared
 from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 
@@ -75,16 +75,35 @@ class BridgeConfig:
         return self
 
 
-class SimBridge(Node):
-    """Wall-clock driver of one ``TrackingEnv``; callbacks only convert messages."""
+class SimBridge(ManagedNode):
+    """Wall-clock driver of one ``TrackingEnv``; callbacks only convert messages.
 
-    def __init__(self):
-        super().__init__("sim_bridge")
-        self.env = None  # set below; a node that fails half-way still closes cleanly
-        self.config = declare_config(self, BridgeConfig)
-        self.config.shifts = [s for s in self.config.shifts if s.strip()]
+    A lifecycle node: configure loads the task and creates the physics client (``TrackingEnv``,
+    reset and holding its initial pose), the publishers and the command subscription; activate
+    starts the physics clock; deactivate stops it (the env keeps its state; the next activate
+    waits for a fresh command when wait_for_command is set); cleanup closes the physics client.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__("sim_bridge", **kwargs)
+        self.env = None  # a node that fails half-way still closes cleanly
+        self.binding = declare_parameters(self, BridgeConfig)
         refuse_undeclared(self)
-        self.get_logger().info(set_sched_priority(self.config.sched_priority))
+        # Read when the process starts: the executor and the scheduling class are the process's.
+        try:
+            self.executor_kind = check_kind(str(self.get_parameter("executor").value))
+        except ValueError as err:
+            raise ConfigError(f"parameter {err}") from None
+        self.get_logger().info(set_sched_priority(int(self.get_parameter("sched_priority").value)))
+        self.config: BridgeConfig | None = None
+        self._lifecycle_pubs: list = []
+        self._entities: list = []
+        self._diagnostics = None
+        self._active = False
+
+    def configure(self) -> None:
+        self.config = self.binding.read()
+        self.config.shifts = [s for s in self.config.shifts if s.strip()]
         task = load_task(self.config.task_file)
         if self.config.shifts:
             task = with_shifts(task, self.config.shifts)
@@ -98,12 +117,15 @@ class SimBridge(Node):
             self._events_file = Path(self.config.run_dir) / "events.jsonl"
 
         self._command: np.ndarray | None = None
-        self._pub_state = self.create_publisher(JointState, topics.JOINT_STATES, qos.SENSOR_QOS)
-        self._pub_target = self.create_publisher(JointState, topics.TARGET, qos.SENSOR_QOS)
-        self._pub_cost = self.create_publisher(Float64, topics.COST, qos.COMMAND_QOS)
-        self._pub_image = self.create_publisher(Image, topics.IMAGE, qos.IMAGE_QOS)
+        self._pub_state = self.create_lifecycle_publisher(JointState, topics.JOINT_STATES, qos.SENSOR_QOS)
+        self._pub_target = self.create_lifecycle_publisher(JointState, topics.TARGET, qos.SENSOR_QOS)
+        self._pub_cost = self.create_lifecycle_publisher(Float64, topics.COST, qos.COMMAND_QOS)
+        self._pub_image = self.create_lifecycle_publisher(Image, topics.IMAGE, qos.IMAGE_QOS)
+        # Shift events are latched (transient local): the ones at reset are published now.
         self._pub_event = self.create_publisher(String, topics.SIM_EVENTS, qos.EVENT_QOS)
-        self.create_subscription(Float64MultiArray, topics.COMMANDS, self._on_command, qos.COMMAND_QOS)
+        sub = self.create_subscription(Float64MultiArray, topics.COMMANDS, self._on_command, qos.COMMAND_QOS)
+        self._lifecycle_pubs = [self._pub_state, self._pub_target, self._pub_cost, self._pub_image]
+        self._entities = [self._pub_event, sub]
         self._rejected_commands = self._rejected_reported = 0
         self._diagnostics = Diagnostics(self, self.config.robot_id, qos.STATUS_QOS, self._diagnostic_status)
 
@@ -113,6 +135,26 @@ class SimBridge(Node):
             f"task {task.name}: {task.act_dim} controlled joints at {task.control_rate_hz} Hz, "
             f"shifts {[s.to_dict() for s in task.shifts]}"
         )
+
+    def activate(self) -> None:
+        self._active = True
+
+    def deactivate(self) -> None:
+        self._active = False
+        self._command = None  # a later activate waits for a fresh command (wait_for_command)
+
+    def cleanup(self) -> None:
+        if self._diagnostics is not None:
+            self._diagnostics.destroy()
+            self._diagnostics = None
+        for publisher in self._lifecycle_pubs:
+            self.destroy_lifecycle_publisher(publisher)
+        for entity in self._entities:
+            (self.destroy_subscription if entity in self.subscriptions else self.destroy_publisher)(entity)
+        self._lifecycle_pubs, self._entities = [], []
+        if self.env is not None:
+            self.env.close()
+            self.env = None
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         if len(msg.data) != self.task.act_dim:
@@ -138,26 +180,33 @@ class SimBridge(Node):
     def run(self, executor) -> None:
         """The physics clock, in the calling thread, until the context shuts down.
 
-        Absolute deadlines (no drift). Between two ticks the same thread waits in the executor
-        (`spin_once` up to the next deadline), which runs the command callbacks. One Python
-        thread does everything. With a separate physics thread next to the executor thread, the
-        physics thread now and then woke 3-7 ms late while not runnable (schedstat run-queue
-        wait ~0, and a bare loop in another process saw no stall): most likely waiting for the GIL.
+        Absolute deadlines (no drift) while the node is active; unconfigured or inactive, the
+        thread only spins the executor (the transitions arrive there). Between two ticks the same
+        thread waits in the executor (`spin_once` up to the next deadline), which runs the
+        command callbacks. One Python thread does everything. With a separate physics thread next
+        to the executor thread, the physics thread now and then woke 3-7 ms late while not
+        runnable (schedstat run-queue wait ~0, and a bare loop in another process saw no stall):
+        most likely waiting for the GIL.
         """
-        period = self.task.dt
-        deadline = time.monotonic()
+        deadline = None
         while self.context.ok():
+            if not self._active:
+                deadline = None
+                executor.spin_once(timeout_sec=0.05)
+                continue
+            if deadline is None:
+                deadline = time.monotonic()
             try:
                 self._on_tick()
             except Exception:  # a publish after the context shut down (Ctrl-C): stop quietly
                 if not self.context.ok():
                     return
                 raise
-            deadline += period
+            deadline += self.task.dt
             delay = deadline - time.monotonic()
             if delay <= 0:
                 deadline = time.monotonic()  # late ticks are not made up: a real clock moves on
-            while delay > 0 and self.context.ok():
+            while delay > 0 and self.context.ok() and self._active:
                 executor.spin_once(timeout_sec=delay)
                 delay = deadline - time.monotonic()
 
@@ -213,29 +262,24 @@ class SimBridge(Node):
                 with self._events_file.open("a") as f:
                     f.write(line + "\n")
 
-    def destroy_node(self) -> None:
-        """Closes the physics client with the node."""
-        if self.env is not None:
-            self.env.close()
-        super().destroy_node()
-
-
 def main(args=None):
     """Runs the sim bridge until shutdown; accepts ``--ros-args`` (params file, remaps)."""
     try:
         with rclpy.init(args=args):
             try:
                 node = SimBridge()
-            except (ValueError, OSError) as err:  # a bad parameter, task file or shift: one line, exit 2
+                executor = make_executor(node.executor_kind)
+                node.start_alone()  # with autostart (the default); else it waits for `configure`
+            except (ValueError, OSError, TransitionRefused) as err:  # a bad parameter, task file or shift
                 print(f"sim_bridge: error: {err}", file=sys.stderr, flush=True)
                 sys.exit(2)
-            executor = make_executor(node.config.executor)
             executor.add_node(node)
             freeze_heap()
             try:
                 node.run(executor)
             finally:
                 executor.shutdown(timeout_sec=2.0)
+                node.teardown()
                 node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -203,3 +203,28 @@ def test_a_postgres_store_copies_into_a_sqlite_file(pg_dsn, tmp_path):
     assert [b.obs[:, 0].tolist() for b in copy.read_batches("arm")] == [[1, 2, 3, 4, 5], [9, 10]]
     assert ModelRegistry(copy).active("arm").onnx == b"onnx"
     copy.close()
+
+
+def test_read_robot_trims_to_the_seq_range_on_both_backends(store_target, monkeypatch):
+    """The exports' read path: a robot's batches by seq, trimmed to [first_seq, last_seq], paged."""
+    from cloud_brain import store as store_module
+
+    monkeypatch.setattr(store_module, "_READ_PAGE", 2)  # several pages from a few chunks
+    store = ExperienceStore(store_target)
+    try:
+        for i in range(5):
+            store.append(make_batch(first_seq=1 + 10 * i, n=10))
+        store.append(make_batch(robot="r2", first_seq=1, n=10))
+
+        def seqs(*args):
+            return [int(s) for batch in store.read_robot("r1", *args) for s in batch.obs[:, 0]]
+
+        assert seqs() == list(range(1, 51))
+        assert seqs(15, 32) == list(range(15, 33))
+        assert seqs(41) == list(range(41, 51))
+        assert seqs(51) == [] and seqs(60, 70) == []
+        batches = list(store.read_robot("r1", 15, 32))
+        assert [(b.first_seq, len(b)) for b in batches] == [(15, 6), (21, 10), (31, 2)]
+        assert all(b.robot_id == "r1" for b in batches)
+    finally:
+        store.close()

@@ -101,3 +101,14 @@ def test_record_option_bags_the_robots_topics(tmp_path):
     assert json.loads(event.data)["type"] == "payload"
     stamps = [m.log_time for _, m, _ in topics["/rec0/joint_states"]]
     assert stamps == sorted(stamps)
+
+
+def test_a_respawned_recorder_keeps_the_bag_before_it(tmp_path):
+    from nestor_robot.bag_recorder_node import free_path
+
+    path = str(tmp_path / "recording.mcap")
+    assert free_path(path) == path
+    (tmp_path / "recording.mcap").write_bytes(b"first")
+    assert free_path(path) == str(tmp_path / "recording.1.mcap")
+    (tmp_path / "recording.1.mcap").write_bytes(b"second")
+    assert free_path(path) == str(tmp_path / "recording.2.mcap")

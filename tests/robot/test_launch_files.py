@@ -32,43 +32,137 @@ def _imports(tree: ast.AST) -> set[str]:
     return out
 
 
+LAUNCH_ACTIONS = REPO / "ros2_ws/src/nestor_bringup/nestor_bringup/launch_actions.py"
+
+
 @pytest.mark.parametrize("name", LAUNCH_FILES)
 def test_launch_file_structure(name):
     tree = ast.parse((LAUNCH / name).read_text())
     imports = _imports(tree)
-    assert "nestor_bringup.nodes" in imports
-    assert "launch_ros.actions" in imports and "launch" in imports
-    assert "ament_index_python.packages" in imports
+    assert "nestor_bringup.launch_actions" in imports and "nestor_bringup.launch_args" in imports
+    assert "launch.actions" in imports and "launch" in imports
     functions = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
-    assert "generate_launch_description" in functions
+    assert functions == {"generate_launch_description"}
     source = (LAUNCH / name).read_text()
-    assert "get_package_share_directory(\"nestor_bringup\")" in source
-    assert "robot_nodes(" in source
-    # No duplicated node list: executables come only from nestor_bringup.nodes.
+    # The node actions are the shared ones, for this file's kind; no node list of its own.
+    assert "OpaqueFunction(function=node_actions, args=[KIND])" in source
+    assert not re.search(r"executable=\s*['\"]", source) and "Node(" not in source
+
+
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == name]
+
+
+def test_launch_actions_structure():
+    """One helper builds every node action: the node list from robot_nodes, the config from the share dir."""
+    tree = ast.parse(LAUNCH_ACTIONS.read_text())
+    source = LAUNCH_ACTIONS.read_text()
+    imports = _imports(tree)
+    assert {"nestor_bringup.nodes", "ament_index_python.packages", "launch_ros.actions"} <= imports
+    assert 'get_package_share_directory("nestor_bringup")' in source and "robot_nodes(" in source
+    assert "specs_from(kind, values)" in source and "arguments(kind)" in source
     assert not re.search(r"executable=\s*['\"]", source)
+    # launch/launch_ros are imported inside the functions only (they are not installed here).
+    top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom)}
+    assert not {m for m in top if m.split(".")[0] in ("launch", "launch_ros", "lifecycle_msgs")}
 
 
-def _node_calls(tree: ast.AST) -> list[ast.Call]:
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Node"]
-
-
-@pytest.mark.parametrize("name", LAUNCH_FILES)
-def test_launch_file_supervision(name):
+def test_launch_actions_supervision():
     """Each node's respawn settings come from its NodeSpec; a control-path exit shuts the launch down."""
-    tree = ast.parse((LAUNCH / name).read_text())
-    [call] = _node_calls(tree)
-    kwargs = {k.arg: k.value for k in call.keywords}
+    tree = ast.parse(LAUNCH_ACTIONS.read_text())
+    [common] = [n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == "common" for t in n.targets)]
+    kwargs = {k.arg: k.value for k in common.keywords}
     for arg, field in [("respawn", "respawn"), ("respawn_delay", "respawn_delay"),
                        ("respawn_max_retries", "respawn_max_retries")]:
         value = kwargs.get(arg)
-        assert isinstance(value, ast.Attribute) and value.attr == field, f"{name}: {arg}= must be n.{field}"
-    assert "sigterm_timeout" in kwargs, f"{name}: the uplink needs its drain time before SIGTERM"
+        assert isinstance(value, ast.Attribute) and value.attr == field, f"{arg}= must be n.{field}"
+    assert "sigterm_timeout" in kwargs, "the uplink needs its drain time before SIGTERM"
     on_exit = kwargs.get("on_exit")
-    assert isinstance(on_exit, ast.IfExp), f"{name}: on_exit must depend on n.respawn"
+    assert isinstance(on_exit, ast.IfExp), "on_exit must depend on n.respawn"
     assert isinstance(on_exit.body, ast.Constant) and on_exit.body.value is None
     assert isinstance(on_exit.orelse, ast.Call) and on_exit.orelse.func.id == "Shutdown"
-    assert "Shutdown" in {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
-                          and n.module == "launch.actions" for a in n.names}
+    # Node and LifecycleNode both get every one of these settings.
+    for name in ("Node", "LifecycleNode"):
+        [call] = _calls(tree, name)
+        assert [k.arg for k in call.keywords] == [None] and call.keywords[0].value.id == "common", name
+
+
+def test_launch_actions_lifecycle_transitions():
+    """Lifecycle nodes are launch_ros LifecycleNodes, configured at every process start (respawns
+    included) and activated once configuring -> inactive, by ChangeState events."""
+    tree = ast.parse(LAUNCH_ACTIONS.read_text())
+    source = LAUNCH_ACTIONS.read_text()
+    from_imports = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert {("launch_ros.actions", "LifecycleNode"), ("launch_ros.event_handlers", "OnStateTransition"),
+            ("launch_ros.events.lifecycle", "ChangeState"), ("lifecycle_msgs.msg", "Transition"),
+            ("launch.events", "matches_action"), ("launch.event_handlers", "OnProcessStart"),
+            ("launch.actions", "EmitEvent"), ("launch.actions", "RegisterEventHandler")} <= from_imports
+    assert "if not n.lifecycle:" in source
+    assert "ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id)" in source
+    [on_start] = _calls(tree, "OnProcessStart")
+    kwargs = {k.arg: k.value for k in on_start.keywords}
+    assert kwargs["target_action"].id == "node"
+    assert ast.unparse(kwargs["on_start"]) == "[change(Transition.TRANSITION_CONFIGURE)]"
+    [on_state] = _calls(tree, "OnStateTransition")
+    kwargs = {k.arg: k.value for k in on_state.keywords}
+    assert kwargs["target_lifecycle_node"].id == "node"
+    assert (kwargs["start_state"].value, kwargs["goal_state"].value) == ("configuring", "inactive")
+    assert ast.unparse(kwargs["entities"]) == "[change(Transition.TRANSITION_ACTIVATE)]"
+
+
+def test_launch_actions_run_against_recording_fakes(monkeypatch):
+    """node_action for real, with launch/launch_ros replaced by recorders: lifecycle nodes get a
+    LifecycleNode plus its two handlers, the others a Node, all with their NodeSpec's settings."""
+    import sys
+    import types
+
+    made = []
+
+    def recorder(name):
+        def make(*args, **kwargs):
+            obj = types.SimpleNamespace(kind=name, args=args, kwargs=kwargs)
+            made.append(obj)
+            return obj
+        return make
+
+    modules = {
+        "launch.actions": ["EmitEvent", "RegisterEventHandler", "Shutdown"],
+        "launch.event_handlers": ["OnProcessStart"],
+        "launch.events": ["matches_action"],
+        "launch_ros.actions": ["LifecycleNode", "Node"],
+        "launch_ros.event_handlers": ["OnStateTransition"],
+        "launch_ros.events.lifecycle": ["ChangeState"],
+    }
+    for module, names in modules.items():
+        fake = types.ModuleType(module)
+        for name in names:
+            setattr(fake, name, recorder(name))
+        monkeypatch.setitem(sys.modules, module, fake)
+    from lifecycle_msgs.msg import Transition
+    from nestor_bringup.launch_actions import node_action
+
+    nodes = {n.name: n for n in robot_nodes(RobotSpec(robot_id="r0", task="crane", record=True), str(CONFIG))}
+    assert {n for n, spec in nodes.items() if spec.lifecycle} == {"sim_bridge", "policy", "uplink", "weight_sync"}
+    for name, spec in nodes.items():
+        made.clear()
+        actions = node_action(spec)
+        if not spec.lifecycle:
+            assert [a.kind for a in actions] == ["Node"], name
+            continue
+        assert spec.overrides["autostart"] is False
+        assert [a.kind for a in actions] == ["RegisterEventHandler", "RegisterEventHandler", "LifecycleNode"]
+        node = actions[2]
+        assert node.kwargs["name"] == name and node.kwargs["namespace"] == "r0"
+        assert node.kwargs["respawn"] is spec.respawn and node.kwargs["parameters"][-1] is spec.overrides
+        on_start, on_state = actions[0].args[0], actions[1].args[0]
+        assert on_start.kind == "OnProcessStart" and on_start.kwargs["target_action"] is node
+        assert on_state.kind == "OnStateTransition" and on_state.kwargs["target_lifecycle_node"] is node
+        [configure] = on_start.kwargs["on_start"]
+        [activate] = on_state.kwargs["entities"]
+        assert configure.kwargs["event"].kwargs["transition_id"] == Transition.TRANSITION_CONFIGURE
+        assert activate.kwargs["event"].kwargs["transition_id"] == Transition.TRANSITION_ACTIVATE
+        assert (node.kwargs["on_exit"] is None) == spec.respawn
 
 
 def test_node_specs_respawn_the_network_side_only():
@@ -76,6 +170,8 @@ def test_node_specs_respawn_the_network_side_only():
     kuka = robot_nodes(RobotSpec(robot_id="r1", task="kuka_track"), str(CONFIG))
     respawn = {n.name: n.respawn for n in camera + kuka}
     assert respawn == {"sim_bridge": False, "policy": False, "perception": True, "uplink": True, "weight_sync": True}
+    recorded = robot_nodes(RobotSpec(robot_id="r2", task="kuka_track", record=True), str(CONFIG))
+    assert next(n for n in recorded if n.name == "bag_recorder").respawn  # its death no longer stops the robot
     for node in camera + kuka:
         if node.respawn:
             assert node.respawn_delay > 0 and node.respawn_max_retries >= 1
@@ -99,9 +195,9 @@ def test_launch_files_take_their_arguments_from_the_one_table(name):
     kind = _kind_of(name)
     assert name == f"{kind}.launch.py"
     source = (LAUNCH / name).read_text()
-    # Declared and read from the same table; no argument list of its own.
+    # Declared from the one table and read by the shared node actions; no argument list of its own.
     assert "DeclareLaunchArgument(name, default_value=d, description=h)" in source
-    assert source.count("arguments(KIND)") == 2 and "specs_from(KIND, values)" in source
+    assert source.count("arguments(KIND)") == 1 and "args=[KIND]" in source
     assert "ARGUMENTS = {" not in source
     declared = arguments(kind)
     assert {"params_file", "namespace", "task", "cloud", "run_dir", "certs_dir"} <= set(declared)

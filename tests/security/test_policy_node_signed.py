@@ -40,7 +40,9 @@ def make_node(context, pki, **params):
     from rclpy.parameter import Parameter
 
     values = {"robot_id": "robot0", "task": TASK, "public_key_path": str(pki / "model_signing.pub.pem"), **params}
-    return PolicyNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+    node = PolicyNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+    node.start_alone()  # configure + activate, as `policy_node` alone does
+    return node
 
 
 def test_policy_node_loads_only_signed_models(context, pki, models):

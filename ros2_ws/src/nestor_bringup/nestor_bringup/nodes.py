@@ -19,11 +19,17 @@ RECORDING_FILE = "recording.mcap"
 # nodes are restarted when they die: the control loop (sim_bridge -> policy -> commands) does not
 # depend on them, and the spool holds the experience meanwhile. A crash of any other node (the
 # control path) stops the robot.
-RESPAWN_NODES = ("perception", "uplink", "weight_sync")
+RESPAWN_NODES = ("bag_recorder", "perception", "uplink", "weight_sync")
 RESPAWN_DELAY_S = 1.0  # first restart delay; it doubles with each crash in a row (the CLI), up to 30 s
 RESTART_BUDGET = 5  # restarts of one node (within 10 min for the CLI, in total for ros2 launch)
 # Seconds a node gets to exit after SIGINT before SIGKILL; the uplink adds its drain_timeout_s.
 STOP_TIMEOUT_S = 10.0
+# Lifecycle (managed) nodes: the ones that own a resource (nestor_core.lifecycle). They start with
+# autostart:=false, and the bringup (`nestor`, nestor_bringup.lifecycle; the launch files, through
+# launch_ros) configures then activates each one, again after every respawn; on stop it
+# deactivates and cleans them up before SIGINT.
+LIFECYCLE_NODES = ("sim_bridge", "policy", "uplink", "weight_sync")
+TRANSITION_TIMEOUT_S = 30.0  # one configure or activate (the policy loads and verifies its model)
 
 # Shift schedules the fleet cycles through, one per robot (robot i gets entry i % len).
 DEFAULT_FLEET_SHIFTS: list[list[str]] = [
@@ -98,7 +104,9 @@ class NodeSpec:
         respawn: restart the node when it dies (network side); False = its death stops the robot.
         respawn_delay: seconds before the first restart.
         respawn_max_retries: restart budget (see RESTART_BUDGET).
-        stop_timeout_s: seconds it gets to exit after SIGINT/SIGTERM before SIGKILL.
+        stop_timeout_s: seconds it gets to exit after SIGINT/SIGTERM before SIGKILL (and, for a
+            lifecycle node, to deactivate and clean up before that).
+        lifecycle: a lifecycle node (LIFECYCLE_NODES): configured and activated after it starts.
     """
 
     package: str
@@ -111,6 +119,13 @@ class NodeSpec:
     respawn_delay: float = RESPAWN_DELAY_S
     respawn_max_retries: int = RESTART_BUDGET
     stop_timeout_s: float = STOP_TIMEOUT_S
+    lifecycle: bool = False
+
+    @property
+    def full_name(self) -> str:
+        """The node's fully qualified name, e.g. /robot0/policy."""
+        ns = self.namespace.strip("/")
+        return f"/{ns}/{self.name}" if ns else f"/{self.name}"
 
     def parameter(self, name: str, default=None):
         """The value `name` gets: the overrides, else the last param file that sets it, else default."""
@@ -164,6 +179,9 @@ def perception_params(task_file: str) -> dict:
 def _node(spec: RobotSpec, config_dir: str, package: str, executable: str, name: str, **overrides) -> NodeSpec:
     # An empty list has no ROS parameter type in a params file; leaving it out keeps the default.
     overrides = {k: v for k, v in overrides.items() if not (isinstance(v, list) and not v)}
+    lifecycle = name in LIFECYCLE_NODES
+    if lifecycle:
+        overrides["autostart"] = False  # the bringup drives its transitions
     node = NodeSpec(
         package=package,
         executable=executable,
@@ -173,6 +191,7 @@ def _node(spec: RobotSpec, config_dir: str, package: str, executable: str, name:
                      *(os.path.abspath(p) for p in spec.params_files)],
         overrides=overrides,
         respawn=name in RESPAWN_NODES,
+        lifecycle=lifecycle,
     )
     if name == "uplink":  # it drains the spool before it exits
         node.stop_timeout_s = STOP_TIMEOUT_S + float(node.parameter("drain_timeout_s", 0.0))
@@ -235,12 +254,7 @@ def security_params(spec: RobotSpec) -> tuple[dict, dict]:
 
 def overrides_yaml(nodes: list[NodeSpec]) -> str:
     """A ROS params file holding every node's overrides, keyed by its full name."""
-    doc = {
-        f"/{n.namespace.strip('/')}/{n.name}" if n.namespace.strip("/") else f"/{n.name}": {
-            "ros__parameters": n.overrides
-        }
-        for n in nodes
-    }
+    doc = {n.full_name: {"ros__parameters": n.overrides} for n in nodes}
     return yaml.safe_dump(doc, sort_keys=False)
 
 

@@ -11,6 +11,10 @@ when we exit, however we exit (kill -9 included: `nestor_core.lifeline.die_with_
 node outlives the CLI. `stop()` stops in STOP_STAGES order (control first, so the policy's last
 flush lands in the spool, then the uplink, which drains the spool to the cloud): SIGINT, wait up to
 each node's stop_timeout_s, then SIGKILL. Setting `hurry` (a second Ctrl-C) cuts the waits short.
+
+The lifecycle nodes (NodeSpec.lifecycle) are configured and activated over their lifecycle services
+after each start and restart, in the background (nestor_bringup.lifecycle); `lifecycle_failures()`
+reports a refused transition. At stop they are deactivated and cleaned up before the SIGINT.
 """
 
 import dataclasses
@@ -44,6 +48,10 @@ class ManagedProcess:
     started_at: float = dataclasses.field(default_factory=time.monotonic)
     restarts: int = 0
     stopping: bool = False  # SIGINT sent: a later stop() waits for it without signalling again
+    lifecycle_error: str = ""  # why the newest bring-up failed (a lifecycle node)
+    lifecycle_reported: bool = True  # lifecycle_error already handed out by lifecycle_failures()
+    bringup: threading.Thread | None = None
+    winding_down: bool = False  # stop() began: a bring-up in progress gives up
 
     @property
     def label(self) -> str:
@@ -93,6 +101,45 @@ class ProcessGroup:
         self.env = node_env(env)
         self.processes: list[ManagedProcess] = []
         self.hurry = threading.Event()  # set: stop() SIGKILLs instead of waiting
+        self._lifecycle = None  # nestor_bringup.lifecycle.LifecycleManager, made for the first lifecycle node
+        self._lifecycle_lock = threading.Lock()
+
+    def _manager(self):
+        with self._lifecycle_lock:
+            if self._lifecycle is None:
+                from nestor_bringup.lifecycle import LifecycleManager
+
+                self._lifecycle = LifecycleManager(self.env)
+            return self._lifecycle
+
+    def _bring_up(self, proc: ManagedProcess) -> None:
+        """Configure + activate a lifecycle node that just started, in a thread of its own."""
+        if not proc.spec.lifecycle:
+            return
+        from nestor_bringup.nodes import TRANSITION_TIMEOUT_S
+
+        manager, popen = self._manager(), proc.popen
+
+        def run() -> None:
+            def cancelled() -> bool:
+                return proc.winding_down or self.hurry.is_set() or popen.poll() is not None or proc.popen is not popen
+
+            error = manager.bring_up(proc.spec.full_name, proc.log_path, TRANSITION_TIMEOUT_S, cancelled)
+            if error and not cancelled():
+                proc.lifecycle_error, proc.lifecycle_reported = error, False
+
+        proc.lifecycle_error, proc.lifecycle_reported = "", True
+        proc.bringup = threading.Thread(target=run, name=f"bringup-{proc.label}", daemon=True)
+        proc.bringup.start()
+
+    def lifecycle_failures(self) -> list[ManagedProcess]:
+        """Lifecycle nodes whose configure or activate failed since the last call (each reported once)."""
+        out = []
+        for proc in self.processes:
+            if not proc.lifecycle_reported:
+                proc.lifecycle_reported = True
+                out.append(proc)
+        return out
 
     def _spawn(self, argv: list[str], log_path: Path, note: str) -> subprocess.Popen:
         with open(log_path, "ab") as log:
@@ -116,6 +163,7 @@ class ProcessGroup:
             proc = ManagedProcess(robot_id, spec, argv, log_path, self._spawn(argv, log_path, ""))
             self.processes.append(proc)
             started.append(proc)
+            self._bring_up(proc)
         return started
 
     def restart(self, proc: ManagedProcess) -> None:
@@ -127,6 +175,8 @@ class ProcessGroup:
         proc.started_at = time.monotonic()
         proc.reported = False
         proc.stopping = False
+        proc.winding_down = False
+        self._bring_up(proc)  # a respawned lifecycle node is configured and activated again
 
     def robots(self) -> list[str]:
         """Robot ids in start order."""
@@ -147,9 +197,6 @@ class ProcessGroup:
             f"last lines of {proc.log_path}:\n{log_tail(proc.log_path, lines)}"
         )
 
-    def running(self) -> list[ManagedProcess]:
-        return [p for p in self.processes if p.popen.poll() is None]
-
     def stop(self, timeout_s: float | None = None, robots: set[str] | None = None) -> dict[str, int]:
         """Stop every node (of `robots`, when given) in STOP_STAGES order; returns label -> exit code.
 
@@ -160,6 +207,9 @@ class ProcessGroup:
         for stage in (*STOP_STAGES, None):
             batch = [p for p in chosen if (p.spec.name in stage if stage else p.spec.name not in staged)]
             self._stop(batch, timeout_s)
+        if robots is None and self._lifecycle is not None:
+            self._lifecycle.close()
+            self._lifecycle = None
         return {p.label: p.popen.returncode for p in chosen}
 
     def stop_nodes(self, names: set[str], timeout_s: float | None = None) -> dict[str, int]:
@@ -168,7 +218,31 @@ class ProcessGroup:
         self._stop(chosen, timeout_s)
         return {p.label: p.popen.returncode for p in chosen}
 
+    def _wind_down(self, processes: list[ManagedProcess], timeout_s: float | None) -> None:
+        """Deactivate and clean up the running lifecycle nodes among `processes`, side by side."""
+        managed = [p for p in processes if p.spec.lifecycle and not p.stopping and p.popen.poll() is None]
+        for proc in managed:
+            proc.winding_down = True
+        if not managed or self.hurry.is_set():
+            return
+        manager = self._manager()
+
+        def run(proc: ManagedProcess) -> None:
+            limit = proc.spec.stop_timeout_s if timeout_s is None else timeout_s
+            deadline = time.monotonic() + limit
+            while proc.bringup is not None and proc.bringup.is_alive() and time.monotonic() < deadline:
+                proc.bringup.join(timeout=0.1)  # a configure in flight finishes (or the wait gives up)
+            manager.bring_down(proc.spec.full_name, max(0.1, deadline - time.monotonic()), self.hurry)
+
+        threads = [threading.Thread(target=run, args=(p,), daemon=True) for p in managed]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive() and not self.hurry.is_set():
+                thread.join(timeout=0.1)
+
     def _stop(self, processes: list[ManagedProcess], timeout_s: float | None) -> None:
+        self._wind_down(processes, timeout_s)
         for proc in processes:
             if not proc.stopping:
                 proc.stopping = True

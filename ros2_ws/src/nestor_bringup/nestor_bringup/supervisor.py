@@ -11,6 +11,9 @@ Rules (the launch files say the same through each NodeSpec's respawn fields):
   the supervisor gives up: the robot is stopped, as below.
 * A node without `respawn` (sim_bridge, policy: the control path) that dies stops its robot,
   loudly. The other robots of the group keep running.
+* A lifecycle node that refuses its configure (a bad parameter, an unreadable model) or its
+  activate stops its robot too, with the node's reason: a restart would be refused the same way.
+  A respawned lifecycle node is configured and activated again (ProcessGroup.restart).
 
 Every restart, and what each robot's nodes are doing, is written to
 `<run_dir>/robots/<id>/supervision.json`, which the policy node reports in `policy/status`.
@@ -111,6 +114,15 @@ class Supervisor:
             failure = self._on_exit(proc, now)
             if failure is not None:
                 failures.append(failure)
+        for proc in self.group.lifecycle_failures():
+            if proc.robot_id in self.failed or proc.popen.poll() is not None or any(
+                    f.robot_id == proc.robot_id for f in failures):
+                continue  # a death is handled above; one reason per robot
+            changed.add(proc.robot_id)
+            failures.append(RobotFailure(
+                proc.robot_id, f"{proc.label} ({proc.spec.executable}) {proc.lifecycle_error}",
+                f"last lines of {proc.log_path}:\n{log_tail(proc.log_path, 12)}",
+            ))
         for proc in self.group.processes:
             state = self._state[id(proc)]
             if state.due is not None and now >= state.due and proc.robot_id not in self.failed:

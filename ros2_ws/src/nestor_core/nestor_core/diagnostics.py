@@ -62,6 +62,13 @@ class Diagnostics:
         self._status_fn = status_fn
         self.timer = node.create_timer(period_s, self._on_timer) if status_fn is not None else None
 
+    def destroy(self) -> None:
+        """Destroys the publisher and the timer (a lifecycle node's cleanup)."""
+        if self.timer is not None:
+            self._node.destroy_timer(self.timer)
+            self.timer = None
+        self._node.destroy_publisher(self._pub)
+
     def publish(self, array: DiagnosticArray) -> None:
         """Publishes a node's own status array on /diagnostics, under the node's full name."""
         out = DiagnosticArray(header=array.header)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import ClassVar
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -24,8 +25,8 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 
 from nestor_robot.bag import Bag
+from nestor_robot.params import declare_config, refuse_undeclared
 from nestor_robot.spin import run_node
-from nestor_robot.uplink_node import declare_config
 
 # Relative topic -> (message type, the publisher's QoS profile).
 TOPICS = {
@@ -72,6 +73,17 @@ class BagRecorderConfig:
         return self
 
 
+def free_path(path: str) -> str:
+    """`path` when nothing is there yet, else the first free `<stem>.<n><suffix>` (n = 1, 2, ...)."""
+    if not os.path.exists(path):
+        return path
+    stem, suffix = os.path.splitext(path)
+    n = 1
+    while os.path.exists(f"{stem}.{n}{suffix}"):
+        n += 1
+    return f"{stem}.{n}{suffix}"
+
+
 def _datatype(msg_type) -> str:
     return f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
 
@@ -79,8 +91,12 @@ def _datatype(msg_type) -> str:
 class BagRecorderNode(Node):
     def __init__(self):
         super().__init__("bag_recorder")
-        self.config = declare_config(self, BagRecorderConfig).validate()
-        self.bag = Bag(self.config.path, capacity=self.config.queue_capacity)
+        self.config = declare_config(self, BagRecorderConfig)
+        refuse_undeclared(self)
+        # Respawned by the supervisor (its death does not stop the robot): the bag of the process
+        # before is kept, and this one records into the next free <name>.<n>.mcap, as rosbag2 splits.
+        self.path = free_path(self.config.path)
+        self.bag = Bag(self.path, capacity=self.config.queue_capacity)
         self._subs = []
         wanted = {**TOPICS, **(IMAGE_TOPICS if self.config.record_images else {})}
         for topic, (msg_type, profile) in wanted.items():
@@ -94,20 +110,20 @@ class BagRecorderNode(Node):
             holder.append(self.bag.add_topic(sub.topic_name, _datatype(msg_type)))
             self._subs.append(sub)
         self.diagnostics = Diagnostics(self, self.config.robot_id, qos.STATUS_QOS, self.diagnostic_status)
-        self.get_logger().info(f"recording {len(wanted)} topics to {self.config.path}")
+        self.get_logger().info(f"recording {len(wanted)} topics to {self.path}")
 
     def diagnostic_status(self) -> tuple:
         """(level, message, values) for /diagnostics: messages written and dropped."""
-        stats = dict(self.bag.stats, path=self.config.path)
+        stats = dict(self.bag.stats, path=self.path)
         if stats["dropped"]:
             return diagnostics.WARN, f"{stats['dropped']} messages dropped (queue full)", stats
         return diagnostics.OK, "recording", stats
 
     def shutdown(self) -> None:
         stats = self.bag.close()
-        with open(f"{self.config.path}.json", "w") as f:
+        with open(f"{self.path}.json", "w") as f:
             json.dump(stats, f, indent=1, sort_keys=True)
-        self.get_logger().info(f"bag {self.config.path}: {stats}")
+        self.get_logger().info(f"bag {self.path}: {stats}")
 
 
 def main(args=None):

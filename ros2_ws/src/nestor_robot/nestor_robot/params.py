@@ -38,6 +38,7 @@ from rclpy.exceptions import (
     InvalidParameterTypeException,
     InvalidParameterValueException,
     ParameterException,
+    ParameterUninitializedException,
 )
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -162,7 +163,87 @@ def _in_range(value, bounds) -> bool:
     return bounds is None or bounds[0] <= value <= bounds[1]
 
 
-def declare_config(
+class ConfigBinding:
+    """The ROS parameters of one config dataclass, declared on a node; `read()` builds the config.
+
+    A lifecycle node declares its parameters when it is built (so `ros2 param` lists them and a
+    params file is checked against them) and reads and validates them in `on_configure`, where a
+    refusal leaves the node unconfigured. A plain node does both at once (`declare_config`).
+
+    Attributes:
+        config: the config built by the newest `read()`; None before. Accepted run-time changes of
+            dynamic fields update it in place.
+    """
+
+    def __init__(self, node: Node, config_cls, prefix: str, bounds_of: dict, kinds: dict,
+                 on_change: Callable[[dict], None] | None):
+        self._node = node
+        self._cls = config_cls
+        self._prefix = prefix
+        self._bounds_of = bounds_of
+        self._kinds = kinds  # field -> (element type, is_array, was a tuple)
+        self._on_change = on_change
+        self.config = None
+        node.add_on_set_parameters_callback(self._on_set)
+
+    def read(self):
+        """The config from the parameters' current values, validated once.
+
+        Raises:
+            ConfigError: a value of the wrong type or out of range, or one that `validate()`
+                refuses; the message names the parameter.
+        """
+        values = {}
+        for field, (elem, is_array, as_tuple) in self._kinds.items():
+            name = self._prefix + field
+            try:
+                value = self._node.get_parameter(name).value
+            except ParameterUninitializedException:  # an empty array, declared by type only
+                value = None
+            if value is None and is_array:
+                value = []
+            if value is None:
+                raise ConfigError(f"parameter {name}: not set")
+            values[field] = _coerce(value, elem, is_array, name)
+            bounds = self._bounds_of.get(field)
+            if not is_array and not _in_range(values[field], bounds):  # an int given for a float
+                raise ConfigError(f"parameter {name}: {values[field]} is outside [{bounds[0]}, {bounds[1]}]")
+            if as_tuple:
+                values[field] = tuple(values[field])
+        config = self._cls(**values)
+        _validate(config, self._prefix)
+        self.config = config
+        return config
+
+    def _on_set(self, parameters: list[Parameter]) -> SetParametersResult:
+        prefix, changes = self._prefix, {}
+        for parameter in parameters:
+            field = parameter.name[len(prefix):] if parameter.name.startswith(prefix) else None
+            if field not in self._kinds:
+                continue  # another config's parameter
+            elem, is_array, _ = self._kinds[field]
+            try:
+                value = _coerce(parameter.value, elem, is_array, parameter.name)
+                if not is_array and not _in_range(value, self._bounds_of.get(field)):
+                    low, high = self._bounds_of[field]
+                    raise ConfigError(f"parameter {parameter.name}: {value} is outside [{low}, {high}]")
+            except ConfigError as err:
+                return SetParametersResult(successful=False, reason=str(err))
+            changes[field] = value
+        if not changes or self.config is None:  # not configured yet: read() validates later
+            return SetParametersResult(successful=True)
+        try:
+            _validate(dataclasses.replace(self.config, **changes), prefix)
+        except ConfigError as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        for field, value in changes.items():
+            setattr(self.config, field, value)
+        if self._on_change is not None:
+            self._on_change(changes)
+        return SetParametersResult(successful=True)
+
+
+def declare_parameters(
     node: Node,
     config_cls,
     prefix: str = "",
@@ -170,8 +251,8 @@ def declare_config(
     ranges: Mapping[str, tuple[float, float]] | None = None,
     dynamic: Iterable[str] | None = None,
     on_change: Callable[[dict], None] | None = None,
-):
-    """Declare every field of `config_cls` as a parameter `<prefix><field>`; return the config.
+) -> ConfigBinding:
+    """Declare every field of `config_cls` as a parameter `<prefix><field>`; `.read()` gives the config.
 
     Args:
         node: the node that owns the parameters.
@@ -185,28 +266,26 @@ def declare_config(
             executor's thread (between two callbacks of the node).
 
     Raises:
-        ConfigError: a value of the wrong type or out of range, or one that `config_cls.validate()`
-            refuses; the message names the parameter.
+        ConfigError: a value rclpy refuses at declaration (wrong type, out of range); the message
+            names the parameter.
     """
     hints = typing.get_type_hints(config_cls)
     docs = docstring_attributes(config_cls)
     bounds_of = {**getattr(config_cls, "RANGES", {}), **(ranges or {})}
     dynamic_fields = set(getattr(config_cls, "DYNAMIC", ())) | set(dynamic or ())
-    values = {}
     kinds = {}
     for field in dataclasses.fields(config_cls):
         if not field.init:
             continue
         name = prefix + field.name
         ptype, elem, is_array = _ros_type(hints[field.name], field.name)
-        kinds[field.name] = (elem, is_array)
         default = _default(field)
-        as_tuple = isinstance(default, tuple)
+        kinds[field.name] = (elem, is_array, isinstance(default, tuple))
         if is_array:
             default = list(default)
         description = field.metadata.get("description") or docs.get(field.name, "")
         bounds = bounds_of.get(field.name)
-        # A double parameter accepts an integer override (YAML `1`); we coerce it below.
+        # A double parameter accepts an integer override (YAML `1`); read() coerces it.
         descriptor = ParameterDescriptor(
             name=name, type=ptype, description=description, dynamic_typing=elem is float,
             read_only=field.name not in dynamic_fields,
@@ -215,51 +294,30 @@ def declare_config(
         # rclpy cannot infer an array type from [], so an empty default is declared by type only.
         initial = Parameter.Type(ptype) if is_array and not default else default
         try:
-            param = node.declare_parameter(name, initial, descriptor)
+            node.declare_parameter(name, initial, descriptor)
         except (InvalidParameterTypeException, InvalidParameterValueException, ParameterException) as err:
             raise ConfigError(f"parameter {name}: {err}") from None
-        value = param.value
-        if value is None and is_array:
-            value = []
-        if value is None:
-            raise ConfigError(f"parameter {name}: not set")
-        values[field.name] = _coerce(value, elem, is_array, name)
-        if not is_array and not _in_range(values[field.name], bounds):  # an int given for a float
-            raise ConfigError(f"parameter {name}: {values[field.name]} is outside [{bounds[0]}, {bounds[1]}]")
-        if as_tuple:
-            values[field.name] = tuple(values[field.name])
-    config = config_cls(**values)
-    _validate(config, prefix)
+    return ConfigBinding(node, config_cls, prefix, bounds_of, kinds, on_change)
 
-    def on_set(parameters: list[Parameter]) -> SetParametersResult:
-        changes = {}
-        for parameter in parameters:
-            field = parameter.name[len(prefix):] if parameter.name.startswith(prefix) else None
-            if field not in kinds:
-                continue  # another config's parameter
-            elem, is_array = kinds[field]
-            try:
-                value = _coerce(parameter.value, elem, is_array, parameter.name)
-                if not is_array and not _in_range(value, bounds_of.get(field)):
-                    low, high = bounds_of[field]
-                    raise ConfigError(f"parameter {parameter.name}: {value} is outside [{low}, {high}]")
-            except ConfigError as err:
-                return SetParametersResult(successful=False, reason=str(err))
-            changes[field] = value
-        if not changes:
-            return SetParametersResult(successful=True)
-        try:
-            _validate(dataclasses.replace(config, **changes), prefix)
-        except ConfigError as err:
-            return SetParametersResult(successful=False, reason=str(err))
-        for field, value in changes.items():
-            setattr(config, field, value)
-        if on_change is not None:
-            on_change(changes)
-        return SetParametersResult(successful=True)
 
-    node.add_on_set_parameters_callback(on_set)
-    return config
+def declare_config(
+    node: Node,
+    config_cls,
+    prefix: str = "",
+    *,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
+    dynamic: Iterable[str] | None = None,
+    on_change: Callable[[dict], None] | None = None,
+):
+    """Declare the parameters of `config_cls` and return the config read from them (see
+    `declare_parameters` and `ConfigBinding.read`); the binder of plain nodes.
+
+    Raises:
+        ConfigError: a value of the wrong type or out of range, or one that `config_cls.validate()`
+            refuses; the message names the parameter.
+    """
+    binding = declare_parameters(node, config_cls, prefix, ranges=ranges, dynamic=dynamic, on_change=on_change)
+    return binding.read()
 
 
 def _validate(config, prefix: str) -> None:

@@ -33,20 +33,20 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nestor_core import topics
 from nestor_core.diagnostics import Diagnostics
 from nestor_core.executors import check_kind, make_executor, spin
+from nestor_core.lifecycle import ManagedNode
 from nestor_core.manifest import ManifestRejected, load_public_key, verify_stored
 from nestor_core.policy_model import ModelRejected, PolicyModel, load_model
 from nestor_core.policy_runtime import PolicyRuntime, RuntimeConfig
 from nestor_core.qos import COMMAND_QOS, EVENT_QOS, SENSOR_QOS, STATUS_QOS
 from nestor_core.realtime import freeze_heap, set_sched_priority
 from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 
 from nestor_robot.experience_ring import RingFile, recover, ring_path
 from nestor_robot.input_guard import InputGuard, observation_layout
-from nestor_robot.params import INF, ConfigError, declare_config, refuse_undeclared
+from nestor_robot.params import INF, ConfigError, declare_parameters, refuse_undeclared
 from nestor_robot.recorder import ExperienceRecorder
 from nestor_robot.robot_metrics import PolicyMetrics
 from nestor_robot.rollback import RollbackMonitor, Verdict
@@ -230,19 +230,40 @@ class _JointIndex:
         return self.idx
 
 
-class PolicyNode(Node):
+class PolicyNode(ManagedNode):
     """Node `policy`: see the module docstring."""
 
     def __init__(self, **kwargs):
         super().__init__("policy", **kwargs)
-        self.config: PolicyNodeConfig = declare_config(self, PolicyNodeConfig)
-        self.runtime_config: RuntimeConfig = declare_config(
-            self, RuntimeConfig, ranges=RUNTIME_RANGES, dynamic=RUNTIME_DYNAMIC, on_change=self._on_runtime_change
+        self._log = self.get_logger()
+        self._bindings = (
+            declare_parameters(self, PolicyNodeConfig),
+            declare_parameters(
+                self, RuntimeConfig, ranges=RUNTIME_RANGES, dynamic=RUNTIME_DYNAMIC, on_change=self._on_runtime_change
+            ),
         )
         refuse_undeclared(self)
-        self.get_logger().info(set_sched_priority(self.config.sched_priority))
-        cfg = self.config
-        self._log = self.get_logger()
+        # Read when the process starts: the executor and the scheduling class are the process's.
+        try:
+            self.executor_kind = check_kind(str(self.get_parameter("executor").value))
+        except ValueError as err:
+            raise ConfigError(f"parameter {err}") from None
+        self._log.info(set_sched_priority(int(self.get_parameter("sched_priority").value)))
+        self.config: PolicyNodeConfig | None = None
+        self.runtime_config: RuntimeConfig | None = None
+        self.runtime: PolicyRuntime | None = None
+        self.recorder: ExperienceRecorder | None = None
+        self._spool = self._metrics_http = self._status_timer = None
+        self._entities: list = []
+        self._active = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def configure(self) -> None:
+        """Read the parameters, open the spool (committing a crashed predecessor's ring), load and
+        verify the initial model, create the publishers, subscriptions and the metrics server."""
+        self.config = cfg = self._bindings[0].read()
+        self.runtime_config = self._bindings[1].read()
 
         self.runtime: PolicyRuntime | None = None
         self.recorder: ExperienceRecorder | None = None
@@ -328,32 +349,83 @@ class PolicyNode(Node):
         if cfg.run_dir:
             os.makedirs(cfg.run_dir, exist_ok=True)
 
-        self._cmd_pub = self.create_publisher(Float64MultiArray, topics.COMMANDS, COMMAND_QOS)
+        self._cmd_pub = self.create_lifecycle_publisher(Float64MultiArray, topics.COMMANDS, COMMAND_QOS)
         # Reliable and latched: a weight_sync that (re)starts later still forwards the report.
-        self._rollback_pub = self.create_publisher(String, topics.POLICY_ROLLBACK, EVENT_QOS)
+        self._rollback_pub = self.create_lifecycle_publisher(String, topics.POLICY_ROLLBACK, EVENT_QOS)
         self._metrics = PolicyMetrics()
         self._metrics_http = self._metrics.serve(cfg.metrics_port)
-        self._status_pub = self.create_publisher(DiagnosticArray, topics.POLICY_STATUS, STATUS_QOS)
+        self._status_pub = self.create_lifecycle_publisher(DiagnosticArray, topics.POLICY_STATUS, STATUS_QOS)
         self._diagnostics = Diagnostics(self, self.config.robot_id, STATUS_QOS)
-        self.create_subscription(
-            JointState, topics.JOINT_STATES, self._on_joint_states, SENSOR_QOS)
-        self.create_subscription(JointState, topics.TARGET, self._on_target, SENSOR_QOS)
-        self.create_subscription(Float64, topics.COST, self._on_cost, COMMAND_QOS)
-        self.create_subscription(String, topics.MODEL_UPDATE, self._on_model_update, EVENT_QOS)
+        self._entities = [
+            self.create_subscription(JointState, topics.JOINT_STATES, self._on_joint_states, SENSOR_QOS),
+            self.create_subscription(JointState, topics.TARGET, self._on_target, SENSOR_QOS),
+            self.create_subscription(Float64, topics.COST, self._on_cost, COMMAND_QOS),
+            # Announcements that arrive while inactive wait in the queue for the loader.
+            self.create_subscription(String, topics.MODEL_UPDATE, self._on_model_update, EVENT_QOS),
+        ]
         self._last_stats: dict | None = None
-        self.create_timer(cfg.status_period_s, self.publish_status)
-
         self._stop = threading.Event()
         self._updates: queue.Queue = queue.Queue()
+
+    def activate(self) -> None:
+        """Start the tick, the model loader, the flusher and the status timer."""
+        cfg = self.config
+        self._stop = threading.Event()
         self._loader = threading.Thread(target=self._load_loop, name="model_loader", daemon=True)
         self._flusher = threading.Thread(target=self._flush_loop, name="spool_flusher", daemon=True)
         self._loader.start()
         self._flusher.start()
-        self._closed = False
+        self._status_timer = self.create_timer(cfg.status_period_s, self.publish_status)
+        self._last_tick_start = None  # the pause since the last activation is no missed tick
+        self._active = True
         self._log.info(
             f"policy ready: robot {cfg.robot_id}, task {cfg.task}, model version {self.model_version}, "
             f"spool {cfg.spool_path or '(none)'}"
         )
+
+    def deactivate(self) -> None:
+        """Stop the tick (no more commands) and the threads, flush the recorder, write the stats."""
+        self._active = False
+        if self._status_timer is not None:
+            self.destroy_timer(self._status_timer)
+            self._status_timer = None
+        self._stop.set()
+        self._flusher.join(timeout=5.0)
+        self._loader.join(timeout=5.0)
+        self.flush()
+        self._write_stats(self.stats())
+
+    def cleanup(self) -> None:
+        """Release the spool, the ring (when everything reached the spool), the model and the metrics server."""
+        if self._metrics_http is not None:
+            self._metrics_http[0].shutdown()
+            self._metrics_http[0].server_close()
+            self._metrics_http = None
+        ring = self.recorder.ring if self.recorder is not None else None
+        if ring is not None and self._unsent is None and self.recorder.stats()["pending"] == 0:
+            try:
+                os.unlink(ring.path)  # everything is in the spool; a stopped node leaves no ring behind
+            except OSError:
+                pass
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+        for entity in self._entities:
+            self.destroy_subscription(entity)
+        self._entities = []
+        for name in ("_cmd_pub", "_rollback_pub", "_status_pub"):
+            if getattr(self, name, None) is not None:
+                self.destroy_lifecycle_publisher(getattr(self, name))
+                setattr(self, name, None)
+        if getattr(self, "_diagnostics", None) is not None:
+            self._diagnostics.destroy()
+            self._diagnostics = None
+        self.runtime = self.recorder = self._pending = self._previous_model = None
+        self.model_version = None
+
+    def close(self) -> None:
+        """Deactivate and clean up, whatever the state (at exit). Idempotent."""
+        self.teardown()
 
     def _on_runtime_change(self, changes: dict) -> None:
         """An accepted `ros2 param set` of a RuntimeConfig field (executor thread, between two ticks)."""
@@ -364,6 +436,8 @@ class PolicyNode(Node):
     # ------------------------------------------------------------------ the tick
 
     def _on_joint_states(self, msg: JointState) -> None:
+        if not self._active:
+            return
         start = time.perf_counter()
         if self._pending is not None:
             self._swap_pending()
@@ -764,27 +838,6 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------ shutdown
 
-    def close(self) -> None:
-        """Stop the threads, flush the recorder into the spool, write the final stats. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stop.set()
-        self._flusher.join(timeout=5.0)
-        self._loader.join(timeout=5.0)
-        self.flush()
-        self._write_stats(self.stats())
-        if self._metrics_http is not None:
-            self._metrics_http[0].shutdown()
-        ring = self.recorder.ring if self.recorder is not None else None
-        if ring is not None and self._unsent is None and self.recorder.stats()["pending"] == 0:
-            try:
-                os.unlink(ring.path)  # everything is in the spool; a stopped node leaves no ring behind
-            except OSError:
-                pass
-        if self._spool is not None:
-            self._spool.close()
-
 
 def status_level(stats: dict) -> tuple[bytes, str]:
     """(DiagnosticStatus level, message) of the policy/status topic, from one stats snapshot.
@@ -820,14 +873,15 @@ def main(args=None) -> None:
     code = 0
     try:
         node = PolicyNode()
+        executor = make_executor(node.executor_kind)
+        node.start_alone()  # with autostart (the default); else it waits for `configure`
         freeze_heap()
-        executor = make_executor(node.config.executor)
         executor.add_node(node)
         spin(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, OSError) as err:  # ConfigError among them
-        if node is not None:
+        if node is not None and node.stage != "unconfigured":
             raise
         print(f"policy_node: error: {err}", file=sys.stderr, flush=True)
         code = 2
@@ -837,7 +891,7 @@ def main(args=None) -> None:
         if executor is not None:
             executor.shutdown(timeout_sec=2.0)
         if node is not None:
-            node.close()
+            node.teardown()
             node.destroy_node()
         rclpy.try_shutdown()
     if code:

@@ -15,9 +15,9 @@ import typing
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nestor_core import qos
 from nestor_core.diagnostics import Diagnostics
-from rclpy.node import Node
+from nestor_core.lifecycle import ManagedNode
 
-from nestor_robot.params import INF, declare_config, refuse_undeclared
+from nestor_robot.params import INF, declare_parameters, refuse_undeclared
 from nestor_robot.robot_metrics import UplinkMetrics
 from nestor_robot.spin import run_node
 from nestor_robot.spool import Spool
@@ -101,31 +101,86 @@ class UplinkNodeConfig:
         ).validate()
 
 
-class UplinkNode(Node):
-    def __init__(self):
-        super().__init__("uplink")
-        self.config = declare_config(self, UplinkNodeConfig)
+class UplinkNode(ManagedNode):
+    """Lifecycle node `uplink`: configure opens the spool and prepares the channel's credentials,
+    activate starts the streaming thread (which owns the gRPC channel), deactivate drains the spool
+    (up to drain_timeout_s) and stops it, cleanup closes the spool and the metrics server."""
+
+    def __init__(self, **kwargs):
+        super().__init__("uplink", **kwargs)
+        self.binding = declare_parameters(self, UplinkNodeConfig)
         refuse_undeclared(self)
-        self.spool = Spool(self.config.spool_path, self.config.robot_id)
+        self.config: UplinkNodeConfig | None = None
+        self.spool: Spool | None = None
+        self.metrics_http = None
+        self.uplink: Uplink | None = None
+        self.status_pub = self.diagnostics = self.timer = self.thread = None
+        self.stop_event = threading.Event()
+
+    def configure(self) -> None:
+        self.config = config = self.binding.read()
+        self.uplink_config = config.uplink_config()
+        self.spool = Spool(config.spool_path, config.robot_id)
         self.metrics = UplinkMetrics()
-        self.metrics_http = self.metrics.serve(self.config.metrics_port)
-        self.uplink = Uplink(self.spool, self.config.cloud_address, self.config.uplink_config())
-        self.status_pub = self.create_publisher(DiagnosticArray, STATUS_TOPIC, qos.STATUS_QOS)
-        self.diagnostics = Diagnostics(self, self.config.robot_id, qos.STATUS_QOS)
+        self.metrics_http = self.metrics.serve(config.metrics_port)
+        self.uplink = Uplink(self.spool, config.cloud_address, self.uplink_config)
+        self.status_pub = self.create_lifecycle_publisher(DiagnosticArray, STATUS_TOPIC, qos.STATUS_QOS)
+        self.diagnostics = Diagnostics(self, config.robot_id, qos.STATUS_QOS)
+        self._last_dropped = self.spool.stats()["dropped"]
+        self._disconnected_since: float | None = time.time()
+        if config.run_dir:
+            os.makedirs(config.run_dir, exist_ok=True)
+        self.get_logger().info(f"uplink: {config.spool_path} -> {config.cloud_address}")
+        if self.uplink.config.channel_credentials is None:
+            self.get_logger().warning(
+                f"INSECURE: uplink to {config.cloud_address} without TLS (tls_ca/tls_cert/tls_key empty); "
+                "experience travels in clear text and the cloud cannot authenticate this robot"
+            )
+
+    def activate(self) -> None:
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.uplink.run, args=(self.stop_event,), name="uplink", daemon=True)
         self.thread.start()
         self.timer = self.create_timer(self.config.status_period_s, self.publish_status)
-        self._last_dropped = self.spool.stats()["dropped"]
-        self._disconnected_since: float | None = time.time()
-        if self.config.run_dir:
-            os.makedirs(self.config.run_dir, exist_ok=True)
-        self.get_logger().info(f"uplink: {self.config.spool_path} -> {self.config.cloud_address}")
-        if self.uplink.config.channel_credentials is None:
-            self.get_logger().warning(
-                f"INSECURE: uplink to {self.config.cloud_address} without TLS (tls_ca/tls_cert/tls_key empty); "
-                "experience travels in clear text and the cloud cannot authenticate this robot"
+
+    def deactivate(self) -> None:
+        """Drain the spool (up to drain_timeout_s), then stop the uplink thread."""
+        if self.timer is not None:
+            self.destroy_timer(self.timer)
+            self.timer = None
+        if self.thread is None:
+            return
+        try:
+            left = drain(self.spool, self.thread, self.config.drain_timeout_s)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now
+            left = self.spool.stats()["depth_transitions"]
+        # At exit rclpy's context is shut down by now: these go through `logging` (the node's log file).
+        if left:
+            log.warning(
+                "stop: %d transitions not acknowledged after %g s; they stay in the spool for the next start",
+                left, self.config.drain_timeout_s,
             )
+        else:
+            log.info("stop: spool drained, every transition acknowledged by the cloud")
+        self.stop_event.set()
+        self.thread.join(timeout=5.0)
+        self.thread = None
+
+    def cleanup(self) -> None:
+        if self.metrics_http is not None:
+            self.metrics_http[0].shutdown()
+            self.metrics_http[0].server_close()
+            self.metrics_http = None
+        if self.diagnostics is not None:
+            self.diagnostics.destroy()
+            self.diagnostics = None
+        if self.status_pub is not None:
+            self.destroy_lifecycle_publisher(self.status_pub)
+            self.status_pub = None
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+        self.uplink = None
 
     def publish_status(self) -> None:
         spool = self.spool.stats()
@@ -171,26 +226,6 @@ class UplinkNode(Node):
             os.replace(f"{path}.tmp", path)
         except OSError as err:
             self.get_logger().error(f"writing {path} failed: {err}", throttle_duration_sec=10.0)
-
-    def shutdown(self) -> None:
-        """Drain the spool (up to drain_timeout_s), then stop the uplink thread and close the spool."""
-        try:
-            left = drain(self.spool, self.thread, self.config.drain_timeout_s)
-        except KeyboardInterrupt:  # a second Ctrl-C: stop now
-            left = self.spool.stats()["depth_transitions"]
-        # rclpy's context is shut down by now: these go through `logging` (the node's log file).
-        if left:
-            log.warning(
-                "stop: %d transitions not acknowledged after %g s; they stay in the spool for the next start",
-                left, self.config.drain_timeout_s,
-            )
-        else:
-            log.info("stop: spool drained, every transition acknowledged by the cloud")
-        self.stop_event.set()
-        self.thread.join(timeout=5.0)
-        if self.metrics_http is not None:
-            self.metrics_http[0].shutdown()
-        self.spool.close()
 
 
 # A writer (the policy node) may flush once more as it stops: the spool must stay empty this long.

@@ -15,10 +15,10 @@ import typing
 
 from nestor_core import diagnostics, qos, topics
 from nestor_core.diagnostics import Diagnostics
-from rclpy.node import Node
+from nestor_core.lifecycle import ManagedNode
 from std_msgs.msg import String
 
-from nestor_robot.params import INF, declare_config, refuse_undeclared
+from nestor_robot.params import INF, declare_parameters, refuse_undeclared
 from nestor_robot.spin import run_node
 from nestor_robot.uplink import tls_credentials
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
@@ -74,43 +74,72 @@ class WeightSyncNodeConfig:
         return self
 
 
-class WeightSyncNode(Node):
-    def __init__(self):
-        super().__init__("weight_sync")
-        self.config = declare_config(self, WeightSyncNodeConfig)
+class WeightSyncNode(ManagedNode):
+    """Lifecycle node `weight_sync`: configure checks the key and credentials and creates the model
+    directory and the publisher, activate adopts the newest local model and starts the Subscribe
+    thread (which owns the gRPC channel), deactivate stops it, cleanup drops the publisher."""
+
+    def __init__(self, **kwargs):
+        super().__init__("weight_sync", **kwargs)
+        self.binding = declare_parameters(self, WeightSyncNodeConfig)
         refuse_undeclared(self)
-        self.publisher = self.create_publisher(String, topics.MODEL_UPDATE, qos.EVENT_QOS)
-        self.create_subscription(String, topics.POLICY_ROLLBACK, self.on_rollback, qos.EVENT_QOS)
+        self.config: WeightSyncNodeConfig | None = None
+        self.sync: WeightSync | None = None
+        self.publisher = self.rollback_sub = self.diagnostics = self.thread = None
         self._reported: set[int] = set()
         self._reporters: list[threading.Thread] = []
+        self.stop_event = threading.Event()
+
+    def configure(self) -> None:
+        self.config = config = self.binding.read()
         sync_config = WeightSyncConfig(
-            backoff_min_s=self.config.backoff_min_s,
-            backoff_max_s=self.config.backoff_max_s,
-            stream_deadline_s=self.config.stream_deadline_s,
-            channel_credentials=tls_credentials(self.config.tls_ca, self.config.tls_cert, self.config.tls_key),
-            public_key_path=self.config.public_key_path,
+            backoff_min_s=config.backoff_min_s,
+            backoff_max_s=config.backoff_max_s,
+            stream_deadline_s=config.stream_deadline_s,
+            channel_credentials=tls_credentials(config.tls_ca, config.tls_cert, config.tls_key),
+            public_key_path=config.public_key_path,
         )
         if sync_config.channel_credentials is None:
             self.get_logger().warning(
-                f"INSECURE: subscribing to {self.config.cloud_address} without TLS (tls_ca/tls_cert/tls_key empty)"
+                f"INSECURE: subscribing to {config.cloud_address} without TLS (tls_ca/tls_cert/tls_key empty)"
             )
         if not sync_config.public_key_path:
             self.get_logger().warning("INSECURE: public_key_path is empty: model signatures are NOT verified")
         self.sync = WeightSync(
-            self.config.cloud_address,
-            self.config.robot_id,
-            self.config.task,
-            self.config.model_dir,
-            self.announce,
-            sync_config,
+            config.cloud_address, config.robot_id, config.task, config.model_dir, self.announce, sync_config
         )
+        self.publisher = self.create_lifecycle_publisher(String, topics.MODEL_UPDATE, qos.EVENT_QOS)
+        self.rollback_sub = self.create_subscription(String, topics.POLICY_ROLLBACK, self.on_rollback, qos.EVENT_QOS)
+        self.diagnostics = Diagnostics(self, config.robot_id, qos.STATUS_QOS, self.diagnostic_status)
+
+    def activate(self) -> None:
         local = self.sync.load_local()
         if local is not None:
             self.get_logger().info(f"local model {local['task']} v{local['version']} at {local['path']}")
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.sync.run, args=(self.stop_event,), name="weight_sync", daemon=True)
         self.thread.start()
-        self.diagnostics = Diagnostics(self, self.config.robot_id, qos.STATUS_QOS, self.diagnostic_status)
+
+    def deactivate(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout=5.0)
+            self.thread = None
+        for thread in self._reporters:
+            thread.join(timeout=2.0)
+        self._reporters = []
+
+    def cleanup(self) -> None:
+        if self.diagnostics is not None:
+            self.diagnostics.destroy()
+            self.diagnostics = None
+        if self.rollback_sub is not None:
+            self.destroy_subscription(self.rollback_sub)
+            self.rollback_sub = None
+        if self.publisher is not None:
+            self.destroy_lifecycle_publisher(self.publisher)
+            self.publisher = None
+        self.sync = None
 
     def diagnostic_status(self) -> tuple:
         """(level, message, values) for /diagnostics: the verified version and the stream's health."""
@@ -139,12 +168,6 @@ class WeightSyncNode(Node):
         thread = threading.Thread(target=self.sync.report_bad, args=(version, reason), daemon=True)
         thread.start()
         self._reporters = [t for t in self._reporters if t.is_alive()] + [thread]
-
-    def shutdown(self) -> None:
-        self.stop_event.set()
-        self.thread.join(timeout=5.0)
-        for thread in self._reporters:
-            thread.join(timeout=2.0)
 
 
 def main(args=None):

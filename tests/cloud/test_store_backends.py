@@ -207,7 +207,7 @@ def test_a_postgres_store_copies_into_a_sqlite_file(pg_dsn, tmp_path):
 
 def test_read_robot_trims_to_the_seq_range_on_both_backends(store_target, monkeypatch):
     """The exports' read path: a robot's batches by seq, trimmed to [first_seq, last_seq], paged."""
-    from cloud_brain import store as store_module
+    from cloud_brain.experience import store as store_module
 
     monkeypatch.setattr(store_module, "_READ_PAGE", 2)  # several pages from a few chunks
     store = ExperienceStore(store_target)

@@ -114,7 +114,9 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-file", default="", help="task YAML (overrides --task's file)")
     parser.add_argument("--cloud", default="127.0.0.1:50051", help="cloud brain host:port")
     parser.add_argument("--run-dir", default="", help="run directory (default runs/<timestamp>)")
-    parser.add_argument("--duration", type=positive_float("duration"), default=None, help="seconds, then stop")
+    parser.add_argument(
+        "--duration", type=positive_float("duration"), default=None, help="seconds after the nodes are up, then stop"
+    )
     parser.add_argument("--seed", type=int, default=0, help="sim seed (robot i of a fleet gets seed + i)")
     parser.add_argument("--initial-model", default="", help="local .onnx the policies start with")
     parser.add_argument("--no-sim", action="store_true", help="robot nodes only (hardware or external sim)")
@@ -167,8 +169,9 @@ def _resolve_common(args, shifts: list[str]) -> tuple[str, str]:
 
 def run_robots(specs: list[RobotSpec], config_dir: str, run_dir: str, duration: float | None,
                restart: RestartPolicy | None = None) -> int:
-    """Start every robot's nodes and supervise them (nestor_bringup.supervisor) until a signal
-    (SIGINT, SIGTERM, SIGHUP), `duration`, or the last robot is stopped. Returns the exit code:
+    """Start every robot's nodes, configure and activate the lifecycle ones (ProcessGroup), and
+    supervise them (nestor_bringup.supervisor) until a signal (SIGINT, SIGTERM, SIGHUP), `duration`
+    seconds after they are all active, or the last robot is stopped. Returns the exit code:
     0, or 1 when a robot was stopped because a node died."""
     group = ProcessGroup(run_dir)
     supervisor = None
@@ -181,10 +184,16 @@ def run_robots(specs: list[RobotSpec], config_dir: str, run_dir: str, duration: 
             supervisor = Supervisor(group, restart)
             print(f"run dir {run_dir}; Ctrl-C to stop", flush=True)
             live = LiveStatus({spec.robot_id: spec.robot_dir for spec in specs})
-            end = None if duration is None else time.monotonic() + duration
+            # `duration` counts from when every lifecycle node is configured and active (or refused):
+            # under load, starting the node processes alone can take several seconds.
+            end, up = None, False
             while (end is None or time.monotonic() < end) and (supervisor.alive_robots() or supervisor.stopping()):
                 supervisor.poll()
                 live.update()
+                if not up and not group.starting():
+                    up = True
+                    print("lifecycle nodes brought up (configure, activate)", flush=True)
+                    end = None if duration is None else time.monotonic() + duration
                 time.sleep(0.2)
         except KeyboardInterrupt:
             pass

@@ -124,13 +124,22 @@ class ProcessGroup:
             def cancelled() -> bool:
                 return proc.winding_down or self.hurry.is_set() or popen.poll() is not None or proc.popen is not popen
 
-            error = manager.bring_up(proc.spec.full_name, proc.log_path, TRANSITION_TIMEOUT_S, cancelled)
+            try:
+                error = manager.bring_up(proc.spec.full_name, proc.log_path, TRANSITION_TIMEOUT_S, cancelled)
+            except Exception:  # noqa: BLE001 - the manager closed under a cancelled bring-up
+                if cancelled():
+                    return
+                raise
             if error and not cancelled():
                 proc.lifecycle_error, proc.lifecycle_reported = error, False
 
         proc.lifecycle_error, proc.lifecycle_reported = "", True
         proc.bringup = threading.Thread(target=run, name=f"bringup-{proc.label}", daemon=True)
         proc.bringup.start()
+
+    def starting(self) -> bool:
+        """Whether a lifecycle node is still being configured and activated."""
+        return any(p.bringup is not None and p.bringup.is_alive() for p in self.processes)
 
     def lifecycle_failures(self) -> list[ManagedProcess]:
         """Lifecycle nodes whose configure or activate failed since the last call (each reported once)."""
@@ -208,6 +217,9 @@ class ProcessGroup:
             batch = [p for p in chosen if (p.spec.name in stage if stage else p.spec.name not in staged)]
             self._stop(batch, timeout_s)
         if robots is None and self._lifecycle is not None:
+            for proc in chosen:
+                if proc.bringup is not None:
+                    proc.bringup.join(timeout=5.0)
             self._lifecycle.close()
             self._lifecycle = None
         return {p.label: p.popen.returncode for p in chosen}
@@ -220,9 +232,9 @@ class ProcessGroup:
 
     def _wind_down(self, processes: list[ManagedProcess], timeout_s: float | None) -> None:
         """Deactivate and clean up the running lifecycle nodes among `processes`, side by side."""
+        for proc in processes:
+            proc.winding_down = True  # a bring-up still in progress gives up
         managed = [p for p in processes if p.spec.lifecycle and not p.stopping and p.popen.poll() is None]
-        for proc in managed:
-            proc.winding_down = True
         if not managed or self.hurry.is_set():
             return
         manager = self._manager()

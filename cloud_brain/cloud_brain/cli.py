@@ -29,13 +29,10 @@ import logging
 import os
 import sqlite3
 import sys
-import time
 
 import grpc
-from google.protobuf import json_format
-from nestor_core import nestor_pb2, nestor_pb2_grpc
-from nestor_core.tls import read_mtls_files
 
+from cloud_brain.cli_client import client_call
 from cloud_brain.config import ConfigError, load_config
 
 DEFAULT_ADDRESS = os.environ.get("NESTOR_CLOUD_ADDRESS", "127.0.0.1:50051")
@@ -184,7 +181,7 @@ def _export_command(args) -> int:
             if record is None:
                 raise ExportError(f"--robot: no experience stored for {args.robot!r}")
             first = next(store.read_robot(args.robot))
-            from cloud_brain.config import load_tasks
+            from cloud_brain.tasks import load_tasks
 
             spec = load_tasks(task_files).get(record.task)
             task_file = spec.file if spec is not None else None
@@ -234,62 +231,6 @@ def _backup_command(args) -> int:
     return 0
 
 
-def _channel(args) -> grpc.Channel:
-    """Mutual TLS when --ca/--cert/--key are given (all three), else an insecure channel."""
-    files = read_mtls_files(args.ca, args.cert, args.key, names=("--ca", "--cert", "--key"))
-    if files is None:
-        return grpc.insecure_channel(args.address)
-    return grpc.secure_channel(args.address, files.channel_credentials())
-
-
-def _to_json(message) -> dict:
-    return json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-
-
-def _when(unix: float) -> str:
-    if not unix:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(unix))
-
-
-def _models_table(models, title: str):
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column in ("version", "task", "status", "parent", "created", "sha256", "experience rows", "metrics"):
-        table.add_column(column)
-    for m in models:
-        table.add_row(
-            str(m.version), m.task, m.status, str(m.parent), _when(m.created_unix), m.sha256[:12],
-            f"({m.experience_from}, {m.experience_to}]", m.metrics_json if m.metrics_json != "{}" else "",
-        )
-    return table
-
-
-def _print_status(status: nestor_pb2.FleetStatus) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    robots = Table(title="robots")
-    for column in ("robot", "task", "last contact", "transitions", "last seq", "dropped", "model", "recent cost"):
-        robots.add_column(column)
-    for r in status.robots:
-        robots.add_row(
-            r.robot_id, r.task, _when(r.last_contact_unix), str(r.transitions), str(r.last_seq), str(r.dropped),
-            str(r.model_version), f"{r.recent_cost:.4g}",
-        )
-    console.print(robots)
-    console.print(_models_table(status.models, "model versions"))
-    rejects = ", ".join(f"{k}={v}" for k, v in sorted(status.rejected_by_reason.items())) or "none"
-    console.print(
-        f"transitions stored: {status.transitions_stored}   consolidation rounds: {status.consolidation_rounds}"
-        f"   rejected chunks: {rejects}"
-    )
-
-
 def scale_overrides(store_dsn: str | None, ray_address: str | None) -> dict:
     """Config overrides of `serve --store-dsn` and `--ray-address` (merged into store/consolidation)."""
     out = {}
@@ -309,50 +250,6 @@ def certs_overrides(certs_dir: str | None) -> dict:
         "tls": {"cert": path("server.pem"), "key": path("server.key"), "client_ca": path("ca.pem")},
         "signing_key": path("model_signing.pem"),
     }
-
-
-def _health(channel: grpc.Channel, args) -> int:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    reply = health_pb2_grpc.HealthStub(channel).Check(
-        health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
-    )
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    if args.json:
-        print(json.dumps({"address": args.address, "service": args.service, "status": status}, sort_keys=True))
-    else:
-        print(f"{args.address} {args.service or '(server)'}: {status}")
-    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
-
-
-def _client_call(args) -> int:
-    with _channel(args) as channel:
-        if args.command == "health":
-            return _health(channel, args)
-        if args.command == "status":
-            reply = nestor_pb2_grpc.FleetStub(channel).GetStatus(nestor_pb2.StatusRequest(), timeout=args.timeout)
-            if args.json:
-                print(json.dumps(_to_json(reply), indent=2, sort_keys=True))
-            else:
-                _print_status(reply)
-            return 0
-        stub = nestor_pb2_grpc.ModelsStub(channel)
-        if args.models_command == "list":
-            reply = stub.List(nestor_pb2.ListModelsRequest(task=args.task), timeout=args.timeout)
-            models = list(reply.models)
-        elif args.models_command == "promote":
-            reply = stub.Promote(nestor_pb2.PromoteRequest(version=args.version), timeout=args.timeout)
-            models = [reply.model]
-        else:
-            reply = stub.Rollback(nestor_pb2.RollbackRequest(task=args.task), timeout=args.timeout)
-            models = [reply.model]
-        if args.json:
-            print(json.dumps(_to_json(reply), indent=2, sort_keys=True))
-        else:
-            from rich.console import Console
-
-            Console().print(_models_table(models, "model versions" if args.models_command == "list" else "active"))
-        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -398,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f"; reused {', '.join(written['reused'])}" if written["reused"] else ""))
         return 0
     try:
-        return _client_call(args)
+        return client_call(args)
     except ValueError as err:
         print(f"nestor-cloud: {err}", file=sys.stderr)
         return 2

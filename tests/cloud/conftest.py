@@ -11,8 +11,8 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import cloud_testlib  # noqa: E402
-from cloud_brain.config import TaskSpec  # noqa: E402
 from cloud_brain.service.server import CloudServer  # noqa: E402
+from cloud_brain.tasks import TaskSpec  # noqa: E402
 from cloud_testlib import ACT_DIM, OBS_DIM  # noqa: E402
 
 

@@ -3,7 +3,8 @@
 import pathlib
 
 import pytest
-from cloud_brain.config import CloudConfig, ConfigError, config_from_dict, load_config, load_task, load_tasks
+from cloud_brain.config import CloudConfig, ConfigError, config_from_dict, load_config
+from cloud_brain.tasks import load_task, load_tasks
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

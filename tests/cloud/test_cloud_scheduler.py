@@ -7,7 +7,8 @@ import pytest
 from cloud_brain.config import ScheduleConfig, config_from_dict
 from cloud_brain.experience.store import ExperienceStore
 from cloud_brain.learning.round_config import ConsolidationConfig, config_from
-from cloud_brain.learning.scheduler import ConsolidationScheduler, RoundError, round_due, run_in_child
+from cloud_brain.learning.round_worker import RoundError, run_in_child
+from cloud_brain.learning.scheduler import ConsolidationScheduler, round_due
 from cloud_brain.models.registry import ModelRegistry
 from cloud_testlib import initial_model, make_batch
 

@@ -6,8 +6,8 @@ Each is INVALID_ARGUMENT with a counted reason, nothing is stored, and the serve
 
 import grpc
 import pytest
-from cloud_brain.config import TaskSpec
 from cloud_brain.experience.ingest import validate_chunk
+from cloud_brain.tasks import TaskSpec
 from cloud_testlib import make_batch
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_core.experience import ChunkError, to_chunk

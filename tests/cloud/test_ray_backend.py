@@ -109,7 +109,7 @@ def test_rounds_run_as_ray_tasks_niced_with_one_torch_thread(ray_cluster, tmp_pa
 
 def test_a_failing_round_on_ray_is_a_round_error(ray_cluster):
     from cloud_brain.learning import ray_backend
-    from cloud_brain.learning.scheduler import RoundError
+    from cloud_brain.learning.round_worker import RoundError
 
     runner = ray_backend.RayRoundRunner("cloud_testlib:crash_round")
     with pytest.raises(RoundError, match="fake consolidation crashed"):
@@ -153,7 +153,7 @@ SMALL_ROUND = {"steps": 30, "batch_size": 256, "meta_steps": 2, "meta_batch": 8,
 
 def test_a_real_round_on_ray_gives_the_local_workers_result(ray_cluster, kuka_store):
     from cloud_brain.learning import ray_backend
-    from cloud_brain.learning.scheduler import run_in_child
+    from cloud_brain.learning.round_worker import run_in_child
 
     db, onnx, up_to = kuka_store
     request = {"db_path": db, "task": "kuka_track", "task_file": str(TASK_FILE), "parent_version": 1,

@@ -33,7 +33,7 @@ _SEED_MODELS = """
 import sys
 from cloud_brain.config import CloudConfig
 from cloud_brain.models.registry import ModelRegistry
-from cloud_brain.learning.scheduler import resolve
+from cloud_brain.learning.round_worker import resolve
 from cloud_brain.experience.store import ExperienceStore
 
 initial_model = resolve(CloudConfig.__dataclass_fields__["initial_model"].default)  # the cloud's default

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from nestor_core import nestor_pb2
 from nestor_core.experience import ChunkError, from_chunk
 
-from cloud_brain.config import TaskSpec
 from cloud_brain.experience.store import AppendResult, ExperienceStore, SequenceGapError
+from cloud_brain.tasks import TaskSpec
 
 __all__ = ["AppendResult", "ChunkError", "SequenceGapError", "ingest_chunk", "validate_chunk"]
 

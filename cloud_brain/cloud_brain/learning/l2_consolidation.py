@@ -131,7 +131,7 @@ def run_round(request: dict) -> dict:
     if config.gate:
         gate_map = request.get("gate_map")  # set by cloud_brain.learning.ray_backend's round task
         if gate_map:
-            from cloud_brain.learning.scheduler import resolve
+            from cloud_brain.learning.round_worker import resolve
 
             gate_map = resolve(gate_map)
         candidate_onnx, gate = select_candidate(request["parent_onnx"], parent, trained, task, config, seed,

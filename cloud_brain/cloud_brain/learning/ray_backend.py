@@ -1,7 +1,7 @@
 """Consolidation on Ray: the round as a Ray task, the gate's scenarios as Ray tasks in parallel.
 
 Chosen by `consolidation.backend: ray` (CloudConfig.consolidation); the local worker
-(cloud_brain.learning.scheduler.RoundWorker) stays the default, and this module imports `ray` only when a
+(cloud_brain.learning.round_worker.RoundWorker) stays the default, and this module imports `ray` only when a
 runner starts. With `address` empty the server starts a private local cluster (`ray.init` on this
 machine, `num_cpus` CPUs); `auto` joins the cluster of `ray start --head` on this machine, and
 `host:port` (or `ray://host:port`) a remote one.
@@ -83,7 +83,7 @@ def _tasks():
 
         @ray.remote(num_cpus=1, max_retries=0)
         def round_task(function_path: str, request: dict) -> dict:
-            from cloud_brain.learning.scheduler import resolve
+            from cloud_brain.learning.round_worker import resolve
 
             round_priority()
             return resolve(function_path)(request)
@@ -160,7 +160,7 @@ class RayRoundRunner:
                 self._started = init(self.address, self.num_cpus)
 
     def run(self, request: dict, timeout: float, stop: threading.Event | None = None) -> dict:
-        from cloud_brain.learning.scheduler import RoundError as SchedulerRoundError
+        from cloud_brain.learning.round_worker import RoundError as SchedulerRoundError
 
         self.start()
         ray = _ray()

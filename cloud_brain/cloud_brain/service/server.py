@@ -20,17 +20,19 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_core.atomic_file import write_json_atomic
 
-from cloud_brain.config import CloudConfig, ConfigError, TaskSpec, is_loopback_host, load_tasks
+from cloud_brain.config import CloudConfig, ConfigError, is_loopback_host
 from cloud_brain.experience import lease
 from cloud_brain.experience.db_lock import DatabaseInUse, DatabaseLock
 from cloud_brain.experience.store import ExperienceStore
-from cloud_brain.learning.scheduler import ConsolidationScheduler, resolve
+from cloud_brain.learning.round_worker import resolve
+from cloud_brain.learning.scheduler import ConsolidationScheduler
 from cloud_brain.models.model_bus import ModelBus
 from cloud_brain.models.registry import ModelRegistry, ModelVersion
 from cloud_brain.models.rollout import Rollout
 from cloud_brain.service.authz import Authorizer
 from cloud_brain.service.metrics import Metrics
 from cloud_brain.service.servicers import ExperienceServicer, FleetServicer, ModelsServicer, experience_handler
+from cloud_brain.tasks import TaskSpec, load_tasks
 
 log = logging.getLogger(__name__)
 

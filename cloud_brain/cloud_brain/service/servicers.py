@@ -23,7 +23,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 
-from cloud_brain.config import RolloutConfig, TaskSpec
+from cloud_brain.config import RolloutConfig
 from cloud_brain.experience.group_commit import GroupCommit
 from cloud_brain.experience.ingest import ChunkError, SequenceGapError, validate_chunk
 from cloud_brain.experience.store import ExperienceStore
@@ -32,6 +32,7 @@ from cloud_brain.models.registry import ModelRegistry, ModelVersion, RegistryErr
 from cloud_brain.models.rollout import Rollout
 from cloud_brain.service.authz import ALLOW_ALL, Authorizer, PermissionDenied
 from cloud_brain.service.metrics import Metrics
+from cloud_brain.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from nestor_core import diagnostics, qos, topics
 from nestor_core.diagnostics import Diagnostics
 from nestor_core.executors import check_kind, make_executor
 from nestor_core.lifecycle import ManagedNode, TransitionRefused
+from nestor_core.params import ConfigError, declare_parameters, refuse_undeclared
 from nestor_core.realtime import freeze_heap, set_sched_priority
-from nestor_robot.params import ConfigError, declare_parameters, refuse_undeclared
 from rclpy.executors import ExternalShutdownException
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray, String

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config"
 # Where each node's config dataclass lives (read with ast: importing the sim would load pybullet).
 CONFIG_CLASSES = {
-    "policy": [("ros2_ws/src/nestor_robot/nestor_robot/policy_node.py", "PolicyNodeConfig"),
+    "policy": [("ros2_ws/src/nestor_robot/nestor_robot/policy_config.py", "PolicyNodeConfig"),
                ("ros2_ws/src/nestor_core/nestor_core/policy_runtime.py", "RuntimeConfig")],
     "uplink": [("ros2_ws/src/nestor_robot/nestor_robot/uplink_node.py", "UplinkNodeConfig")],
     "weight_sync": [("ros2_ws/src/nestor_robot/nestor_robot/weight_sync_node.py", "WeightSyncNodeConfig")],
@@ -111,9 +111,9 @@ def test_defaults_files_match_node_configs(node):
 def test_params_files_apply_inside_a_namespace(tmp_path):
     """The `/**/policy` defaults and the per-robot overrides file reach /robotX/policy, in that order."""
     import rclpy
+    from nestor_core.params import declare_config
     from nestor_core.policy_runtime import RuntimeConfig
-    from nestor_robot.params import declare_config
-    from nestor_robot.policy_node import RUNTIME_RANGES, PolicyNodeConfig
+    from nestor_robot.policy_config import RUNTIME_RANGES, PolicyNodeConfig
     from rclpy.context import Context
     from rclpy.node import Node
 

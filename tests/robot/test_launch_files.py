@@ -257,9 +257,9 @@ def test_user_params_file_sits_between_defaults_and_overrides(tmp_path):
     import random
 
     import rclpy
+    from nestor_core.params import declare_config
     from nestor_core.policy_runtime import RuntimeConfig
-    from nestor_robot.params import declare_config
-    from nestor_robot.policy_node import RUNTIME_RANGES, PolicyNodeConfig
+    from nestor_robot.policy_config import RUNTIME_RANGES, PolicyNodeConfig
     from rclpy.context import Context
     from rclpy.node import Node
 

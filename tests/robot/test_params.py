@@ -7,10 +7,10 @@ import typing
 
 import pytest
 import rclpy
+from nestor_core.params import ConfigError, declare_config, docstring_attributes, refuse_undeclared
 from nestor_core.policy_runtime import RuntimeConfig
-from nestor_robot.params import ConfigError, declare_config, docstring_attributes, refuse_undeclared
 from nestor_robot.perception_node import PerceptionConfig
-from nestor_robot.policy_node import RUNTIME_DYNAMIC, RUNTIME_RANGES, PolicyNodeConfig
+from nestor_robot.policy_config import RUNTIME_DYNAMIC, RUNTIME_RANGES, PolicyNodeConfig
 from nestor_robot.uplink_node import UplinkNodeConfig
 from nestor_robot.weight_sync_node import WeightSyncNodeConfig
 from rclpy.context import Context

@@ -1,7 +1,7 @@
 """The policy node re-verifies the signed manifest in weight_sync's sidecar when it holds the public key.
 
 In-process node on its own rclpy context and a private domain (no messages are exchanged: the
-loader's verification is called directly, as its thread would).
+loader's `offer` is called directly, as its thread would).
 """
 
 import hashlib
@@ -54,34 +54,35 @@ def test_policy_node_loads_only_signed_models(context, pki, models):
         bad = tampered_bytes(open(v3["path"], "rb").read())
         with open(v3["path"], "wb") as f:
             f.write(bad)
-        node._handle_update(json.dumps(dict(v3, sha256=hashlib.sha256(bad).hexdigest())))
-        assert node._pending is None and node.model_version == 1
-        assert [r["reason"] for r in node.reject_log] == ["manifest_mismatch"]
+        node.loader.offer(json.dumps(dict(v3, sha256=hashlib.sha256(bad).hexdigest())), node.runtime.model)
+        assert node.loader.pending is None and node.model_version == 1
+        assert [r["reason"] for r in node.loader.reject_log] == ["manifest_mismatch"]
         # A model with no signed sidecar at all.
         loose = os.path.join(os.path.dirname(v3["path"]), f"{TASK}-v5.onnx")
         data = tiny_policy(0.5)
         with open(loose, "wb") as f:
             f.write(data)
-        node._handle_update(json.dumps({"version": 5, "path": loose, "sha256": hashlib.sha256(data).hexdigest()}))
-        assert [r["reason"] for r in node.reject_log] == ["manifest_mismatch", "unsigned"]
-        assert node._pending is None and node.model_version == 1
+        announcement = {"version": 5, "path": loose, "sha256": hashlib.sha256(data).hexdigest()}
+        node.loader.offer(json.dumps(announcement), node.runtime.model)
+        assert [r["reason"] for r in node.loader.reject_log] == ["manifest_mismatch", "unsigned"]
+        assert node.loader.pending is None and node.model_version == 1
     finally:
-        node.close()
+        node.teardown()
         node.destroy_node()
 
 
 def test_policy_node_accepts_a_verified_announcement(context, pki, models):
     node = make_node(context, pki, initial_model=models[1]["path"], initial_model_version=1)
     try:
-        node._handle_update(json.dumps(models[3]))
-        assert node._pending is not None and node._pending.version == 3 and not node.reject_log
+        node.loader.offer(json.dumps(models[3]), node.runtime.model)
+        assert node.loader.pending is not None and node.loader.pending.version == 3 and not node.loader.reject_log
     finally:
-        node.close()
+        node.teardown()
         node.destroy_node()
 
 
 def test_unsigned_initial_model_is_a_config_error(context, pki, tmp_path):
-    from nestor_robot.params import ConfigError
+    from nestor_core.params import ConfigError
 
     path = tmp_path / "loose.onnx"
     path.write_bytes(tiny_policy())

@@ -19,13 +19,13 @@ from typing import ClassVar
 from diagnostic_msgs.msg import DiagnosticArray
 from nestor_core import diagnostics, qos, topics
 from nestor_core.diagnostics import Diagnostics
+from nestor_core.params import declare_config, refuse_undeclared
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 
 from nestor_robot.bag import Bag
-from nestor_robot.params import declare_config, refuse_undeclared
 from nestor_robot.spin import run_node
 
 # Relative topic -> (message type, the publisher's QoS profile).

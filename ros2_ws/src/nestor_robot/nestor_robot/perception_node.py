@@ -13,10 +13,10 @@ import typing
 import numpy as np
 from nestor_core import diagnostics, qos, topics
 from nestor_core.diagnostics import Diagnostics, robot_of
+from nestor_core.params import INF, declare_config, refuse_undeclared
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
-from nestor_robot.params import INF, declare_config, refuse_undeclared
 from nestor_robot.perception import CameraCalibration, find_target
 from nestor_robot.spin import run_node
 

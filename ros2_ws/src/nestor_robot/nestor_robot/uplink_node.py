@@ -16,8 +16,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nestor_core import qos
 from nestor_core.diagnostics import Diagnostics
 from nestor_core.lifecycle import ManagedNode
+from nestor_core.params import INF, declare_parameters, refuse_undeclared
 
-from nestor_robot.params import INF, declare_parameters, refuse_undeclared
 from nestor_robot.robot_metrics import UplinkMetrics
 from nestor_robot.spin import run_node
 from nestor_robot.spool import Spool
@@ -52,7 +52,7 @@ class UplinkNodeConfig:
             `nestor robot`/`fleet` show live; empty writes no file.
     """
 
-    robot_id: str = "robot_0"
+    robot_id: str = "robot0"
     spool_path: str = "/tmp/nestor_spool.sqlite"
     cloud_address: str = "127.0.0.1:50051"
     window: int = 8

@@ -1,24 +1,24 @@
 """ROS node `weight_sync`: follows the cloud's model versions and announces each verified one.
 
-Each verified model is published as std_msgs/String JSON {"version", "path", "sha256", "task",
-"parent"} on MODEL_UPDATE with EVENT_QOS (reliable, transient local), so a policy node that starts
-later still receives the newest.
+Each verified model is published as a ModelAnnouncement (nestor_core.announcements: std_msgs/String
+JSON {"version", "path", "sha256", "task", "parent"}, plus "downgrade" on one) on MODEL_UPDATE with
+EVENT_QOS (reliable, transient local), so a policy node that starts later still receives the newest.
 
 Rollbacks the policy node publishes on POLICY_ROLLBACK are marked bad locally and forwarded to the
 cloud as Models.ReportBad, from a short-lived thread (never from the executor).
 """
 
 import dataclasses
-import json
 import threading
 import typing
 
 from nestor_core import diagnostics, qos, topics
+from nestor_core.announcements import AnnouncementError, ModelAnnouncement, RollbackReport
 from nestor_core.diagnostics import Diagnostics
 from nestor_core.lifecycle import ManagedNode
+from nestor_core.params import INF, declare_parameters, refuse_undeclared
 from std_msgs.msg import String
 
-from nestor_robot.params import INF, declare_parameters, refuse_undeclared
 from nestor_robot.spin import run_node
 from nestor_robot.uplink import tls_credentials
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
@@ -42,7 +42,7 @@ class WeightSyncNodeConfig:
         tls_key: PEM private key of tls_cert. All three empty = insecure channel (loopback dev only).
     """
 
-    robot_id: str = "robot_0"
+    robot_id: str = "robot0"
     task: str = "kuka_track"
     cloud_address: str = "127.0.0.1:50051"
     model_dir: str = "/tmp/nestor_models"
@@ -152,15 +152,15 @@ class WeightSyncNode(ManagedNode):
 
     def announce(self, info: dict) -> None:
         self.get_logger().info(f"model {info['task']} v{info['version']} verified: {info['path']}")
-        self.publisher.publish(String(data=json.dumps(info, sort_keys=True)))
+        self.publisher.publish(String(data=ModelAnnouncement.from_info(info).encode()))
 
     def on_rollback(self, msg: String) -> None:
         try:
-            event = json.loads(msg.data)
-            version, reason = int(event["version"]), str(event.get("reason", ""))
-        except (ValueError, KeyError, TypeError) as err:
+            report = RollbackReport.decode(msg.data)
+        except AnnouncementError as err:
             self.get_logger().error(f"policy/rollback: bad message {msg.data[:200]!r}: {err}")
             return
+        version, reason = report.version, report.reason
         if version in self._reported:
             return  # a latched replay
         self._reported.add(version)

@@ -12,7 +12,6 @@ restart: the next number is persisted with every append.
 import contextlib
 import dataclasses
 import logging
-import secrets
 import sqlite3
 import threading
 import time
@@ -21,35 +20,11 @@ from nestor_core import nestor_pb2
 from nestor_core.experience import ExperienceBatch, to_chunk
 from nestor_core.transaction import immediate_transaction
 
+from nestor_robot import spool_schema
+
 log = logging.getLogger(__name__)
 
 FULL_POLICIES = ("drop_oldest", "reject_newest")
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS chunks (
-    first_seq INTEGER PRIMARY KEY,
-    last_seq INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    data BLOB NOT NULL
-);
--- Transitions that will never be sent, announced by the chunk starting at before_seq.
-CREATE TABLE IF NOT EXISTS gaps (before_seq INTEGER PRIMARY KEY, dropped INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS quarantine (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    first_seq INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    at_unix REAL NOT NULL,
-    data BLOB
-);
-"""
-
-# Counters kept in `meta`, all in transitions unless named *_chunks.
-_COUNTERS = ("next_seq", "acked_through", "appended", "appended_chunks", "evicted", "rejected", "quarantined")
-
-
 @dataclasses.dataclass(frozen=True)
 class AppendResult:
     """What one `Spool.append` did.
@@ -117,21 +92,13 @@ class Spool:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
         with self._lock, self._transaction():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
-            # spool_id: tells this spool from an earlier one at the same path (the recorder ring checks it)
-            defaults = {"schema": SCHEMA_VERSION, "robot_id": self.robot_id, "next_seq": 1,
-                        "spool_id": secrets.randbits(62) + 1}
-            defaults.update({name: 0 for name in _COUNTERS if name != "next_seq"})
-            for key, value in defaults.items():
-                self._db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, str(value)))
+            spool_schema.create(self._db, self.robot_id)
             owner = self._meta("robot_id")
             if owner != self.robot_id:
                 raise ValueError(f"robot_id: spool {self.path} belongs to {owner!r}, not {self.robot_id!r}")
             schema = int(self._meta("schema"))
-            if schema != SCHEMA_VERSION:
-                raise ValueError(f"spool {self.path}: schema {schema}, expected {SCHEMA_VERSION}")
+            if schema != spool_schema.VERSION:
+                raise ValueError(f"spool {self.path}: schema {schema}, expected {spool_schema.VERSION}")
             self.spool_id = int(self._meta("spool_id"))
 
     # ---------------------------------------------------------------- writer side
@@ -292,7 +259,7 @@ class Spool:
         dropped = evicted + rejected + quarantined, all in transitions since the spool was created.
         """
         with self._lock:
-            meta = {name: int(self._meta(name)) for name in _COUNTERS}
+            meta = {name: int(self._meta(name)) for name in spool_schema.COUNTERS}
             depth_transitions, depth_chunks = self._db.execute(
                 "SELECT COALESCE(SUM(count), 0), COUNT(*) FROM chunks"
             ).fetchone()

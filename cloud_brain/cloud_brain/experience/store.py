@@ -33,6 +33,7 @@ from nestor_core.experience import ExperienceBatch, from_chunk, to_chunk
 from nestor_core.transaction import immediate_transaction
 
 from cloud_brain.experience import store_db
+from cloud_brain.experience.rounds import RoundLog
 from cloud_brain.experience.store_schema import migrate
 
 _READ_PAGE = 256
@@ -91,7 +92,7 @@ class RobotRecord:
     last_contact_unix: float
 
 
-class ExperienceStore:
+class ExperienceStore(RoundLog):
     """Durable experience and the robots' sequence state, in one SQLite file or PostgreSQL database.
 
     Args:
@@ -325,85 +326,6 @@ class ExperienceStore:
                 yield batch.slice(start, stop) if (start, stop) != (0, len(batch)) else batch
                 cursor = batch.last_seq + 1
 
-    # --- consolidation rounds -----------------------------------------------------------------
-
-    def record_round(
-        self,
-        task: str,
-        started_unix: float,
-        parent_version: int,
-        experience_from: int,
-        experience_to: int,
-        version: int = 0,
-        accepted: bool = False,
-        reason: str = "",
-        error: str = "",
-    ) -> int:
-        """Record a finished (or failed) consolidation round; returns its id."""
-        with self.transaction() as conn:
-            (row_id,) = conn.execute(
-                "INSERT INTO rounds (task, started_unix, finished_unix, parent_version, version, accepted,"
-                " experience_from, experience_to, reason, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (task, started_unix, time.time(), parent_version, version, int(accepted), experience_from,
-                 experience_to, reason, error),
-            ).fetchall()[0]
-            return int(row_id)
-
-    def start_round(self, task: str, started_unix: float, parent_version: int, experience_from: int,
-                    experience_to: int) -> int:
-        """Record a round as running (error = ROUND_RUNNING) before it starts; returns its id."""
-        with self.transaction() as conn:
-            (row_id,) = conn.execute(
-                "INSERT INTO rounds (task, started_unix, finished_unix, parent_version, experience_from,"
-                " experience_to, error) VALUES (?, ?, 0, ?, ?, ?, ?) RETURNING id",
-                (task, started_unix, parent_version, experience_from, experience_to, ROUND_RUNNING),
-            ).fetchall()[0]
-            return int(row_id)
-
-    def finish_round(self, round_id: int, version: int = 0, accepted: bool = False, reason: str = "",
-                     error: str = "") -> None:
-        """Record how a started round ended (error empty = it produced `version`)."""
-        with self.transaction() as conn:
-            conn.execute(
-                "UPDATE rounds SET finished_unix = ?, version = ?, accepted = ?, reason = ?, error = ? WHERE id = ?",
-                (time.time(), version, int(accepted), reason, error, round_id),
-            )
-
-    def interrupt_running_rounds(self, error: str, except_tasks=()) -> list[tuple[str, int]]:
-        """Mark rounds still recorded as running (their server died) with `error`; returns (task, from).
-
-        except_tasks: tasks whose round another live replica is running now (it holds their lease).
-        """
-        skip = sorted(set(except_tasks))
-        guard = f" AND task NOT IN ({', '.join('?' * len(skip))})" if skip else ""
-        with self.transaction() as conn:
-            rows = conn.execute(
-                f"SELECT task, experience_from FROM rounds WHERE error = ?{guard} ORDER BY id", (ROUND_RUNNING, *skip)
-            ).fetchall()
-            conn.execute(
-                f"UPDATE rounds SET error = ?, finished_unix = ? WHERE error = ?{guard}",
-                (error, time.time(), ROUND_RUNNING, *skip),
-            )
-        return [(task, int(first)) for task, first in rows]
-
-    def round_count(self, task: str | None = None, include_failed: bool = False) -> int:
-        """Consolidation rounds recorded (of `task` when given); failed ones only on request."""
-        sql, params = "SELECT COUNT(*) FROM rounds WHERE 1 = 1", []
-        if task is not None:
-            sql += " AND task = ?"
-            params.append(task)
-        if not include_failed:
-            sql += " AND error = ''"
-        return int(self.query(sql, tuple(params))[0][0])
-
-    def last_round_row(self, task: str) -> int:
-        """experience_to of the task's last recorded round (successful or not); 0 when none."""
-        row = self.query("SELECT MAX(experience_to) FROM rounds WHERE task = ? AND error = ''", (task,))
-        return int(row[0][0] or 0)
-
-
-# `rounds.error` while a round runs; a server that starts and finds it knows its predecessor crashed.
-ROUND_RUNNING = "running"
 
 _ROBOT_COLUMNS = (
     "robot_id, task, last_seq, transitions, dropped, duplicates, model_version, recent_cost,"

@@ -14,13 +14,15 @@ DDL) and never edit a released one.
 
 from __future__ import annotations
 
-from cloud_brain.experience import lease, store_db, tables
+from cloud_brain.experience import lease, rounds, store_db, tables
 from cloud_brain.learning import l3_reservoir
 from cloud_brain.models import tables as model_tables
 
 # The tables of version 1, as a database made before versioning has them (SQLite dialect). Each
-# flow owns its tables' DDL (experience.tables, models.tables, lease, learning.l3_reservoir).
-VERSION_1 = ";\n".join(ddl.strip().rstrip(";") for ddl in (tables.SCHEMA, model_tables.SCHEMA, model_tables.CANARIES))
+# flow owns its tables' DDL (experience.tables, rounds, models.tables, lease, learning.l3_reservoir).
+VERSION_1 = ";\n".join(
+    ddl.strip().rstrip(";") for ddl in (tables.SCHEMA, rounds.SCHEMA, model_tables.SCHEMA, model_tables.CANARIES)
+)
 
 
 def _statements(ddl: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""The experience flow's tables: robots, chunks, dropped (the store) and rounds (the scheduler's log).
+"""The experience flow's tables: robots, chunks, dropped (the store; `rounds` owns its own).
 
 DDL only, imported by `store_schema` (the migrations) without importing the store. Written in SQLite's
 dialect; `store_db.translate_ddl` makes the PostgreSQL one.
@@ -36,18 +36,5 @@ CREATE TABLE IF NOT EXISTS dropped (
     count INTEGER NOT NULL,
     received_unix REAL NOT NULL,
     PRIMARY KEY (robot_id, first_seq)
-);
-CREATE TABLE IF NOT EXISTS rounds (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    task TEXT NOT NULL,
-    started_unix REAL NOT NULL,
-    finished_unix REAL NOT NULL,
-    parent_version INTEGER NOT NULL,
-    version INTEGER NOT NULL DEFAULT 0,
-    accepted INTEGER NOT NULL DEFAULT 0,
-    experience_from INTEGER NOT NULL,
-    experience_to INTEGER NOT NULL,
-    reason TEXT NOT NULL DEFAULT '',
-    error TEXT NOT NULL DEFAULT ''
 );
 """

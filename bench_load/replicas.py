@@ -35,7 +35,8 @@ import time
 from nestor_core.lifeline import stop_process
 from nestor_core.tls import identity_files
 
-from bench_load.run import BIN, Client, _percentile, _rss_mb, _start_cloud, load_arguments
+from bench_load.client import Client
+from bench_load.run import BIN, _percentile, _rss_mb, _start_cloud, load_arguments
 
 
 class FailoverClient(Client):

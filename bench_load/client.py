@@ -1,0 +1,106 @@
+"""One simulated robot of the load benchmarks: a paced Ingest stream with a send window (bench_load.run)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+OBS_DIM, ACT_DIM = 28, 7
+
+
+def _template(robot_id: str, n: int):
+    import numpy as np
+    from nestor_core.experience import ExperienceBatch, to_chunk
+
+    rng = np.random.default_rng(abs(hash(robot_id)) % 2**32)
+    batch = ExperienceBatch(
+        robot_id=robot_id,
+        task="kuka_track",
+        first_seq=1,
+        obs=rng.standard_normal((n, OBS_DIM)).astype(np.float32),
+        action=rng.standard_normal((n, ACT_DIM)).astype(np.float32),
+        cost=rng.random(n).astype(np.float32),
+        fast_read=np.zeros((n, ACT_DIM), np.float32),
+        slow_read=np.zeros((n, ACT_DIM), np.float32),
+        surprise=np.ones(n, np.float32),
+        stamp=np.arange(n, dtype=np.float64) * 0.01,
+        model_versions=np.ones(n, np.int64),
+        l1_state=np.zeros((ACT_DIM, 8), np.float32),
+    )
+    return to_chunk(batch)
+
+
+class Client:
+    """One simulated robot: a paced Ingest stream with a send window; reconnects after errors."""
+
+    def __init__(self, robot_id, address, creds, chunk, period, window, end):
+        self.robot_id = robot_id
+        self.address = address
+        self.creds = creds
+        self.chunk = chunk
+        self.period = period
+        self.window = window
+        self.end = end
+        self.template = _template(robot_id, chunk)
+        self.cond = threading.Condition()
+        self.in_flight: dict[int, float] = {}
+        self.next_seq = 1
+        self.acked = 0
+        self.latencies: list[float] = []
+        self.errors: list[str] = []
+
+    def _requests(self, sent_through: list[int]):
+        next_send = time.monotonic()
+        while True:
+            with self.cond:
+                while len(self.in_flight) >= self.window and time.monotonic() < self.end + 30:
+                    self.cond.wait(0.1)
+                if time.monotonic() >= self.end:
+                    # Done sending: wait (bounded) for the last acks, then close the stream.
+                    self.cond.wait_for(lambda: not self.in_flight, timeout=30)
+                    return
+                # Resend anything unacked after a reconnect, then new chunks.
+                first = sent_through[0] + 1
+                if first >= self.next_seq:
+                    first = self.next_seq
+                    self.next_seq += self.chunk
+                self.in_flight.setdefault(first, time.monotonic())
+                sent_through[0] = first + self.chunk - 1
+            chunk = self.template.__class__()
+            chunk.CopyFrom(self.template)
+            chunk.first_seq = first
+            yield chunk
+            if first + self.chunk == self.next_seq:  # a new chunk: keep the pace
+                next_send += self.period
+                delay = next_send - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+
+    def run(self):
+        import grpc
+        from nestor_core import nestor_pb2_grpc
+
+        channel = grpc.secure_channel(self.address, self.creds)
+        try:
+            while time.monotonic() < self.end:
+                with self.cond:
+                    sent_through = [self.acked]  # resend from the last ack
+                    self.in_flight.clear()
+                call = nestor_pb2_grpc.ExperienceStub(channel).Ingest(
+                    self._requests(sent_through), timeout=self.end - time.monotonic() + 60
+                )
+                try:
+                    for ack in call:
+                        now = time.monotonic()
+                        with self.cond:
+                            through = int(ack.acked_through_seq)
+                            for first in [f for f in self.in_flight if f + self.chunk - 1 <= through]:
+                                self.latencies.append(now - self.in_flight.pop(first))
+                            self.acked = max(self.acked, through)
+                            self.cond.notify_all()
+                    return
+                except grpc.RpcError as err:
+                    self.errors.append(f"{err.code().name}: {err.details()}")
+                    time.sleep(0.2)
+        finally:
+            channel.close()

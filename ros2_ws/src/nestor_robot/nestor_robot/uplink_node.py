@@ -5,7 +5,6 @@ acked seq, drops, stream counters).
 """
 
 import dataclasses
-import json
 import logging
 import os
 import threading
@@ -14,6 +13,7 @@ import typing
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nestor_core import qos
+from nestor_core.atomic_file import write_json_atomic
 from nestor_core.diagnostics import Diagnostics
 from nestor_core.lifecycle import ManagedNode
 from nestor_core.params import INF, declare_parameters, refuse_undeclared
@@ -221,9 +221,7 @@ class UplinkNode(ManagedNode):
         }
         path = os.path.join(self.config.run_dir, "uplink_stats.json")
         try:
-            with open(f"{path}.tmp", "w") as f:
-                json.dump(stats, f, sort_keys=True)
-            os.replace(f"{path}.tmp", path)
+            write_json_atomic(path, stats, sort_keys=True)
         except OSError as err:
             self.get_logger().error(f"writing {path} failed: {err}", throttle_duration_sec=10.0)
 

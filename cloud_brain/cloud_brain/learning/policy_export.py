@@ -133,34 +133,35 @@ def export_onnx(net: NestedPolicy, metadata: dict[str, str] | None = None) -> by
     g.op("Identity", e, out="surprise")
     g.op("Identity", k, out="key")
 
-    shapes = policy_io.shapes(d, n, kdim)
+    meta = {policy_io.FAST_INIT: json.dumps(_np(net.fast_init).tolist())}
+    return _finish_model(g, "nestor_policy", policy_io.shapes(d, n, kdim), policy_io.INPUTS, policy_io.OUTPUTS, spec,
+                         kdim, net, {**meta, **(metadata or {})})
 
-    def value_info(name: str):
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shapes[name]))
 
-    graph = helper.make_graph(
-        g.nodes,
-        "nestor_policy",
-        [value_info(name) for name in policy_io.INPUTS],
-        [value_info(name) for name in policy_io.OUTPUTS],
-        initializer=g.inits,
-    )
+def _finish_model(g: _Graph, name: str, shapes: dict, inputs, outputs, spec, key_dim: int, net, meta: dict) -> bytes:
+    """The checked, serialised ONNX model of graph `g`: typed inputs and outputs (`shapes`), the opset,
+    and the metadata every nestor graph carries (task, dims, joints, rate, L1 step/decay) then `meta`.
+    """
+
+    def value_info(n: str):
+        return helper.make_tensor_value_info(n, TensorProto.FLOAT, list(shapes[n]))
+
+    graph = helper.make_graph(g.nodes, name, [value_info(n) for n in inputs], [value_info(n) for n in outputs],
+                              initializer=g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="nestor")
     model.ir_version = 8
-    meta = {
+    common = {
         "nestor.task": spec.task,
-        "nestor.obs_dim": str(d),
-        "nestor.act_dim": str(n),
-        "nestor.key_dim": str(kdim),
+        "nestor.obs_dim": str(spec.obs_dim),
+        "nestor.act_dim": str(spec.act_dim),
+        "nestor.key_dim": str(key_dim),
         "nestor.controlled_joints": json.dumps(list(spec.controlled_joints)),
         "nestor.passive_joints": json.dumps(list(spec.passive_joints)),
         "nestor.control_rate_hz": str(spec.control_rate_hz),
         "nestor.l1_step": str(net.l1_step),
         "nestor.l1_decay": str(net.l1_decay),
-        policy_io.FAST_INIT: json.dumps(_np(net.fast_init).tolist()),
     }
-    meta.update(metadata or {})
-    helper.set_model_props(model, meta)
+    helper.set_model_props(model, {**common, **meta})
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString()
 

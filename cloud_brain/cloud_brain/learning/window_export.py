@@ -10,9 +10,9 @@ import numpy as np
 import onnx
 import torch
 from nestor_core import policy_io
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
 
-from cloud_brain.learning.policy_export import OPSET, _Graph, _np
+from cloud_brain.learning.policy_export import _finish_model, _Graph, _np
 from cloud_brain.learning.window_policy import C_MAX, G_BOUNDS, MAX_AGE, SANITIZE_OBS, WindowPolicy, WindowSpec
 
 _WEIGHTS = ("u_max", "x_mean", "x_std", "a_std", "wn", "zeta", "prior")
@@ -117,29 +117,7 @@ def export_window_onnx(net: WindowPolicy, metadata: dict[str, str] | None = None
          out="surprise")
     g.op("Transpose", g.op("Concat", c_clip, g_clip, axis=0), perm=[1, 0], out="update_dir")
 
-    shapes = policy_io.window_shapes(d, n)
-
-    def value_info(name: str):
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shapes[name]))
-
-    graph = helper.make_graph(
-        g.nodes, "nestor_window_policy",
-        [value_info(name) for name in policy_io.WINDOW_INPUTS],
-        [value_info(name) for name in policy_io.WINDOW_OUTPUTS],
-        initializer=g.inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="nestor")
-    model.ir_version = 8
     meta = {
-        "nestor.task": spec.task,
-        "nestor.obs_dim": str(d),
-        "nestor.act_dim": str(n),
-        "nestor.key_dim": "2",
-        "nestor.controlled_joints": json.dumps(list(spec.controlled_joints)),
-        "nestor.passive_joints": json.dumps(list(spec.passive_joints)),
-        "nestor.control_rate_hz": str(spec.control_rate_hz),
-        "nestor.l1_step": str(net.l1_step),
-        "nestor.l1_decay": str(net.l1_decay),
         policy_io.FAST_INIT: json.dumps(np.zeros((n, 2)).tolist()),
         policy_io.L0_KIND: policy_io.WINDOW,
         "nestor.hidden": str(spec.hidden),
@@ -148,10 +126,8 @@ def export_window_onnx(net: WindowPolicy, metadata: dict[str, str] | None = None
         "nestor.log_lam": json.dumps([float(net.log_lam_c.detach().reshape(())),
                                       float(net.log_lam_g.detach().reshape(()))]),
     }
-    meta.update(metadata or {})
-    helper.set_model_props(model, meta)
-    onnx.checker.check_model(model, full_check=True)
-    return model.SerializeToString()
+    return _finish_model(g, "nestor_window_policy", policy_io.window_shapes(d, n), policy_io.WINDOW_INPUTS,
+                         policy_io.WINDOW_OUTPUTS, spec, 2, net, {**meta, **(metadata or {})})
 
 
 def window_io_signature(spec: WindowSpec) -> dict:

@@ -76,31 +76,50 @@ class Client:
                 if delay > 0:
                     time.sleep(delay)
 
+    def stream(self, channel) -> None:
+        """One Ingest stream on `channel`, resending from the last ack; raises grpc.RpcError when it fails."""
+        from nestor_core import nestor_pb2_grpc
+
+        with self.cond:
+            sent_through = [self.acked]  # resend from the last ack
+            self.in_flight.clear()
+        call = nestor_pb2_grpc.ExperienceStub(channel).Ingest(
+            self._requests(sent_through), timeout=self.end - time.monotonic() + 60
+        )
+        for ack in call:
+            self.on_ack(int(ack.acked_through_seq), time.monotonic())
+
+    def on_ack(self, through: int, now: float) -> None:
+        with self.cond:
+            for first in [f for f in self.in_flight if f + self.chunk - 1 <= through]:
+                self.latencies.append(now - self.in_flight.pop(first))
+            self.acked = max(self.acked, through)
+            self.cond.notify_all()
+
     def run(self):
         import grpc
-        from nestor_core import nestor_pb2_grpc
 
         channel = grpc.secure_channel(self.address, self.creds)
         try:
             while time.monotonic() < self.end:
-                with self.cond:
-                    sent_through = [self.acked]  # resend from the last ack
-                    self.in_flight.clear()
-                call = nestor_pb2_grpc.ExperienceStub(channel).Ingest(
-                    self._requests(sent_through), timeout=self.end - time.monotonic() + 60
-                )
                 try:
-                    for ack in call:
-                        now = time.monotonic()
-                        with self.cond:
-                            through = int(ack.acked_through_seq)
-                            for first in [f for f in self.in_flight if f + self.chunk - 1 <= through]:
-                                self.latencies.append(now - self.in_flight.pop(first))
-                            self.acked = max(self.acked, through)
-                            self.cond.notify_all()
+                    self.stream(channel)
                     return
                 except grpc.RpcError as err:
                     self.errors.append(f"{err.code().name}: {err.details()}")
                     time.sleep(0.2)
         finally:
             channel.close()
+
+
+def run_clients(clients: list[Client], start_at: float, duration: float) -> list[threading.Thread]:
+    """Start every client's thread at `start_at` (a few at a time) and wait for them; returns the threads."""
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    threads = [threading.Thread(target=c.run, daemon=True) for c in clients]
+    for i, t in enumerate(threads):
+        t.start()
+        if i % 10 == 9:
+            time.sleep(0.05)  # stagger the TLS handshakes a little
+    for t in threads:
+        t.join(duration + 120)
+    return threads

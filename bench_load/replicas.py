@@ -29,13 +29,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 from nestor_core.lifeline import stop_process
 from nestor_core.tls import identity_files
 
-from bench_load.client import Client
+from bench_load.client import Client, run_clients
 from bench_load.run import BIN, _percentile, _rss_mb, _start_cloud, load_arguments
 
 
@@ -47,29 +46,19 @@ class FailoverClient(Client):
         self.addresses = addresses
         self.ack_times: list[float] = []
 
+    def on_ack(self, through: int, now: float) -> None:
+        with self.cond:
+            self.ack_times.append(now)
+        super().on_ack(through, now)
+
     def run(self):
         import grpc
-        from nestor_core import nestor_pb2_grpc
 
         index = 0
         while time.monotonic() < self.end:
             channel = grpc.secure_channel(self.addresses[index], self.creds)
             try:
-                with self.cond:
-                    sent_through = [self.acked]  # resend from the last ack
-                    self.in_flight.clear()
-                call = nestor_pb2_grpc.ExperienceStub(channel).Ingest(
-                    self._requests(sent_through), timeout=self.end - time.monotonic() + 60
-                )
-                for ack in call:
-                    now = time.monotonic()
-                    with self.cond:
-                        through = int(ack.acked_through_seq)
-                        for first in [f for f in self.in_flight if f + self.chunk - 1 <= through]:
-                            self.latencies.append(now - self.in_flight.pop(first))
-                        self.acked = max(self.acked, through)
-                        self.ack_times.append(now)
-                        self.cond.notify_all()
+                self.stream(channel)
                 return
             except grpc.RpcError as err:
                 self.errors.append(f"{err.code().name}: {err.details()}")
@@ -87,14 +76,7 @@ def _worker(robot_ids, addresses, certs_dir, chunk, period, window, start_at, du
         order = addresses[k % len(addresses):] + addresses[:k % len(addresses)]
         creds = identity_files(certs, robot_id).channel_credentials()
         clients.append(FailoverClient(robot_id, order, creds, chunk, period, window, start_at + duration))
-    time.sleep(max(0.0, start_at - time.monotonic()))
-    threads = [threading.Thread(target=c.run, daemon=True) for c in clients]
-    for i, t in enumerate(threads):
-        t.start()
-        if i % 10 == 9:
-            time.sleep(0.05)
-    for t in threads:
-        t.join(duration + 120)
+    threads = run_clients(clients, start_at, duration)
     out.put([{"robot_id": c.robot_id, "acked": c.acked, "latencies": c.latencies, "errors": c.errors,
               "ack_times": c.ack_times, "alive": t.is_alive(), "first": c.addresses[0]}
              for c, t in zip(clients, threads, strict=True)])

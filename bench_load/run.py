@@ -28,13 +28,12 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 from nestor_core.lifeline import stop_process
 from nestor_core.tls import identity_files
 
-from bench_load.client import ACT_DIM, OBS_DIM, Client
+from bench_load.client import ACT_DIM, OBS_DIM, Client, run_clients
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
@@ -51,14 +50,7 @@ def _worker(robot_ids, address, certs_dir, chunk, period, window, start_at, dura
     for robot_id in robot_ids:
         creds = identity_files(certs, robot_id).channel_credentials()
         clients.append(Client(robot_id, address, creds, chunk, period, window, start_at + duration))
-    time.sleep(max(0.0, start_at - time.monotonic()))
-    threads = [threading.Thread(target=c.run, daemon=True) for c in clients]
-    for i, t in enumerate(threads):
-        t.start()
-        if i % 10 == 9:
-            time.sleep(0.05)  # stagger the TLS handshakes a little
-    for t in threads:
-        t.join(duration + 120)
+    threads = run_clients(clients, start_at, duration)
     out.put([{"robot_id": c.robot_id, "acked": c.acked, "latencies": c.latencies, "errors": c.errors,
               "alive": t.is_alive()} for c, t in zip(clients, threads, strict=True)])
 

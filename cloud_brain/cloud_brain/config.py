@@ -373,21 +373,26 @@ def config_from_dict(values: dict[str, Any]) -> CloudConfig:
     return _build(CloudConfig, values or {}, "").validate()
 
 
+def read_yaml_mapping(path: str | pathlib.Path, field: str) -> dict:
+    """A YAML file that must hold a mapping; ConfigErrors start with `field` (config, task_files)."""
+    try:
+        values = yaml.safe_load(pathlib.Path(path).read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"{field}: cannot read {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{field}: {path} is not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{field}: {path} must hold a mapping")
+    return values
+
+
 def load_config(path: str | pathlib.Path, **overrides: Any) -> CloudConfig:
     """Load a YAML file; non-None keyword overrides (e.g. from CLI flags) replace fields.
 
     Relative `db_path`, `model_dir` and `task_files` stay relative to the working directory,
     like every other path the CLI takes.
     """
-    try:
-        values = yaml.safe_load(pathlib.Path(path).read_text()) or {}
-    except OSError as err:
-        raise ConfigError(f"config: cannot read {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config: {path} is not valid YAML: {err}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"config: {path} must hold a mapping")
-    values = dict(values)
+    values = dict(read_yaml_mapping(path, "config"))
     for key, value in overrides.items():
         if value is None:
             continue

@@ -9,9 +9,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-import yaml
-
-from cloud_brain.config import ConfigError
+from cloud_brain.config import ConfigError, read_yaml_mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,14 +48,7 @@ def load_task(path: str | pathlib.Path) -> TaskSpec:
     nestor_sim tasks, tests), else from the joint lists of a nestor_sim task.
     """
     path = pathlib.Path(path)
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise ConfigError(f"task_files: cannot read {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"task_files: {path} is not valid YAML: {err}") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"task_files: {path} must hold a mapping")
+    tree = read_yaml_mapping(path, "task_files")
     name = tree.get("name") or path.stem
     if not isinstance(name, str):
         raise ConfigError(f"task_files: {path}: name must be a string, got {name!r}")

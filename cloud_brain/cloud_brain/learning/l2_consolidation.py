@@ -100,15 +100,12 @@ def run_round(request: dict) -> dict:
         seed=int(request.get("l3_seed", 0)),
     )
     try:
-        rows = reservoir.read_round(store, request["task"], after_row, up_to_row)  # the one read of the rows
-        new_batches = [(row, batch) for row, batch in rows if row > after_row]
-        memories = memories_of(parent, [batch for _, batch in new_batches], config.max_transitions)
-        replay_windows = reservoir.windows(request["task"]) if config.replay_fraction > 0 else []
-        l3_update = reservoir.update(store, request["task"], up_to_row, task.effort_limit, rows=rows)
-        l3_stats = reservoir.stats(request["task"])
+        new_batches, replay_windows, l3_update, l3_stats = reservoir.round_inputs(
+            store, request["task"], after_row, up_to_row, config.replay_fraction > 0, task.effort_limit)
     finally:
         reservoir.close()
         store.close()
+    memories = memories_of(parent, [batch for _, batch in new_batches], config.max_transitions)
     if len(memories.obs) < config.batch_size:
         return {
             "onnx": request["parent_onnx"],

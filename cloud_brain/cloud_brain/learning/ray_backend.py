@@ -46,12 +46,9 @@ def round_priority() -> None:
             os.nice(ROUND_NICENESS - current)
     except OSError:
         pass
-    try:
-        import torch
+    from cloud_brain.learning.round_worker import one_torch_thread
 
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+    one_torch_thread()
 
 
 def _ray():

@@ -36,6 +36,11 @@ def _lower_priority() -> None:
         os.nice(10)
     except OSError:
         pass
+    one_torch_thread()
+
+
+def one_torch_thread() -> None:
+    """One intra-op torch thread in a round's process (no-op without torch)."""
     try:
         import torch
 

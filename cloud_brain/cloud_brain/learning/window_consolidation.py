@@ -175,14 +175,12 @@ def run_window_round(request: dict, config, task, store_cls, reservoir_cls, rese
     store = store_cls(request["db_path"])
     reservoir = reservoir_cls(request["db_path"], reservoir_config, seed=int(request.get("l3_seed", 0)))
     try:
-        rows = reservoir.read_round(store, request["task"], after_row, up_to_row)  # the one read of the rows
-        new_batches = [batch for row, batch in rows if row > after_row]
-        replay_windows = reservoir.windows(request["task"]) if config.replay_fraction > 0 else []
-        l3_update = reservoir.update(store, request["task"], up_to_row, task.effort_limit, rows=rows)
-        l3_stats = reservoir.stats(request["task"])
+        new_rows, replay_windows, l3_update, l3_stats = reservoir.round_inputs(
+            store, request["task"], after_row, up_to_row, config.replay_fraction > 0, task.effort_limit)
     finally:
         reservoir.close()
         store.close()
+    new_batches = [batch for _, batch in new_rows]
     new_runs = [(b.obs, b.action) for b in new_batches][-max(1, config.max_transitions // 100):]
     replay_runs = [(w.obs, w.action) for w in replay_windows]
     new = transitions_of(new_runs)

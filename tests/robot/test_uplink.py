@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_core.experience import ChunkError, ExperienceBatch, from_chunk
+from nestor_robot.channel import Backoff
 from nestor_robot.spool import Spool
-from nestor_robot.uplink import Backoff, Uplink, UplinkConfig
+from nestor_robot.uplink import Uplink, UplinkConfig
 from ros_testlib import spin_until, start_node, stop_node
 
 ROBOT = "robot_u"

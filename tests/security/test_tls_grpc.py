@@ -18,8 +18,9 @@ from cloud_testlib import make_batch, make_chunk
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_core.manifest import verify
 from nestor_core.tls import identity_files
+from nestor_robot.channel import tls_credentials
 from nestor_robot.spool import Spool
-from nestor_robot.uplink import Uplink, UplinkConfig, tls_credentials
+from nestor_robot.uplink import Uplink, UplinkConfig
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
 from security_testlib import TASK, client_credentials, initial_model
 

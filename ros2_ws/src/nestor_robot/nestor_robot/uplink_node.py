@@ -18,10 +18,11 @@ from nestor_core.diagnostics import Diagnostics
 from nestor_core.lifecycle import ManagedNode
 from nestor_core.params import INF, declare_parameters, refuse_undeclared
 
+from nestor_robot.channel import tls_credentials
 from nestor_robot.robot_metrics import UplinkMetrics
 from nestor_robot.spin import run_node
 from nestor_robot.spool import Spool
-from nestor_robot.uplink import Uplink, UplinkConfig, tls_credentials
+from nestor_robot.uplink import Uplink, UplinkConfig
 
 STATUS_TOPIC = "uplink/status"
 log = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from nestor_core.atomic_file import write_atomic
 from nestor_core.manifest import load_public_key, sidecar_fields, verify, verify_stored
 from nestor_core.policy_model import load_model
 
+from nestor_robot.channel import Backoff, open_channel
 from nestor_robot.failover import Failover
-from nestor_robot.uplink import Backoff, open_channel
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from nestor_core.lifecycle import ManagedNode
 from nestor_core.params import INF, declare_parameters, refuse_undeclared
 from std_msgs.msg import String
 
+from nestor_robot.channel import tls_credentials
 from nestor_robot.spin import run_node
-from nestor_robot.uplink import tls_credentials
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
 
 

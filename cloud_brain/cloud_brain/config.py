@@ -305,20 +305,13 @@ class CloudConfig:
                 "tls.key and tls.client_ca (see `nestor-cloud certs`) or bind 127.0.0.1"
             )
         s = self.schedule
-        if s.every_transitions < 1:
-            raise ConfigError(f"schedule.every_transitions: must be >= 1, got {s.every_transitions}")
-        if s.every_seconds <= 0:
-            raise ConfigError(f"schedule.every_seconds: must be > 0, got {s.every_seconds}")
-        if s.min_transitions < 1:
-            raise ConfigError(f"schedule.min_transitions: must be >= 1, got {s.min_transitions}")
-        if s.poll_seconds <= 0:
-            raise ConfigError(f"schedule.poll_seconds: must be > 0, got {s.poll_seconds}")
-        if s.round_timeout_seconds <= 0:
-            raise ConfigError(f"schedule.round_timeout_seconds: must be > 0, got {s.round_timeout_seconds}")
-        if s.failure_backoff_seconds < 0:
-            raise ConfigError(f"schedule.failure_backoff_seconds: must be >= 0, got {s.failure_backoff_seconds}")
-        if s.max_rows_per_round < 0:
-            raise ConfigError(f"schedule.max_rows_per_round: must be >= 0, got {s.max_rows_per_round}")
+        for name, low, strict in (("every_transitions", 1, False), ("every_seconds", 0, True),
+                                  ("min_transitions", 1, False), ("poll_seconds", 0, True),
+                                  ("round_timeout_seconds", 0, True), ("failure_backoff_seconds", 0, False),
+                                  ("max_rows_per_round", 0, False)):
+            value = getattr(s, name)  # in this order: the first bad field is named
+            if value < low or (strict and value == low):
+                raise ConfigError(f"schedule.{name}: must be {'>' if strict else '>='} {low}, got {value}")
         return self
 
 

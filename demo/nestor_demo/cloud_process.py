@@ -38,16 +38,12 @@ def load_cloud_base(path: str, task_file: str) -> dict:
     Raises:
         CliError: naming --cloud-config, the file, the field and the problem.
     """
-    from cloud_brain.config import ConfigError, config_from_dict
+    from cloud_brain.config import ConfigError, config_from_dict, read_yaml_mapping
 
     try:
-        base = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as err:
-        raise CliError(f"argument --cloud-config: cannot read {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise CliError(f"argument --cloud-config: {path} is not valid YAML: {err}") from None
-    if not isinstance(base, dict):
-        raise CliError(f"argument --cloud-config: {path} must hold a mapping")
+        base = read_yaml_mapping(path, "argument --cloud-config")
+    except ConfigError as err:
+        raise CliError(str(err)) from None
     # The fields the demo sets itself are checked with its own values (TLS comes from the run's PKI).
     probe = {**base, "address": "127.0.0.1:0", "db_path": "probe.db", "task_files": [task_file], "tls": {}}
     probe.pop("signing_key", None)

@@ -31,6 +31,7 @@ import sqlite3
 import sys
 
 import grpc
+from nestor_core.cli_support import DefaultsParser, distribution_version
 
 from cloud_brain.cli_client import client_call
 from cloud_brain.config import ConfigError, load_config
@@ -41,26 +42,13 @@ EXIT_UNREACHABLE = 2
 
 def package_version() -> str:
     """The installed nestor-cloud-brain distribution's version."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("nestor-cloud-brain")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
-
-
-class _Parser(argparse.ArgumentParser):
-    """Every (sub)parser shows its defaults in --help."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
-        super().__init__(*args, **kwargs)
+    return distribution_version("nestor-cloud-brain")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="nestor-cloud", description="nestor cloud slow brain")
+    parser = DefaultsParser(prog="nestor-cloud", description="nestor cloud slow brain")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=DefaultsParser)
 
     serve = sub.add_parser("serve", help="run the cloud brain server")
     serve.add_argument("--config", default="config/cloud.yaml", help="CloudConfig YAML")

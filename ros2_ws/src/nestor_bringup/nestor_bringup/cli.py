@@ -16,6 +16,8 @@ import signal
 import sys
 import time
 
+from nestor_core.cli_support import DefaultsParser, distribution_version
+
 from nestor_bringup.cli_common import (
     ENTRY_POINT_GROUP,
     CliError,
@@ -42,20 +44,11 @@ from nestor_bringup.supervisor import RestartPolicy, StopSignals, Supervisor
 
 def package_version() -> str:
     """The installed nestor_bringup distribution's version."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("nestor_bringup")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
+    return distribution_version("nestor_bringup")
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(DefaultsParser):
     """One-line errors (exit 2) and the defaults shown in --help, for every subcommand."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
-        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")

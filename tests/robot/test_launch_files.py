@@ -89,8 +89,11 @@ def test_launch_actions_supervision():
 
 
 def test_launch_actions_lifecycle_transitions():
-    """Lifecycle nodes are launch_ros LifecycleNodes, configured at every process start (respawns
-    included) and activated once configuring -> inactive, by ChangeState events."""
+    """Lifecycle nodes are launch_ros LifecycleNodes, driven by ChangeState events.
+
+    They are configured at every process start (respawns included) and activated once
+    configuring -> inactive.
+    """
     tree = ast.parse(LAUNCH_ACTIONS.read_text())
     source = LAUNCH_ACTIONS.read_text()
     from_imports = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
@@ -112,8 +115,11 @@ def test_launch_actions_lifecycle_transitions():
 
 
 def test_launch_actions_run_against_recording_fakes(monkeypatch):
-    """node_action for real, with launch/launch_ros replaced by recorders: lifecycle nodes get a
-    LifecycleNode plus its two handlers, the others a Node, all with their NodeSpec's settings."""
+    """The node_action for real, with launch/launch_ros replaced by recorders.
+
+    Lifecycle nodes get a LifecycleNode plus its two handlers, the others a Node, all with their
+    NodeSpec's settings.
+    """
     import sys
     import types
 

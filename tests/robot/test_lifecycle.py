@@ -1,5 +1,7 @@
-"""Lifecycle nodes driven over their real lifecycle services (lifecycle_msgs ChangeState / GetState)
-from a plain rclpy client in this process; each node runs in its own process, DDS on loopback."""
+"""Lifecycle nodes driven over their real lifecycle services (lifecycle_msgs ChangeState / GetState).
+
+The client is a plain rclpy node in this process; each node runs in its own process, DDS on loopback.
+"""
 
 import math
 import os
@@ -32,8 +34,11 @@ def _wait(predicate, timeout: float, proc=None, what: str = "") -> None:
 
 
 class _Graph:
-    """A plain rclpy node (own context and domain), spun in a thread: the lifecycle client and a
-    stand-in sim that publishes joint states, target and cost at 100 Hz and counts commands."""
+    """A plain rclpy node (own context and domain), spun in a thread.
+
+    It is the lifecycle client and a stand-in sim that publishes joint states, target and cost at
+    100 Hz and counts commands.
+    """
 
     def __init__(self, namespace: str, domain_id: int):
         import rclpy
@@ -282,8 +287,10 @@ def test_every_resource_node_cycles_through_its_states(tmp_path, executable, nam
 
 
 def test_bringup_activates_each_start_and_each_respawn_and_winds_down_at_stop(tmp_path):
-    """ProcessGroup (what `nestor robot/fleet/demo` run) drives the same services: configure +
-    activate after the start and again after a respawn, deactivate + cleanup before SIGINT."""
+    """ProcessGroup (what `nestor robot/fleet/demo` run) drives the same services.
+
+    Configure + activate after the start and again after a respawn, deactivate + cleanup before SIGINT.
+    """
     import io
 
     from nestor_bringup.nodes import RobotSpec, robot_nodes

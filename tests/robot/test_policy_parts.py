@@ -1,5 +1,8 @@
-"""The policy node's plain parts, without DDS: the model loader, the observation builder, the tick
-statistics, and the two typed announcements with their codecs."""
+"""The policy node's plain parts, without DDS.
+
+The model loader, the observation builder, the tick statistics, and the two typed announcements
+with their codecs.
+"""
 
 import hashlib
 import json

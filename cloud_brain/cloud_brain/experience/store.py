@@ -1,5 +1,7 @@
-"""The experience store: one SQLite file (WAL, synchronous=FULL) or one PostgreSQL database, shared
-with the model registry (its connection and transactions; each flow owns its tables, see store_schema).
+"""The experience store: one SQLite file (WAL, synchronous=FULL) or one PostgreSQL database.
+
+It is shared with the model registry (its connection and transactions; each flow owns its tables,
+see store_schema).
 
 Per robot, stored seqs are exactly 1..last_seq minus the ranges the robot declared dropped.
 `append` enforces that inside one transaction, so an ack sent after `append` returns refers to

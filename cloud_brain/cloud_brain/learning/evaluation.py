@@ -54,8 +54,9 @@ def rollout(
         ticks: episode length (default: the task's episode length).
         runtime_config: robot-side learning config (l0_step_scale=0 freezes L0).
         l1_state: initial L1 memory.
-        warmup_model, swap_tick: if given, start with warmup_model and hot-swap to `model` at
+        warmup_model: if given (with swap_tick), start with it and hot-swap to `model` at
             swap_tick, as the robot does.
+        swap_tick: the tick of that swap.
         adapter: an extra fast level outside the graph (e.g. nestor_core.rls.RlsAdapter, the
             classic baseline): its `command(obs, action)` returns the action sent to the plant.
     """

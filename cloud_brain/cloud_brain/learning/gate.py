@@ -1,5 +1,7 @@
-"""Step 5 of a round: the gate. Parent and candidates run the same seeded episodes in simulation; the
-largest step toward the trained weights that regresses on no seen dynamics is the candidate.
+"""Step 5 of a round: the gate.
+
+Parent and candidates run the same seeded episodes in simulation; the largest step toward the
+trained weights that regresses on no seen dynamics is the candidate.
 """
 
 from __future__ import annotations

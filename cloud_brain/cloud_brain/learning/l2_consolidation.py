@@ -1,5 +1,6 @@
-"""L2, minutes, in the cloud: consolidate the fleet's experience into slow weights, and
-meta-learn how the fast levels (L0, L1) learn.
+"""L2, minutes, in the cloud: consolidate the fleet's experience into slow weights.
+
+It also meta-learns how the fast levels (L0, L1) learn.
 
 Read top to bottom, one round is:
   1. sample memories: the new rows of the store (what the fleet lived since the last round)

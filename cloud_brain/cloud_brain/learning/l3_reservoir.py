@@ -194,9 +194,11 @@ class L3Reservoir:
         return list(store.read_rows(task, min(after_row, self.last_row(task)), up_to_row))
 
     def round_inputs(self, store, task: str, after_row: int, up_to_row: int, replay: bool, effort_limit=None):
-        """Step 1 of a round, the store's rows read once: (the new (row, batch) pairs after `after_row`,
-        the replay windows (drawn before the new rows are offered; none without `replay`), the
-        update's stats, the reservoir's stats)."""
+        """Step 1 of a round, the store's rows read once.
+
+        Returns (the new (row, batch) pairs after `after_row`, the replay windows (drawn before the
+        new rows are offered; none without `replay`), the update's stats, the reservoir's stats).
+        """
         rows = self.read_round(store, task, after_row, up_to_row)
         replay_windows = self.windows(task) if replay else []
         update = self.update(store, task, up_to_row, effort_limit, rows=rows)

@@ -139,8 +139,10 @@ def export_onnx(net: NestedPolicy, metadata: dict[str, str] | None = None) -> by
 
 
 def _finish_model(g: _Graph, name: str, shapes: dict, inputs, outputs, spec, key_dim: int, net, meta: dict) -> bytes:
-    """The checked, serialised ONNX model of graph `g`: typed inputs and outputs (`shapes`), the opset,
-    and the metadata every nestor graph carries (task, dims, joints, rate, L1 step/decay) then `meta`.
+    """The checked, serialised ONNX model of graph `g`.
+
+    It has typed inputs and outputs (`shapes`), the opset, and the metadata every nestor graph
+    carries (task, dims, joints, rate, L1 step/decay) then `meta`.
     """
 
     def value_info(n: str):

@@ -37,9 +37,11 @@ ROUND_NICENESS = 10
 
 
 def round_priority() -> None:
-    """In a Ray worker: niceness at least ROUND_NICENESS (absolute: workers are reused, and a
-    cluster started from a niced process is niced already) and one torch thread, like the
-    local round worker."""
+    """In a Ray worker: niceness at least ROUND_NICENESS and one torch thread, like the local round worker.
+
+    The niceness is absolute: workers are reused, and a cluster started from a niced process is
+    niced already.
+    """
     try:
         current = os.getpriority(os.PRIO_PROCESS, 0)
         if current < ROUND_NICENESS:

@@ -50,8 +50,11 @@ def one_torch_thread() -> None:
 
 
 def _die_with_server() -> None:
-    """In a round's process: end with the server, however it ends (kill -9 included), and leave
-    stopping to it (a Ctrl-C in its terminal reaches the whole process group, this one too)."""
+    """In a round's process: end with the server, however it ends (kill -9 included).
+
+    Stopping is left to the server: a Ctrl-C in its terminal reaches the whole process group, this
+    one too.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
     watch_parent(parent.pid if parent is not None else os.getppid())

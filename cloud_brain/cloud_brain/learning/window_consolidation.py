@@ -125,8 +125,11 @@ def meta_learn_window(net, sequences, window: int, steps: int, lr: float, second
 
 
 def blend_part(parent, trained, alpha: float, part: str, blend):
-    """blend() restricted to one level: "all", "slow" (the inverse dynamics, id* parameters) or
-    "fast" (the fast level's meta-parameters)."""
+    """The blend() of one level.
+
+    `part` is "all", "slow" (the inverse dynamics, id* parameters) or "fast" (the fast level's
+    meta-parameters).
+    """
     out = blend(parent, trained, alpha)
     if part == "all":
         return out

@@ -270,8 +270,11 @@ def experience_handler(servicer: ExperienceServicer) -> grpc.GenericRpcHandler:
 
 
 class ModelsServicer(nestor_pb2_grpc.ModelsServicer):
-    """Models: Subscribe streams the version meant for the robot and each new one; List/Promote/Rollback;
-    ReportBad records a robot's rollback."""
+    """The Models service.
+
+    Subscribe streams the version meant for the robot and each new one; List/Promote/Rollback;
+    ReportBad records a robot's rollback.
+    """
 
     def __init__(
         self,

@@ -162,10 +162,13 @@ def _resolve_common(args, shifts: list[str]) -> tuple[str, str]:
 
 def run_robots(specs: list[RobotSpec], config_dir: str, run_dir: str, duration: float | None,
                restart: RestartPolicy | None = None) -> int:
-    """Start every robot's nodes, configure and activate the lifecycle ones (ProcessGroup), and
-    supervise them (nestor_bringup.supervisor) until a signal (SIGINT, SIGTERM, SIGHUP), `duration`
-    seconds after they are all active, or the last robot is stopped. Returns the exit code:
-    0, or 1 when a robot was stopped because a node died."""
+    """Start every robot's nodes and supervise them until the run ends; returns the exit code.
+
+    The lifecycle nodes are configured and activated (ProcessGroup) and supervised
+    (nestor_bringup.supervisor) until a signal (SIGINT, SIGTERM, SIGHUP), `duration` seconds after
+    they are all active, or the last robot is stopped. The exit code is 0, or 1 when a robot was
+    stopped because a node died.
+    """
     group = ProcessGroup(run_dir)
     supervisor = None
     with StopSignals(group) as signals:

@@ -274,8 +274,10 @@ class ProcessGroup:
 
 
 def _signal_group(popen: subprocess.Popen, sig: int) -> None:
-    """Send `sig` to the process group the node leads (its pgid is its pid), while it is unreaped
-    (so that its pid, and so its group id, cannot have been reused)."""
+    """Send `sig` to the process group the node leads (its pgid is its pid), while it is unreaped.
+
+    Unreaped, its pid, and so its group id, cannot have been reused.
+    """
     if popen.poll() is not None:
         return
     try:

@@ -225,8 +225,10 @@ def _exit_text(code: int | None) -> str:
 
 
 class StopSignals:
-    """SIGINT, SIGTERM and SIGHUP stop the run: the first raises KeyboardInterrupt in the main thread
-    (once), a later one, or any during the stop, sets `group.hurry` (stop now, no more waiting).
+    """SIGINT, SIGTERM and SIGHUP stop the run.
+
+    The first raises KeyboardInterrupt in the main thread (once); a later one, or any during the
+    stop, sets `group.hurry` (stop now, no more waiting).
 
     Use as a context manager around the run; set `stopping` before stopping for another reason.
     """

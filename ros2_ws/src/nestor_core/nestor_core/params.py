@@ -309,8 +309,9 @@ def declare_config(
     dynamic: Iterable[str] | None = None,
     on_change: Callable[[dict], None] | None = None,
 ):
-    """Declare the parameters of `config_cls` and return the config read from them (see
-    `declare_parameters` and `ConfigBinding.read`); the binder of plain nodes.
+    """Declare the parameters of `config_cls` and return the config read from them.
+
+    The binder of plain nodes: `declare_parameters` then `ConfigBinding.read`.
 
     Raises:
         ConfigError: a value of the wrong type or out of range, or one that `config_cls.validate()`

@@ -19,7 +19,9 @@ from nestor_robot.recorder import ExperienceRecorder
 
 
 class ExperienceSink:
-    """Args:
+    """The policy's experience: the durable spool and the recorder ring in front of it.
+
+    Args:
     spool_path: the SQLite spool shared with the uplink.
     robot_id: the spool's owner.
     capacity: most unacked transitions the spool keeps.

@@ -32,7 +32,9 @@ REJECT_LOG_LEN = 20
 
 
 class ModelLoader:
-    """Args:
+    """Which announced model the policy adopts, verified, and when.
+
+    Args:
     task: this robot's task; a model of another task is refused.
     public_key: the model signer's ed25519 public key (nestor_core.manifest.load_public_key);
         None = signatures are not checked.

@@ -85,8 +85,11 @@ class PolicyNode(ManagedNode):
     # ------------------------------------------------------------------ lifecycle
 
     def configure(self) -> None:
-        """Read the parameters, open the spool (committing a crashed predecessor's ring), load and
-        verify the initial model, create the publishers, subscriptions and the metrics server."""
+        """Read the parameters, open the spool and load the initial model.
+
+        Opening the spool commits a crashed predecessor's ring; the model is verified; then the
+        publishers, subscriptions and the metrics server are created.
+        """
         self.config = cfg = self._bindings[0].read()
         self.runtime_config = self._bindings[1].read()
         self.runtime = self.recorder = self.guard = self._previous_model = self._last_stats = None

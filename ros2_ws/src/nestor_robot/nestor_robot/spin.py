@@ -1,5 +1,7 @@
-"""The `main` of the plain-spinning nodes (uplink, weight_sync, perception, bag_recorder): build, spin,
-shut down cleanly."""
+"""The `main` of the plain-spinning nodes: build, spin, shut down cleanly.
+
+Used by uplink, weight_sync, perception and bag_recorder.
+"""
 
 import logging
 import os
@@ -11,8 +13,10 @@ from rclpy.executors import ExternalShutdownException
 
 
 def run_node(make_node, args=None) -> None:
-    """Spin the node `make_node()` builds until Ctrl-C or shutdown; then `node.shutdown()` (a plain
-    node) or `node.teardown()` (a lifecycle node: deactivate and clean up, whatever its state).
+    """Spin the node `make_node()` builds until Ctrl-C or shutdown, then shut it down.
+
+    That is `node.shutdown()` (a plain node) or `node.teardown()` (a lifecycle node: deactivate and
+    clean up, whatever its state).
 
     A lifecycle node with `autostart` (the default) configures and activates itself first; with
     `autostart:=false` it waits, unconfigured, for its transitions (nestor_core.lifecycle).

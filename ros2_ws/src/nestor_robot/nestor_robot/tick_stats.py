@@ -16,7 +16,9 @@ MISSED_LOG_LEN = 100
 
 
 class TickStats:
-    """Args:
+    """The control loop's tick statistics: missed ticks and compute-time percentiles.
+
+    Args:
     control_rate_hz: the nominal tick rate.
     samples: compute-time samples kept (a ring) for the percentiles.
     """

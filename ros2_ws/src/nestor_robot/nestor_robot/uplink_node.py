@@ -103,9 +103,12 @@ class UplinkNodeConfig:
 
 
 class UplinkNode(ManagedNode):
-    """Lifecycle node `uplink`: configure opens the spool and prepares the channel's credentials,
-    activate starts the streaming thread (which owns the gRPC channel), deactivate drains the spool
-    (up to drain_timeout_s) and stops it, cleanup closes the spool and the metrics server."""
+    """Lifecycle node `uplink`: the spool streamed to the cloud.
+
+    Configure opens the spool and prepares the channel's credentials, activate starts the streaming
+    thread (which owns the gRPC channel), deactivate drains the spool (up to drain_timeout_s) and
+    stops it, cleanup closes the spool and the metrics server.
+    """
 
     def __init__(self, **kwargs):
         super().__init__("uplink", **kwargs)

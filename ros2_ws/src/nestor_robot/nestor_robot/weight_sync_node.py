@@ -75,9 +75,12 @@ class WeightSyncNodeConfig:
 
 
 class WeightSyncNode(ManagedNode):
-    """Lifecycle node `weight_sync`: configure checks the key and credentials and creates the model
-    directory and the publisher, activate adopts the newest local model and starts the Subscribe
-    thread (which owns the gRPC channel), deactivate stops it, cleanup drops the publisher."""
+    """Lifecycle node `weight_sync`: the cloud's model versions, verified and announced.
+
+    Configure checks the key and credentials and creates the model directory and the publisher,
+    activate adopts the newest local model and starts the Subscribe thread (which owns the gRPC
+    channel), deactivate stops it, cleanup drops the publisher.
+    """
 
     def __init__(self, **kwargs):
         super().__init__("weight_sync", **kwargs)

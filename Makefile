@@ -39,9 +39,9 @@ postgres:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; \
 	else echo "make: PostgreSQL tests need the Debian package postgresql (sudo apt-get install -y postgresql)"; fi
 
-# Two pytest processes: tests/learning imports torch, the rest imports rclpy; never both at once.
-test: venv postgres
-	$(VENV)/bin/ruff check .
+# `make lint` first (ruff check + ruff format --check), then two pytest processes: tests/learning
+# imports torch, the rest imports rclpy; never both at once.
+test: lint postgres
 	$(PY) -m pytest -q tests --ignore=tests/learning
 	$(PY) -m pytest -q tests/learning
 

@@ -24,8 +24,9 @@ CONFIG = REPO / "config"
 TASK_FILE = CONFIG / "tasks" / "kuka_track.yaml"
 
 
-def figure(value, limit, unit: str, target: str | None = None, met: bool | None = None,
-           ratio: float | None = None, **extra) -> dict:
+def figure(
+    value, limit, unit: str, target: str | None = None, met: bool | None = None, ratio: float | None = None, **extra
+) -> dict:
     """One figure next to its limit; ratio = value / limit unless given (None when undefined)."""
     if ratio is None and value is not None and limit not in (None, 0):
         ratio = float(value) / float(limit)
@@ -44,8 +45,12 @@ def pct(samples, qs=(50, 99)) -> dict:
     if arr.size == 0:
         return {"n": 0, **{f"p{q}": None for q in qs}}
     values = np.percentile(arr, qs)
-    return {"n": int(arr.size), **{f"p{q}": float(v) for q, v in zip(qs, values, strict=True)},
-            "max": float(arr.max()), "mean": float(arr.mean())}
+    return {
+        "n": int(arr.size),
+        **{f"p{q}": float(v) for q, v in zip(qs, values, strict=True)},
+        "max": float(arr.max()),
+        "mean": float(arr.mean()),
+    }
 
 
 def machine_info() -> dict:
@@ -123,8 +128,12 @@ class RssSampler:
             rss = np.array([s[1] for s in samples])
             slope = float(np.polyfit(t, rss, 1)[0] * 60.0) if len(samples) >= 3 and np.ptp(t) > 0 else None
             out[name] = {
-                "start_mb": float(rss[0]), "end_mb": float(rss[-1]), "max_mb": float(rss.max()),
-                "slope_mb_per_min": slope, "samples": len(samples), "span_s": float(np.ptp(t)),
+                "start_mb": float(rss[0]),
+                "end_mb": float(rss[-1]),
+                "max_mb": float(rss.max()),
+                "slope_mb_per_min": slope,
+                "samples": len(samples),
+                "span_s": float(np.ptp(t)),
             }
         return out
 
@@ -141,9 +150,20 @@ def make_model(workdir: pathlib.Path, kind: str = "window") -> tuple[pathlib.Pat
     if not (onnx_path.exists() and sig_path.exists()):
         out.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "bench.make_model", "--task-file", str(TASK_FILE), "--out-dir", str(out),
-             "--kind", kind],
-            check=True, cwd=REPO, timeout=600,
+            [
+                sys.executable,
+                "-m",
+                "bench.make_model",
+                "--task-file",
+                str(TASK_FILE),
+                "--out-dir",
+                str(out),
+                "--kind",
+                kind,
+            ],
+            check=True,
+            cwd=REPO,
+            timeout=600,
         )
     return onnx_path, sig_path
 

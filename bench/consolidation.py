@@ -58,8 +58,12 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
 
     config = ConsolidationConfig()
     overrides = {"eval_ticks": 500} if quick else {}
-    detail: dict = {"transitions": total, "collect_seconds": collect_s, "store_rows": up_to,
-                    "config": {**config.__dict__, **overrides}}
+    detail: dict = {
+        "transitions": total,
+        "collect_seconds": collect_s,
+        "store_rows": up_to,
+        "config": {**config.__dict__, **overrides},
+    }
 
     # Training alone, on the memories the round would sample.
     parent = import_onnx(onnx)
@@ -78,8 +82,13 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
     # Bare torch: same MLP shape, same optimiser, same batches, nothing else.
     layers = [m for m in parent.mlp if isinstance(m, torch.nn.Linear)]
     sizes = [layers[0].in_features] + [m.out_features for m in layers]
-    mlp = torch.nn.Sequential(torch.nn.Linear(sizes[0], sizes[1]), torch.nn.Tanh(), torch.nn.Linear(sizes[1], sizes[2]),
-                              torch.nn.Tanh(), torch.nn.Linear(sizes[2], sizes[3]))
+    mlp = torch.nn.Sequential(
+        torch.nn.Linear(sizes[0], sizes[1]),
+        torch.nn.Tanh(),
+        torch.nn.Linear(sizes[1], sizes[2]),
+        torch.nn.Tanh(),
+        torch.nn.Linear(sizes[2], sizes[3]),
+    )
     obs, target = torch.from_numpy(memories.obs), torch.from_numpy(memories.target)
     optimiser = torch.optim.Adam(mlp.parameters(), lr=config.learning_rate)
     gen = torch.Generator().manual_seed(0)
@@ -99,24 +108,44 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
     bare_s = bare(config.steps)
     detail["training"] = {**training, "seconds": train_s, "bare_seconds": bare_s, "mlp_sizes": sizes}
 
-    request = {"db_path": str(db), "task": "kuka_track", "task_file": str(TASK_FILE), "parent_version": 1,
-               "parent_onnx": onnx, "experience_from": 0, "experience_to": up_to, "seed": 1, "config": overrides}
+    request = {
+        "db_path": str(db),
+        "task": "kuka_track",
+        "task_file": str(TASK_FILE),
+        "parent_version": 1,
+        "parent_onnx": onnx,
+        "experience_from": 0,
+        "experience_to": up_to,
+        "seed": 1,
+        "config": overrides,
+    }
     t0 = time.perf_counter()
     result = run_round(request)
     round_s = time.perf_counter() - t0
-    detail["round"] = {"seconds": round_s, "accepted": result.get("accepted"), "reason": result.get("reason"),
-                       "metrics": {k: v for k, v in (result.get("metrics") or {}).items() if k != "gate"},
-                       "gate": (result.get("metrics") or {}).get("gate")}
+    detail["round"] = {
+        "seconds": round_s,
+        "accepted": result.get("accepted"),
+        "reason": result.get("reason"),
+        "metrics": {k: v for k, v in (result.get("metrics") or {}).items() if k != "gate"},
+        "gate": (result.get("metrics") or {}).get("gate"),
+    }
     return {
         "figures": {
             "consolidation_train_samples_per_s": figure(
-                samples / train_s, samples / bare_s, "samples/s",
-                description="train_slow_weights vs bare torch MLP+Adam loop, same batches, 1 torch thread"),
+                samples / train_s,
+                samples / bare_s,
+                "samples/s",
+                description="train_slow_weights vs bare torch MLP+Adam loop, same batches, 1 torch thread",
+            ),
             "consolidation_round_s": figure(
-                round_s, None, "s", transitions=total,
+                round_s,
+                None,
+                "s",
+                transitions=total,
                 note=f"run_round wall time on {total} stored transitions (uses the newest "
-                     f"{config.max_transitions}); no bare equivalent, limit null"
-                     + ("; --quick: eval_ticks 500" if quick else "")),
+                f"{config.max_transitions}); no bare equivalent, limit null"
+                + ("; --quick: eval_ticks 500" if quick else ""),
+            ),
         },
         "detail": detail,
     }

@@ -55,7 +55,7 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
     for _ in range(20):  # warm-up
         session.run(None, feeds)
     for start in range(0, ticks, BLOCK):
-        block = obs_seq[start:start + BLOCK]
+        block = obs_seq[start : start + BLOCK]
         for _ in block:
             t0 = clock()
             session.run(None, feeds)
@@ -75,17 +75,32 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
     b, s, p = (pct(np.asarray(x) * us, (50, 90, 99)) for x in (bare, step, path))
     figures = {
         "control_tick_p99_us": figure(
-            s["p99"], b["p99"], "us", p50=s["p50"], limit_p50=b["p50"],
-            description="PolicyRuntime.step p99 vs bare onnxruntime session.run p99 (same graph, same feeds)"),
+            s["p99"],
+            b["p99"],
+            "us",
+            p50=s["p50"],
+            limit_p50=b["p50"],
+            description="PolicyRuntime.step p99 vs bare onnxruntime session.run p99 (same graph, same feeds)",
+        ),
         "policy_tick_path_p99_us": figure(
-            p["p99"], b["p99"], "us", p50=p["p50"], limit_p50=b["p50"],
-            description="runtime.step + ExperienceRecorder.record p99 (node tick without ROS) vs bare session.run"),
+            p["p99"],
+            b["p99"],
+            "us",
+            p50=p["p50"],
+            limit_p50=b["p50"],
+            description="runtime.step + ExperienceRecorder.record p99 (node tick without ROS) vs bare session.run",
+        ),
     }
     return {
         "figures": figures,
-        "detail": {"ticks": ticks, "bare_session_run_us": b, "runtime_step_us": s, "tick_path_us": p,
-                   "model_dims": {"obs": model.obs_dim, "act": model.act_dim, "key": model.key_dim},
-                   "l0_kind": model.l0_kind},
+        "detail": {
+            "ticks": ticks,
+            "bare_session_run_us": b,
+            "runtime_step_us": s,
+            "tick_path_us": p,
+            "model_dims": {"obs": model.obs_dim, "act": model.act_dim, "key": model.key_dim},
+            "l0_kind": model.l0_kind,
+        },
     }
 
 

@@ -60,16 +60,30 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
             seconds = time.perf_counter() - t0
         finally:
             ray.shutdown()
-        detail["ray"][str(workers)] = {"seconds": seconds, "speedup": local_s / seconds, "init_s": init_s,
-                                       "same_costs": costs == costs_local}
+        detail["ray"][str(workers)] = {
+            "seconds": seconds,
+            "speedup": local_s / seconds,
+            "init_s": init_s,
+            "same_costs": costs == costs_local,
+        }
     two = detail["ray"]["2"]
     figures = {
-        "gate_local_s": figure(local_s, None, "s", scenarios=len(scenarios),
-                               note="l2_consolidation.evaluate of one candidate, scenarios in turn"),
+        "gate_local_s": figure(
+            local_s,
+            None,
+            "s",
+            scenarios=len(scenarios),
+            note="l2_consolidation.evaluate of one candidate, scenarios in turn",
+        ),
         "gate_ray_speedup_2_workers": figure(
-            two["speedup"], None, "x", target=">= 1.6", met=two["speedup"] >= 1.6,
+            two["speedup"],
+            None,
+            "x",
+            target=">= 1.6",
+            met=two["speedup"] >= 1.6,
             description=f"local gate seconds / Ray gate seconds with 2 workers ({len(scenarios)} scenarios)",
-            same_costs=two["same_costs"]),
+            same_costs=two["same_costs"],
+        ),
     }
     for workers, row in detail["ray"].items():
         figures[f"gate_ray_s_{workers}_workers"] = figure(row["seconds"], local_s, "s", same_costs=row["same_costs"])

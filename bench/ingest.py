@@ -34,7 +34,9 @@ def build_chunks(n_chunks: int, robot_id: str = "bench0") -> list[bytes]:
     for i in range(n_chunks):
         first = 1 + i * CHUNK
         batch = ExperienceBatch(
-            robot_id=robot_id, task="kuka_track", first_seq=first,
+            robot_id=robot_id,
+            task="kuka_track",
+            first_seq=first,
             obs=rng.normal(size=(CHUNK, OBS_DIM)).astype(np.float32),
             action=rng.normal(size=(CHUNK, ACT_DIM)).astype(np.float32),
             cost=rng.random(CHUNK).astype(np.float32),
@@ -49,15 +51,28 @@ def build_chunks(n_chunks: int, robot_id: str = "bench0") -> list[bytes]:
     return out
 
 
-def start_server(kind: str, workdir: pathlib.Path, tag: str, extra: list[str] | None = None,
-                 timeout_s: float = 60.0) -> tuple[subprocess.Popen, str, pathlib.Path]:
+def start_server(
+    kind: str, workdir: pathlib.Path, tag: str, extra: list[str] | None = None, timeout_s: float = 60.0
+) -> tuple[subprocess.Popen, str, pathlib.Path]:
     ready = workdir / f"{tag}.ready.json"
     ready.unlink(missing_ok=True)
     log = open(workdir / f"{tag}.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.servers", kind, "--workdir", str(workdir), "--ready-file", str(ready),
-         *(extra or [])],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "bench.servers",
+            kind,
+            "--workdir",
+            str(workdir),
+            "--ready-file",
+            str(ready),
+            *(extra or []),
+        ],
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
     )
     log.close()
     deadline = time.monotonic() + timeout_s
@@ -81,8 +96,7 @@ def stream(address: str, chunks: list[bytes], deadline_s: float = 300.0) -> dict
 
     channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)])
     grpc.channel_ready_future(channel).result(timeout=10.0)
-    call_fn = channel.stream_stream("/nestor.v1.Experience/Ingest", request_serializer=None,
-                                    response_deserializer=None)
+    call_fn = channel.stream_stream("/nestor.v1.Experience/Ingest", request_serializer=None, response_deserializer=None)
     window = threading.Semaphore(WINDOW)
     sent_at = [0.0] * len(chunks)
     stop = threading.Event()
@@ -111,9 +125,14 @@ def stream(address: str, chunks: list[bytes], deadline_s: float = 300.0) -> dict
     elapsed = time.perf_counter() - t0
     nbytes = sum(len(c) for c in chunks)
     return {
-        "chunks": acks, "transitions": acks * CHUNK, "seconds": elapsed,
-        "transitions_per_s": acks * CHUNK / elapsed, "mb_per_s": nbytes / elapsed / 1e6,
-        "ack_ms": pct(np.asarray(latencies) * 1e3), "bytes": nbytes, "chunk_bytes": len(chunks[0]),
+        "chunks": acks,
+        "transitions": acks * CHUNK,
+        "seconds": elapsed,
+        "transitions_per_s": acks * CHUNK / elapsed,
+        "mb_per_s": nbytes / elapsed / 1e6,
+        "ack_ms": pct(np.asarray(latencies) * 1e3),
+        "bytes": nbytes,
+        "chunk_bytes": len(chunks[0]),
     }
 
 
@@ -145,17 +164,35 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
     return {
         "figures": {
             "ingest_transitions_per_s": figure(
-                durable["transitions_per_s"], raw["transitions_per_s"], "transitions/s",
-                target="ratio >= 0.5", met=ratio >= 0.5,
-                description="durable (CloudServer + SQLite WAL synchronous=FULL, acked) vs raw gRPC sink"),
-            "ingest_mb_per_s": figure(durable["mb_per_s"], raw["mb_per_s"], "MB/s", target="ratio >= 0.5",
-                                      met=durable["mb_per_s"] / raw["mb_per_s"] >= 0.5),
-            "ingest_ack_p99_ms": figure(durable["ack_ms"]["p99"], raw["ack_ms"]["p99"], "ms",
-                                        p50=durable["ack_ms"]["p50"], limit_p50=raw["ack_ms"]["p50"],
-                                        description=f"chunk send -> ack, window {WINDOW}"),
-            "cloud_brain_rss_mb": figure(rss.get("max_mb"), None, "MB",
-                                         slope_mb_per_min=rss.get("slope_mb_per_min"),
-                                         note="max RSS during the durable ingest run; no limit"),
+                durable["transitions_per_s"],
+                raw["transitions_per_s"],
+                "transitions/s",
+                target="ratio >= 0.5",
+                met=ratio >= 0.5,
+                description="durable (CloudServer + SQLite WAL synchronous=FULL, acked) vs raw gRPC sink",
+            ),
+            "ingest_mb_per_s": figure(
+                durable["mb_per_s"],
+                raw["mb_per_s"],
+                "MB/s",
+                target="ratio >= 0.5",
+                met=durable["mb_per_s"] / raw["mb_per_s"] >= 0.5,
+            ),
+            "ingest_ack_p99_ms": figure(
+                durable["ack_ms"]["p99"],
+                raw["ack_ms"]["p99"],
+                "ms",
+                p50=durable["ack_ms"]["p50"],
+                limit_p50=raw["ack_ms"]["p50"],
+                description=f"chunk send -> ack, window {WINDOW}",
+            ),
+            "cloud_brain_rss_mb": figure(
+                rss.get("max_mb"),
+                None,
+                "MB",
+                slope_mb_per_min=rss.get("slope_mb_per_min"),
+                note="max RSS during the durable ingest run; no limit",
+            ),
         },
         "detail": detail,
     }

@@ -31,8 +31,9 @@ def emit(robot: str, version: int) -> None:
 def run_sync(address: str, robot: str, model_dir: str, stop: threading.Event) -> None:
     from nestor_robot.weight_sync import WeightSync
 
-    sync = WeightSync(address, robot, "kuka_track", os.path.join(model_dir, robot),
-                      on_model=lambda info: emit(robot, info["version"]))
+    sync = WeightSync(
+        address, robot, "kuka_track", os.path.join(model_dir, robot), on_model=lambda info: emit(robot, info["version"])
+    )
     sync.run(stop)
 
 
@@ -41,8 +42,9 @@ def run_raw(address: str, robot: str, stop: threading.Event) -> None:
     from nestor_core import nestor_pb2
 
     channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)])
-    subscribe = channel.unary_stream("/bench.RawModels/Subscribe", request_serializer=None,
-                                     response_deserializer=nestor_pb2.ModelUpdate.FromString)
+    subscribe = channel.unary_stream(
+        "/bench.RawModels/Subscribe", request_serializer=None, response_deserializer=nestor_pb2.ModelUpdate.FromString
+    )
     call = subscribe(robot.encode(), timeout=900.0)
     threading.Thread(target=lambda: (stop.wait(), call.cancel()), daemon=True).start()
     try:
@@ -65,8 +67,11 @@ def main() -> None:
     stop = threading.Event()
     threads = []
     for robot in args.robots.split(","):
-        target = (lambda r=robot: run_sync(args.address, r, args.model_dir, stop)) if args.mode == "sync" \
+        target = (
+            (lambda r=robot: run_sync(args.address, r, args.model_dir, stop))
+            if args.mode == "sync"
             else (lambda r=robot: run_raw(args.address, r, stop))
+        )
         thread = threading.Thread(target=target, name=robot, daemon=True)
         thread.start()
         threads.append(thread)

@@ -87,10 +87,12 @@ class Probe:
         for ns in namespaces:
             self.stamps[ns], self.arrivals[ns] = [], []
             # raw=True: no Python message conversion, so the probe keeps up at 500 Hz x 2 topics.
-            self.node.create_subscription(JointState, f"{ns}/{topics.JOINT_STATES}", self._state_cb(ns),
-                                          state_qos, raw=True)
-            self.node.create_subscription(Float64MultiArray, f"{ns}/{topics.COMMANDS}", self._cmd_cb(ns),
-                                          cmd_qos, raw=True)
+            self.node.create_subscription(
+                JointState, f"{ns}/{topics.JOINT_STATES}", self._state_cb(ns), state_qos, raw=True
+            )
+            self.node.create_subscription(
+                Float64MultiArray, f"{ns}/{topics.COMMANDS}", self._cmd_cb(ns), cmd_qos, raw=True
+            )
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._stop = threading.Event()
@@ -208,9 +210,20 @@ def fresh_stats(stats_path: pathlib.Path, after_wall: float, timeout_s: float = 
     return stats
 
 
-def run_robot(workdir: pathlib.Path, env: dict, probe: Probe, ns: str, rate: float, seconds: float,
-              model: pathlib.Path, full_stack: bool, cloud_address: str = "", sample_rss: bool = False,
-              extra: set[str] | None = None, tag: str = "") -> dict:
+def run_robot(
+    workdir: pathlib.Path,
+    env: dict,
+    probe: Probe,
+    ns: str,
+    rate: float,
+    seconds: float,
+    model: pathlib.Path,
+    full_stack: bool,
+    cloud_address: str = "",
+    sample_rss: bool = False,
+    extra: set[str] | None = None,
+    tag: str = "",
+) -> dict:
     """Start the robot's nodes at `rate`, measure over `seconds`, stop them.
 
     extra: the network nodes besides sim_bridge + policy (default: uplink + weight_sync when
@@ -222,9 +235,15 @@ def run_robot(workdir: pathlib.Path, env: dict, probe: Probe, ns: str, rate: flo
     if extra is None:
         extra = {"uplink", "weight_sync"} if full_stack else set()
     run_dir = workdir / f"robot_{int(rate)}hz{'_full' if full_stack else ''}{tag}"
-    spec = RobotSpec(robot_id=ns.strip("/"), task="kuka_track", task_file=str(task_copy(workdir, rate)),
-                     cloud_address=cloud_address or "127.0.0.1:9", run_dir=str(run_dir),
-                     initial_model=str(model), shifts=[])
+    spec = RobotSpec(
+        robot_id=ns.strip("/"),
+        task="kuka_track",
+        task_file=str(task_copy(workdir, rate)),
+        cloud_address=cloud_address or "127.0.0.1:9",
+        run_dir=str(run_dir),
+        initial_model=str(model),
+        shifts=[],
+    )
     nodes = robot_nodes(spec, str(CONFIG))
     wanted = {"sim_bridge", "policy"} | extra
     nodes = [n for n in nodes if n.name in wanted]
@@ -255,17 +274,26 @@ def run_robot(workdir: pathlib.Path, env: dict, probe: Probe, ns: str, rate: flo
         ticks = s1["ticks"] - s0["ticks"]
         missed = s1["missed_ticks"] - s0["missed_ticks"]
         lat = probe.latencies_ms(ns, s0["wall_time"], s1["wall_time"])
-        result.update({
-            "achieved_hz": ticks / span if span > 0 else None, "ticks": ticks, "missed_ticks": missed,
-            "missed_fraction": missed / ticks if ticks else None, "span_s": span,
-            "max_gap_ms_total": s1.get("max_gap_ms"), "tick_us": s1.get("tick_us"),
-            "rtt_ms": pct(lat, (50, 90, 99)),
-            "probe_stamps_seen": probe.stamps_between(ns, s0["wall_time"], s1["wall_time"]),
-            "probe_unmatched_commands": probe.unmatched.get(ns),
-            "swaps": s1.get("swaps"), "swap_log": s1.get("swap_log"),
-            "rejected_models": s1.get("rejected_models"), "spool": s1.get("spool"),
-            "recorder_overflow": s1.get("recorder_overflow"), "model_version_end": s1.get("model_version"),
-        })
+        result.update(
+            {
+                "achieved_hz": ticks / span if span > 0 else None,
+                "ticks": ticks,
+                "missed_ticks": missed,
+                "missed_fraction": missed / ticks if ticks else None,
+                "span_s": span,
+                "max_gap_ms_total": s1.get("max_gap_ms"),
+                "tick_us": s1.get("tick_us"),
+                "rtt_ms": pct(lat, (50, 90, 99)),
+                "probe_stamps_seen": probe.stamps_between(ns, s0["wall_time"], s1["wall_time"]),
+                "probe_unmatched_commands": probe.unmatched.get(ns),
+                "swaps": s1.get("swaps"),
+                "swap_log": s1.get("swap_log"),
+                "rejected_models": s1.get("rejected_models"),
+                "spool": s1.get("spool"),
+                "recorder_overflow": s1.get("recorder_overflow"),
+                "model_version_end": s1.get("model_version"),
+            }
+        )
     finally:
         if sampler is not None:
             result["memory"] = sampler.stop()
@@ -279,12 +307,46 @@ def run_pingpong(workdir: pathlib.Path, env: dict, probe: Probe, ns: str, rates,
     schedule = ",".join(f"{r:g}:{seconds:g}" for r in rates)
     bound = str(len(rates) * (seconds + 3) + 30)
     logs = open(workdir / "pingpong.log", "wb")
-    echo = subprocess.Popen([sys.executable, "-m", "bench.ros_pingpong", "echo", "--ns", ns,
-                             "--times-file", str(times_file), "--max-seconds", bound],
-                            cwd=REPO, env=env, stdout=logs, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    ping = subprocess.Popen([sys.executable, "-m", "bench.ros_pingpong", "ping", "--ns", ns, "--schedule", schedule,
-                             "--windows-file", str(windows_file), "--max-seconds", bound],
-                            cwd=REPO, env=env, stdout=logs, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    echo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.ros_pingpong",
+            "echo",
+            "--ns",
+            ns,
+            "--times-file",
+            str(times_file),
+            "--max-seconds",
+            bound,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=logs,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    ping = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.ros_pingpong",
+            "ping",
+            "--ns",
+            ns,
+            "--schedule",
+            schedule,
+            "--windows-file",
+            str(windows_file),
+            "--max-seconds",
+            bound,
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=logs,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     logs.close()
     try:
         ping.wait(timeout=float(bound) + 10)
@@ -306,7 +368,9 @@ def run_pingpong(workdir: pathlib.Path, env: dict, probe: Probe, ns: str, rates,
         sel = times[(times >= start) & (times <= end)]
         gaps = np.diff(sel)
         out[int(rate)] = {
-            "rate_hz": rate, "span_s": end - start, "ticks": int(sel.size),
+            "rate_hz": rate,
+            "span_s": end - start,
+            "ticks": int(sel.size),
             "achieved_hz": sel.size / (end - start) if end > start else None,
             "missed_ticks": int(np.sum(gaps > 1.5 / rate)),
             "missed_fraction": float(np.sum(gaps > 1.5 / rate) / max(1, sel.size)),
@@ -342,8 +406,13 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
     domain = 100 + os.getpid() % 100
     env = private_ros_env(domain)
     os.environ.update({"ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})
-    detail: dict = {"ros_domain_id": domain, "seconds_per_rate": seconds, "pingpong_seconds_per_rate": pp_seconds,
-                    "target_seconds": target_seconds, "push_period_s": push_period}
+    detail: dict = {
+        "ros_domain_id": domain,
+        "seconds_per_rate": seconds,
+        "pingpong_seconds_per_rate": pp_seconds,
+        "target_seconds": target_seconds,
+        "push_period_s": push_period,
+    }
     figures: dict = {}
     probe = Probe(["/pp", "/bench0", "/bench1"])
     try:
@@ -356,23 +425,39 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
         for rate in RATES:
             key = int(rate)
             try:
-                r = run_robot(workdir, env, probe, "/bench0", rate, seconds, model, full_stack=False,
-                              sample_rss=True)
+                r = run_robot(workdir, env, probe, "/bench0", rate, seconds, model, full_stack=False, sample_rss=True)
                 detail["nestor"][key] = r
                 pp = pingpong.get(key, {})
                 figures[f"ros_rate_{key}hz"] = figure(
-                    r["achieved_hz"], pp.get("achieved_hz"), "Hz", missed_ticks=r["missed_ticks"],
-                    missed_fraction=r["missed_fraction"], limit_missed_fraction=pp.get("missed_fraction"),
-                    description="policy ticks/s (policy_stats.json) vs bare rclpy ping-pong echo callbacks/s")
+                    r["achieved_hz"],
+                    pp.get("achieved_hz"),
+                    "Hz",
+                    missed_ticks=r["missed_ticks"],
+                    missed_fraction=r["missed_fraction"],
+                    limit_missed_fraction=pp.get("missed_fraction"),
+                    description="policy ticks/s (policy_stats.json) vs bare rclpy ping-pong echo callbacks/s",
+                )
                 figures[f"ros_rtt_p99_{key}hz"] = figure(
-                    r["rtt_ms"]["p99"], (pp.get("rtt_ms") or {}).get("p99"), "ms", p50=r["rtt_ms"]["p50"],
-                    limit_p50=(pp.get("rtt_ms") or {}).get("p50"), unmatched=r.get("probe_unmatched_commands"),
+                    r["rtt_ms"]["p99"],
+                    (pp.get("rtt_ms") or {}).get("p99"),
+                    "ms",
+                    p50=r["rtt_ms"]["p50"],
+                    limit_p50=(pp.get("rtt_ms") or {}).get("p50"),
+                    unmatched=r.get("probe_unmatched_commands"),
                     limit_unmatched=pp.get("probe_unmatched_commands"),
-                    description="JointState header stamp -> command arrival at the probe vs ping-pong")
+                    description="JointState header stamp -> command arrival at the probe vs ping-pong",
+                )
             except Exception as err:
                 for name in (f"ros_rate_{key}hz", f"ros_rtt_p99_{key}hz"):
-                    figures[name] = {"value": None, "limit": None, "ratio": None, "target": None, "met": None,
-                                     "unit": "", "error": f"{type(err).__name__}: {err}"}
+                    figures[name] = {
+                        "value": None,
+                        "limit": None,
+                        "ratio": None,
+                        "target": None,
+                        "met": None,
+                        "unit": "",
+                        "error": f"{type(err).__name__}: {err}",
+                    }
         # The target runs: the whole robot with uplink + weight sync against a live cloud brain.
         cloud_dir = workdir / "target_cloud"
         cloud_dir.mkdir(parents=True, exist_ok=True)
@@ -383,25 +468,49 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
             variants += [(name, TARGET_RATE, nodes, cloud_up) for name, (nodes, cloud_up) in ABLATION.items()]
         detail["ablation"] = {}
         cloud, address, ready = start_server(
-            "cloud", cloud_dir, "server",
-            ["--push-period", str(push_period),
-             "--max-seconds", str(target_seconds * 2 + len(ABLATION) * (ABLATION_S + 40) + 300)])
+            "cloud",
+            cloud_dir,
+            "server",
+            [
+                "--push-period",
+                str(push_period),
+                "--max-seconds",
+                str(target_seconds * 2 + len(ABLATION) * (ABLATION_S + 40) + 300),
+            ],
+        )
         try:
             for name, rate, extra, cloud_up in variants:
                 key = int(rate)
                 is_target = name.startswith("target_")
-                window = (target_seconds if key == int(TARGET_RATE) else target_seconds_500) if is_target \
-                    else ABLATION_S
+                window = (
+                    (target_seconds if key == int(TARGET_RATE) else target_seconds_500) if is_target else ABLATION_S
+                )
                 try:
-                    r = run_robot(workdir, env, probe, "/bench1", rate, window, model, full_stack=True,
-                                  cloud_address=address if cloud_up else "", sample_rss=key == int(TARGET_RATE)
-                                  and is_target, extra=extra, tag=f"_{name}")
+                    r = run_robot(
+                        workdir,
+                        env,
+                        probe,
+                        "/bench1",
+                        rate,
+                        window,
+                        model,
+                        full_stack=True,
+                        cloud_address=address if cloud_up else "",
+                        sample_rss=key == int(TARGET_RATE) and is_target,
+                        extra=extra,
+                        tag=f"_{name}",
+                    )
                 except Exception as err:
                     if is_target:
                         figures[f"ros_target_{key}hz_missed_fraction"] = {
-                            "value": None, "limit": None, "ratio": None, "met": None, "unit": "fraction",
+                            "value": None,
+                            "limit": None,
+                            "ratio": None,
+                            "met": None,
+                            "unit": "fraction",
                             "target": f"{key} Hz, missed <= ping-pong + 0.1 pt",
-                            "error": f"{type(err).__name__}: {err}"}
+                            "error": f"{type(err).__name__}: {err}",
+                        }
                     else:
                         detail["ablation"][name] = {"error": f"{type(err).__name__}: {err}"}
                     continue
@@ -409,8 +518,19 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
                 pp = pingpong.get(key, {})
                 if not is_target:
                     detail["ablation"][name] = {
-                        k: r.get(k) for k in ("nodes", "missed_ticks", "missed_fraction", "ticks", "achieved_hz",
-                                              "span_s", "swaps", "tick_us", "rtt_ms")}
+                        k: r.get(k)
+                        for k in (
+                            "nodes",
+                            "missed_ticks",
+                            "missed_fraction",
+                            "ticks",
+                            "achieved_hz",
+                            "span_s",
+                            "swaps",
+                            "tick_us",
+                            "rtt_ms",
+                        )
+                    }
                     detail["ablation"][name]["cloud_up"] = cloud_up
                     continue
                 detail[f"target_run_{key}" if key != int(TARGET_RATE) else "target_run"] = r
@@ -418,33 +538,50 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
                 # The rate, like the misses, against the same run's ping-pong (which also falls short under load).
                 rate_limit = min(rate, pp.get("achieved_hz") or rate)
                 ok_rate = r["achieved_hz"] is not None and r["achieved_hz"] >= 0.99 * rate_limit
-                ok_missed = r["missed_fraction"] is not None and limit is not None \
+                ok_missed = (
+                    r["missed_fraction"] is not None
+                    and limit is not None
                     and r["missed_fraction"] <= limit + TARGET_MARGIN
+                )
                 figures[f"ros_target_{key}hz_missed_fraction"] = figure(
-                    r["missed_fraction"], limit, "fraction",
+                    r["missed_fraction"],
+                    limit,
+                    "fraction",
                     ratio=(r["missed_fraction"] / limit) if limit else None,
-                    target=f"{key} Hz for {window:g} s with uplink + weight sync + cloud: missed <= ping-pong "
-                           "+ 0.1 pt", met=bool(ok_rate and ok_missed), achieved_hz=r["achieved_hz"],
-                    limit_hz=pp.get("achieved_hz"), full_duration=not quick, seconds=window,
-                    swaps=r.get("swaps"), ratio_note="value/limit; null when the ping-pong missed no tick")
+                    target=f"{key} Hz for {window:g} s with uplink + weight sync + cloud: missed <= ping-pong + 0.1 pt",
+                    met=bool(ok_rate and ok_missed),
+                    achieved_hz=r["achieved_hz"],
+                    limit_hz=pp.get("achieved_hz"),
+                    full_duration=not quick,
+                    seconds=window,
+                    swaps=r.get("swaps"),
+                    ratio_note="value/limit; null when the ping-pong missed no tick",
+                )
                 if key == int(TARGET_RATE):
                     for node, mem in (r.get("memory") or {}).items():
                         figures[f"rss_{node}_mb"] = figure(
-                            mem.get("max_mb"), None, "MB", start_mb=mem.get("start_mb"), end_mb=mem.get("end_mb"),
+                            mem.get("max_mb"),
+                            None,
+                            "MB",
+                            start_mb=mem.get("start_mb"),
+                            end_mb=mem.get("end_mb"),
                             slope_mb_per_min=mem.get("slope_mb_per_min"),
-                            note="max RSS over the target run; no limit (a slope near 0 means no leak)")
+                            note="max RSS over the target run; no limit (a slope near 0 means no leak)",
+                        )
         finally:
             stop_server(cloud)
         pushes = json.loads(ready.read_text()).get("pushes")
         detail["cloud_pushes"] = pushes
         if detail["ablation"] and "target_run" in detail:
             full = detail["target_run"]
-            detail["ablation"]["full"] = {k: full.get(k) for k in ("nodes", "missed_ticks", "missed_fraction",
-                                                                    "ticks", "span_s", "swaps")}
+            detail["ablation"]["full"] = {
+                k: full.get(k) for k in ("nodes", "missed_ticks", "missed_fraction", "ticks", "span_s", "swaps")
+            }
             detail["ablation_note"] = (
                 f"250 Hz, same run: the full stack over {target_seconds:g} s, each variant over {ABLATION_S:g} s "
                 "with one neighbour off; compare missed_fraction (windows differ in length, and the machine's "
-                "steal moves it between windows)")
+                "steal moves it between windows)"
+            )
     finally:
         probe.close()
     return {"figures": figures, "detail": detail}

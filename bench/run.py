@@ -31,15 +31,38 @@ SECTIONS: dict[str, tuple[tuple[str, ...], float, float]] = {
     "weight_push": (("weight_push_p99_ms_n1", "weight_push_p99_ms_n8", "weight_push_p99_ms_n32"), 60, 400),
     "consolidation": (("consolidation_train_samples_per_s", "consolidation_round_s"), 60, 900),
     "ros_loop": (
-        ("ros_rate_100hz", "ros_rtt_p99_100hz", "ros_rate_250hz", "ros_rtt_p99_250hz", "ros_rate_500hz",
-         "ros_rtt_p99_500hz", "ros_target_250hz_missed_fraction", "ros_target_500hz_missed_fraction",
-         "rss_policy_mb", "rss_sim_bridge_mb", "rss_uplink_mb"),
-        180, 1500,
+        (
+            "ros_rate_100hz",
+            "ros_rtt_p99_100hz",
+            "ros_rate_250hz",
+            "ros_rtt_p99_250hz",
+            "ros_rate_500hz",
+            "ros_rtt_p99_500hz",
+            "ros_target_250hz_missed_fraction",
+            "ros_target_500hz_missed_fraction",
+            "rss_policy_mb",
+            "rss_sim_bridge_mb",
+            "rss_uplink_mb",
+        ),
+        180,
+        1500,
     ),
-    "ray_peer": (("ray_ingest_transitions_per_s", "ray_push_p99_ms_n1", "ray_push_p99_ms_n8", "ray_push_p99_ms_n32"),
-                 None, 400),
-    "gate_ray": (("gate_local_s", "gate_ray_speedup_2_workers", "gate_ray_s_1_workers", "gate_ray_s_2_workers",
-                  "gate_ray_s_4_workers"), None, 600),
+    "ray_peer": (
+        ("ray_ingest_transitions_per_s", "ray_push_p99_ms_n1", "ray_push_p99_ms_n8", "ray_push_p99_ms_n32"),
+        None,
+        400,
+    ),
+    "gate_ray": (
+        (
+            "gate_local_s",
+            "gate_ray_speedup_2_workers",
+            "gate_ray_s_1_workers",
+            "gate_ray_s_2_workers",
+            "gate_ray_s_4_workers",
+        ),
+        None,
+        600,
+    ),
 }
 
 # Where a missed target was profiled, and what was found (see the report for the evidence).
@@ -50,7 +73,8 @@ NOTES = {
         "the rest is the Python of the Gymnasium contract spread over many lines, none above 4 %: the float32 "
         "obs array, the cost, the clip, the info dict, the actuator torque list. Already done (issue 16): "
         "one getJointStates read into a tuple, precomputed gathers for obs/cost, a per-episode reference table "
-        "(bit-identical to task.reference_at), per-tick work on Python floats instead of ~20 numpy calls."),
+        "(bit-identical to task.reference_at), per-tick work on Python floats instead of ~20 numpy calls."
+    ),
     "ingest_transitions_per_s": (
         "py-spy (500 Hz, --threads) of the cloud process over the one-stream run, before issue 16's group "
         "commit: 47 % of the stream thread in COMMIT (synchronous=FULL fsync), 14 % validate_chunk "
@@ -58,22 +82,26 @@ NOTES = {
         "reader thread validates ahead, every chunk validated so far goes into one transaction with a "
         "savepoint each, acked after that COMMIT): the reader waits 42 % for requests (the client's window "
         "of 8 unacked chunks bounds a group), the stream thread 21 % in COMMIT, 5 % to_chunk. Bottleneck: "
-        "window 8 x one commit round trip per group; the re-encode is h2's (store the bytes as received)."),
+        "window 8 x one commit round trip per group; the re-encode is h2's (store the bytes as received)."
+    ),
     "weight_push_p99_ms_n32": (
         "Not changed in issue 16 (the policy_node split with a model loader had not landed): each "
         "subscriber runs load_model (onnx.checker + an onnxruntime session + two smoke inferences) and two "
         "fsync'd writes per version, and the policy node verifies the file again when it swaps; with N "
         "subscribers on 2 cores these serialise, so the all-received time grows ~linearly with N (the Ray "
-        "peer, each actor building one ORT session, grows the same way: see peer_ratio)."),
+        "peer, each actor building one ORT session, grows the same way: see peer_ratio)."
+    ),
     "ros_target_250hz_missed_fraction": (
         "Neighbour ablation (bench.ros_loop detail.ablation; 2 x 40 s per variant, 250 Hz, same run, load "
         "4-7 from other agents): full stack 0.79 / 1.03 % missed, loop alone (sim_bridge + policy) 1.03 / "
         "1.04 %, no uplink 1.09 / 1.14 %, no weight sync 1.94 / 0.91 %, no cloud 3.04 / 0.88 %: no "
         "neighbour adds misses beyond the spread; the loop alone misses as much, so the host (other "
-        "processes, steal) is the measured bottleneck, as the same run's ping-pong shows."),
+        "processes, steal) is the measured bottleneck, as the same run's ping-pong shows."
+    ),
     "ros_target_500hz_missed_fraction": (
         "See ros_target_250hz_missed_fraction: the same ablation holds; at 500 Hz a 2 ms period leaves "
-        "less slack for a descheduling by the host than the ping-pong's bare callbacks."),
+        "less slack for a descheduling by the host than the ping-pong's bare callbacks."
+    ),
 }
 
 
@@ -85,8 +113,9 @@ def run_section(name: str, quick: bool, workdir: pathlib.Path, timeout: float) -
         argv.append("--quick")
     t0 = time.monotonic()
     with open(log, "wb") as f:
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -131,8 +160,10 @@ def assemble(results: dict, quick: bool, machine: dict) -> dict:
 
 # nestor figure -> (its peer figure, what the ratio says); ratio = nestor value / peer value, same run.
 PEERS = {
-    "ingest_transitions_per_s": ("ray_ingest_transitions_per_s",
-                                 "durable ingest (acked after COMMIT) / a Ray actor given the same chunks in memory"),
+    "ingest_transitions_per_s": (
+        "ray_ingest_transitions_per_s",
+        "durable ingest (acked after COMMIT) / a Ray actor given the same chunks in memory",
+    ),
     "weight_push_p99_ms_n1": ("ray_push_p99_ms_n1", "push p99 / ray.put + ray.get fan-out to 1 actor building ORT"),
     "weight_push_p99_ms_n8": ("ray_push_p99_ms_n8", "push p99 / ray.put + ray.get fan-out to 8 actors building ORT"),
     "weight_push_p99_ms_n32": ("ray_push_p99_ms_n32", "push p99 / ray.put + ray.get fan-out to 32 actors building ORT"),
@@ -168,14 +199,31 @@ def print_table(report: dict) -> None:
         table.add_column(col)
     for name, fig in report["figures"].items():
         if fig.get("error"):
-            table.add_row(name, "[red]error[/red]", "", "", "", "", fig.get("unit", ""), fig.get("target") or "",
-                          fig["error"][:60])
+            table.add_row(
+                name,
+                "[red]error[/red]",
+                "",
+                "",
+                "",
+                "",
+                fig.get("unit", ""),
+                fig.get("target") or "",
+                fig["error"][:60],
+            )
             continue
         met = fig.get("met")
         met_s = "" if met is None else ("[green]yes[/green]" if met else "[red]no[/red]")
-        table.add_row(name, _fmt(fig.get("value")), _fmt(fig.get("limit")), _fmt(fig.get("ratio")),
-                      _fmt(fig.get("peer_value")), _fmt(fig.get("peer_ratio")), fig.get("unit", ""),
-                      fig.get("target") or "", met_s)
+        table.add_row(
+            name,
+            _fmt(fig.get("value")),
+            _fmt(fig.get("limit")),
+            _fmt(fig.get("ratio")),
+            _fmt(fig.get("peer_value")),
+            _fmt(fig.get("peer_ratio")),
+            fig.get("unit", ""),
+            fig.get("target") or "",
+            met_s,
+        )
     Console().print(table)
     for name, note in report["notes"].items():
         Console().print(f"[bold]{name}[/bold]: {note}")

@@ -57,11 +57,12 @@ def raw_server(max_workers: int = 64):
 
     handler = grpc.method_handlers_generic_handler(
         "nestor.v1.Experience",
-        {"Ingest": grpc.stream_stream_rpc_method_handler(ingest, request_deserializer=None,
-                                                          response_serializer=None)},
+        {"Ingest": grpc.stream_stream_rpc_method_handler(ingest, request_deserializer=None, response_serializer=None)},
     )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
-                         options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.so_reuseport", 0)])
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers),
+        options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.so_reuseport", 0)],
+    )
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -103,8 +104,7 @@ def main() -> None:
         while not stop.wait(0.1) and time.monotonic() < deadline:
             if args.push_period > 0 and time.monotonic() >= next_push:
                 next_push += args.push_period
-                model = server.registry.register("kuka_track", onnx, io_signature, status="active",
-                                                 reason="bench push")
+                model = server.registry.register("kuka_track", onnx, io_signature, status="active", reason="bench push")
                 pushes.append({"version": model.version, "wall_time": time.time()})
     finally:
         server.stop(1.0)

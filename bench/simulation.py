@@ -26,8 +26,13 @@ def _bare_client(task):
     cid = p.connect(p.DIRECT)
     p.setTimeStep(task.dt / task.physics_substeps, physicsClientId=cid)
     p.setGravity(0.0, 0.0, -9.81, physicsClientId=cid)
-    body = p.loadURDF(task.urdf, task.base_position, useFixedBase=task.use_fixed_base,
-                      flags=p.URDF_USE_INERTIA_FROM_FILE if task.inertia_from_urdf else 0, physicsClientId=cid)
+    body = p.loadURDF(
+        task.urdf,
+        task.base_position,
+        useFixedBase=task.use_fixed_base,
+        flags=p.URDF_USE_INERTIA_FROM_FILE if task.inertia_from_urdf else 0,
+        physicsClientId=cid,
+    )
     names, movable = {}, []
     for j in range(p.getNumJoints(body, physicsClientId=cid)):
         info = p.getJointInfo(body, j, physicsClientId=cid)
@@ -38,8 +43,7 @@ def _bare_client(task):
     for name, j in names.items():
         if j in movable:
             p.resetJointState(body, j, task.initial_positions.get(name, 0.0), 0.0, physicsClientId=cid)
-    p.setJointMotorControlArray(body, movable, p.VELOCITY_CONTROL, forces=[0.0] * len(movable),
-                                physicsClientId=cid)
+    p.setJointMotorControlArray(body, movable, p.VELOCITY_CONTROL, forces=[0.0] * len(movable), physicsClientId=cid)
     return p, cid, body, controlled, movable
 
 
@@ -72,13 +76,12 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
                 env_wall += wall() - w0
                 if truncated or terminated:
                     obs, _ = env.reset(seed=0)
-                u_env = np.clip(kp * (q0 - obs[:n]) - kd * obs[n:2 * n], -limit, limit)
+                u_env = np.clip(kp * (q0 - obs[:n]) - kd * obs[n : 2 * n], -limit, limit)
             for _ in range(count):
                 t0, w0 = clock(), wall()
                 forces = u_bare.tolist()
                 for _ in range(substeps):
-                    p.setJointMotorControlArray(body, controlled, p.TORQUE_CONTROL, forces=forces,
-                                                physicsClientId=cid)
+                    p.setJointMotorControlArray(body, controlled, p.TORQUE_CONTROL, forces=forces, physicsClientId=cid)
                     p.stepSimulation(physicsClientId=cid)
                 states = p.getJointStates(body, movable, physicsClientId=cid)
                 bare_time += clock() - t0
@@ -94,16 +97,26 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
     return {
         "figures": {
             "sim_steps_per_s": figure(
-                env_rate, bare_rate, "steps/s", target="ratio >= 0.9", met=env_rate / bare_rate >= 0.9,
+                env_rate,
+                bare_rate,
+                "steps/s",
+                target="ratio >= 0.9",
+                met=env_rate / bare_rate >= 0.9,
                 description=f"TrackingEnv.step ({substeps} substeps) vs bare pybullet, same URDF/reads; "
-                            "steps per CPU second of the thread"),
+                "steps per CPU second of the thread",
+            ),
         },
-        "detail": {"steps": steps, "substeps": substeps, "env_us_per_step": 1e6 * env_time / steps,
-                   "bare_us_per_step": 1e6 * bare_time / steps,
-                   "clock": "time.thread_time (CPU time of the stepping thread)",
-                   "wall_env_us_per_step": 1e6 * env_wall / steps, "wall_bare_us_per_step": 1e6 * bare_wall / steps,
-                   "wall_ratio": bare_wall / env_wall,
-                   "max_torque_divergence_at_block_end": max_diff},
+        "detail": {
+            "steps": steps,
+            "substeps": substeps,
+            "env_us_per_step": 1e6 * env_time / steps,
+            "bare_us_per_step": 1e6 * bare_time / steps,
+            "clock": "time.thread_time (CPU time of the stepping thread)",
+            "wall_env_us_per_step": 1e6 * env_wall / steps,
+            "wall_bare_us_per_step": 1e6 * bare_wall / steps,
+            "wall_ratio": bare_wall / env_wall,
+            "max_torque_divergence_at_block_end": max_diff,
+        },
     }
 
 

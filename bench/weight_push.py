@@ -50,8 +50,9 @@ class Arrivals:
             return dict(self.by_version.get(version, {}))
 
 
-def start_workers(mode: str, address: str, n: int, model_dir: pathlib.Path, log_dir: pathlib.Path,
-                  arrivals: Arrivals) -> list[subprocess.Popen]:
+def start_workers(
+    mode: str, address: str, n: int, model_dir: pathlib.Path, log_dir: pathlib.Path, arrivals: Arrivals
+) -> list[subprocess.Popen]:
     robots = [f"r{i}" for i in range(n)]
     procs = min(n, MAX_PROCS)
     groups = [robots[i::procs] for i in range(procs)]
@@ -59,9 +60,23 @@ def start_workers(mode: str, address: str, n: int, model_dir: pathlib.Path, log_
     for k, group in enumerate(groups):
         log = open(log_dir / f"push_{mode}_{n}_{k}.log", "wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.push_worker", mode, "--address", address, "--robots", ",".join(group),
-             "--model-dir", str(model_dir)],
-            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+            [
+                sys.executable,
+                "-m",
+                "bench.push_worker",
+                mode,
+                "--address",
+                address,
+                "--robots",
+                ",".join(group),
+                "--model-dir",
+                str(model_dir),
+            ],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
         )
         log.close()
         threading.Thread(target=arrivals.reader, args=(proc.stdout,), daemon=True).start()
@@ -97,8 +112,7 @@ class RawFanout:
             seen = 0
             while True:
                 with self.cond:
-                    while not self.closed and (self.latest is None or self.latest[0] <= seen) \
-                            and context.is_active():
+                    while not self.closed and (self.latest is None or self.latest[0] <= seen) and context.is_active():
                         self.cond.wait(0.5)
                     if self.closed or not context.is_active():
                         return
@@ -107,11 +121,16 @@ class RawFanout:
 
         handler = grpc.method_handlers_generic_handler(
             "bench.RawModels",
-            {"Subscribe": grpc.unary_stream_rpc_method_handler(subscribe, request_deserializer=None,
-                                                                response_serializer=None)},
+            {
+                "Subscribe": grpc.unary_stream_rpc_method_handler(
+                    subscribe, request_deserializer=None, response_serializer=None
+                )
+            },
         )
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=128),
-                                  options=[("grpc.max_send_message_length", 64 << 20), ("grpc.so_reuseport", 0)])
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=128),
+            options=[("grpc.max_send_message_length", 64 << 20), ("grpc.so_reuseport", 0)],
+        )
         self.server.add_generic_rpc_handlers((handler,))
         self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
         self.server.start()
@@ -128,8 +147,7 @@ class RawFanout:
         self.server.stop(1.0).wait()
 
 
-def measure(mode: str, n: int, pushes: int, workdir: pathlib.Path, publish, address: str,
-            first_version: int) -> dict:
+def measure(mode: str, n: int, pushes: int, workdir: pathlib.Path, publish, address: str, first_version: int) -> dict:
     """Start n subscribers, wait for the initial version, then time `pushes` publishes."""
     arrivals = Arrivals()
     workers = start_workers(mode, address, n, workdir / f"models_{mode}_{n}", workdir, arrivals)
@@ -148,8 +166,13 @@ def measure(mode: str, n: int, pushes: int, workdir: pathlib.Path, publish, addr
             time.sleep(0.2)
     finally:
         stop_workers(workers)
-    return {"n": n, "processes": min(n, MAX_PROCS), "all_ms": pct(latencies), "incomplete_pushes": incomplete,
-            "samples_ms": latencies}
+    return {
+        "n": n,
+        "processes": min(n, MAX_PROCS),
+        "all_ms": pct(latencies),
+        "incomplete_pushes": incomplete,
+        "samples_ms": latencies,
+    }
 
 
 def run(quick: bool, workdir: pathlib.Path) -> dict:
@@ -192,9 +215,15 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
                 value, limit = entry["sync"]["all_ms"]["p99"], entry["raw"]["all_ms"]["p99"]
                 met = (value is not None and value <= 100.0) if n == 32 else None
                 figures[f"weight_push_p99_ms_n{n}"] = figure(
-                    value, limit, "ms", target="p99 <= 100 ms" if n == 32 else None, met=met,
-                    p50=entry["sync"]["all_ms"]["p50"], limit_p50=entry["raw"]["all_ms"]["p50"],
-                    description=f"promote -> all {n} WeightSync on_model vs bare gRPC fan-out of the same bytes")
+                    value,
+                    limit,
+                    "ms",
+                    target="p99 <= 100 ms" if n == 32 else None,
+                    met=met,
+                    p50=entry["sync"]["all_ms"]["p50"],
+                    limit_p50=entry["raw"]["all_ms"]["p50"],
+                    description=f"promote -> all {n} WeightSync on_model vs bare gRPC fan-out of the same bytes",
+                )
             except Exception as err:  # one N failing must not hide the others
                 figures[f"weight_push_p99_ms_n{n}"] = error_figure(f"{type(err).__name__}: {err}")
             detail[f"n{n}"] = entry
@@ -203,8 +232,14 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
         raw.stop()
     if quick:
         figures["weight_push_p99_ms_n32"] = {
-            "value": None, "limit": None, "ratio": None, "target": "p99 <= 100 ms", "met": None, "unit": "ms",
-            "error": "not measured in --quick (N = 1, 8 only)"}
+            "value": None,
+            "limit": None,
+            "ratio": None,
+            "target": "p99 <= 100 ms",
+            "met": None,
+            "unit": "ms",
+            "error": "not measured in --quick (N = 1, 8 only)",
+        }
     detail["model_bytes"] = len(onnx)
     detail["onnx_sha_note"] = "every pushed version carries the same ONNX bytes (new version number)"
     return {"figures": figures, "detail": detail}

@@ -54,8 +54,14 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 METHODS = ("frozen", "l0_delta", "rls", "naive", "full")  # the required five; cases YAML may add variants
 FIXED = ("frozen", "l0_delta", "rls")  # no consolidation: the initial model throughout
 # Issue 10's targets, judged on the paired-control yardsticks (issue 9).
-TARGETS = {"recovery_ticks_paired_max": 50, "late_ratio_paired_max": 1.2, "first_contact_vs_nominal_max": 2.0,
-           "first_contact_ratio_max": 0.5, "forgetting_full_max": 0.05, "full_vs_rls_cost_0_2s_max": 0.8}
+TARGETS = {
+    "recovery_ticks_paired_max": 50,
+    "late_ratio_paired_max": 1.2,
+    "first_contact_vs_nominal_max": 2.0,
+    "first_contact_ratio_max": 0.5,
+    "forgetting_full_max": 0.05,
+    "full_vs_rls_cost_0_2s_max": 0.8,
+}
 RLS_FORGETTING = 0.98  # ~50-tick memory: strong on drift, slow on steps (ANCHORS.md)
 
 
@@ -111,8 +117,18 @@ def load_cases(path: str | pathlib.Path) -> dict:
 def _round(db: str, task: str, task_file: str, parent: bytes, after: int, up_to: int, seed: int, config: dict):
     from cloud_brain.learning.consolidation import run_round
 
-    request = {"db_path": db, "task": task, "task_file": task_file, "parent_version": 1, "parent_onnx": parent,
-               "experience_from": after, "experience_to": up_to, "seed": seed, "l3_seed": seed, "config": config}
+    request = {
+        "db_path": db,
+        "task": task,
+        "task_file": task_file,
+        "parent_version": 1,
+        "parent_onnx": parent,
+        "experience_from": after,
+        "experience_to": up_to,
+        "seed": seed,
+        "l3_seed": seed,
+        "config": config,
+    }
     result = run_round(request)
     metrics = result["metrics"]
     summary = {
@@ -135,8 +151,9 @@ def _collect(model: bytes, env, store, robot: str, shifts: list, seed: int, epis
     from cloud_brain.learning.evaluation import collect_experience
 
     for episode in range(episodes):
-        for batch in collect_experience(model, env, robot, shifts=shifts, seed=seed * 100 + episode, ticks=ticks,
-                                        first_seq=seq):
+        for batch in collect_experience(
+            model, env, robot, shifts=shifts, seed=seed * 100 + episode, ticks=ticks, first_seq=seq
+        ):
             store.append(batch)
         seq += ticks
     return seq
@@ -176,8 +193,10 @@ def run_lineage(args: tuple) -> list[dict]:
     }
     still = RuntimeConfig(l0_step_scale=0.0, l1_step_scale=0.0)
     config_of = {
-        m: {**plan["consolidation"],
-            **{k: v for k, v in (plan["methods"][m] or {}).items() if k not in ("runtime", "model_of")}}
+        m: {
+            **plan["consolidation"],
+            **{k: v for k, v in (plan["methods"][m] or {}).items() if k not in ("runtime", "model_of")},
+        }
         for m in learners
     }
     records = []
@@ -211,13 +230,23 @@ def run_lineage(args: tuple) -> list[dict]:
                 db = base / f"{case.shift}_{case.magnitude:g}_{m}.db"
                 shutil.copy(db_a[m], db)
                 store = ExperienceStore(db)
-                _collect(model_a[m], env, store, "robot", [case.spec(0.0)], seed, proto["phase_b"]["episodes"],
-                         proto["phase_b"]["ticks"], seq_a)
+                _collect(
+                    model_a[m],
+                    env,
+                    store,
+                    "robot",
+                    [case.spec(0.0)],
+                    seed,
+                    proto["phase_b"]["episodes"],
+                    proto["phase_b"]["ticks"],
+                    seq_a,
+                )
                 rows_b = store.max_row_id(task.name)
                 store.close()
                 cfg = {**config_of[m], "gate_shifts": [case.gate_spec()]}
-                model_b[m], round_b[m] = _round(str(db), task.name, task_file, model_a[m], rows_a, rows_b, seed + 1,
-                                                cfg)
+                model_b[m], round_b[m] = _round(
+                    str(db), task.name, task_file, model_a[m], rows_a, rows_b, seed + 1, cfg
+                )
                 db.unlink(missing_ok=True)
             fc_ticks = proto["first_contact_ticks"]
             rate = task.control_rate_hz
@@ -231,8 +260,7 @@ def run_lineage(args: tuple) -> list[dict]:
                 shifted = [case.spec(proto["recovery"]["shift_s"])]
 
                 def episode(shifts, m=m, model=model, runtime=runtime):
-                    adapter = (RlsAdapter(task.effort_limit, RLS_FORGETTING) if m == "rls"
-                               else None)
+                    adapter = RlsAdapter(task.effort_limit, RLS_FORGETTING) if m == "rls" else None
                     return rollout(model, env, shifts, seed, proto["recovery"]["ticks"], runtime, adapter=adapter)
 
                 trace = episode(shifted)
@@ -253,39 +281,46 @@ def run_lineage(args: tuple) -> list[dict]:
                     forgetting_slow = learning_metrics.forgetting(nominal_a[m][1], after_slow)
                 two_s = int(round(2.0 * rate))
                 broken = forgetting > 1.0  # its own nominal cost more than doubled by the phase-B round
-                records.append({
-                    "task": task.name, "shift": case.shift, "magnitude": case.magnitude, "seed": seed, "method": m,
-                    "pre_shift_cost": learning_metrics.pre_shift_cost(trace.cost, s),
-                    "recovery_ticks": rec,
-                    "recovered": rec is not None,
-                    "recovery_ticks_paired": learning_metrics.recovery_ticks_paired(trace.cost, control.cost, s),
-                    "post_ratio_paired": learning_metrics.window_ratios(trace.cost, control.cost, s, rate),
-                    "late_ratio_paired": learning_metrics.late_ratio(trace.cost, control.cost, s),
-                    "cost_0_2s": learning_metrics.window_mean(trace.cost, s, two_s),
-                    "control_cost_0_2s": learning_metrics.window_mean(control.cost, s, two_s),
-                    # Blown up: non-finite, 1000x its own control's peak, or a model whose own nominal run is
-                    # 100x the initial model's (a paired ratio would flatter a model broken everywhere).
-                    "blew_up": learning_metrics.blew_up(trace.cost, control.cost) or control_vs_initial > 100.0,
-                    "control_vs_initial": control_vs_initial,
-                    # Paired ratios compare a model with itself: one made worse everywhere can still
-                    # score well on them. Read them with this flag (forgetting > 100 %).
-                    "broken_on_nominal": broken,
-                    "post_shift_ticks": len(trace.cost) - s,
-                    "post_shift_cost_100": learning_metrics.window_mean(trace.cost, s, 100),
-                    "first_contact_cost": first_contact,
-                    "first_contact_ratio": first_contact / max(first_contact_delta if m == "l0_delta"
-                                                               else first_contact_init, 1e-12),
-                    "first_contact_nominal_cost": fc_nominal,
-                    "first_contact_vs_nominal": first_contact / max(fc_nominal, 1e-12),
-                    "forgetting": forgetting,
-                    "forgetting_slow_only": forgetting_slow,
-                    "rounds": {"a": round_a.get(m), "b": round_b.get(m)},
-                    "cost_trace_ma": learning_metrics.moving_average(trace.cost)[:: 5].round(7).tolist(),
-                    "control_trace_ma": learning_metrics.moving_average(control.cost)[:: 5].round(7).tolist(),
-                    "shift_tick": s,
-                })
-            print(f"  {task.name} {case.shift}:{case.magnitude:g} seed {seed}: {time.time() - started:.0f} s",
-                  flush=True)
+                records.append(
+                    {
+                        "task": task.name,
+                        "shift": case.shift,
+                        "magnitude": case.magnitude,
+                        "seed": seed,
+                        "method": m,
+                        "pre_shift_cost": learning_metrics.pre_shift_cost(trace.cost, s),
+                        "recovery_ticks": rec,
+                        "recovered": rec is not None,
+                        "recovery_ticks_paired": learning_metrics.recovery_ticks_paired(trace.cost, control.cost, s),
+                        "post_ratio_paired": learning_metrics.window_ratios(trace.cost, control.cost, s, rate),
+                        "late_ratio_paired": learning_metrics.late_ratio(trace.cost, control.cost, s),
+                        "cost_0_2s": learning_metrics.window_mean(trace.cost, s, two_s),
+                        "control_cost_0_2s": learning_metrics.window_mean(control.cost, s, two_s),
+                        # Blown up: non-finite, 1000x its own control's peak, or a model whose own nominal run is
+                        # 100x the initial model's (a paired ratio would flatter a model broken everywhere).
+                        "blew_up": learning_metrics.blew_up(trace.cost, control.cost) or control_vs_initial > 100.0,
+                        "control_vs_initial": control_vs_initial,
+                        # Paired ratios compare a model with itself: one made worse everywhere can still
+                        # score well on them. Read them with this flag (forgetting > 100 %).
+                        "broken_on_nominal": broken,
+                        "post_shift_ticks": len(trace.cost) - s,
+                        "post_shift_cost_100": learning_metrics.window_mean(trace.cost, s, 100),
+                        "first_contact_cost": first_contact,
+                        "first_contact_ratio": first_contact
+                        / max(first_contact_delta if m == "l0_delta" else first_contact_init, 1e-12),
+                        "first_contact_nominal_cost": fc_nominal,
+                        "first_contact_vs_nominal": first_contact / max(fc_nominal, 1e-12),
+                        "forgetting": forgetting,
+                        "forgetting_slow_only": forgetting_slow,
+                        "rounds": {"a": round_a.get(m), "b": round_b.get(m)},
+                        "cost_trace_ma": learning_metrics.moving_average(trace.cost)[::5].round(7).tolist(),
+                        "control_trace_ma": learning_metrics.moving_average(control.cost)[::5].round(7).tolist(),
+                        "shift_tick": s,
+                    }
+                )
+            print(
+                f"  {task.name} {case.shift}:{case.magnitude:g} seed {seed}: {time.time() - started:.0f} s", flush=True
+            )
     finally:
         env.close()
     return records
@@ -320,21 +355,27 @@ def summarise(records: list[dict], methods=METHODS) -> tuple[list[dict], dict]:
                 continue
             rec = [_rec(r["recovery_ticks_paired"], r["post_shift_ticks"]) for r in sel]
             old = [_rec(r["recovery_ticks"], r["post_shift_ticks"]) for r in sel]
-            rows.append({
-                "task": task, "shift": shift, "method": m, "n": len(every), "blew_up": len(every) - len(sel),
-                "broken_on_nominal": sum(bool(r.get("broken_on_nominal")) for r in every),
-                "pre_shift_cost": _mean(r["pre_shift_cost"] for r in sel),
-                "recovery_ticks_paired_median": float(np.median(rec)) if rec else None,
-                "recovered_paired": f"{sum(r['recovery_ticks_paired'] is not None for r in sel)}/{len(sel)}",
-                "recovery_ticks_median": float(np.median(old)) if old else None,
-                "post_ratio_paired": {w: _mean(r["post_ratio_paired"].get(w) for r in sel) for w in windows},
-                "late_ratio_paired": _mean(r["late_ratio_paired"] for r in sel),
-                "cost_0_2s": _mean(r["cost_0_2s"] for r in sel),
-                "first_contact_ratio": _mean(r["first_contact_ratio"] for r in sel),
-                "first_contact_vs_nominal": _mean(r["first_contact_vs_nominal"] for r in sel),
-                "forgetting": _mean(r["forgetting"] for r in sel),
-                "forgetting_slow_only": _mean(r["forgetting_slow_only"] for r in sel),
-            })
+            rows.append(
+                {
+                    "task": task,
+                    "shift": shift,
+                    "method": m,
+                    "n": len(every),
+                    "blew_up": len(every) - len(sel),
+                    "broken_on_nominal": sum(bool(r.get("broken_on_nominal")) for r in every),
+                    "pre_shift_cost": _mean(r["pre_shift_cost"] for r in sel),
+                    "recovery_ticks_paired_median": float(np.median(rec)) if rec else None,
+                    "recovered_paired": f"{sum(r['recovery_ticks_paired'] is not None for r in sel)}/{len(sel)}",
+                    "recovery_ticks_median": float(np.median(old)) if old else None,
+                    "post_ratio_paired": {w: _mean(r["post_ratio_paired"].get(w) for r in sel) for w in windows},
+                    "late_ratio_paired": _mean(r["late_ratio_paired"] for r in sel),
+                    "cost_0_2s": _mean(r["cost_0_2s"] for r in sel),
+                    "first_contact_ratio": _mean(r["first_contact_ratio"] for r in sel),
+                    "first_contact_vs_nominal": _mean(r["first_contact_vs_nominal"] for r in sel),
+                    "forgetting": _mean(r["forgetting"] for r in sel),
+                    "forgetting_slow_only": _mean(r["forgetting_slow_only"] for r in sel),
+                }
+            )
     return rows, verdicts(records, rows)
 
 
@@ -346,10 +387,14 @@ def learning_metrics_windows():
 
 def _ablation(records: list[dict], variant: str) -> dict:
     """Does cutting a level (the `variant`) cost at least 5 % over the first 2 s after the shift?"""
-    full = {(r["task"], r["shift"], r["magnitude"], r["seed"]): r["cost_0_2s"]
-            for r in records if r["method"] == "full"}
-    pairs = [(full[k], r["cost_0_2s"]) for r in records if r["method"] == variant
-             and (k := (r["task"], r["shift"], r["magnitude"], r["seed"])) in full]
+    full = {
+        (r["task"], r["shift"], r["magnitude"], r["seed"]): r["cost_0_2s"] for r in records if r["method"] == "full"
+    }
+    pairs = [
+        (full[k], r["cost_0_2s"])
+        for r in records
+        if r["method"] == variant and (k := (r["task"], r["shift"], r["magnitude"], r["seed"])) in full
+    ]
     if not pairs:
         return {"met": False, "measured": None, "note": f"{variant} not in this run"}
     ratio = float(np.mean([b for _, b in pairs]) / max(np.mean([a for a, _ in pairs]), 1e-12))
@@ -365,33 +410,47 @@ def verdicts(records: list[dict], rows: list[dict]) -> dict:
     late = {f"{r['task']}/{r['shift']}": r["late_ratio_paired"] for r in full_rows}
     fc_nom = [r["first_contact_vs_nominal"] for r in full]
     fc_init = [r["first_contact_ratio"] for r in full]
-    pairs = [(r["cost_0_2s"], rls[k]["cost_0_2s"]) for r in full
-             if (k := (r["task"], r["shift"], r["magnitude"], r["seed"])) in rls]
+    pairs = [
+        (r["cost_0_2s"], rls[k]["cost_0_2s"])
+        for r in full
+        if (k := (r["task"], r["shift"], r["magnitude"], r["seed"])) in rls
+    ]
     vs_rls = float(np.mean([a for a, _ in pairs]) / max(np.mean([b for _, b in pairs]), 1e-12)) if pairs else None
     fg = _mean(r["forgetting"] for r in full)
     t = TARGETS
     return {
         "recovery_paired_le_50_ticks_every_case": {
-            "met": bool(per_case) and all(v is not None and v <= t["recovery_ticks_paired_max"]
-                                          for v in per_case.values()),
-            "measured_full_median_per_case": per_case},
+            "met": bool(per_case)
+            and all(v is not None and v <= t["recovery_ticks_paired_max"] for v in per_case.values()),
+            "measured_full_median_per_case": per_case,
+        },
         "late_ratio_paired_le_1.2": {
             "met": bool(late) and all(v is not None and v <= t["late_ratio_paired_max"] for v in late.values()),
-            "measured_full_mean_per_case": late},
+            "measured_full_mean_per_case": late,
+        },
         "first_contact_le_2x_own_nominal_every_case": {
             "met": bool(fc_nom) and max(fc_nom) <= t["first_contact_vs_nominal_max"],
-            "measured_full_max": max(fc_nom) if fc_nom else None, "measured_full_mean": _mean(fc_nom)},
+            "measured_full_max": max(fc_nom) if fc_nom else None,
+            "measured_full_mean": _mean(fc_nom),
+        },
         "first_contact_le_0.5x_initial_every_case": {
             "met": bool(fc_init) and max(fc_init) <= t["first_contact_ratio_max"],
-            "measured_full_max": max(fc_init) if fc_init else None, "measured_full_mean": _mean(fc_init)},
-        "forgetting_full_le_5pct": {"met": fg is not None and fg <= t["forgetting_full_max"],
-                                    "measured_full_mean": fg},
-        "full_cost_0_2s_20pct_below_rls": {"met": vs_rls is not None and vs_rls <= t["full_vs_rls_cost_0_2s_max"],
-                                           "measured_full_over_rls": vs_rls},
+            "measured_full_max": max(fc_init) if fc_init else None,
+            "measured_full_mean": _mean(fc_init),
+        },
+        "forgetting_full_le_5pct": {"met": fg is not None and fg <= t["forgetting_full_max"], "measured_full_mean": fg},
+        "full_cost_0_2s_20pct_below_rls": {
+            "met": vs_rls is not None and vs_rls <= t["full_vs_rls_cost_0_2s_max"],
+            "measured_full_over_rls": vs_rls,
+        },
         "window_matters_horizon2_worse": _ablation(records, "full_horizon2"),
-        "blown_up_runs": {"met": not any(r.get("blew_up") for r in records),
-                          "count_by_method": {m: sum(1 for r in records if r["method"] == m and r.get("blew_up"))
-                                              for m in sorted({r["method"] for r in records})}},
+        "blown_up_runs": {
+            "met": not any(r.get("blew_up") for r in records),
+            "count_by_method": {
+                m: sum(1 for r in records if r["method"] == m and r.get("blew_up"))
+                for m in sorted({r["method"] for r in records})
+            },
+        },
     }
 
 
@@ -402,15 +461,19 @@ def _f(value, fmt="{:.2f}") -> str:
 def markdown(rows: list[dict], targets: dict, meta: dict) -> str:
     windows = [w[0] for w in learning_metrics_windows()]
     lines = [
-        "# Learning benchmark (issues 9 and 10)", "",
+        "# Learning benchmark (issues 9 and 10)",
+        "",
         f"cases: `{meta['cases_file']}`, seeds {meta['seeds']}, {meta['records']} records, "
-        f"{meta['wall_seconds']:.0f} s on {meta['workers']} workers.", "",
+        f"{meta['wall_seconds']:.0f} s on {meta['workers']} workers.",
+        "",
         "Paired control: the same model, seed and episode without the shift. recovery (paired): median ticks "
         "until the 20-tick mean stays within 10 % of the control's for 50 ticks (not recovered = ticks "
         "observed); ratios: shifted / control mean cost per window after the shift; late: ticks 300-600. "
         "first contact: slow weights alone (L0/L1 frozen) on the shifted dynamics, vs the initial model and vs "
-        "the same model on nominal dynamics. Old band metric (self-relative) kept for comparison.", "",
-        "| task | shift | method | recovery paired (recovered) | old band | " + " | ".join(windows)
+        "the same model on nominal dynamics. Old band metric (self-relative) kept for comparison.",
+        "",
+        "| task | shift | method | recovery paired (recovered) | old band | "
+        + " | ".join(windows)
         + " | late | cost 0-2 s | first contact vs init / vs nominal | forgetting | blew up / broken on nominal |",
         "|---|---|---|---|---|" + "---|" * len(windows) + "---|---|---|---|---|",
     ]
@@ -442,17 +505,18 @@ def plots(records: list[dict], out: pathlib.Path, methods=METHODS) -> list[str]:
     width = 0.8 / len(methods)
     for i, m in enumerate(methods):
         sel = [[r for r in records if (r["task"], r["shift"], r["method"]) == (t, s, m)] for t, s in shifts]
-        rec = [np.median([_rec(r["recovery_ticks_paired"], r["post_shift_ticks"]) for r in g]) if g else 0
-               for g in sel]
+        rec = [np.median([_rec(r["recovery_ticks_paired"], r["post_shift_ticks"]) for r in g]) if g else 0 for g in sel]
         fc = [np.mean([r["first_contact_vs_nominal"] for r in g]) if g else 0 for g in sel]
         fg = [np.mean([r["forgetting"] for r in g]) if g else 0 for g in sel]
         x = np.arange(len(shifts)) + (i - (len(methods) - 1) / 2) * width
         for ax, vals in zip(axes, (rec, fc, fg), strict=True):
             ax.bar(x, vals, width, label=m)
     labels = [f"{t}\n{s}" for t, s in shifts]
-    for ax, title in zip(axes, ("recovery ticks vs paired control (median)", "first-contact cost / own nominal",
-                                "forgetting"),
-                         strict=True):
+    for ax, title in zip(
+        axes,
+        ("recovery ticks vs paired control (median)", "first-contact cost / own nominal", "forgetting"),
+        strict=True,
+    ):
         ax.set_xticks(np.arange(len(shifts)), labels, fontsize=7, rotation=30)
         ax.set_title(title)
     axes[0].axhline(TARGETS["recovery_ticks_paired_max"], color="k", ls="--", lw=0.8)
@@ -469,9 +533,14 @@ def plots(records: list[dict], out: pathlib.Path, methods=METHODS) -> list[str]:
             sel = [r for r in records if (r["task"], r["shift"], r["method"]) == (t, s, m)]
             if sel:
                 r = max(sel, key=lambda r: (r["seed"] == 0, r["magnitude"]))
-                line, = ax.semilogy(np.arange(len(r["cost_trace_ma"])) * 5, r["cost_trace_ma"], label=m, lw=1)
-                ax.semilogy(np.arange(len(r["control_trace_ma"])) * 5, r["control_trace_ma"], lw=0.6, ls=":",
-                            color=line.get_color())
+                (line,) = ax.semilogy(np.arange(len(r["cost_trace_ma"])) * 5, r["cost_trace_ma"], label=m, lw=1)
+                ax.semilogy(
+                    np.arange(len(r["control_trace_ma"])) * 5,
+                    r["control_trace_ma"],
+                    lw=0.6,
+                    ls=":",
+                    color=line.get_color(),
+                )
                 ax.axvline(r["shift_tick"], color="k", lw=0.5)
         ax.set_title(f"{t} {s} (seed 0, largest; dotted: paired control)", fontsize=8)
         ax.set_xlabel("tick")
@@ -491,8 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: from the YAML)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds to run instead of the YAML's (e.g. 0)")
     args = parser.parse_args(argv)
-    cases_file = args.cases or str(REPO / "config" / "bench_learning" / ("cases_quick.yaml" if args.quick
-                                                                          else "cases.yaml"))
+    cases_file = args.cases or str(
+        REPO / "config" / "bench_learning" / ("cases_quick.yaml" if args.quick else "cases.yaml")
+    )
     plan = load_cases(cases_file)
     if args.seeds is not None:
         try:
@@ -510,13 +580,17 @@ def main(argv: list[str] | None = None) -> int:
     for task_file in dict.fromkeys(c.task_file for c in plan["cases"]):
         for seed in plan["seeds"]:
             cases = [c for c in plan["cases"] if c.task_file == task_file]
-            jobs.append((task_file, int(seed), cases, {k: plan[k] for k in ("protocol", "consolidation", "methods")},
-                         workdir))
+            jobs.append(
+                (task_file, int(seed), cases, {k: plan[k] for k in ("protocol", "consolidation", "methods")}, workdir)
+            )
     # Crane lineages are the slowest; start them first so the pool ends together.
     jobs.sort(key=lambda j: "crane" not in j[0])
     methods = plan["method_names"]
-    print(f"bench-learning: {len(plan['cases'])} cases x {len(plan['seeds'])} seeds x {len(methods)} methods, "
-          f"{len(jobs)} lineages on {workers} workers", flush=True)
+    print(
+        f"bench-learning: {len(plan['cases'])} cases x {len(plan['seeds'])} seeds x {len(methods)} methods, "
+        f"{len(jobs)} lineages on {workers} workers",
+        flush=True,
+    )
     try:
         if workers > 1:
             with multiprocessing.get_context("spawn").Pool(workers) as pool:
@@ -527,12 +601,27 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     records = [r for lineage in results for r in lineage]
     rows, targets = summarise(records, methods)
-    meta = {"cases_file": str(pathlib.Path(cases_file).relative_to(REPO)) if cases_file.startswith(str(REPO))
-            else cases_file, "seeds": plan["seeds"], "records": len(records), "workers": workers,
-            "wall_seconds": time.time() - started, "targets": TARGETS, "methods": methods,
-            "protocol": plan["protocol"], "consolidation": plan["consolidation"], "method_overrides": plan["methods"]}
-    (out / "results.json").write_text(json.dumps(
-        {"meta": meta, "targets": targets, "summary": rows, "records": copy.deepcopy(records)}, indent=1, default=str))
+    meta = {
+        "cases_file": str(pathlib.Path(cases_file).relative_to(REPO))
+        if cases_file.startswith(str(REPO))
+        else cases_file,
+        "seeds": plan["seeds"],
+        "records": len(records),
+        "workers": workers,
+        "wall_seconds": time.time() - started,
+        "targets": TARGETS,
+        "methods": methods,
+        "protocol": plan["protocol"],
+        "consolidation": plan["consolidation"],
+        "method_overrides": plan["methods"],
+    }
+    (out / "results.json").write_text(
+        json.dumps(
+            {"meta": meta, "targets": targets, "summary": rows, "records": copy.deepcopy(records)},
+            indent=1,
+            default=str,
+        )
+    )
     text = markdown(rows, targets, meta)
     (out / "summary.md").write_text(text)
     written = plots(records, out, methods)

@@ -73,13 +73,24 @@ def _worker(robot_ids, addresses, certs_dir, chunk, period, window, start_at, du
     clients = []
     for robot_id in robot_ids:
         k = int(robot_id.removeprefix("robot"))
-        order = addresses[k % len(addresses):] + addresses[:k % len(addresses)]
+        order = addresses[k % len(addresses) :] + addresses[: k % len(addresses)]
         creds = identity_files(certs, robot_id).channel_credentials()
         clients.append(FailoverClient(robot_id, order, creds, chunk, period, window, start_at + duration))
     threads = run_clients(clients, start_at, duration)
-    out.put([{"robot_id": c.robot_id, "acked": c.acked, "latencies": c.latencies, "errors": c.errors,
-              "ack_times": c.ack_times, "alive": t.is_alive(), "first": c.addresses[0]}
-             for c, t in zip(clients, threads, strict=True)])
+    out.put(
+        [
+            {
+                "robot_id": c.robot_id,
+                "acked": c.acked,
+                "latencies": c.latencies,
+                "errors": c.errors,
+                "ack_times": c.ack_times,
+                "alive": t.is_alive(),
+                "first": c.addresses[0],
+            }
+            for c, t in zip(clients, threads, strict=True)
+        ]
+    )
 
 
 def _stored(target: str) -> dict[str, tuple[int, int, bool]]:
@@ -95,15 +106,19 @@ def _stored(target: str) -> dict[str, tuple[int, int, bool]]:
                 if first != expected:
                     break
                 expected = first + count
-            out[record.robot_id] = (record.last_seq, record.transitions,
-                                    expected - 1 == record.last_seq == record.transitions)
+            out[record.robot_id] = (
+                record.last_seq,
+                record.transitions,
+                expected - 1 == record.last_seq == record.transitions,
+            )
         return out
     finally:
         store.close()
 
 
-def _phase(name, work, certs, target, store_cfg, replicas, clients, duration, procs, chunk, period, window,
-           kill_at=None) -> dict:
+def _phase(
+    name, work, certs, target, store_cfg, replicas, clients, duration, procs, chunk, period, window, kill_at=None
+) -> dict:
     """One phase: start the replicas, stream, (maybe kill replica 0), stop, check the store."""
     clouds = []
     try:
@@ -114,9 +129,14 @@ def _phase(name, work, certs, target, store_cfg, replicas, clients, duration, pr
         ctx = mp.get_context("spawn")
         results: mp.Queue = ctx.Queue()
         start_at = time.monotonic() + 3.0
-        workers = [ctx.Process(target=_worker, args=(robot_ids[i::procs], addresses, str(certs), chunk, period,
-                                                     window, start_at, duration, results), daemon=True)
-                   for i in range(procs)]
+        workers = [
+            ctx.Process(
+                target=_worker,
+                args=(robot_ids[i::procs], addresses, str(certs), chunk, period, window, start_at, duration, results),
+                daemon=True,
+            )
+            for i in range(procs)
+        ]
         rss = {i: [] for i in range(replicas)}
         reports: list[dict] = []
         killed_at = None
@@ -160,15 +180,18 @@ def _phase(name, work, certs, target, store_cfg, replicas, clients, duration, pr
         "throughput_transitions_per_s": round(acked / duration, 1),
         "transitions_acked": acked,
         "stored_transitions": sum(t for _, t, _ in stored.values()),
-        "ack_latency_ms": {"p50": round(1e3 * _percentile(latencies, 50), 2),
-                           "p99": round(1e3 * _percentile(latencies, 99), 2)},
+        "ack_latency_ms": {
+            "p50": round(1e3 * _percentile(latencies, 50), 2),
+            "p99": round(1e3 * _percentile(latencies, 99), 2),
+        },
         "errors": sum(1 for r in reports if r["alive"]) + (clients - len(reports)),
         "stream_errors": len(errors),
         "error_samples": errors[:5],
         "lost_transitions": lost,
         "robots_not_contiguous": broken,
-        "replica_rss_mb": [{"max": round(max(v), 1) if v else None, "end": round(v[-1], 1) if v else None}
-                           for v in rss.values()],
+        "replica_rss_mb": [
+            {"max": round(max(v), 1) if v else None, "end": round(v[-1], 1) if v else None} for v in rss.values()
+        ],
     }
     if kill_at is not None:
         if killed_at is None:
@@ -179,49 +202,76 @@ def _phase(name, work, certs, target, store_cfg, replicas, clients, duration, pr
                 after = [t for t in r["ack_times"] if t > killed_at]
                 gaps.append(after[0] - killed_at if after else float("inf"))
             on_killed = [g for g, r in zip(gaps, reports, strict=True) if r["first"] == clouds[0][1]]
-            out["failover_s"] = {"p50": round(_percentile(gaps, 50), 3), "p99": round(_percentile(gaps, 99), 3),
-                                 "max": round(max(gaps), 3),
-                                 "p99_robots_on_killed_replica": round(_percentile(on_killed, 99), 3),
-                                 "robots_on_killed_replica": len(on_killed),
-                                 "never_acked_again": sum(1 for g in gaps if g == float("inf"))}
+            out["failover_s"] = {
+                "p50": round(_percentile(gaps, 50), 3),
+                "p99": round(_percentile(gaps, 99), 3),
+                "max": round(max(gaps), 3),
+                "p99_robots_on_killed_replica": round(_percentile(on_killed, 99), 3),
+                "robots_on_killed_replica": len(on_killed),
+                "never_acked_again": sum(1 for g in gaps if g == float("inf")),
+            }
             # Only the robots streaming to the killed replica had anything to fail over; a robot
             # that just moved resends its unacked chunks, which the store acks as duplicates.
             out["stream_errors_expected"] = "one per robot on the killed replica"
     return out
 
 
-def run(clients: int, duration: float, procs: int, chunk: int, period: float, window: int,
-        out_path: pathlib.Path) -> dict:
+def run(
+    clients: int, duration: float, procs: int, chunk: int, period: float, window: int, out_path: pathlib.Path
+) -> dict:
     from cloud_brain.experience.pg_local import PostgresServer
 
     with tempfile.TemporaryDirectory(prefix="bench-replicas-") as tmp:
         work = pathlib.Path(tmp)
         certs = work / "certs"
-        subprocess.run([str(BIN / "nestor-cloud"), "certs", "--out", str(certs), "--robots", str(clients)],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [str(BIN / "nestor-cloud"), "certs", "--out", str(certs), "--robots", str(clients)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         pg = PostgresServer().start()  # its own temp dir: the postgres user cannot enter `work`
         try:
             args = (clients, duration, procs, chunk, period, window)
             phases = {
-                "sqlite_1": _phase("sqlite", work, certs, str(work / "sqlite.db"), {"db_path": str(work / "sqlite.db")},
-                                   1, *args),
+                "sqlite_1": _phase(
+                    "sqlite", work, certs, str(work / "sqlite.db"), {"db_path": str(work / "sqlite.db")}, 1, *args
+                ),
             }
             dsn = pg.create_database("bench_pg2")
-            phases["postgres_2"] = _phase("pg2", work, certs, dsn, {"store": {"backend": "postgres", "dsn": dsn}},
-                                          2, *args)
+            phases["postgres_2"] = _phase(
+                "pg2", work, certs, dsn, {"store": {"backend": "postgres", "dsn": dsn}}, 2, *args
+            )
             dsn = pg.create_database("bench_failover")
-            phases["failover"] = _phase("failover", work, certs, dsn, {"store": {"backend": "postgres", "dsn": dsn}},
-                                        2, *args, kill_at=duration / 2)
+            phases["failover"] = _phase(
+                "failover",
+                work,
+                certs,
+                dsn,
+                {"store": {"backend": "postgres", "dsn": dsn}},
+                2,
+                *args,
+                kill_at=duration / 2,
+            )
         finally:
             pg.cleanup()
     base = phases["sqlite_1"]["throughput_transitions_per_s"]
     result = {
-        "config": {"clients": clients, "duration_s": duration, "procs": procs, "chunk_transitions": chunk,
-                   "period_s": period, "window": window, "tls": True, "cores": os.cpu_count(),
-                   "offered_transitions_per_s": clients * chunk / period},
+        "config": {
+            "clients": clients,
+            "duration_s": duration,
+            "procs": procs,
+            "chunk_transitions": chunk,
+            "period_s": period,
+            "window": window,
+            "tls": True,
+            "cores": os.cpu_count(),
+            "offered_transitions_per_s": clients * chunk / period,
+        },
         "phases": phases,
         "postgres_2_vs_sqlite_1_throughput": round(phases["postgres_2"]["throughput_transitions_per_s"] / base, 3)
-        if base else None,
+        if base
+        else None,
         "failover_p99_s": (phases["failover"].get("failover_s") or {}).get("p99"),
         "failover_target_p99_s": 2.0,
     }
@@ -240,8 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     procs = args.procs or (2 if args.quick else 4)
     result = run(clients, duration, procs, args.chunk, args.period, args.window, pathlib.Path(args.out))
     print(json.dumps(result, indent=1))
-    ok = all(p["errors"] == 0 and p["lost_transitions"] == 0 and not p["robots_not_contiguous"]
-             for p in result["phases"].values())
+    ok = all(
+        p["errors"] == 0 and p["lost_transitions"] == 0 and not p["robots_not_contiguous"]
+        for p in result["phases"].values()
+    )
     return 0 if ok else 1
 
 

@@ -38,6 +38,8 @@ from bench_load.client import ACT_DIM, OBS_DIM, Client, run_clients
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
 TASK_FILE = REPO / "config" / "tasks" / "kuka_track.yaml"
+
+
 def initial_model(task_file: str, seed: int = 0) -> tuple[bytes, dict]:
     """Stand-in initial model (the benchmark measures ingest; no torch in the cloud process)."""
     return b"bench-load-model", {"inputs": {"obs": [1, OBS_DIM]}, "outputs": {"action": [1, ACT_DIM]}}
@@ -51,8 +53,18 @@ def _worker(robot_ids, address, certs_dir, chunk, period, window, start_at, dura
         creds = identity_files(certs, robot_id).channel_credentials()
         clients.append(Client(robot_id, address, creds, chunk, period, window, start_at + duration))
     threads = run_clients(clients, start_at, duration)
-    out.put([{"robot_id": c.robot_id, "acked": c.acked, "latencies": c.latencies, "errors": c.errors,
-              "alive": t.is_alive()} for c, t in zip(clients, threads, strict=True)])
+    out.put(
+        [
+            {
+                "robot_id": c.robot_id,
+                "acked": c.acked,
+                "latencies": c.latencies,
+                "errors": c.errors,
+                "alive": t.is_alive(),
+            }
+            for c, t in zip(clients, threads, strict=True)
+        ]
+    )
 
 
 # ------------------------------------------------------------------------------------- cloud
@@ -84,8 +96,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))]
 
 
-def _start_cloud(work: pathlib.Path, certs: pathlib.Path, clients: int, extra: dict | None = None,
-                 name: str = "cloud") -> tuple[subprocess.Popen, str]:
+def _start_cloud(
+    work: pathlib.Path, certs: pathlib.Path, clients: int, extra: dict | None = None, name: str = "cloud"
+) -> tuple[subprocess.Popen, str]:
     """A `nestor-cloud serve` process (config and log <work>/<name>.*); extra: more config fields."""
     import yaml
 
@@ -98,8 +111,11 @@ def _start_cloud(work: pathlib.Path, certs: pathlib.Path, clients: int, extra: d
         "grace_seconds": 2.0,
         "initial_model": "bench_load.run:initial_model",
         "schedule": {"enabled": False},
-        "tls": {"cert": str(certs / "server.pem"), "key": str(certs / "server.key"),
-                "client_ca": str(certs / "ca.pem")},
+        "tls": {
+            "cert": str(certs / "server.pem"),
+            "key": str(certs / "server.key"),
+            "client_ca": str(certs / "ca.pem"),
+        },
         **(extra or {}),
     }
     (work / f"{name}.yaml").write_text(yaml.safe_dump(config))
@@ -107,9 +123,22 @@ def _start_cloud(work: pathlib.Path, certs: pathlib.Path, clients: int, extra: d
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(
-        [str(BIN / "nestor-cloud"), "serve", "--config", str(work / f"{name}.yaml"), "--ready-file", str(ready),
-         "--log-level", "WARNING"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=REPO, start_new_session=True,
+        [
+            str(BIN / "nestor-cloud"),
+            "serve",
+            "--config",
+            str(work / f"{name}.yaml"),
+            "--ready-file",
+            str(ready),
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=REPO,
+        start_new_session=True,
     )
     log.close()
     deadline = time.monotonic() + 60
@@ -146,16 +175,23 @@ def run(clients: int, duration: float, procs: int, chunk: int, period: float, wi
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         work = pathlib.Path(tmp)
         certs = work / "certs"
-        subprocess.run([str(BIN / "nestor-cloud"), "certs", "--out", str(certs), "--robots", str(clients)],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [str(BIN / "nestor-cloud"), "certs", "--out", str(certs), "--robots", str(clients)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         cloud, address = _start_cloud(work, certs, clients)
         robot_ids = [f"robot{i}" for i in range(clients)]
         ctx = mp.get_context("spawn")
         results: mp.Queue = ctx.Queue()
         start_at = time.monotonic() + 3.0  # workers import and build their clients first
         workers = [
-            ctx.Process(target=_worker, args=(robot_ids[i::procs], address, str(certs), chunk, period, window,
-                                              start_at, duration, results), daemon=True)
+            ctx.Process(
+                target=_worker,
+                args=(robot_ids[i::procs], address, str(certs), chunk, period, window, start_at, duration, results),
+                daemon=True,
+            )
             for i in range(procs)
         ]
         rss: list[tuple[float, float]] = []
@@ -194,22 +230,35 @@ def run(clients: int, duration: float, procs: int, chunk: int, period: float, wi
     acked = sum(r["acked"] for r in reports)
     steady = [p for p in rss if p[0] >= duration * 0.25 and p[0] <= duration]
     result = {
-        "config": {"clients": clients, "duration_s": duration, "procs": procs, "chunk_transitions": chunk,
-                   "period_s": period, "window": window, "tls": True, "task": "kuka_track",
-                   "offered_transitions_per_s": clients * chunk / period},
+        "config": {
+            "clients": clients,
+            "duration_s": duration,
+            "procs": procs,
+            "chunk_transitions": chunk,
+            "period_s": period,
+            "window": window,
+            "tls": True,
+            "task": "kuka_track",
+            "offered_transitions_per_s": clients * chunk / period,
+        },
         "elapsed_s": round(elapsed, 1),
         "transitions_acked": acked,
         "chunks_acked": len(latencies),
         "throughput_transitions_per_s": round(acked / duration, 1),
         "throughput_chunks_per_s": round(len(latencies) / duration, 1),
-        "ack_latency_ms": {"p50": round(1e3 * _percentile(latencies, 50), 2),
-                           "p99": round(1e3 * _percentile(latencies, 99), 2),
-                           "max": round(1e3 * max(latencies), 2) if latencies else None},
-        "cloud_rss_mb": {"start": round(rss_start, 1), "end": round(rss[-1][1], 1) if rss else None,
-                         "max": round(max(y for _, y in rss), 1) if rss else None,
-                         "slope_mb_per_min": round(_slope(rss), 3),
-                         "steady_slope_mb_per_min": round(_slope(steady), 3),
-                         "samples": [[round(t, 1), round(y, 1)] for t, y in rss]},
+        "ack_latency_ms": {
+            "p50": round(1e3 * _percentile(latencies, 50), 2),
+            "p99": round(1e3 * _percentile(latencies, 99), 2),
+            "max": round(1e3 * max(latencies), 2) if latencies else None,
+        },
+        "cloud_rss_mb": {
+            "start": round(rss_start, 1),
+            "end": round(rss[-1][1], 1) if rss else None,
+            "max": round(max(y for _, y in rss), 1) if rss else None,
+            "slope_mb_per_min": round(_slope(rss), 3),
+            "steady_slope_mb_per_min": round(_slope(steady), 3),
+            "samples": [[round(t, 1), round(y, 1)] for t, y in rss],
+        },
         "errors": len(errors) + len(missing) + sum(1 for r in reports if r["alive"]),
         "error_samples": (errors + [f"no report from {m}" for m in missing])[:20],
         "lost_transitions": lost,
@@ -238,7 +287,9 @@ def load_arguments(doc: str, quick_help: str, duration_help: str, out: str) -> a
 
 def main(argv: list[str] | None = None) -> int:
     parser = load_arguments(
-        __doc__, "20 clients for 45 s (the test runs this)", "seconds of streaming (default 120; quick 45)",
+        __doc__,
+        "20 clients for 45 s (the test runs this)",
+        "seconds of streaming (default 120; quick 45)",
         "results.json",
     )
     args = parser.parse_args(argv)

@@ -112,11 +112,14 @@ def _parser() -> argparse.ArgumentParser:
     certs.add_argument("--robots", type=int, default=2, help="robot client certs robot0 .. robot{N-1}")
     certs.add_argument("--robot-prefix", default="robot", help="robot name prefix (robot ids must match)")
     certs.add_argument(
-        "--server-host", action="append", default=[],
+        "--server-host",
+        action="append",
+        default=[],
         help="extra DNS name or IP the server cert is valid for (repeatable), e.g. cloud_brain",
     )
     certs.add_argument(
-        "--bundles", action="store_true",
+        "--bundles",
+        action="store_true",
         help="also write bundles/cloud and bundles/<robot>: one directory per consumer",
     )
 
@@ -184,8 +187,10 @@ def _export_command(args) -> int:
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
     else:
-        print(f"export: {summary['path']}: {summary['transitions']} transitions of {args.robot} "
-              f"(seq {summary['first_seq']}..{summary['last_seq']}, task {summary['task']}) as {args.format}")
+        print(
+            f"export: {summary['path']}: {summary['transitions']} transitions of {args.robot} "
+            f"(seq {summary['first_seq']}..{summary['last_seq']}, task {summary['task']}) as {args.format}"
+        )
     return 0
 
 
@@ -199,8 +204,10 @@ def _backup_command(args) -> int:
             else:
                 config = load_config(args.config)
                 if config.store.backend != "sqlite":
-                    raise ConfigError(f"store.backend: {config.store.backend}: back up that database with its own "
-                                      "tools (pg_dump, pg_basebackup); `nestor-cloud backup` copies SQLite files")
+                    raise ConfigError(
+                        f"store.backend: {config.store.backend}: back up that database with its own "
+                        "tools (pg_dump, pg_basebackup); `nestor-cloud backup` copies SQLite files"
+                    )
                 db = config.db_path
             report = backup.backup(db, args.out)
         else:
@@ -208,14 +215,22 @@ def _backup_command(args) -> int:
     except (backup.BackupError, ConfigError, OSError) as err:
         print(f"nestor-cloud: {err}", file=sys.stderr)
         return 1
-    summary = {"path": report.path, "integrity": report.integrity, "counts": report.counts,
-               "transitions": report.transitions, "robots": report.robots, "ok": report.ok}
+    summary = {
+        "path": report.path,
+        "integrity": report.integrity,
+        "counts": report.counts,
+        "transitions": report.transitions,
+        "robots": report.robots,
+        "ok": report.ok,
+    }
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
     else:
         rows = ", ".join(f"{k}={v}" for k, v in report.counts.items())
-        print(f"{args.command}: {report.path} verified (integrity {report.integrity}; {rows}; "
-              f"{report.transitions} transitions of {report.robots} robots, seqs contiguous)")
+        print(
+            f"{args.command}: {report.path} verified (integrity {report.integrity}; {rows}; "
+            f"{report.transitions} transitions of {report.robots} robots, seqs contiguous)"
+        )
     return 0
 
 
@@ -247,8 +262,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         try:
             config = load_config(
-                args.config, address=args.address, db_path=args.db, metrics_port=args.metrics_port,
-                **certs_overrides(args.certs), **scale_overrides(args.store_dsn, args.ray_address),
+                args.config,
+                address=args.address,
+                db_path=args.db,
+                metrics_port=args.metrics_port,
+                **certs_overrides(args.certs),
+                **scale_overrides(args.store_dsn, args.ray_address),
             )
         except ConfigError as err:
             print(f"nestor-cloud: {err}", file=sys.stderr)
@@ -273,14 +292,19 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             written = generate(
-                args.out, robots=args.robots, robot_prefix=args.robot_prefix,
-                server_hosts=tuple(args.server_host), bundles=args.bundles,
+                args.out,
+                robots=args.robots,
+                robot_prefix=args.robot_prefix,
+                server_hosts=tuple(args.server_host),
+                bundles=args.bundles,
             )
         except (OSError, ValueError) as err:
             print(f"nestor-cloud: {err}", file=sys.stderr)
             return 2
-        print(f"certs in {args.out}: wrote {', '.join(written['written'])}"
-              + (f"; reused {', '.join(written['reused'])}" if written["reused"] else ""))
+        print(
+            f"certs in {args.out}: wrote {', '.join(written['written'])}"
+            + (f"; reused {', '.join(written['reused'])}" if written["reused"] else "")
+        )
         return 0
     try:
         return client_call(args)

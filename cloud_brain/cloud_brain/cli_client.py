@@ -43,8 +43,14 @@ def _models_table(models, title: str):
         table.add_column(column)
     for m in models:
         table.add_row(
-            str(m.version), m.task, m.status, str(m.parent), _when(m.created_unix), m.sha256[:12],
-            f"({m.experience_from}, {m.experience_to}]", m.metrics_json if m.metrics_json != "{}" else "",
+            str(m.version),
+            m.task,
+            m.status,
+            str(m.parent),
+            _when(m.created_unix),
+            m.sha256[:12],
+            f"({m.experience_from}, {m.experience_to}]",
+            m.metrics_json if m.metrics_json != "{}" else "",
         )
     return table
 
@@ -59,8 +65,14 @@ def _print_status(status: nestor_pb2.FleetStatus) -> None:
         robots.add_column(column)
     for r in status.robots:
         robots.add_row(
-            r.robot_id, r.task, _when(r.last_contact_unix), str(r.transitions), str(r.last_seq), str(r.dropped),
-            str(r.model_version), f"{r.recent_cost:.4g}",
+            r.robot_id,
+            r.task,
+            _when(r.last_contact_unix),
+            str(r.transitions),
+            str(r.last_seq),
+            str(r.dropped),
+            str(r.model_version),
+            f"{r.recent_cost:.4g}",
         )
     console.print(robots)
     console.print(_models_table(status.models, "model versions"))

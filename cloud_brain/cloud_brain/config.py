@@ -243,8 +243,9 @@ class CloudConfig:
                 raise ConfigError("store.dsn: expected postgresql://user@host:port/dbname")
         cb = self.consolidation
         if cb.backend not in CONSOLIDATION_BACKENDS:
-            raise ConfigError(f"consolidation.backend: must be one of {', '.join(CONSOLIDATION_BACKENDS)}, "
-                              f"got {cb.backend!r}")
+            raise ConfigError(
+                f"consolidation.backend: must be one of {', '.join(CONSOLIDATION_BACKENDS)}, got {cb.backend!r}"
+            )
         if cb.num_cpus < 1:
             raise ConfigError(f"consolidation.num_cpus: must be >= 1, got {cb.num_cpus}")
         if cb.address and cb.address != "auto" and ":" not in cb.address:
@@ -305,10 +306,15 @@ class CloudConfig:
                 "tls.key and tls.client_ca (see `nestor-cloud certs`) or bind 127.0.0.1"
             )
         s = self.schedule
-        for name, low, strict in (("every_transitions", 1, False), ("every_seconds", 0, True),
-                                  ("min_transitions", 1, False), ("poll_seconds", 0, True),
-                                  ("round_timeout_seconds", 0, True), ("failure_backoff_seconds", 0, False),
-                                  ("max_rows_per_round", 0, False)):
+        for name, low, strict in (
+            ("every_transitions", 1, False),
+            ("every_seconds", 0, True),
+            ("min_transitions", 1, False),
+            ("poll_seconds", 0, True),
+            ("round_timeout_seconds", 0, True),
+            ("failure_backoff_seconds", 0, False),
+            ("max_rows_per_round", 0, False),
+        ):
             value = getattr(s, name)  # in this order: the first bad field is named
             if value < low or (strict and value == low):
                 raise ConfigError(f"schedule.{name}: must be {'>' if strict else '>='} {low}, got {value}")
@@ -346,9 +352,13 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
         elif isinstance(default, tuple) or (default is None and str(fields[key].type).startswith("tuple")):
             # YAML writes a list: of numbers (a tuple default) or of names (a None default: may stay None)
             numbers = isinstance(default, tuple)
-            ok = (default is None and value is None) or (isinstance(value, list) and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) if numbers else isinstance(v, str)
-                for v in value))
+            ok = (default is None and value is None) or (
+                isinstance(value, list)
+                and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) if numbers else isinstance(v, str)
+                    for v in value
+                )
+            )
             if not ok:
                 kind = "a list of numbers" if numbers else "a list of strings or null"
                 raise ConfigError(f"{prefix}{key}: expected {kind}, got {value!r}")

@@ -251,15 +251,23 @@ def run_demo(config: DemoConfig, json_out=None) -> int:
     from nestor_demo.exports import export_robots
 
     for robot_id, formats in export_robots(run_dir, {s.robot_id: s.robot_dir for s in specs}, env).items():
-        print(f"export {robot_id}: " + "; ".join(r.get("path") or f"{f} failed: {r['error']}"
-                                                 for f, r in formats.items()), flush=True)
+        print(
+            f"export {robot_id}: "
+            + "; ".join(r.get("path") or f"{f} failed: {r['error']}" for f, r in formats.items()),
+            flush=True,
+        )
     if config.record:
         from nestor_demo.recording import summarize
 
         rec = summarize(run_dir, {s.robot_id: s.robot_dir for s in specs}, set(config.record))
-        print("recording: missed ticks per 1000 ticks " + ", ".join(
-            f"{k} {rec[k]['missed_per_1k_ticks']} ({rec[k]['missed_ticks']}/{rec[k]['ticks']})"
-            for k in ("recording", "not_recording")), flush=True)
+        print(
+            "recording: missed ticks per 1000 ticks "
+            + ", ".join(
+                f"{k} {rec[k]['missed_per_1k_ticks']} ({rec[k]['missed_ticks']}/{rec[k]['ticks']})"
+                for k in ("recording", "not_recording")
+            ),
+            flush=True,
+        )
     from nestor_demo.demo_report import write_report
 
     summary = write_report(run_dir, specs, config, elapsed, final_status, task_file, shift_at)
@@ -295,14 +303,26 @@ def _start_stall_probe(run_dir: Path, config_dir: str, env: dict) -> subprocess.
     with open(os.path.join(config_dir, "robot", "policy.yaml")) as f:
         params = (yaml.safe_load(f) or {}).get("/**/policy", {}).get("ros__parameters", {})
     argv = [
-        sys.executable, "-m", "nestor_demo.stall_probe", "--out", str(run_dir / STALL_PROBE_FILE),
-        "--rate", str(float(params.get("control_rate_hz", 100.0))),
-        "--priority", str(int(params.get("sched_priority", 0))),
+        sys.executable,
+        "-m",
+        "nestor_demo.stall_probe",
+        "--out",
+        str(run_dir / STALL_PROBE_FILE),
+        "--rate",
+        str(float(params.get("control_rate_hz", 100.0))),
+        "--priority",
+        str(int(params.get("sched_priority", 0))),
     ]
     log = open(run_dir / "stall_probe.log", "w")
     with log:
-        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                preexec_fn=die_with_parent(signal.SIGTERM))
+        return subprocess.Popen(
+            argv,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent(signal.SIGTERM),
+        )
 
 
 def _stop_fleet(group: ProcessGroup, specs: list[RobotSpec], probe: subprocess.Popen | None = None) -> None:

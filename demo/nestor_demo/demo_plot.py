@@ -58,7 +58,10 @@ def plot_cost(path: Path, series: dict, events: dict, live: dict, rounds: list[d
         return
     second = max(1, int(round(rate_hz)))
     fig, axes = plt.subplots(
-        2 * len(robots), 1, figsize=(12, 5.2 * len(robots)), squeeze=False,
+        2 * len(robots),
+        1,
+        figsize=(12, 5.2 * len(robots)),
+        squeeze=False,
         gridspec_kw={"height_ratios": [2.2, 1.0] * len(robots)},
     )
     for n, robot_id in enumerate(robots):
@@ -71,8 +74,14 @@ def plot_cost(path: Path, series: dict, events: dict, live: dict, rounds: list[d
         ax.plot(t, s["cost"], color="0.8", lw=0.5, label="cost per tick")
         ax.plot(t, ma, color="C0", lw=1.2, label="moving average (1 s)")
         if pre:
-            ax.axhspan(pre * (1 - BAND), pre * (1 + BAND), color="C2", alpha=0.25, lw=0,
-                       label=f"pre-shift mean (10 s) +-{BAND:.0%}")
+            ax.axhspan(
+                pre * (1 - BAND),
+                pre * (1 + BAND),
+                color="C2",
+                alpha=0.25,
+                lw=0,
+                label=f"pre-shift mean (10 s) +-{BAND:.0%}",
+            )
         # The start-up transient (the first seconds, before the loop settles) may clip at the top.
         settled = t >= min(WARMUP_S, float(t[-1]) / 10.0)
         band = [[pre * (1 - BAND), pre * (1 + BAND)]] if pre else []
@@ -86,15 +95,22 @@ def plot_cost(path: Path, series: dict, events: dict, live: dict, rounds: list[d
                 x = event["stamp"] - t0
                 ax.axvline(x, color="C3", ls="--", lw=1.5)
                 ax_levels.axvline(x, color="C3", ls="--", lw=1.0)
-                ax.text(x, top, f" {event.get('type', 'shift')} {event.get('magnitude', '')}", color="C3",
-                        va="top", fontsize=8)
+                ax.text(
+                    x,
+                    top,
+                    f" {event.get('type', 'shift')} {event.get('magnitude', '')}",
+                    color="C3",
+                    va="top",
+                    fontsize=8,
+                )
         for swap in fig_live.get("swaps", []):
             x = swap["t_s"]
             ratio = "" if swap["ratio"] is None else f" {swap['ratio']:.2f}x"
             ax.axvline(x, color="C2", ls=":", lw=1.2)
             ax_levels.axvline(x, color="C2", ls=":", lw=0.8)
-            ax.text(x, bottom, f" v{swap['from']}->v{swap['to']}{ratio}", color="C2", va="bottom", fontsize=8,
-                    rotation=90)
+            ax.text(
+                x, bottom, f" v{swap['from']}->v{swap['to']}{ratio}", color="C2", va="bottom", fontsize=8, rotation=90
+            )
         for r in rounds:
             x = r["finished_unix"] - t0
             if r["accepted"] or not 0 <= x <= t[-1]:

@@ -119,7 +119,8 @@ def _rounds(db_path: Path, task: str) -> list[dict]:
     try:
         rows = store.query(
             "SELECT finished_unix, parent_version, version, accepted, reason, error FROM rounds"
-            " WHERE task = ? ORDER BY id", (task,),
+            " WHERE task = ? ORDER BY id",
+            (task,),
         )
     finally:
         store.close()
@@ -176,8 +177,13 @@ def _paired(trace, control, rate_hz: float) -> dict:
     """The paired-control yardsticks of one shifted episode against its unshifted twin."""
     s = trace.shift_tick
     if s is None or s <= 0:
-        return {"recovery_ticks_paired": None, "post_ratio_paired": {}, "late_ratio_paired": None,
-                "blew_up": learning_metrics.blew_up(trace.cost), "post_shift_ticks": 0}
+        return {
+            "recovery_ticks_paired": None,
+            "post_ratio_paired": {},
+            "late_ratio_paired": None,
+            "blew_up": learning_metrics.blew_up(trace.cost),
+            "post_shift_ticks": 0,
+        }
     return {
         "recovery_ticks_paired": learning_metrics.recovery_ticks_paired(trace.cost, control.cost, s),
         "post_ratio_paired": learning_metrics.window_ratios(trace.cost, control.cost, s, rate_hz),
@@ -304,9 +310,7 @@ def write_report(run_dir: Path, specs, config, elapsed: float, final_status, tas
             f"mean cost over {FIRST_CONTACT_TICKS} ticks on each shifted dynamics from tick 0, L0 frozen "
             "(l0_step_scale 0, L1 at its defaults): the slow weights' share, not what the robot runs"
         ),
-        "cost_initial_model_deployed": float(
-            np.mean([r["first_contact_deployed_initial"] for r in learning.values()])
-        ),
+        "cost_initial_model_deployed": float(np.mean([r["first_contact_deployed_initial"] for r in learning.values()])),
         "cost_consolidated_model_deployed": float(
             np.mean([r["first_contact_deployed_consolidated"] for r in learning.values()])
         ),
@@ -360,8 +364,10 @@ def missed_ticks_verdict(robots: dict, probe_missed: int | None) -> dict:
     """Issue 16's criterion: every robot's missed_ticks <= the stall probe's missed_ticks + 2, same run."""
     bound = None if probe_missed is None else probe_missed + MISSED_TICKS_MARGIN
     per_robot = {
-        k: {"missed_ticks": r["missed_ticks"],
-            "met": None if bound is None or r["missed_ticks"] is None else r["missed_ticks"] <= bound}
+        k: {
+            "missed_ticks": r["missed_ticks"],
+            "met": None if bound is None or r["missed_ticks"] is None else r["missed_ticks"] <= bound,
+        }
         for k, r in robots.items()
     }
     verdicts = [v["met"] for v in per_robot.values()]

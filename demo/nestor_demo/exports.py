@@ -29,15 +29,30 @@ def export_robots(run_dir: Path, robot_dirs: dict[str, str], env: dict, timeout_
     for robot_id, robot_dir in robot_dirs.items():
         results[robot_id] = {}
         for fmt, name in EXPORT_FORMATS.items():
-            argv = [sys.executable, "-m", "cloud_brain.cli", "export", "--format", fmt, "--robot", robot_id,
-                    "--out", str(Path(robot_dir) / name), "--config", str(cloud / "cloud.yaml"),
-                    "--db", str(cloud / "nestor.db"), "--json"]
+            argv = [
+                sys.executable,
+                "-m",
+                "cloud_brain.cli",
+                "export",
+                "--format",
+                fmt,
+                "--robot",
+                robot_id,
+                "--out",
+                str(Path(robot_dir) / name),
+                "--config",
+                str(cloud / "cloud.yaml"),
+                "--db",
+                str(cloud / "nestor.db"),
+                "--json",
+            ]
             events = Path(robot_dir) / "events.jsonl"
             if events.is_file():
                 argv += ["--events", str(events)]
             try:
-                proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout_s,
-                                      stdin=subprocess.DEVNULL)
+                proc = subprocess.run(
+                    argv, env=env, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+                )
             except subprocess.TimeoutExpired:
                 results[robot_id][fmt] = {"error": f"timed out after {timeout_s:g} s"}
                 continue

@@ -61,7 +61,11 @@ def _ratio(num: float | None, den: float | None) -> float | None:
 
 
 def window_ratios_by_time(
-    stamp: np.ndarray, cost: np.ndarray, t0: float, reference: float, rate_hz: float,
+    stamp: np.ndarray,
+    cost: np.ndarray,
+    t0: float,
+    reference: float,
+    rate_hz: float,
     windows=learning_metrics.LIVE_WINDOWS_S,
 ) -> dict[str, float | None]:
     """Mean cost over each window after t0 (by stamps) over `reference`."""
@@ -128,13 +132,15 @@ def robot_live(series: dict | None, shift_stamp: float | None, rate_hz: float, s
         before = span_mean(stamp, cost, t - SWAP_WINDOW_S - half, t - half, rate_hz)
         after = span_mean(stamp, cost, t - half, t + SWAP_WINDOW_S - half, rate_hz)
         frm, to = int(version[i - 1]), int(version[i])
-        out["swaps"].append({
-            "from": frm,
-            "to": to,
-            "ratio": _ratio(after, before),
-            "t_s": t - float(stamp[0]),
-            "rollback": (frm, to) in rollbacks,
-        })
+        out["swaps"].append(
+            {
+                "from": frm,
+                "to": to,
+                "ratio": _ratio(after, before),
+                "t_s": t - float(stamp[0]),
+                "rollback": (frm, to) in rollbacks,
+            }
+        )
     return out
 
 

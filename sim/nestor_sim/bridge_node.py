@@ -168,8 +168,13 @@ class SimBridge(ManagedNode):
 
     def _diagnostic_status(self) -> tuple:
         """(level, message, values) for /diagnostics: sim time, the shifts in effect, commands."""
-        values = {"task": self.task.name, "tick": self.env.tick, "sim_time_s": self.env.t,
-                  "shifts_active": json.dumps(self.env.active_shifts()), "rejected_commands": self._rejected_commands}
+        values = {
+            "task": self.task.name,
+            "tick": self.env.tick,
+            "sim_time_s": self.env.t,
+            "shifts_active": json.dumps(self.env.active_shifts()),
+            "rejected_commands": self._rejected_commands,
+        }
         if self._command is None:
             return diagnostics.OK, "waiting for the first command", values
         if self._rejected_commands > self._rejected_reported:  # WARN for one period after a rejection
@@ -261,6 +266,7 @@ class SimBridge(ManagedNode):
             if self._events_file is not None:
                 with self._events_file.open("a") as f:
                     f.write(line + "\n")
+
 
 def main(args=None):
     """Runs the sim bridge until shutdown; accepts ``--ros-args`` (params file, remaps)."""

@@ -150,8 +150,9 @@ class TrackingEnv(gym.Env):
         self._limit_list = self.effort_limit.tolist()
         self._neg_limit_list = (-self.effort_limit).tolist()
         # Observation from state + [q_ref..., qd_ref...].
-        self._obs_get = _gather([*self._c_slot, *(m + self._c_slot), *range(2 * m, 2 * m + 2 * n),
-                                 *self._p_slot, *(m + self._p_slot)])
+        self._obs_get = _gather(
+            [*self._c_slot, *(m + self._c_slot), *range(2 * m, 2 * m + 2 * n), *self._p_slot, *(m + self._p_slot)]
+        )
         self._cq_get = _gather(self._c_slot)
         self._cqd_get = _gather(m + self._c_slot)
         self._ref_rows: list[list[float]] = []  # reference table: ticks _ref_base.. of the episode
@@ -196,13 +197,19 @@ class TrackingEnv(gym.Env):
         obs = np.array(obs_values, dtype=np.float32)
         terminated = not (math.isfinite(cost) and np.isfinite(obs).all())
         truncated = self.tick >= self._episode_ticks
-        return obs, -cost, terminated, truncated, {
-            "cost": cost,
-            "t": self.tick * self.task.dt,
-            "tick": self.tick,
-            "shifts_active": self.active_shifts(),
-            "shift_events": events,
-        }
+        return (
+            obs,
+            -cost,
+            terminated,
+            truncated,
+            {
+                "cost": cost,
+                "t": self.tick * self.task.dt,
+                "tick": self.tick,
+                "shifts_active": self.active_shifts(),
+                "shift_events": events,
+            },
+        )
 
     def render(self):
         """Returns the camera image in "rgb_array" mode (the GUI draws itself in "human")."""

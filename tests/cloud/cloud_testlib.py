@@ -15,8 +15,9 @@ from nestor_core.experience import ExperienceBatch, to_chunk
 OBS_DIM, ACT_DIM = 3, 2
 
 
-def make_batch(robot="r1", first_seq=1, n=5, task="arm", obs_dim=OBS_DIM, act_dim=ACT_DIM, dropped_before=0,
-               version=1) -> ExperienceBatch:
+def make_batch(
+    robot="r1", first_seq=1, n=5, task="arm", obs_dim=OBS_DIM, act_dim=ACT_DIM, dropped_before=0, version=1
+) -> ExperienceBatch:
     """A valid batch whose obs[:, 0] holds the seq numbers (so tests can check which rows were stored)."""
     seqs = np.arange(first_seq, first_seq + n)
     obs = np.zeros((n, obs_dim), np.float32)
@@ -60,15 +61,18 @@ def run_round(request: dict) -> dict:
         "onnx": request["parent_onnx"] + b"+round",
         "accepted": True,
         "reason": "fake: always better",
-        "metrics": {"transitions": n, "nice": os.nice(0), "torch_threads": torch.get_num_threads(),
-                    "pid": os.getpid()},
+        "metrics": {"transitions": n, "nice": os.nice(0), "torch_threads": torch.get_num_threads(), "pid": os.getpid()},
     }
 
 
 def config_round(request: dict) -> dict:
     """Accepts a child; its metrics echo the request's round config (cloud.yaml `consolidation:`)."""
-    return {"onnx": request["parent_onnx"] + b"+round", "accepted": True, "reason": "fake",
-            "metrics": {"config": request.get("config")}}
+    return {
+        "onnx": request["parent_onnx"] + b"+round",
+        "accepted": True,
+        "reason": "fake",
+        "metrics": {"config": request.get("config")},
+    }
 
 
 def reject_round(request: dict) -> dict:
@@ -105,8 +109,10 @@ def gated_round(request: dict) -> dict:
     """Metrics shaped like l2_consolidation's (losses, meta, gate); accepts every other round."""
     seed = int(request["seed"])
     accepted = seed % 2 == 0
-    tried = [{"alpha": 1.0, "costs": {"nominal": 0.5 + seed, "payload": 0.7 + seed}, "regressed": ["payload"]},
-             {"alpha": 0.5, "costs": {"nominal": 0.3 + seed, "payload": 0.4 + seed}, "regressed": []}]
+    tried = [
+        {"alpha": 1.0, "costs": {"nominal": 0.5 + seed, "payload": 0.7 + seed}, "regressed": ["payload"]},
+        {"alpha": 0.5, "costs": {"nominal": 0.3 + seed, "payload": 0.4 + seed}, "regressed": []},
+    ]
     return {
         "onnx": request["parent_onnx"] + (b"+better" if accepted else b"+worse"),
         "accepted": accepted,
@@ -114,8 +120,11 @@ def gated_round(request: dict) -> dict:
         "metrics": {
             "training": {"loss_first": 2.0 * seed, "loss_last": 1.0 * seed, "steps": 10},
             "meta": {"l0": {"eta": 0.01 * seed, "decay": 0.9}, "l1": {"step": 0.1}},
-            "gate": {"parent": {"nominal": 0.4 + seed, "payload": 0.5 + seed},
-                     "tried": tried if accepted else tried[:1], "accepted_alpha": 0.5 if accepted else None},
+            "gate": {
+                "parent": {"nominal": 0.4 + seed, "payload": 0.5 + seed},
+                "tried": tried if accepted else tried[:1],
+                "accepted_alpha": 0.5 if accepted else None,
+            },
             "round_seconds": 0.25,
             "note": "text is not a scalar",
         },

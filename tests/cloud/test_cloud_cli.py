@@ -75,7 +75,10 @@ def test_status_json_and_models_commands(live_server, tmp_path):
 
     health = _run("health", "--address", address, "--json")
     assert health.returncode == 0 and json.loads(health.stdout) == {
-        "address": address, "service": "", "status": "SERVING"}
+        "address": address,
+        "service": "",
+        "status": "SERVING",
+    }
 
     table = _run("status", "--address", address)
     assert table.returncode == 0 and "model versions" in table.stdout
@@ -100,7 +103,10 @@ def test_unreachable_server_exits_2_with_one_line():
     command = [str(script)] if script.exists() else CLI
     result = subprocess.run(
         [*command, "status", "--address", f"127.0.0.1:{port}", "--timeout", "2"],
-        capture_output=True, text=True, timeout=30, env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=_env(),
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
@@ -116,11 +122,18 @@ def test_bad_config_exits_2_naming_the_field(tmp_path):
 
 def _serve_config(tmp_path, task_files, name="second") -> pathlib.Path:
     config = tmp_path / f"{name}.yaml"
-    config.write_text(yaml.safe_dump({
-        "db_path": str(tmp_path / f"{name}.db"), "model_dir": str(tmp_path / f"{name}_models"),
-        "task_files": task_files, "initial_model": "cloud_testlib:initial_model",
-        "consolidate": "cloud_testlib:run_round", "schedule": {"enabled": False},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "db_path": str(tmp_path / f"{name}.db"),
+                "model_dir": str(tmp_path / f"{name}_models"),
+                "task_files": task_files,
+                "initial_model": "cloud_testlib:initial_model",
+                "consolidate": "cloud_testlib:run_round",
+                "schedule": {"enabled": False},
+            }
+        )
+    )
     return config
 
 

@@ -32,8 +32,15 @@ def test_versions_are_global_and_carry_hash_and_manifest(registry, tmp_path):
     assert b.sha256 == hashlib.sha256(b"onnx-b").hexdigest()
     assert b.status == "candidate" and b.parent == 1 and b.experience_to == 7
     assert a.manifest == canonical_json(
-        {"version": 1, "parent": 0, "task": "arm", "sha256": a.sha256, "io_signature": IO, "metrics": {},
-         "created_unix": 100.0}
+        {
+            "version": 1,
+            "parent": 0,
+            "task": "arm",
+            "sha256": a.sha256,
+            "io_signature": IO,
+            "metrics": {},
+            "created_unix": 100.0,
+        }
     )
     assert b" " not in a.manifest and a.signature == b""
     assert json.loads(b.manifest)["metrics"] == {"cost": 1.5}

@@ -19,41 +19,50 @@ DEADLINE = 10.0
 # --- decision logic ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fraction, robots, expected", [
-    (0.0, ["a", "b"], []),
-    (0.25, ["r3", "r1", "r0", "r2"], ["r0"]),
-    (0.5, ["r3", "r1", "r0", "r2"], ["r0", "r1"]),
-    (0.25, ["r0", "r1", "r2", "r3", "r4"], ["r0", "r1"]),  # ceil(1.25) = 2
-    (0.01, ["b", "a"], ["a"]),
-    (1.0, ["b", "a", "a"], ["a", "b"]),
-    (0.5, [], []),
-])
+@pytest.mark.parametrize(
+    "fraction, robots, expected",
+    [
+        (0.0, ["a", "b"], []),
+        (0.25, ["r3", "r1", "r0", "r2"], ["r0"]),
+        (0.5, ["r3", "r1", "r0", "r2"], ["r0", "r1"]),
+        (0.25, ["r0", "r1", "r2", "r3", "r4"], ["r0", "r1"]),  # ceil(1.25) = 2
+        (0.01, ["b", "a"], ["a"]),
+        (1.0, ["b", "a", "a"], ["a", "b"]),
+        (0.5, [], []),
+    ],
+)
 def test_choose_canaries_is_deterministic_lowest_ids(fraction, robots, expected):
     assert choose_canaries(robots, fraction) == expected
     assert len(expected) == (math.ceil(fraction * len(set(robots))) if robots and fraction else 0)
 
 
-@pytest.mark.parametrize("pre, post, limit, promote, text", [
-    ({"a": 1.0}, {"a": 1.05}, 0.1, True, "+5.0%"),
-    ({"a": 1.0}, {"a": 1.2}, 0.1, False, "+20.0%"),
-    ({"a": 1.0, "b": 3.0}, {"a": 0.5, "b": 3.6}, 0.1, True, "+2.5%"),  # pooled: a alone would be -50 %
-    ({"a": 2.0}, {"a": 1.0}, 0.0, True, "-50.0%"),
-    ({"a": 1.0}, {}, 0.1, False, "no experience"),
-    ({}, {"a": 9.0}, 0.1, True, "no pre-swap baseline"),
-    ({"a": 0.0}, {"a": 0.0}, 0.0, True, "+0.0%"),
-])
+@pytest.mark.parametrize(
+    "pre, post, limit, promote, text",
+    [
+        ({"a": 1.0}, {"a": 1.05}, 0.1, True, "+5.0%"),
+        ({"a": 1.0}, {"a": 1.2}, 0.1, False, "+20.0%"),
+        ({"a": 1.0, "b": 3.0}, {"a": 0.5, "b": 3.6}, 0.1, True, "+2.5%"),  # pooled: a alone would be -50 %
+        ({"a": 2.0}, {"a": 1.0}, 0.0, True, "-50.0%"),
+        ({"a": 1.0}, {}, 0.1, False, "no experience"),
+        ({}, {"a": 9.0}, 0.1, True, "no pre-swap baseline"),
+        ({"a": 0.0}, {"a": 0.0}, 0.0, True, "+0.0%"),
+    ],
+)
 def test_canary_verdict(pre, post, limit, promote, text):
     verdict, why = canary_verdict(pre, post, limit)
     assert verdict is promote
     assert text in why
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("canary_fraction", 1.5, "rollout.canary_fraction"),
-    ("canary_transitions", 0, "rollout.canary_transitions"),
-    ("max_regression", -0.1, "rollout.max_regression"),
-    ("canary_timeout_seconds", 0.0, "rollout.canary_timeout_seconds"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("canary_fraction", 1.5, "rollout.canary_fraction"),
+        ("canary_transitions", 0, "rollout.canary_transitions"),
+        ("max_regression", -0.1, "rollout.max_regression"),
+        ("canary_timeout_seconds", 0.0, "rollout.canary_timeout_seconds"),
+    ],
+)
 def test_rollout_config_is_validated(field, value, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict({"rollout": {field: value}})
@@ -101,8 +110,14 @@ def ingest(channel, robot_id, first_seq, n, version, cost):
 
 @pytest.fixture
 def canary_server(cloud_config):
-    cloud_config.rollout = RolloutConfig(canary_fraction=0.25, canary_transitions=30, canary_timeout_seconds=30.0,
-                                         max_regression=0.2, baseline_transitions=50, poll_seconds=0.1)
+    cloud_config.rollout = RolloutConfig(
+        canary_fraction=0.25,
+        canary_transitions=30,
+        canary_timeout_seconds=30.0,
+        max_regression=0.2,
+        baseline_transitions=50,
+        poll_seconds=0.1,
+    )
     srv = CloudServer(cloud_config.validate(), initial_model_fn=initial_model)
     srv.start()
     yield srv
@@ -127,8 +142,9 @@ def test_four_subscribers_canary_then_promote_or_reject(canary_server, post_cost
             ingest(channel, robot, 1, 60, parent.version, 1.0 + 0.01 * i)  # pre-swap costs under the parent
         subs = {r: Subscriber(channel, r, parent.version) for r in robots}
         _wait_connected(server, 4)
-        candidate = server.registry.register("arm", b"fake-onnx:candidate", parent.io_signature,
-                                             parent=parent.version, status="candidate")
+        candidate = server.registry.register(
+            "arm", b"fake-onnx:candidate", parent.io_signature, parent=parent.version, status="candidate"
+        )
         assert server.rollout.accept(candidate).status == "candidate"  # what the scheduler does on accept
         assert server.registry.active("arm").version == parent.version
         # ceil(0.25 * 4) = 1 canary: the lowest id.
@@ -154,12 +170,14 @@ def test_four_subscribers_canary_then_promote_or_reject(canary_server, post_cost
 
 def test_report_bad_marks_a_version_for_that_robot_only(server):
     first = server.registry.active("arm")
-    second = server.registry.register("arm", b"fake-onnx:second", first.io_signature, parent=first.version,
-                                      status="active")
+    second = server.registry.register(
+        "arm", b"fake-onnx:second", first.io_signature, parent=first.version, status="active"
+    )
     with grpc.insecure_channel(server.address) as channel:
         stub = nestor_pb2_grpc.ModelsStub(channel)
-        reply = stub.ReportBad(nestor_pb2.BadModelReport(robot_id="r2", version=second.version, reason="worse"),
-                               timeout=DEADLINE)
+        reply = stub.ReportBad(
+            nestor_pb2.BadModelReport(robot_id="r2", version=second.version, reason="worse"), timeout=DEADLINE
+        )
         assert (reply.version, reply.robots_reporting) == (second.version, 1)
         assert server.registry.bad_versions("r2") == {second.version}
         bad_robot = Subscriber(channel, "r2", first.version)
@@ -193,7 +211,8 @@ def test_cloud_metrics_endpoint_serves_the_fleet_figures(cloud_config):
             with pytest.raises(grpc.RpcError):
                 ingest(channel, "r1", 50, 5, active.version, 1.0)  # a gap: rejected
             nestor_pb2_grpc.ModelsStub(channel).ReportBad(
-                nestor_pb2.BadModelReport(robot_id="r1", version=active.version, reason="worse"), timeout=DEADLINE)
+                nestor_pb2.BadModelReport(robot_id="r1", version=active.version, reason="worse"), timeout=DEADLINE
+            )
         text = urllib.request.urlopen(f"http://127.0.0.1:{cloud_config.metrics_port}/metrics", timeout=5).read()
         text = text.decode()
     finally:
@@ -219,8 +238,9 @@ def test_a_running_canary_survives_a_cloud_restart(canary_server, cloud_config):
             ingest(channel, robot, 1, 60, parent.version, 1.0 + 0.01 * i)
         subs = {r: Subscriber(channel, r, parent.version) for r in robots}
         _wait_connected(server, 4)
-        candidate = server.registry.register("arm", b"fake-onnx:candidate", parent.io_signature,
-                                             parent=parent.version, status="candidate")
+        candidate = server.registry.register(
+            "arm", b"fake-onnx:candidate", parent.io_signature, parent=parent.version, status="candidate"
+        )
         server.rollout.accept(candidate)
         assert subs["r0"].next() == candidate.version
         start_row = server.rollout.canary("arm").start_row

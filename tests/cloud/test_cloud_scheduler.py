@@ -35,8 +35,16 @@ def parts(tmp_path, tasks):
 
 def make_scheduler(parts, tasks, consolidate="cloud_testlib:run_round", in_process=True, **schedule):
     store, registry, _ = parts
-    config = ScheduleConfig(**{"every_transitions": 10, "min_transitions": 5, "every_seconds": 3600,
-                               "poll_seconds": 0.05, "failure_backoff_seconds": 3600, **schedule})
+    config = ScheduleConfig(
+        **{
+            "every_transitions": 10,
+            "min_transitions": 5,
+            "every_seconds": 3600,
+            "poll_seconds": 0.05,
+            "failure_backoff_seconds": 3600,
+            **schedule,
+        }
+    )
     return ConsolidationScheduler(store, registry, {"arm": tasks["arm"]}, config, consolidate, in_process=in_process)
 
 
@@ -65,8 +73,15 @@ def test_the_consolidation_section_goes_with_every_round_request(parts, tasks):
     store, registry, _ = parts
     round_config = config_from_dict({"consolidation": {"steps": 7, "blend_steps": [1.0, 0.5]}}).consolidation.round
     schedule = ScheduleConfig(every_transitions=10, min_transitions=5, every_seconds=3600, poll_seconds=0.05)
-    scheduler = ConsolidationScheduler(store, registry, {"arm": tasks["arm"]}, schedule, "cloud_testlib:config_round",
-                                       in_process=True, round_config=dataclasses.asdict(round_config))
+    scheduler = ConsolidationScheduler(
+        store,
+        registry,
+        {"arm": tasks["arm"]},
+        schedule,
+        "cloud_testlib:config_round",
+        in_process=True,
+        round_config=dataclasses.asdict(round_config),
+    )
     store.append(make_batch(first_seq=1, n=12))
     sent = scheduler.run_round("arm").metrics["config"]
     assert (sent["steps"], sent["blend_steps"], sent["batch_size"]) == (7, [1.0, 0.5], ConsolidationConfig().batch_size)
@@ -99,8 +114,13 @@ def test_failed_round_is_recorded_and_backs_off(parts, tasks):
 def test_child_is_spawned_niced_with_one_torch_thread(tmp_path):
     store = ExperienceStore(tmp_path / "x.db")
     store.close()
-    request = {"db_path": str(tmp_path / "x.db"), "task": "arm", "parent_onnx": b"p", "experience_from": 0,
-               "experience_to": 0}
+    request = {
+        "db_path": str(tmp_path / "x.db"),
+        "task": "arm",
+        "parent_onnx": b"p",
+        "experience_from": 0,
+        "experience_to": 0,
+    }
     result = run_in_child("cloud_testlib:run_round", request, timeout=120)
     assert result["onnx"] == b"p+round"
     assert result["metrics"]["nice"] >= 10

@@ -137,7 +137,8 @@ def test_the_database_refuses_a_second_chunk_at_the_same_seq(store, store_target
     with pytest.raises(sqlite3.IntegrityError):
         conn.execute(
             "INSERT INTO chunks (robot_id, task, first_seq, count, model_version, mean_cost, received_unix, chunk)"
-            " VALUES ('r1', 'arm', 1, 4, 1, 0, 0, ?)", (b"x",),
+            " VALUES ('r1', 'arm', 1, 4, 1, 0, 0, ?)",
+            (b"x",),
         )
     conn.close()
     assert store.stored_seqs("r1") == [(1, 4)]

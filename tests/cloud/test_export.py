@@ -30,7 +30,9 @@ T0 = 1_780_000_000.0  # robot clock of seq 1
 def _batch(first_seq, n, version, rng, dropped_before=0):
     seqs = np.arange(first_seq, first_seq + n)
     return ExperienceBatch(
-        robot_id="robot0", task="crane", first_seq=first_seq,
+        robot_id="robot0",
+        task="crane",
+        first_seq=first_seq,
         obs=rng.normal(size=(n, 6)).astype(np.float32),  # crane: 1 controlled + 1 passive joint
         action=rng.normal(size=(n, 1)).astype(np.float32),
         cost=rng.random(n).astype(np.float32),
@@ -59,8 +61,16 @@ def exported(tmp_path):
     config = tmp_path / "cloud.yaml"
     config.write_text(yaml.safe_dump({"db_path": str(db), "task_files": [str(CRANE)]}))
     events = tmp_path / "events.jsonl"
-    shift = {"robot_id": "robot0", "type": "payload", "magnitude": 2.0, "at_s": 0.3, "link": "pole",
-             "t": 0.3, "tick": 30, "stamp": T0 + 0.295}
+    shift = {
+        "robot_id": "robot0",
+        "type": "payload",
+        "magnitude": 2.0,
+        "at_s": 0.3,
+        "link": "pole",
+        "t": 0.3,
+        "tick": 30,
+        "stamp": T0 + 0.295,
+    }
     events.write_text(json.dumps(shift) + "\n" + json.dumps({**shift, "robot_id": "robot1"}) + "\n")
     return {"config": config, "db": db, "batches": batches, "events": events, "shift": shift, "tmp": tmp_path}
 
@@ -93,8 +103,19 @@ def _read_mcap(path):
 
 def test_mcap_export_every_value_matches_the_store(exported):
     out = exported["tmp"] / "robot0.mcap"
-    proc = _export("--format", "mcap", "--robot", "robot0", "--out", out, "--config", exported["config"],
-                   "--events", exported["events"], "--json")
+    proc = _export(
+        "--format",
+        "mcap",
+        "--robot",
+        "robot0",
+        "--out",
+        out,
+        "--config",
+        exported["config"],
+        "--events",
+        exported["events"],
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     rows = _rows(exported["batches"], 1, 80)
@@ -104,8 +125,15 @@ def test_mcap_export_every_value_matches_the_store(exported):
     assert set(by_topic) == {f"/robot0/{t}" for t in TOPICS}
     for topic, datatype in TOPICS.items():
         assert {name for name, _, _ in by_topic[f"/robot0/{topic}"]} == {datatype}
-    for topic in ("joint_states", "target", "effort_controller/commands", "cost", "nestor/fast_read",
-                  "nestor/l1_read", "nestor/surprise"):
+    for topic in (
+        "joint_states",
+        "target",
+        "effort_controller/commands",
+        "cost",
+        "nestor/fast_read",
+        "nestor/l1_read",
+        "nestor/surprise",
+    ):
         assert [m.sequence for _, m, _ in by_topic[f"/robot0/{topic}"]] == sorted(rows), topic
     for _, message, js in by_topic["/robot0/joint_states"]:
         batch, i = rows[message.sequence]
@@ -129,26 +157,62 @@ def test_mcap_export_every_value_matches_the_store(exported):
             assert check(decoded, batch, i), (topic, message.sequence)
     versions = [(m.sequence, d.data) for _, m, d in by_topic["/robot0/nestor/model_version"]]
     assert versions == [(1, 1), (51, 2)]
-    (_, event_message, event), = by_topic["/robot0/sim/events"]
+    ((_, event_message, event),) = by_topic["/robot0/sim/events"]
     assert json.loads(event.data) == exported["shift"]  # robot1's event is not in robot0's file
     assert event_message.log_time == round(exported["shift"]["stamp"] * 1e9)
     nestor = metadata["nestor"]
-    assert (nestor["robot_id"], nestor["task"], nestor["first_seq"], nestor["last_seq"]) == ("robot0", "crane", "1",
-                                                                                             "80")
+    assert (nestor["robot_id"], nestor["task"], nestor["first_seq"], nestor["last_seq"]) == (
+        "robot0",
+        "crane",
+        "1",
+        "80",
+    )
     assert json.loads(nestor["dropped_ranges"]) == [[41, 10]]
 
 
 def test_mcap_seq_and_time_ranges(exported):
     out = exported["tmp"] / "range.mcap"
-    assert _export("--format", "mcap", "--robot", "robot0", "--out", out, "--config", exported["config"],
-                   "--from-seq", 20, "--to-seq", 60).returncode == 0
+    assert (
+        _export(
+            "--format",
+            "mcap",
+            "--robot",
+            "robot0",
+            "--out",
+            out,
+            "--config",
+            exported["config"],
+            "--from-seq",
+            20,
+            "--to-seq",
+            60,
+        ).returncode
+        == 0
+    )
     by_topic, _ = _read_mcap(out)
     assert [m.sequence for _, m, _ in by_topic["/robot0/cost"]] == [*range(20, 41), *range(51, 61)]
     assert [(m.sequence, d.data) for _, m, d in by_topic["/robot0/nestor/model_version"]] == [(20, 1), (51, 2)]
     # stamps of seqs 31..55 (inclusive), through the robot clock.
     since, until = T0 + 30 * 0.01 - 1e-6, T0 + 54 * 0.01 + 1e-6
-    assert _export("--format", "mcap", "--robot", "robot0", "--out", out, "--db", exported["db"], "--config",
-                   exported["tmp"] / "none.yaml", "--since", since, "--until", until).returncode == 0
+    assert (
+        _export(
+            "--format",
+            "mcap",
+            "--robot",
+            "robot0",
+            "--out",
+            out,
+            "--db",
+            exported["db"],
+            "--config",
+            exported["tmp"] / "none.yaml",
+            "--since",
+            since,
+            "--until",
+            until,
+        ).returncode
+        == 0
+    )
     by_topic, _ = _read_mcap(out)
     assert [m.sequence for _, m, _ in by_topic["/robot0/cost"]] == [*range(31, 41), *range(51, 56)]
     # Without the task file the joints get generic names.
@@ -157,8 +221,20 @@ def test_mcap_seq_and_time_ranges(exported):
 
 def test_parquet_round_trip(exported):
     out = exported["tmp"] / "robot0.parquet"
-    proc = _export("--format", "parquet", "--robot", "robot0", "--out", out, "--config", exported["config"],
-                   "--events", exported["events"], "--to-seq", 70)
+    proc = _export(
+        "--format",
+        "parquet",
+        "--robot",
+        "robot0",
+        "--out",
+        out,
+        "--config",
+        exported["config"],
+        "--events",
+        exported["events"],
+        "--to-seq",
+        70,
+    )
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"60 transitions of robot0 \(seq 1\.\.70", proc.stdout)
     data = load(out)
@@ -171,7 +247,11 @@ def test_parquet_round_trip(exported):
         np.testing.assert_array_equal(data.fast_read[k], batch.fast_read[i])
         np.testing.assert_array_equal(data.l1_read[k], batch.slow_read[i])
         assert (data.cost[k], data.surprise[k], data.stamp[k], data.model_version[k]) == (
-            batch.cost[i], batch.surprise[i], batch.stamp[i], batch.model_versions[i])
+            batch.cost[i],
+            batch.surprise[i],
+            batch.stamp[i],
+            batch.model_versions[i],
+        )
     assert data.obs.dtype == np.float32 and data.obs.shape == (60, 6)
     assert data.meta["controlled_joints"] == ["slider_to_cart"] and data.meta["passive_joints"] == ["cart_to_pole"]
     np.testing.assert_array_equal(data.block("q_p")[:, 0], data.obs[:, 4])

@@ -12,8 +12,17 @@ T, N = 10, 2  # ticks per window, joints
 def window(row: int, effort: float, surprise: float, rng) -> Window:
     obs = np.zeros((T, 4 * N), np.float32)
     obs[:, :N] = rng.normal(0.0, 0.01, size=(T, N))
-    return Window("t", "r", row, 0, obs, np.full((T, N), effort, np.float32), np.zeros((T, N), np.float32),
-                  np.ones(T, np.float32), np.full(T, surprise, np.float32))
+    return Window(
+        "t",
+        "r",
+        row,
+        0,
+        obs,
+        np.full((T, N), effort, np.float32),
+        np.zeros((T, N), np.float32),
+        np.ones(T, np.float32),
+        np.full(T, surprise, np.float32),
+    )
 
 
 def offer(config: ReservoirConfig, path, rare_every: int = 100, total: int = 1000, seed: int = 0) -> int:
@@ -58,13 +67,21 @@ def test_update_reads_new_store_rows_once_and_round_trips(store_target):
     rng = np.random.default_rng(0)
     for i in range(3):
         n = 25
-        store.append(ExperienceBatch(
-            robot_id="r1", task="t", first_seq=1 + i * n,
-            obs=rng.normal(size=(n, 4 * N)).astype(np.float32), action=rng.normal(size=(n, N)).astype(np.float32),
-            cost=rng.random(n).astype(np.float32), fast_read=np.zeros((n, N), np.float32),
-            slow_read=rng.normal(size=(n, N)).astype(np.float32), surprise=rng.random(n).astype(np.float32),
-            stamp=np.arange(n, dtype=np.float64), model_versions=np.ones(n, np.int64),
-        ))
+        store.append(
+            ExperienceBatch(
+                robot_id="r1",
+                task="t",
+                first_seq=1 + i * n,
+                obs=rng.normal(size=(n, 4 * N)).astype(np.float32),
+                action=rng.normal(size=(n, N)).astype(np.float32),
+                cost=rng.random(n).astype(np.float32),
+                fast_read=np.zeros((n, N), np.float32),
+                slow_read=rng.normal(size=(n, N)).astype(np.float32),
+                surprise=rng.random(n).astype(np.float32),
+                stamp=np.arange(n, dtype=np.float64),
+                model_versions=np.ones(n, np.int64),
+            )
+        )
     res = L3Reservoir(path, ReservoirConfig(capacity_transitions=1000, window=T))
     try:
         stats = res.update(store, "t")

@@ -22,9 +22,11 @@ TASK_FILE = REPO / "config" / "tasks" / "kuka_track.yaml"
 
 
 def test_ray_is_not_imported_unless_chosen():
-    code = ("import sys, cloud_brain.service.server, cloud_brain.learning.scheduler, cloud_brain.learning.ray_backend;"
-            " from cloud_brain.config import CloudConfig; from cloud_brain.service.server import round_runner;"
-            " assert round_runner(CloudConfig(), 'm:f') is None; print('ray' in sys.modules)")
+    code = (
+        "import sys, cloud_brain.service.server, cloud_brain.learning.scheduler, cloud_brain.learning.ray_backend;"
+        " from cloud_brain.config import CloudConfig; from cloud_brain.service.server import round_runner;"
+        " assert round_runner(CloudConfig(), 'm:f') is None; print('ray' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
 
@@ -130,8 +132,12 @@ def kuka_store(tmp_path_factory):
     from nestor_sim.tracking_env import TrackingEnv
 
     work = tmp_path_factory.mktemp("kuka")
-    subprocess.run([sys.executable, "-m", "bench.make_model", "--task-file", str(TASK_FILE), "--out-dir", str(work)],
-                   check=True, cwd=REPO, timeout=180)
+    subprocess.run(
+        [sys.executable, "-m", "bench.make_model", "--task-file", str(TASK_FILE), "--out-dir", str(work)],
+        check=True,
+        cwd=REPO,
+        timeout=180,
+    )
     onnx = (work / "model.onnx").read_bytes()
     db = str(work / "nestor.db")
     store = ExperienceStore(db)
@@ -147,8 +153,16 @@ def kuka_store(tmp_path_factory):
 
 
 # Small enough for a test (seconds), with the gate on and more than one scenario.
-SMALL_ROUND = {"steps": 30, "batch_size": 256, "meta_steps": 2, "meta_batch": 8, "meta_seconds": 2.0,
-               "eval_ticks": 300, "blend_steps": [1.0, 0.5], "gate_shifts": ["payload:1.5", "friction:2.0"]}
+SMALL_ROUND = {
+    "steps": 30,
+    "batch_size": 256,
+    "meta_steps": 2,
+    "meta_batch": 8,
+    "meta_seconds": 2.0,
+    "eval_ticks": 300,
+    "blend_steps": [1.0, 0.5],
+    "gate_shifts": ["payload:1.5", "friction:2.0"],
+}
 
 
 def test_a_real_round_on_ray_gives_the_local_workers_result(ray_cluster, kuka_store):
@@ -156,9 +170,17 @@ def test_a_real_round_on_ray_gives_the_local_workers_result(ray_cluster, kuka_st
     from cloud_brain.learning.round_worker import run_in_child
 
     db, onnx, up_to = kuka_store
-    request = {"db_path": db, "task": "kuka_track", "task_file": str(TASK_FILE), "parent_version": 1,
-               "parent_onnx": onnx, "experience_from": 0, "experience_to": up_to, "seed": 3,
-               "config": SMALL_ROUND}
+    request = {
+        "db_path": db,
+        "task": "kuka_track",
+        "task_file": str(TASK_FILE),
+        "parent_version": 1,
+        "parent_onnx": onnx,
+        "experience_from": 0,
+        "experience_to": up_to,
+        "seed": 3,
+        "config": SMALL_ROUND,
+    }
     # The L3 reservoir is updated by each round: give each run the same starting database.
     local_db, ray_db = db + ".local", db + ".ray"
     for copy in (local_db, ray_db):

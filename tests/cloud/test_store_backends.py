@@ -35,8 +35,10 @@ def test_a_sqlite_file_made_before_versioning_is_adopted(tmp_path):
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
     conn.executescript(SCHEMA)
-    conn.execute("INSERT INTO robots (robot_id, task, last_seq, first_contact_unix, last_contact_unix)"
-                 " VALUES ('r1', 'arm', 5, 0, 0)")
+    conn.execute(
+        "INSERT INTO robots (robot_id, task, last_seq, first_contact_unix, last_contact_unix)"
+        " VALUES ('r1', 'arm', 5, 0, 0)"
+    )
     conn.commit()
     conn.close()
     store = ExperienceStore(path)
@@ -65,7 +67,10 @@ def test_unreachable_server_is_one_clear_line(tmp_path, task_files):
     env = {"NESTOR_T_DSN": dsn, "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
         [sys.executable, "-m", "cloud_brain.cli", "serve", "--config", str(config)],
-        capture_output=True, text=True, timeout=60, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
@@ -73,13 +78,16 @@ def test_unreachable_server_is_one_clear_line(tmp_path, task_files):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("store,message", [
-    ({"backend": "mysql"}, "store.backend: must be one of sqlite, postgres"),
-    ({"backend": "postgres"}, "store.dsn: must be set"),
-    ({"backend": "postgres", "dsn": "env:NESTOR_UNSET_DSN_VAR"}, "store.dsn: environment variable NESTOR_UNSET"),
-    ({"backend": "postgres", "dsn": "mysql://x"}, "store.dsn: expected postgresql://"),
-    ({"lease_seconds": 0}, "store.lease_seconds: must be > 0"),
-])
+@pytest.mark.parametrize(
+    "store,message",
+    [
+        ({"backend": "mysql"}, "store.backend: must be one of sqlite, postgres"),
+        ({"backend": "postgres"}, "store.dsn: must be set"),
+        ({"backend": "postgres", "dsn": "env:NESTOR_UNSET_DSN_VAR"}, "store.dsn: environment variable NESTOR_UNSET"),
+        ({"backend": "postgres", "dsn": "mysql://x"}, "store.dsn: expected postgresql://"),
+        ({"lease_seconds": 0}, "store.lease_seconds: must be > 0"),
+    ],
+)
 def test_store_config_errors_name_the_field(store, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         config_from_dict({"store": store})

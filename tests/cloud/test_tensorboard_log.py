@@ -30,8 +30,15 @@ def test_every_round_writes_its_scalars_through_the_worker(tmp_path, tasks):
     onnx, io = initial_model(tasks["arm"].file)
     registry.register("arm", onnx, io, status="active")
     schedule = ScheduleConfig(every_transitions=5, min_transitions=5, every_seconds=3600, round_timeout_seconds=120)
-    scheduler = ConsolidationScheduler(store, registry, {"arm": tasks["arm"]}, schedule, "cloud_testlib:gated_round",
-                                       seed=0, tensorboard_dir=str(tmp_path / "tb"))
+    scheduler = ConsolidationScheduler(
+        store,
+        registry,
+        {"arm": tasks["arm"]},
+        schedule,
+        "cloud_testlib:gated_round",
+        seed=0,
+        tensorboard_dir=str(tmp_path / "tb"),
+    )
     try:
         for k in range(3):  # seeds 1, 2, 3: rejected, accepted, rejected
             store.append(make_batch(first_seq=1 + 6 * k, n=6))
@@ -57,8 +64,10 @@ def test_every_round_writes_its_scalars_through_the_worker(tmp_path, tasks):
 
 def test_the_server_side_never_imports_torch():
     """The scheduler and the record builder live in the server; only the worker writes with torch."""
-    probe = ("import sys, cloud_brain.service.server, cloud_brain.learning.scheduler, "
-             "cloud_brain.learning.tensorboard_log; print('torch' in sys.modules)")
+    probe = (
+        "import sys, cloud_brain.service.server, cloud_brain.learning.scheduler, "
+        "cloud_brain.learning.tensorboard_log; print('torch' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
@@ -66,11 +75,26 @@ def test_the_server_side_never_imports_torch():
 
 def test_scalars_tolerate_missing_and_unknown_keys():
     bare = scalars(round_record("arm", 1, 1, 2, True, 0, 10, None))
-    assert bare == {"round/accepted": 1.0, "round/failed": 0.0, "round/parent_version": 1.0, "round/version": 2.0,
-                    "round/experience_rows": 10.0}
-    odd = scalars(round_record("arm", 1, 1, 0, False, 0, 10,
-                               {"gate": {"parent": "n/a", "tried": "x"}, "new": {"thing": [1, float("nan"), True]}},
-                               error="crashed"))
+    assert bare == {
+        "round/accepted": 1.0,
+        "round/failed": 0.0,
+        "round/parent_version": 1.0,
+        "round/version": 2.0,
+        "round/experience_rows": 10.0,
+    }
+    odd = scalars(
+        round_record(
+            "arm",
+            1,
+            1,
+            0,
+            False,
+            0,
+            10,
+            {"gate": {"parent": "n/a", "tried": "x"}, "new": {"thing": [1, float("nan"), True]}},
+            error="crashed",
+        )
+    )
     assert odd["round/failed"] == 1.0
     assert odd["new/thing/0"] == 1.0 and odd["new/thing/2"] == 1.0 and "new/thing/1" not in odd
     assert not any(tag.startswith("gate/") and tag.count("/") == 2 for tag in odd)

@@ -50,11 +50,23 @@ def mounts(service: dict) -> list[dict]:
     for v in service.get("volumes", []):
         if isinstance(v, str):
             parts = v.split(":")
-            out.append({"source": parts[0], "target": parts[1], "subpath": "",
-                        "read_only": len(parts) > 2 and "ro" in parts[2].split(",")})
+            out.append(
+                {
+                    "source": parts[0],
+                    "target": parts[1],
+                    "subpath": "",
+                    "read_only": len(parts) > 2 and "ro" in parts[2].split(","),
+                }
+            )
         else:
-            out.append({"source": v.get("source", ""), "target": v["target"],
-                        "subpath": v.get("volume", {}).get("subpath", ""), "read_only": bool(v.get("read_only"))})
+            out.append(
+                {
+                    "source": v.get("source", ""),
+                    "target": v["target"],
+                    "subpath": v.get("volume", {}).get("subpath", ""),
+                    "read_only": bool(v.get("read_only")),
+                }
+            )
     return out
 
 

@@ -155,8 +155,11 @@ def declared_launch_arguments(path: pathlib.Path) -> set[str]:
                     source = source.func.value  # TABLE.items() / TABLE.keys()
                 if isinstance(source, ast.Name) and source.id in tables:
                     declared.update(tables[source.id])
-                if (isinstance(source, ast.Call) and getattr(source.func, "id", "") == "arguments"
-                        and len(source.args) == 1):
+                if (
+                    isinstance(source, ast.Call)
+                    and getattr(source.func, "id", "") == "arguments"
+                    and len(source.args) == 1
+                ):
                     kind = source.args[0]
                     kind = constants.get(kind.id) if isinstance(kind, ast.Name) else getattr(kind, "value", None)
                     if isinstance(kind, str):

@@ -235,8 +235,9 @@ def check_robot_fleet(compose: dict) -> list[str]:
         for target_host, _ in targets:
             needed = set(compose["services"].get(target_host, {}).get("profiles", []))
             if needed - robot_profiles:
-                problems.append(f"{name}: runs without profile {sorted(needed)} but dials {target_host}, "
-                                "which needs it")
+                problems.append(
+                    f"{name}: runs without profile {sorted(needed)} but dials {target_host}, which needs it"
+                )
         # A loopback-bound cloud is reachable only from its own network namespace; a robot in its own
         # namespace reaches the cloud by service name, which needs the cloud on a non-loopback address.
         shares_netns = service.get("network_mode") == f"service:{CLOUD}"
@@ -299,8 +300,9 @@ def check_cloud(compose: dict) -> list[str]:
             # The TLS files it names must be what the certs service really writes into that mount.
             with materialized(compose) as volumes:
                 certs_dir = volumes.host_path(CLOUD, args.certs)
-                config = load_config(REPO / config_src, address=args.address, db_path=args.db,
-                                     **certs_overrides(str(certs_dir)))
+                config = load_config(
+                    REPO / config_src, address=args.address, db_path=args.db, **certs_overrides(str(certs_dir))
+                )
         else:
             config = load_config(REPO / config_src, address=args.address, db_path=args.db)
     except ConfigError as err:
@@ -486,8 +488,11 @@ def check_scale_profile(compose: dict) -> list[str]:
         problems.append("ray_head: the dashboard must be off (--include-dashboard false)")
     if "--disable-usage-stats" not in head_argv or head.get("environment", {}).get("RAY_USAGE_STATS_ENABLED") != "0":
         problems.append("ray_head: usage reporting must be off (--disable-usage-stats, RAY_USAGE_STATS_ENABLED=0)")
-    client_port = head_argv[head_argv.index("--ray-client-server-port") + 1] \
-        if "--ray-client-server-port" in head_argv else "10001"
+    client_port = (
+        head_argv[head_argv.index("--ray-client-server-port") + 1]
+        if "--ray-client-server-port" in head_argv
+        else "10001"
+    )
     for name in replicas:
         svc = services[name]
         if svc.get("image") != services[CLOUD].get("image"):
@@ -499,8 +504,10 @@ def check_scale_profile(compose: dict) -> list[str]:
         dsn = args.store_dsn or ""
         if dsn.startswith("env:"):
             dsn = env.get(dsn[4:], "")
-        expected_dsn = (f"postgresql://{pg_env.get('POSTGRES_USER')}:{pg_env.get('POSTGRES_PASSWORD')}@postgres:5432/"
-                        f"{pg_env.get('POSTGRES_DB')}")
+        expected_dsn = (
+            f"postgresql://{pg_env.get('POSTGRES_USER')}:{pg_env.get('POSTGRES_PASSWORD')}@postgres:5432/"
+            f"{pg_env.get('POSTGRES_DB')}"
+        )
         if dsn != expected_dsn:
             problems.append(f"{name}: store DSN {dsn!r} is not the postgres service's database")
         if args.ray_address != f"ray://ray_head:{client_port}":
@@ -512,9 +519,14 @@ def check_scale_profile(compose: dict) -> list[str]:
                 problems.append(f"{name}: must depend on {dep} with condition {wanted}")
         try:
             # TLS comes from --certs (check_tls checks that bundle); here: the store and Ray overrides.
-            config = load_config(REPO / "config/cloud.yaml", address=f"127.0.0.1:{host_port(args.address)[1]}",
-                                 **{k: {**v, "dsn": "postgresql://u@h:1/d"} if k == "store" else v
-                                    for k, v in scale_overrides(args.store_dsn, args.ray_address).items()})
+            config = load_config(
+                REPO / "config/cloud.yaml",
+                address=f"127.0.0.1:{host_port(args.address)[1]}",
+                **{
+                    k: {**v, "dsn": "postgresql://u@h:1/d"} if k == "store" else v
+                    for k, v in scale_overrides(args.store_dsn, args.ray_address).items()
+                },
+            )
         except ConfigError as err:
             problems.append(f"{name}: {err}")
             continue
@@ -523,8 +535,16 @@ def check_scale_profile(compose: dict) -> list[str]:
     return problems
 
 
-CHECKS = [check_schema, check_builds, check_robot_images, check_robot_fleet, check_cloud, check_pins, check_tls,
-          check_scale_profile]
+CHECKS = [
+    check_schema,
+    check_builds,
+    check_robot_images,
+    check_robot_fleet,
+    check_cloud,
+    check_pins,
+    check_tls,
+    check_scale_profile,
+]
 
 
 # --- the real files ------------------------------------------------------------------------------
@@ -572,64 +592,190 @@ BREAKAGES = [
     ("unknown service key", "services/robot0/dependson", ["cloud_brain"], check_schema, "dependson"),
     ("bad condition", "services/robot0/depends_on/cloud_brain/condition", "healthy", check_schema, "condition"),
     ("missing dockerfile", "services/robot1/build/dockerfile", "docker/nope.Dockerfile", check_builds, "nope"),
-    ("undeclared arg", "services/robot0/command", ["robot_id:=robot0", "cloud_address:=127.0.0.1:50051"],
-     check_robot_images, "cloud_address"),
-    ("wrong robot id", "services/robot1/command", ["robot_id:=robot0", "cloud:=127.0.0.1:50051"],
-     check_robot_fleet, "robot_id"),
-    ("wrong cloud port", "services/robot1/command", ["robot_id:=robot1", "cloud:=127.0.0.1:50052"],
-     check_robot_fleet, "listens on port"),
-    ("loopback cloud from own netns", "services/robot1/command",
-     ["robot_id:=robot1", "cloud:=127.0.0.1:50051", "certs_dir:=/certs"], check_robot_fleet, "own network"),
-    ("shared netns, cloud by name", "services/robot0/network_mode", "service:cloud_brain", check_robot_fleet,
-     "must be 127.0.0.1"),
-    ("insecure on 0.0.0.0", "services/cloud_brain/command",
-     ["serve", "--config", "/app/config/cloud.yaml", "--address", "0.0.0.0:50051"], check_cloud, "tls"),
-    ("cloud without --certs", "services/cloud_brain/command",
-     ["serve", "--config", "/app/config/cloud.yaml", "--address", "127.0.0.1:50051"], check_tls, "--certs"),
-    ("robot without certs_dir", "services/robot0/command", ["robot_id:=robot0", "cloud:=cloud_brain:50051"],
-     check_tls, "certs_dir"),
-    ("robot mounts another's bundle", "services/robot1/volumes/1/volume/subpath", "bundles/robot0", check_tls,
-     "bundles/robot1"),
+    (
+        "undeclared arg",
+        "services/robot0/command",
+        ["robot_id:=robot0", "cloud_address:=127.0.0.1:50051"],
+        check_robot_images,
+        "cloud_address",
+    ),
+    (
+        "wrong robot id",
+        "services/robot1/command",
+        ["robot_id:=robot0", "cloud:=127.0.0.1:50051"],
+        check_robot_fleet,
+        "robot_id",
+    ),
+    (
+        "wrong cloud port",
+        "services/robot1/command",
+        ["robot_id:=robot1", "cloud:=127.0.0.1:50052"],
+        check_robot_fleet,
+        "listens on port",
+    ),
+    (
+        "loopback cloud from own netns",
+        "services/robot1/command",
+        ["robot_id:=robot1", "cloud:=127.0.0.1:50051", "certs_dir:=/certs"],
+        check_robot_fleet,
+        "own network",
+    ),
+    (
+        "shared netns, cloud by name",
+        "services/robot0/network_mode",
+        "service:cloud_brain",
+        check_robot_fleet,
+        "must be 127.0.0.1",
+    ),
+    (
+        "insecure on 0.0.0.0",
+        "services/cloud_brain/command",
+        ["serve", "--config", "/app/config/cloud.yaml", "--address", "0.0.0.0:50051"],
+        check_cloud,
+        "tls",
+    ),
+    (
+        "cloud without --certs",
+        "services/cloud_brain/command",
+        ["serve", "--config", "/app/config/cloud.yaml", "--address", "127.0.0.1:50051"],
+        check_tls,
+        "--certs",
+    ),
+    (
+        "robot without certs_dir",
+        "services/robot0/command",
+        ["robot_id:=robot0", "cloud:=cloud_brain:50051"],
+        check_tls,
+        "certs_dir",
+    ),
+    (
+        "robot mounts another's bundle",
+        "services/robot1/volumes/1/volume/subpath",
+        "bundles/robot0",
+        check_tls,
+        "bundles/robot1",
+    ),
     ("whole PKI mounted", "services/robot1/volumes/1/volume", _DELETE, check_tls, "whole volume"),
     ("writable cert mount", "services/robot0/volumes/1/read_only", False, check_tls, "read_only"),
-    ("server cert without service name", "services/certs/command",
-     ["certs", "--out", "/pki", "--robots", "2", "--bundles"], check_tls, "--server-host"),
-    ("too few robot certs", "services/certs/command",
-     ["certs", "--out", "/pki", "--robots", "1", "--server-host", "cloud_brain", "--bundles"], check_tls, "robot1"),
-    ("no bundles", "services/certs/command",
-     ["certs", "--out", "/pki", "--robots", "2", "--server-host", "cloud_brain"], check_tls, "--bundles"),
+    (
+        "server cert without service name",
+        "services/certs/command",
+        ["certs", "--out", "/pki", "--robots", "2", "--bundles"],
+        check_tls,
+        "--server-host",
+    ),
+    (
+        "too few robot certs",
+        "services/certs/command",
+        ["certs", "--out", "/pki", "--robots", "1", "--server-host", "cloud_brain", "--bundles"],
+        check_tls,
+        "robot1",
+    ),
+    (
+        "no bundles",
+        "services/certs/command",
+        ["certs", "--out", "/pki", "--robots", "2", "--server-host", "cloud_brain"],
+        check_tls,
+        "--bundles",
+    ),
     ("cloud before certs", "services/cloud_brain/depends_on", _DELETE, check_tls, "service_completed_successfully"),
-    ("cloud certs dir wrong", "services/cloud_brain/command",
-     ["serve", "--config", "/app/config/cloud.yaml", "--address", "0.0.0.0:50051", "--certs", "/app/certs"],
-     check_tls, "not mounted"),
+    (
+        "cloud certs dir wrong",
+        "services/cloud_brain/command",
+        ["serve", "--config", "/app/config/cloud.yaml", "--address", "0.0.0.0:50051", "--certs", "/app/certs"],
+        check_tls,
+        "not mounted",
+    ),
     ("publish wrong port", "services/cloud_brain/ports", ["50052:50052"], check_cloud, "miss the listen port"),
     ("shared domain", "services/robot1/environment/ROS_DOMAIN_ID", "11", check_robot_fleet, "also used"),
     ("no health gate", "services/robot0/depends_on", [CLOUD], check_robot_fleet, "service_healthy"),
-    ("missing config", "services/cloud_brain/command", ["serve", "--config", "/app/config/nope.yaml"],
-     check_cloud, "--config"),
-    ("bad cli flag", "services/cloud_brain/command", ["serve", "--confg", "/app/config/cloud.yaml"],
-     check_cloud, "rejected"),
+    (
+        "missing config",
+        "services/cloud_brain/command",
+        ["serve", "--config", "/app/config/nope.yaml"],
+        check_cloud,
+        "--config",
+    ),
+    (
+        "bad cli flag",
+        "services/cloud_brain/command",
+        ["serve", "--confg", "/app/config/cloud.yaml"],
+        check_cloud,
+        "rejected",
+    ),
     ("no data volume", "services/cloud_brain/volumes/0", _DELETE, check_cloud, "db_path"),
     ("bad address", "services/cloud_brain/command", ["serve", "--address", "0.0.0.0"], check_cloud, "address"),
     ("upstream image unpinned", "services/postgres/image", "postgres:latest", check_builds, "pinned image"),
-    ("replica on the wrong database", "services/cloud_replica_b/environment/NESTOR_STORE_DSN",
-     "postgresql://nestor:x@elsewhere:5432/nestor", check_scale_profile, "not the postgres service"),
-    ("replica without ray", "services/cloud_replica_a/command",
-     ["serve", "--config", "/app/config/cloud.yaml", "--address", "0.0.0.0:50051", "--certs", "/certs",
-      "--store-dsn", "env:NESTOR_STORE_DSN"], check_scale_profile, "--ray-address"),
-    ("ray dashboard on", "services/ray_head/command", ["start", "--head", "--block", "--disable-usage-stats"],
-     check_scale_profile, "dashboard"),
-    ("replica before postgres", "services/cloud_replica_a/depends_on/postgres", _DELETE, check_scale_profile,
-     "depend on postgres"),
-    ("replica cert missing", "services/certs/command",
-     ["certs", "--out", "/pki", "--robots", "4", "--server-host", "cloud_brain", "--server-host", "cloud_replica_a",
-      "--bundles"], check_tls, "cloud_replica_b"),
-    ("replica robot wrong port", "services/robot2/command",
-     ["robot_id:=robot2", "cloud:=cloud_replica_a:50051,cloud_replica_b:50052", "certs_dir:=/certs"],
-     check_robot_fleet, "listens on port"),
-    ("default robot dials a profile service", "services/robot0/command",
-     ["robot_id:=robot0", "cloud:=cloud_brain:50051,cloud_replica_a:50051", "certs_dir:=/certs"],
-     check_robot_fleet, "needs it"),
+    (
+        "replica on the wrong database",
+        "services/cloud_replica_b/environment/NESTOR_STORE_DSN",
+        "postgresql://nestor:x@elsewhere:5432/nestor",
+        check_scale_profile,
+        "not the postgres service",
+    ),
+    (
+        "replica without ray",
+        "services/cloud_replica_a/command",
+        [
+            "serve",
+            "--config",
+            "/app/config/cloud.yaml",
+            "--address",
+            "0.0.0.0:50051",
+            "--certs",
+            "/certs",
+            "--store-dsn",
+            "env:NESTOR_STORE_DSN",
+        ],
+        check_scale_profile,
+        "--ray-address",
+    ),
+    (
+        "ray dashboard on",
+        "services/ray_head/command",
+        ["start", "--head", "--block", "--disable-usage-stats"],
+        check_scale_profile,
+        "dashboard",
+    ),
+    (
+        "replica before postgres",
+        "services/cloud_replica_a/depends_on/postgres",
+        _DELETE,
+        check_scale_profile,
+        "depend on postgres",
+    ),
+    (
+        "replica cert missing",
+        "services/certs/command",
+        [
+            "certs",
+            "--out",
+            "/pki",
+            "--robots",
+            "4",
+            "--server-host",
+            "cloud_brain",
+            "--server-host",
+            "cloud_replica_a",
+            "--bundles",
+        ],
+        check_tls,
+        "cloud_replica_b",
+    ),
+    (
+        "replica robot wrong port",
+        "services/robot2/command",
+        ["robot_id:=robot2", "cloud:=cloud_replica_a:50051,cloud_replica_b:50052", "certs_dir:=/certs"],
+        check_robot_fleet,
+        "listens on port",
+    ),
+    (
+        "default robot dials a profile service",
+        "services/robot0/command",
+        ["robot_id:=robot0", "cloud:=cloud_brain:50051,cloud_replica_a:50051", "certs_dir:=/certs"],
+        check_robot_fleet,
+        "needs it",
+    ),
 ]
 
 
@@ -648,12 +794,14 @@ def test_broken_dockerfiles_are_caught(tmp_path):
     robot = parse_dockerfile(dockerfile_of(compose["services"]["robot0"]))
     assert entrypoint_command(robot) == ["ros2", "launch", "nestor_bringup", "sim_robot.launch.py"]
     text = dockerfile_of(compose["services"]["robot0"]).read_text()
-    for n, (old, new, expected) in enumerate([
-        ("FROM ros:kilted-ros-base", "FROM ros:jazzy-ros-base", "FROM"),
-        ("sim_robot.launch.py", "sim_robot_x.launch.py", "does not exist"),
-        ("--base-paths ros2_ws/src sim", "--base-paths ros2_ws/src", "nestor_sim"),
-        ("onnxruntime|onnx|", "onnxruntime|onnx|onnxruntimeX|", "onnxruntimeX"),
-    ]):
+    for n, (old, new, expected) in enumerate(
+        [
+            ("FROM ros:kilted-ros-base", "FROM ros:jazzy-ros-base", "FROM"),
+            ("sim_robot.launch.py", "sim_robot_x.launch.py", "does not exist"),
+            ("--base-paths ros2_ws/src sim", "--base-paths ros2_ws/src", "nestor_sim"),
+            ("onnxruntime|onnx|", "onnxruntime|onnx|onnxruntimeX|", "onnxruntimeX"),
+        ]
+    ):
         broken = tmp_path / f"robot-{n}.Dockerfile"
         broken.write_text(text.replace(old, new))
         mutated = copy.deepcopy(compose)
@@ -731,7 +879,8 @@ def test_robot_reaches_the_cloud_by_service_name():
             assert host == CLOUD
             robot = volumes.host_path("robot0", "/certs")
             credentials = grpc.ssl_channel_credentials(
-                (robot / "ca.pem").read_bytes(), (robot / "robot0.key").read_bytes(),
+                (robot / "ca.pem").read_bytes(),
+                (robot / "robot0.key").read_bytes(),
                 (robot / "robot0.pem").read_bytes(),
             )
 

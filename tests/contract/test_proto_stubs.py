@@ -59,9 +59,7 @@ def test_staleness_is_detected(generated, tmp_path):
     include = pathlib.Path(protoc.__file__).parent / "_proto"
     out = tmp_path / "out"
     out.mkdir()
-    rc = protoc.main(
-        ["protoc", f"-I{tmp_path / 'proto'}", f"-I{include}", f"--python_out={out}", str(edited)]
-    )
+    rc = protoc.main(["protoc", f"-I{tmp_path / 'proto'}", f"-I{include}", f"--python_out={out}", str(edited)])
     assert rc == 0
     assert (out / "nestor_core/nestor_pb2.py").read_bytes() != (generated / "nestor_pb2.py").read_bytes()
 
@@ -232,8 +230,17 @@ def test_chunk_rejects_row_count_mismatch(batch, name):
 def test_chunk_rejects_header(field, value, reason):
     ones = np.ones((2, 1), np.float32)
     good = ExperienceBatch(
-        robot_id="robot0", task="crane", first_seq=1, obs=np.ones((2, 3), np.float32), action=ones, cost=ones[:, 0],
-        fast_read=ones, slow_read=ones, surprise=ones[:, 0], stamp=np.zeros(2), model_versions=np.ones(2, np.int64),
+        robot_id="robot0",
+        task="crane",
+        first_seq=1,
+        obs=np.ones((2, 3), np.float32),
+        action=ones,
+        cost=ones[:, 0],
+        fast_read=ones,
+        slow_read=ones,
+        surprise=ones[:, 0],
+        stamp=np.zeros(2),
+        model_versions=np.ones(2, np.int64),
     )
     chunk = _wire(good)
     from_chunk(chunk, obs_dim=3, act_dim=1)
@@ -246,8 +253,17 @@ def test_chunk_rejects_header(field, value, reason):
 def test_chunk_rejects_wrong_dtype():
     ones = np.ones((2, 1), np.float32)
     batch = ExperienceBatch(
-        robot_id="robot0", task="crane", first_seq=1, obs=ones, action=ones, cost=ones[:, 0], fast_read=ones,
-        slow_read=ones, surprise=ones[:, 0], stamp=np.zeros(2), model_versions=np.ones(2, np.int64),
+        robot_id="robot0",
+        task="crane",
+        first_seq=1,
+        obs=ones,
+        action=ones,
+        cost=ones[:, 0],
+        fast_read=ones,
+        slow_read=ones,
+        surprise=ones[:, 0],
+        stamp=np.zeros(2),
+        model_versions=np.ones(2, np.int64),
     )
     chunk = _wire(batch)
     chunk.cost.CopyFrom(to_tensor(np.ones(2, np.float64)))

@@ -42,8 +42,15 @@ THIRD_PARTY = {
     "rich": ("rich", None),
     "mcap": ("mcap", None),  # the bag recorder (pip, from requirements.txt)
 }
-ROS_PACKAGES = {"rclpy", "std_msgs", "sensor_msgs", "diagnostic_msgs", "rcl_interfaces", "builtin_interfaces",
-                "lifecycle_msgs"}
+ROS_PACKAGES = {
+    "rclpy",
+    "std_msgs",
+    "sensor_msgs",
+    "diagnostic_msgs",
+    "rcl_interfaces",
+    "builtin_interfaces",
+    "lifecycle_msgs",
+}
 
 
 def imports_of(package_dir: pathlib.Path, name: str) -> dict[str, str]:

@@ -47,7 +47,10 @@ def probe(extra: list[str] | None = None, pythonpath: str | None = None) -> dict
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH")) if p)
     result = subprocess.run(
         [sys.executable, "-c", _PROBE, json.dumps([PACKAGES, FORBIDDEN, extra or []])],
-        capture_output=True, text=True, timeout=180, env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])

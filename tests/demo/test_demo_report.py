@@ -93,8 +93,11 @@ def test_live_windows_the_run_does_not_cover_are_not_measured():
 def test_rollbacks_are_flagged_from_the_swap_log():
     s = _series()
     s["version"][s["version"] == 3] = 1  # v2 -> v1 at 50 s: a rollback
-    log = [{"from_version": None, "to_version": 1}, {"from_version": 1, "to_version": 2},
-           {"from_version": 2, "to_version": 1, "rollback": True}]
+    log = [
+        {"from_version": None, "to_version": 1},
+        {"from_version": 1, "to_version": 2},
+        {"from_version": 2, "to_version": 1, "rollback": True},
+    ]
     live = live_figures.robot_live(s, SHIFT_STAMP, RATE, log)
     assert [(w["from"], w["to"], w["rollback"]) for w in live["swaps"]] == [(1, 2, False), (2, 1, True)]
 
@@ -111,8 +114,11 @@ def test_targets_of_issue_10_met_and_not_met():
     # The worst swap: robot0's v2 -> v3 went 1.25 -> 1.125 (0.9x), robot1's went 1.0 -> 1.125.
     assert targets["swaps"]["value"] == {"robot0": LATE_COST / 1.25, "robot1": LATE_COST}
     assert targets["swaps"]["met"] == {"robot0": True, "robot1": False}
-    summary = {"live": {"robot0": {"shift": "payload:4@30", **bad}, "robot1": {"shift": "damping:5@30", **good}},
-               "live_targets": targets, "live_note": "note"}
+    summary = {
+        "live": {"robot0": {"shift": "payload:4@30", **bad}, "robot1": {"shift": "damping:5@30", **good}},
+        "live_targets": targets,
+        "live_note": "note",
+    }
     text = "\n".join(report_markdown.live_markdown(summary))
     assert "| robot0 | payload:4@30 | 1 | 8x | 4x | 3x | 2x | 1.5x | 1.25x | 1.19x |" in text
     assert "| robot0 | v2 -> v3 | 50.0 | 0.9x | no |" in text
@@ -124,17 +130,24 @@ def test_level_norms_recover_the_slow_read():
     obs = np.array([[0.1, -0.2, 0.0, 1.0, 0.5, 0.3, 0.2, 0.0]], np.float32)  # q, qd, q_ref, qd_ref
     prior = np.array([2.0 * 0.4 + 0.5 * 0.2, 3.0 * 0.5 + 0.25 * -1.0])
     slow, fast, l1 = np.array([3.0, 4.0]), np.array([0.6, 0.8]), np.array([0.0, -2.0])
-    batch = types.SimpleNamespace(obs=obs, action=(prior + slow + fast + l1)[None].astype(np.float32),
-                                  fast_read=fast[None].astype(np.float32), slow_read=l1[None].astype(np.float32))
+    batch = types.SimpleNamespace(
+        obs=obs,
+        action=(prior + slow + fast + l1)[None].astype(np.float32),
+        fast_read=fast[None].astype(np.float32),
+        slow_read=l1[None].astype(np.float32),
+    )
     norms = demo_report._level_norms(batch, kp, kd)
     assert norms["slow_norm"] == pytest.approx([5.0], rel=1e-6)
     assert norms["l0_norm"] == pytest.approx([1.0], rel=1e-6)
     assert norms["l1_norm"] == pytest.approx([2.0], rel=1e-6)
     # A window graph: action = feedforward (slow) + L0, the L1 read being a share of L0's.
     feedforward, l0, l1_share = np.array([6.0, 8.0]), np.array([0.0, -3.0]), np.array([0.0, -1.0])
-    window = types.SimpleNamespace(obs=np.vstack([obs, obs]), action=np.vstack([batch.action, feedforward + l0]),
-                                   fast_read=np.vstack([batch.fast_read, l0]),
-                                   slow_read=np.vstack([batch.slow_read, l1_share]))
+    window = types.SimpleNamespace(
+        obs=np.vstack([obs, obs]),
+        action=np.vstack([batch.action, feedforward + l0]),
+        fast_read=np.vstack([batch.fast_read, l0]),
+        slow_read=np.vstack([batch.slow_read, l1_share]),
+    )
     norms = demo_report._level_norms(window, kp, kd, np.array([False, True]))
     assert norms["slow_norm"] == pytest.approx([5.0, 10.0], rel=1e-6)
     assert norms["l0_norm"] == pytest.approx([1.0, 3.0], rel=1e-6)

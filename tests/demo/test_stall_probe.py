@@ -38,7 +38,9 @@ def test_probe_process_writes_its_stats_and_stops_on_sigterm(tmp_path):
     out = tmp_path / "probe.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "nestor_demo.stall_probe", "--rate", "200", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 20
@@ -58,7 +60,9 @@ def test_probe_process_writes_its_stats_and_stops_on_sigterm(tmp_path):
 def test_probe_bad_arguments_exit_2(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "nestor_demo.stall_probe", "--rate", "-1", "--out", str(tmp_path / "p.json")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2 and "rate_hz" in result.stderr
 

@@ -24,7 +24,11 @@ def test_short_demo_closes_the_loop(tmp_path):
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(120 + os.getpid() % 40))
     done = subprocess.run(
         [str(NESTOR), "demo", "--duration", "120", "--robots", "2", "--rounds", "2", "--run-dir", str(run_dir)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=870,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=870,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -97,9 +101,22 @@ def test_runs_latest_points_only_at_a_completed_run(tmp_path):
     bad_config.write_text("grace_seconds: -1\n")  # the cloud refuses it and exits: the run fails
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(120 + os.getpid() % 40))
     done = subprocess.run(
-        [str(NESTOR), "demo", "--duration", "30", "--insecure", "--cloud-config", str(bad_config),
-         "--run-dir", str(runs / "failed")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        [
+            str(NESTOR),
+            "demo",
+            "--duration",
+            "30",
+            "--insecure",
+            "--cloud-config",
+            str(bad_config),
+            "--run-dir",
+            str(runs / "failed"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode != 0, done.stdout + done.stderr
     assert os.readlink(runs / "latest") == "good"

@@ -98,9 +98,21 @@ class CloudProcess:
         self.starts += 1
         log = open(self.workdir / f"cloud-{self.starts}.log", "wb")  # noqa: SIM115 - owned by the child
         self.popen = subprocess.Popen(
-            [str(BIN / "nestor-cloud"), "serve", "--config", str(config_path), "--ready-file", str(ready),
-             "--log-level", "WARNING"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=REPO,
+            [
+                str(BIN / "nestor-cloud"),
+                "serve",
+                "--config",
+                str(config_path),
+                "--ready-file",
+                str(ready),
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=REPO,
             start_new_session=True,
         )
         log.close()

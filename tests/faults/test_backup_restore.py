@@ -31,8 +31,7 @@ def cli(*args, check=True):
 def test_backup_during_ingest_restores_consistent(cloud, tmp_path):
     robots = ["r1", "r2", "r3"]
     spools = {r: Spool(str(tmp_path / f"{r}.sqlite"), r) for r in robots}
-    uplinks = {r: Uplink(spools[r], cloud.address, UplinkConfig(backoff_min_s=0.05, backoff_max_s=0.5))
-               for r in robots}
+    uplinks = {r: Uplink(spools[r], cloud.address, UplinkConfig(backoff_min_s=0.05, backoff_max_s=0.5)) for r in robots}
     stop = threading.Event()
     threads = [threading.Thread(target=u.run, args=(stop,), daemon=True) for u in uplinks.values()]
     writers = [SpoolWriter(spools[r], r, chunk=7, period_s=0.005).start() for r in robots]
@@ -110,8 +109,10 @@ def test_restore_refuses_a_damaged_backup_and_an_existing_db(cloud, tmp_path):
     damaged = tmp_path / "damaged.db"
     damaged.write_bytes(out.read_bytes())
     with sqlite3.connect(damaged) as conn:
-        conn.execute("INSERT INTO robots (robot_id, task, last_seq, first_contact_unix, last_contact_unix)"
-                     " VALUES ('ghost', 'arm', 5, 0, 0)")
+        conn.execute(
+            "INSERT INTO robots (robot_id, task, last_seq, first_contact_unix, last_contact_unix)"
+            " VALUES ('ghost', 'arm', 5, 0, 0)"
+        )
     refused = cli("restore", "--from", str(damaged), "--db", str(tmp_path / "x.db"), check=False)
     assert refused.returncode == 1 and "ghost" in refused.stderr and "failed verification" in refused.stderr
     assert not (tmp_path / "x.db").exists()

@@ -9,15 +9,32 @@ from faultlib import REPO
 
 pytestmark = pytest.mark.slow
 
-KEYS = ("config", "elapsed_s", "transitions_acked", "chunks_acked", "throughput_transitions_per_s",
-        "throughput_chunks_per_s", "ack_latency_ms", "cloud_rss_mb", "errors", "error_samples",
-        "lost_transitions", "stored_transitions", "robots_not_contiguous")
+KEYS = (
+    "config",
+    "elapsed_s",
+    "transitions_acked",
+    "chunks_acked",
+    "throughput_transitions_per_s",
+    "throughput_chunks_per_s",
+    "ack_latency_ms",
+    "cloud_rss_mb",
+    "errors",
+    "error_samples",
+    "lost_transitions",
+    "stored_transitions",
+    "robots_not_contiguous",
+)
 
 
 def test_bench_load_quick(tmp_path):
     out = tmp_path / "results.json"
-    done = subprocess.run([sys.executable, "-m", "bench_load.run", "--quick", "--duration", "30", "--out", str(out)],
-                          capture_output=True, text=True, timeout=150, cwd=REPO)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench_load.run", "--quick", "--duration", "30", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        cwd=REPO,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert set(KEYS) <= set(result)

@@ -35,12 +35,19 @@ def model(tmp_path_factory):
 
 def _start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, Path]:
     run_dir = tmp_path / "run"
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.Random(os.getpid() ^ 0x31).randint(1, 100)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    env = dict(
+        os.environ,
+        ROS_DOMAIN_ID=str(random.Random(os.getpid() ^ 0x31).randint(1, 100)),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+    )
     log = open(tmp_path / "nestor.log", "wb")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(
         [str(BIN / "nestor"), *args, "--run-dir", str(run_dir), "--cloud", "127.0.0.1:9"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     log.close()
     return proc, run_dir
@@ -76,8 +83,11 @@ def test_fleet_stops_only_the_robot_whose_policy_died_and_sigterm_stops_the_rest
         wait_for(lambda: _all_up(proc, run_dir, ["robot0", "robot1"], names, log), 90, "both robots' nodes")
         robot0, robot1 = _nodes(run_dir, "robot0"), _nodes(run_dir, "robot1")
         os.kill(robot0["policy"]["pid"], signal.SIGKILL)
-        wait_for(lambda: read_json(run_dir / "robots" / "robot0" / "supervision.json").get("stopped"), 30,
-                 "robot0 to be stopped")
+        wait_for(
+            lambda: read_json(run_dir / "robots" / "robot0" / "supervision.json").get("stopped"),
+            30,
+            "robot0 to be stopped",
+        )
         wait_for(lambda: not any(pid_alive(n["pid"]) for n in robot0.values()), 30, "robot0's nodes to exit")
         assert proc.poll() is None, log.read_text()  # the fleet runs on
         assert all(pid_alive(n["pid"]) for n in robot1.values()), robot1
@@ -104,14 +114,18 @@ def test_sigterm_to_nestor_robot_stops_every_node(tmp_path, model):
     uplink = config / "robot" / "uplink.yaml"
     uplink.write_text(uplink.read_text().replace("drain_timeout_s: 30.0", "drain_timeout_s: 3.0"))
     assert "drain_timeout_s: 3.0" in uplink.read_text()
-    proc, run_dir = _start(tmp_path, "robot", "--robot-id", "robot0", "--initial-model", str(model),
-                           "--config-dir", str(config))
+    proc, run_dir = _start(
+        tmp_path, "robot", "--robot-id", "robot0", "--initial-model", str(model), "--config-dir", str(config)
+    )
     log = tmp_path / "nestor.log"
     names = {"sim_bridge", "policy", "uplink", "weight_sync"}
     try:
         wait_for(lambda: _all_up(proc, run_dir, ["robot0"], names, log), 90, "the robot's nodes")
-        wait_for(lambda: read_json(run_dir / "robots" / "robot0" / "policy_stats.json").get("ticks", 0) > 100, 60,
-                 "the policy to tick")
+        wait_for(
+            lambda: read_json(run_dir / "robots" / "robot0" / "policy_stats.json").get("ticks", 0) > 100,
+            60,
+            "the policy to tick",
+        )
         pids = [n["pid"] for n in _nodes(run_dir, "robot0").values()]
         proc.send_signal(signal.SIGTERM)
         # The uplink waits its drain_timeout_s and says how much it left; the stop ends, with every node.
@@ -130,8 +144,11 @@ def test_kill_9_of_nestor_robot_takes_every_node_with_it(tmp_path, model):
     proc, run_dir = _start(tmp_path, "robot", "--robot-id", "robot0", "--no-sim", "--initial-model", str(model))
     log = tmp_path / "nestor.log"
     try:
-        wait_for(lambda: _all_up(proc, run_dir, ["robot0"], {"policy", "uplink", "weight_sync"}, log), 90,
-                 "the robot's nodes")
+        wait_for(
+            lambda: _all_up(proc, run_dir, ["robot0"], {"policy", "uplink", "weight_sync"}, log),
+            90,
+            "the robot's nodes",
+        )
         pids = [n["pid"] for n in _nodes(run_dir, "robot0").values()]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)

@@ -31,8 +31,11 @@ def test_cloud_killed_mid_stream_restarts_and_the_uplink_resumes(cloud, tmp_path
             wait_for(lambda: not uplink.stats()["connected"], 10, "the uplink to see the stream end")
             before = spool.stats()
             # The cloud is gone: the writer keeps appending, nothing is acked, the spool grows.
-            wait_for(lambda b=before: spool.stats()["depth_transitions"] > b["depth_transitions"] + 100, 10,
-                     "the spool to grow while the cloud is down")
+            wait_for(
+                lambda b=before: spool.stats()["depth_transitions"] > b["depth_transitions"] + 100,
+                10,
+                "the spool to grow while the cloud is down",
+            )
             assert spool.acked_through() == before["acked_through"]
             cloud.start()
             wait_for(lambda a=before["acked_through"]: spool.acked_through() > a, 20, "acks after the restart")

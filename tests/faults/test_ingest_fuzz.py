@@ -41,9 +41,15 @@ def rig(tmp_path_factory):
     task.write_text(f"name: arm\nobs_dim: {OBS_DIM}\nact_dim: {ACT_DIM}\n")
     pki = tmp / "pki"
     config = CloudConfig(
-        address="127.0.0.1:0", db_path=str(tmp / "cloud.db"), model_dir="", task_files=[str(task)],
-        schedule=ScheduleConfig(enabled=False), max_workers=256, grace_seconds=1.0,
-        initial_model="cloud_testlib:initial_model", max_chunk_transitions=MAX_CHUNK,
+        address="127.0.0.1:0",
+        db_path=str(tmp / "cloud.db"),
+        model_dir="",
+        task_files=[str(task)],
+        schedule=ScheduleConfig(enabled=False),
+        max_workers=256,
+        grace_seconds=1.0,
+        initial_model="cloud_testlib:initial_model",
+        max_chunk_transitions=MAX_CHUNK,
         tls=TlsConfig(cert=str(pki / "server.pem"), key=str(pki / "server.key"), client_ca=str(pki / "ca.pem")),
     ).validate()
     server = CloudServer(config, initial_model_fn=initial_model)
@@ -143,8 +149,13 @@ def test_garbage_bytes(rig, data):
 @given(n=st.integers(MAX_CHUNK + 1, 4 * MAX_CHUNK))
 def test_oversized_chunks(rig, n):
     payload = to_chunk(make_batch(robot=BAD, first_seq=BAD_STORED + 1, n=n)).SerializeToString()
-    expect_refused(rig, payload, grpc.StatusCode.INVALID_ARGUMENT, "too_large",
-                   f"holds {n} transitions, more than max_chunk_transitions={MAX_CHUNK}")
+    expect_refused(
+        rig,
+        payload,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "too_large",
+        f"holds {n} transitions, more than max_chunk_transitions={MAX_CHUNK}",
+    )
 
 
 @FUZZ
@@ -158,8 +169,13 @@ def test_non_finite_values(rig, field, value, where, n):
     batch = make_batch(robot=BAD, first_seq=BAD_STORED + 1, n=n)
     array = getattr(batch, field)
     array.reshape(-1)[where % array.size] = value
-    expect_refused(rig, to_chunk(batch).SerializeToString(), grpc.StatusCode.INVALID_ARGUMENT, "non_finite",
-                   f"{field}: contains NaN or inf")
+    expect_refused(
+        rig,
+        to_chunk(batch).SerializeToString(),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "non_finite",
+        f"{field}: contains NaN or inf",
+    )
 
 
 @FUZZ
@@ -168,32 +184,46 @@ def test_wrong_dims(rig, obs_dim, act_dim, n):
     if (obs_dim, act_dim) == (OBS_DIM, ACT_DIM):
         obs_dim += 1
     batch = make_batch(robot=BAD, first_seq=BAD_STORED + 1, n=n, obs_dim=obs_dim, act_dim=act_dim)
-    expect_refused(rig, to_chunk(batch).SerializeToString(), grpc.StatusCode.INVALID_ARGUMENT, "bad_shape",
-                   "width")
+    expect_refused(rig, to_chunk(batch).SerializeToString(), grpc.StatusCode.INVALID_ARGUMENT, "bad_shape", "width")
 
 
 @FUZZ
 @given(task=st.text(min_size=1, max_size=20).filter(lambda t: t != "arm"))
 def test_unknown_task(rig, task):
     batch = make_batch(robot=BAD, first_seq=BAD_STORED + 1, n=3, task=task)
-    expect_refused(rig, to_chunk(batch).SerializeToString(), grpc.StatusCode.INVALID_ARGUMENT, "unknown_task",
-                   "is not one of ['arm']")
+    expect_refused(
+        rig,
+        to_chunk(batch).SerializeToString(),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "unknown_task",
+        "is not one of ['arm']",
+    )
 
 
 @FUZZ
 @given(robot=st.text(min_size=1, max_size=20).filter(lambda r: r != BAD))
 def test_forged_robot_id(rig, robot):
     batch = make_batch(robot=robot, first_seq=1, n=3)
-    expect_refused(rig, to_chunk(batch).SerializeToString(), grpc.StatusCode.PERMISSION_DENIED, "forged_robot_id",
-                   f"may not upload as {robot!r}")
+    expect_refused(
+        rig,
+        to_chunk(batch).SerializeToString(),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "forged_robot_id",
+        f"may not upload as {robot!r}",
+    )
 
 
 @FUZZ
 @given(skip=st.integers(1, 10**6), n=st.integers(1, 8))
 def test_out_of_order_seqs(rig, skip, n):
     batch = make_batch(robot=BAD, first_seq=BAD_STORED + 1 + skip, n=n)
-    expect_refused(rig, to_chunk(batch).SerializeToString(), grpc.StatusCode.OUT_OF_RANGE, "sequence_gap",
-                   f"expected seq {BAD_STORED + 1}, got {BAD_STORED + 1 + skip}")
+    expect_refused(
+        rig,
+        to_chunk(batch).SerializeToString(),
+        grpc.StatusCode.OUT_OF_RANGE,
+        "sequence_gap",
+        f"expected seq {BAD_STORED + 1}, got {BAD_STORED + 1 + skip}",
+    )
 
 
 @FUZZ

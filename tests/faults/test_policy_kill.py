@@ -99,11 +99,31 @@ def test_policy_killed_mid_run_loses_and_duplicates_nothing(tmp_path):
     def start(flush_period_s: float, log_name: str) -> subprocess.Popen:
         log = open(tmp_path / log_name, "w")
         return subprocess.Popen(
-            [str(BIN / "policy_node"), "--ros-args", "-r", f"__ns:={namespace}", "-p", "robot_id:=r1",
-             "-p", "task:=kuka_track", "-p", f"initial_model:={model}", "-p", f"spool_path:={spool_path}",
-             "-p", f"ring_dir:={ring_dir}", "-p", f"run_dir:={tmp_path / log_name}.d",
-             "-p", f"flush_period_s:={flush_period_s}", "-p", "status_period_s:=0.2"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                str(BIN / "policy_node"),
+                "--ros-args",
+                "-r",
+                f"__ns:={namespace}",
+                "-p",
+                "robot_id:=r1",
+                "-p",
+                "task:=kuka_track",
+                "-p",
+                f"initial_model:={model}",
+                "-p",
+                f"spool_path:={spool_path}",
+                "-p",
+                f"ring_dir:={ring_dir}",
+                "-p",
+                f"run_dir:={tmp_path / log_name}.d",
+                "-p",
+                f"flush_period_s:={flush_period_s}",
+                "-p",
+                "status_period_s:=0.2",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     driver = Driver(namespace, domain_id)
@@ -122,8 +142,11 @@ def test_policy_killed_mid_run_loses_and_duplicates_nothing(tmp_path):
 
         procs.append(start(0.2, "policy2.log"))
         # DDS still remembers the killed process's endpoints for a while: wait for the new one's own word.
-        _wait(lambda: "policy ready" in (tmp_path / "policy2.log").read_text() or procs[1].poll() is not None,
-              60, "the restarted policy process")
+        _wait(
+            lambda: "policy ready" in (tmp_path / "policy2.log").read_text() or procs[1].poll() is not None,
+            60,
+            "the restarted policy process",
+        )
         assert procs[1].poll() is None, (tmp_path / "policy2.log").read_text()
         commands_before = driver.commands
         driver.run(1.5)

@@ -38,9 +38,10 @@ class Fleet:
         self.spools, self.uplinks, self.writers, self.threads = [], [], [], []
         for k in range(ROBOTS):
             spool = Spool(str(tmp_path / f"spool{k}.sqlite"), f"r{k}")
-            order = addresses[k % len(addresses):] + addresses[:k % len(addresses)]
-            uplink = Uplink(spool, ",".join(order),
-                            UplinkConfig(backoff_min_s=0.05, backoff_max_s=0.5, ack_timeout_s=5.0))
+            order = addresses[k % len(addresses) :] + addresses[: k % len(addresses)]
+            uplink = Uplink(
+                spool, ",".join(order), UplinkConfig(backoff_min_s=0.05, backoff_max_s=0.5, ack_timeout_s=5.0)
+            )
             self.spools.append(spool)
             self.uplinks.append(uplink)
             self.writers.append(SpoolWriter(spool, f"r{k}", chunk=10, period_s=period_s).start())
@@ -118,8 +119,9 @@ def test_postgres_restarted_mid_stream(tmp_path, pg_server, pg_dsn):
 def _rounds(dsn):
     store = ExperienceStore(dsn)
     try:
-        return store.query("SELECT experience_from, experience_to, version, error FROM rounds WHERE task = 'arm'"
-                           " ORDER BY id")
+        return store.query(
+            "SELECT experience_from, experience_to, version, error FROM rounds WHERE task = 'arm' ORDER BY id"
+        )
     finally:
         store.close()
 
@@ -127,7 +129,8 @@ def _rounds(dsn):
 def _subscribe_latest(address, timeout=20.0):
     with grpc.insecure_channel(address) as channel:
         call = nestor_pb2_grpc.ModelsStub(channel).Subscribe(
-            nestor_pb2.SubscribeRequest(robot_id="watcher", task="arm", current_version=0), timeout=timeout)
+            nestor_pb2.SubscribeRequest(robot_id="watcher", task="arm", current_version=0), timeout=timeout
+        )
         for update in call:
             return update.version
     return 0
@@ -135,10 +138,19 @@ def _subscribe_latest(address, timeout=20.0):
 
 def test_two_replicas_race_for_rounds_and_one_takes_over_a_dead_holder(tmp_path, pg_dsn, monkeypatch):
     monkeypatch.setenv("NESTOR_TEST_ROUND_SLEEP", "3")
-    schedule = {"enabled": True, "every_transitions": 400, "min_transitions": 1, "every_seconds": 3600.0,
-                "poll_seconds": 0.2, "failure_backoff_seconds": 0.5}
-    extra = {"schedule": schedule, "consolidate": "cloud_testlib:replica_round",
-             "store": {"lease_seconds": 3.0, "watch_seconds": 0.2}}
+    schedule = {
+        "enabled": True,
+        "every_transitions": 400,
+        "min_transitions": 1,
+        "every_seconds": 3600.0,
+        "poll_seconds": 0.2,
+        "failure_backoff_seconds": 0.5,
+    }
+    extra = {
+        "schedule": schedule,
+        "consolidate": "cloud_testlib:replica_round",
+        "store": {"lease_seconds": 3.0, "watch_seconds": 0.2},
+    }
     replicas = start_replicas(tmp_path, pg_dsn, extra=extra)
     fleet = Fleet(tmp_path, [r.address for r in replicas], period_s=0.02)
     try:
@@ -147,8 +159,13 @@ def test_two_replicas_race_for_rounds_and_one_takes_over_a_dead_holder(tmp_path,
         # Kill the replica that holds the next round's lease while that round runs.
         store = ExperienceStore(pg_dsn)
         try:
-            holder = wait_for(lambda: store.query("SELECT holder FROM leases WHERE name = 'round:arm'"
-                                                   " AND expires_unix > ?", (time.time(),)), 60, "a round in flight")
+            holder = wait_for(
+                lambda: store.query(
+                    "SELECT holder FROM leases WHERE name = 'round:arm' AND expires_unix > ?", (time.time(),)
+                ),
+                60,
+                "a round in flight",
+            )
         finally:
             store.close()
         pid = int(holder[0][0].split(":")[1])
@@ -157,8 +174,11 @@ def test_two_replicas_race_for_rounds_and_one_takes_over_a_dead_holder(tmp_path,
         done_before = len([r for r in _rounds(pg_dsn) if not r[3]])
         victim.kill9()
         # The survivor takes the lease over once it expires and runs that round itself.
-        wait_for(lambda: len([r for r in _rounds(pg_dsn) if not r[3]]) > done_before, 60,
-                 "the survivor to run the dead holder's round")
+        wait_for(
+            lambda: len([r for r in _rounds(pg_dsn) if not r[3]]) > done_before,
+            60,
+            "the survivor to run the dead holder's round",
+        )
         uploaded = fleet.finish()
         # A version accepted by a round reaches the robots subscribed to the surviving replica.
         latest = max(r[2] for r in _rounds(pg_dsn) if not r[3])  # finished rounds (a running one has error set)

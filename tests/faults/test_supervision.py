@@ -49,8 +49,9 @@ store.close()
 
 def seed_models(db_path: Path) -> None:
     """v1 active, v2 a candidate (promoted by the test), both real kuka_track models (torch: own process)."""
-    subprocess.run([sys.executable, "-c", _SEED_MODELS, str(db_path), str(TASK_FILE)], check=True, cwd=REPO,
-                   timeout=180)
+    subprocess.run(
+        [sys.executable, "-c", _SEED_MODELS, str(db_path), str(TASK_FILE)], check=True, cwd=REPO, timeout=180
+    )
 
 
 def read_json(path: Path) -> dict:
@@ -151,14 +152,29 @@ def test_network_nodes_crash_and_come_back_while_the_robot_runs_then_sigint_drai
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     log = open(tmp_path / "nestor.log", "wb")  # noqa: SIM115 - closed below
     robot = subprocess.Popen(
-        [str(BIN / "nestor"), "robot", "--robot-id", "robot0", "--cloud", kuka_cloud.address, "--run-dir", str(run_dir),
-         "--respawn-delay", str(RESPAWN_DELAY_S)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(BIN / "nestor"),
+            "robot",
+            "--robot-id",
+            "robot0",
+            "--cloud",
+            kuka_cloud.address,
+            "--run-dir",
+            str(run_dir),
+            "--respawn-delay",
+            str(RESPAWN_DELAY_S),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     listener = StatusListener("robot0", domain_id)
     spool = None
     pids = set()
     try:
+
         def nestor_out() -> str:
             return (tmp_path / "nestor.log").read_text(errors="replace")
 
@@ -188,8 +204,11 @@ def test_network_nodes_crash_and_come_back_while_the_robot_runs_then_sigint_drai
         assert down["restart_pending"] and not pid_alive(uplink["pid"]), down  # still down: the ticks were its gap
         assert spool.acked_through() == acked_at_kill  # nobody acks while it is down ...
         assert stats["spool"]["depth_transitions"] > 0  # ... and the spool holds the experience
-        back = wait_for(lambda: (n := _supervised(run_dir, "uplink")).get("restarts") == 1 and n["running"] and n,
-                        RESPAWN_DELAY_S + 30, "the uplink's restart")
+        back = wait_for(
+            lambda: (n := _supervised(run_dir, "uplink")).get("restarts") == 1 and n["running"] and n,
+            RESPAWN_DELAY_S + 30,
+            "the uplink's restart",
+        )
         assert time.monotonic() - killed_at >= RESPAWN_DELAY_S - 0.5  # after its backoff, not at once
         pids.add(back["pid"])
         wait_for(lambda: spool.acked_through() > acked_at_kill, 60, "acks from the restarted uplink")
@@ -207,8 +226,11 @@ def test_network_nodes_crash_and_come_back_while_the_robot_runs_then_sigint_drai
         promoted_at = time.time()
         assert _supervised(run_dir, "weight_sync")["restart_pending"], "weight_sync came back before the push"
         assert read_json(robot_dir / "policy_stats.json")["model_version"] == 1
-        swapped = wait_for(lambda: (s := read_json(robot_dir / "policy_stats.json")).get("model_version") == 2 and s,
-                           RESPAWN_DELAY_S + 60, "model v2 on the robot after weight_sync's restart")
+        swapped = wait_for(
+            lambda: (s := read_json(robot_dir / "policy_stats.json")).get("model_version") == 2 and s,
+            RESPAWN_DELAY_S + 60,
+            "model v2 on the robot after weight_sync's restart",
+        )
         swap = [e for e in swapped["swap_log"] if e["to_version"] == 2]
         assert swap and swap[0]["from_version"] == 1 and swap[0]["wall_time"] > promoted_at
         restarted = _supervised(run_dir, "weight_sync")

@@ -28,10 +28,29 @@ def _start_uplink(spool_path, address, log_path, metrics_port=0):
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [str(BIN / "uplink_node"), "--ros-args", "-p", "robot_id:=r1", "-p", f"spool_path:={spool_path}",
-             "-p", f"cloud_address:={address}", "-p", "backoff_max_s:=0.5", "-p", "window:=4",
-             "-p", f"metrics_port:={metrics_port}", "-p", "status_period_s:=0.2"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            [
+                str(BIN / "uplink_node"),
+                "--ros-args",
+                "-p",
+                "robot_id:=r1",
+                "-p",
+                f"spool_path:={spool_path}",
+                "-p",
+                f"cloud_address:={address}",
+                "-p",
+                "backoff_max_s:=0.5",
+                "-p",
+                "window:=4",
+                "-p",
+                f"metrics_port:={metrics_port}",
+                "-p",
+                "status_period_s:=0.2",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
         )
 
 
@@ -52,8 +71,13 @@ def test_uplink_process_killed_and_restarted(cloud, tmp_path):
             return text if 'nestor_robot_ack_latency_seconds{quantile="0.99"}' in text else ""
 
         text = wait_for(metrics, 30, "the uplink's /metrics")
-        for name in ("nestor_robot_spool_depth_transitions", "nestor_robot_acked_seq", "nestor_robot_uplink_connected",
-                     "nestor_robot_dropped_transitions", "nestor_robot_uplink_reconnects"):
+        for name in (
+            "nestor_robot_spool_depth_transitions",
+            "nestor_robot_acked_seq",
+            "nestor_robot_uplink_connected",
+            "nestor_robot_dropped_transitions",
+            "nestor_robot_uplink_reconnects",
+        ):
             assert name in text, text
         for _ in range(2):
             acked = spool.acked_through()

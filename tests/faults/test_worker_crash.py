@@ -54,10 +54,18 @@ def test_cloud_killed_during_a_round_leaves_no_worker_and_the_round_is_rerun(tmp
     marker = tmp_path / "round.pid"
     monkeypatch.setenv("NESTOR_TEST_ROUND_PID", str(marker))
     monkeypatch.setenv("NESTOR_TEST_ROUND_SECONDS", "120")
-    schedule = {"enabled": True, "every_transitions": 10, "min_transitions": 1, "poll_seconds": 0.2,
-                "failure_backoff_seconds": 1.0}
-    cloud = CloudProcess(tmp_path / "cloud", str(tmp_path / "cloud" / "nestor.db"),
-                         extra={"consolidate": "cloud_testlib:slow_round", "schedule": schedule})
+    schedule = {
+        "enabled": True,
+        "every_transitions": 10,
+        "min_transitions": 1,
+        "poll_seconds": 0.2,
+        "failure_backoff_seconds": 1.0,
+    }
+    cloud = CloudProcess(
+        tmp_path / "cloud",
+        str(tmp_path / "cloud" / "nestor.db"),
+        extra={"consolidate": "cloud_testlib:slow_round", "schedule": schedule},
+    )
     cloud.start()
     try:
         _ingest(cloud.address, 50)
@@ -77,8 +85,9 @@ def test_cloud_killed_during_a_round_leaves_no_worker_and_the_round_is_rerun(tmp
         marker.unlink()
         monkeypatch.setenv("NESTOR_TEST_ROUND_SECONDS", "0")
         cloud.start()
-        wait_for(lambda: len(_rounds(cloud.db_path)) == 2 and _rounds(cloud.db_path)[1][2] == "", 60,
-                 "the re-run round")
+        wait_for(
+            lambda: len(_rounds(cloud.db_path)) == 2 and _rounds(cloud.db_path)[1][2] == "", 60, "the re-run round"
+        )
     finally:
         cloud.stop()
     (first, to, error, version), rerun = _rounds(cloud.db_path)

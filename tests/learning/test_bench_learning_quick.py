@@ -7,9 +7,21 @@ import pytest
 from bench_learning.run import METHODS, main
 
 # Record keys that outside tools read (issue 9): keep them stable.
-RECORD_KEYS = ("task", "shift", "magnitude", "seed", "method", "recovery_ticks", "recovery_ticks_paired",
-               "post_ratio_paired", "late_ratio_paired", "cost_0_2s", "first_contact_ratio",
-               "first_contact_vs_nominal", "forgetting")
+RECORD_KEYS = (
+    "task",
+    "shift",
+    "magnitude",
+    "seed",
+    "method",
+    "recovery_ticks",
+    "recovery_ticks_paired",
+    "post_ratio_paired",
+    "late_ratio_paired",
+    "cost_0_2s",
+    "first_contact_ratio",
+    "first_contact_vs_nominal",
+    "forgetting",
+)
 WINDOWS = ("0-0.5s", "0.5-1s", "1-2s", "2-5s", "5-10s")
 
 
@@ -37,8 +49,12 @@ def test_quick_benchmark(tmp_path):
         # A shift hurts: no method's first half second after it is below its own paired control.
         for record in by_method.values():
             assert record["post_ratio_paired"]["0-0.5s"] > 1.0, record["method"]
-    assert set(result["targets"]) >= {"recovery_paired_le_50_ticks_every_case", "late_ratio_paired_le_1.2",
-                                      "first_contact_le_2x_own_nominal_every_case", "forgetting_full_le_5pct",
-                                      "full_cost_0_2s_20pct_below_rls"}
+    assert set(result["targets"]) >= {
+        "recovery_paired_le_50_ticks_every_case",
+        "late_ratio_paired_le_1.2",
+        "first_contact_le_2x_own_nominal_every_case",
+        "forgetting_full_le_5pct",
+        "full_cost_0_2s_20pct_below_rls",
+    }
     assert (tmp_path / "summary.md").read_text().startswith("# Learning benchmark")
     assert (tmp_path / "metrics.png").stat().st_size > 0

@@ -57,8 +57,14 @@ def test_round_with_too_little_data_keeps_the_parent(tmp_path, kuka_task_file):
     store.close()
     result = run_round(
         {
-            "db_path": str(tmp_path / "nestor.db"), "task": "kuka_track", "task_file": kuka_task_file,
-            "parent_version": 1, "parent_onnx": parent, "experience_from": 0, "experience_to": 0, "seed": 0,
+            "db_path": str(tmp_path / "nestor.db"),
+            "task": "kuka_track",
+            "task_file": kuka_task_file,
+            "parent_version": 1,
+            "parent_onnx": parent,
+            "experience_from": 0,
+            "experience_to": 0,
+            "seed": 0,
         }
     )
     assert not result["accepted"] and "usable transitions" in result["reason"]

@@ -11,8 +11,17 @@ from cloud_brain.learning.round_config import ConsolidationConfig
 from nestor_core.policy_model import load_model
 from nestor_core.policy_runtime import PolicyRuntime, RuntimeConfig
 
-SPEC = NetSpec(task="t", controlled_joints=("a", "b"), passive_joints=(), kp=(50.0, 40.0), kd=(5.0, 4.0),
-               effort_limit=(20.0, 15.0), obs_scale=(1.0,) * 8, hidden=8, key_features=4)
+SPEC = NetSpec(
+    task="t",
+    controlled_joints=("a", "b"),
+    passive_joints=(),
+    kp=(50.0, 40.0),
+    kd=(5.0, 4.0),
+    effort_limit=(20.0, 15.0),
+    obs_scale=(1.0,) * 8,
+    hidden=8,
+    key_features=4,
+)
 
 
 def test_unroll_matches_the_robot_runtime():
@@ -35,8 +44,19 @@ def test_meta_learning_lowers_the_unrolled_loss_and_stays_in_bounds():
     for i in range(8):
         obs = (0.2 * rng.normal(size=(20, SPEC.obs_dim))).astype(np.float32)
         action = (2.0 + rng.normal(size=(20, 2))).astype(np.float32)
-        windows.append(Window("t", "r", i, 0, obs, action, np.zeros((20, 2), np.float32), np.zeros(20, np.float32),
-                              np.ones(20, np.float32)))
+        windows.append(
+            Window(
+                "t",
+                "r",
+                i,
+                0,
+                obs,
+                action,
+                np.zeros((20, 2), np.float32),
+                np.zeros(20, np.float32),
+                np.ones(20, np.float32),
+            )
+        )
     config = ConsolidationConfig(meta_window=20, l3_window=20, meta_steps=30, meta_batch=8, meta_lr=0.05)
     report = meta_learn_l0(net, windows, config, seed=0)
     assert report["applied"] and report["loss_after"] < report["loss_before"]

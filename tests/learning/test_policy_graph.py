@@ -15,8 +15,15 @@ from nestor_core import policy_io
 from nestor_core.policy_model import ModelRejected, load_model, sha256_hex
 
 SPEC = NetSpec(
-    task="t", controlled_joints=tuple("abc"), passive_joints=("p",), kp=(50.0, 40.0, 30.0), kd=(5.0, 4.0, 3.0),
-    effort_limit=(20.0, 15.0, 10.0), obs_scale=(1.0,) * 14, hidden=16, key_features=8,
+    task="t",
+    controlled_joints=tuple("abc"),
+    passive_joints=("p",),
+    kp=(50.0, 40.0, 30.0),
+    kd=(5.0, 4.0, 3.0),
+    effort_limit=(20.0, 15.0, 10.0),
+    obs_scale=(1.0,) * 14,
+    hidden=16,
+    key_features=8,
 )
 
 
@@ -77,8 +84,9 @@ def test_initial_model_is_the_pd_prior(kuka_task_file):
     prior = np.asarray(net.spec.kp) * (obs[2 * n : 3 * n] - obs[:n]) + np.asarray(net.spec.kd) * (
         obs[3 * n : 4 * n] - obs[n : 2 * n]
     )
-    np.testing.assert_allclose(action, np.clip(prior, -np.asarray(net.spec.effort_limit), net.spec.effort_limit),
-                               rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(
+        action, np.clip(prior, -np.asarray(net.spec.effort_limit), net.spec.effort_limit), rtol=1e-4, atol=1e-3
+    )
 
 
 def test_load_model_refuses_bad_models():

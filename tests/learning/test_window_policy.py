@@ -23,8 +23,9 @@ from nestor_sim.tracking_env import TrackingEnv
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 KUKA = str(REPO / "config" / "tasks" / "kuka_track.yaml")
-SPEC = WindowSpec(task="t", controlled_joints=tuple("abc"), passive_joints=("p",), effort_limit=(20.0, 15.0, 10.0),
-                  hidden=16)
+SPEC = WindowSpec(
+    task="t", controlled_joints=tuple("abc"), passive_joints=("p",), effort_limit=(20.0, 15.0, 10.0), hidden=16
+)
 K = 6
 
 
@@ -81,13 +82,16 @@ def test_ridge_fit_recovers_a_bias_and_a_gain_exactly_and_respects_the_prior():
     np.testing.assert_allclose(g.numpy(), -0.4, atol=1e-3)
     # With every slot empty (age 1e4: weight 0), the fit is the prior.
     prior = torch.tensor([[[0.05, 0.2], [-0.05, -0.1]]])
-    c, g = ridge_fit(d, u, torch.full_like(age, 1e4), prior, torch.full((1, 2), -0.01), torch.full((1, 2), -0.01),
-                     1.0, 1.0)
+    c, g = ridge_fit(
+        d, u, torch.full_like(age, 1e4), prior, torch.full((1, 2), -0.01), torch.full((1, 2), -0.01), 1.0, 1.0
+    )
     np.testing.assert_allclose(torch.stack([c[0], g[0]], 1).numpy(), prior[0].numpy(), atol=1e-6)
 
 
-SPECIAL = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
-                    st.sampled_from([np.nan, np.inf, -np.inf, 3e38, -3e38, 0.0]))
+SPECIAL = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.sampled_from([np.nan, np.inf, -np.inf, 3e38, -3e38, 0.0]),
+)
 _SAFE = load_model(export_window_onnx(perturbed(5)))
 
 
@@ -161,11 +165,20 @@ def test_the_gate_checks_the_gain_change_a_robot_reported_through_l1():
     def batch(robot, g):
         state = np.zeros((3, 2), np.float32)
         state[:, 1] = g
-        return ExperienceBatch(robot_id=robot, task="t", first_seq=1, stamp=np.zeros(1),
-                               obs=np.zeros((1, 14), np.float32),
-                               action=np.zeros((1, 3), np.float32), fast_read=np.zeros((1, 3), np.float32),
-                               slow_read=np.zeros((1, 3), np.float32), cost=np.zeros(1, np.float32),
-                               surprise=np.zeros(1, np.float32), model_versions=np.ones(1, np.int64), l1_state=state)
+        return ExperienceBatch(
+            robot_id=robot,
+            task="t",
+            first_seq=1,
+            stamp=np.zeros(1),
+            obs=np.zeros((1, 14), np.float32),
+            action=np.zeros((1, 3), np.float32),
+            fast_read=np.zeros((1, 3), np.float32),
+            slow_read=np.zeros((1, 3), np.float32),
+            cost=np.zeros(1, np.float32),
+            surprise=np.zeros(1, np.float32),
+            model_versions=np.ones(1, np.int64),
+            l1_state=state,
+        )
 
     got = lived_scenarios([batch("a", 0.0), batch("b", -0.3), batch("b", -0.52), batch("c", 0.02)], 3, 4.0)
     assert got == {"actuator_gain:0.5 (lived)": ["actuator_gain:0.5@4"]}

@@ -109,8 +109,7 @@ def test_rls_baseline_cancels_a_torque_bias_on_the_arm():
         still = RuntimeConfig(l0_step_scale=0.0, l1_step_scale=0.0)
         task = env.task
         plain = rollout(model, env, ["torque_bias:10@2"], 1, 900, still)
-        adapted = rollout(model, env, ["torque_bias:10@2"], 1, 900, still,
-                          adapter=RlsAdapter(task.effort_limit))
+        adapted = rollout(model, env, ["torque_bias:10@2"], 1, 900, still, adapter=RlsAdapter(task.effort_limit))
         # measured: 0.59 without, 1.0e-4 with
         assert np.mean(adapted.cost[-400:]) < 0.01 * np.mean(plain.cost[-400:])
     finally:

@@ -47,7 +47,8 @@ def test_bag_writes_serialized_messages_that_decode_back(tmp_path):
     js = topics["/r/joint_states"]
     assert [m.sequence for _, m, _ in js] == list(range(1, 51))
     assert [(d.header.stamp.sec, list(d.position), list(d.name)) for _, _, d in js] == [
-        (i, [float(i), -float(i)], ["a", "b"]) for i in range(50)]
+        (i, [float(i), -float(i)], ["a", "b"]) for i in range(50)
+    ]
     assert [m.log_time for _, m, _ in topics["/r/cost"]] == [1_000 + i for i in range(50)]
     assert [d.data for _, _, d in topics["/r/cost"]] == [i / 10 for i in range(50)]
 
@@ -73,13 +74,34 @@ def test_record_option_bags_the_robots_topics(tmp_path):
     from policy_models import export_models
 
     model = export_models(tmp_path, count=1)[0]
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.Random(os.getpid() ^ 0xBA6).randint(1, 100)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    env = dict(
+        os.environ,
+        ROS_DOMAIN_ID=str(random.Random(os.getpid() ^ 0xBA6).randint(1, 100)),
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+    )
     run_dir = tmp_path / "run"
     done = subprocess.run(
-        [str(NESTOR), "robot", "--robot-id", "rec0", "--record", "--duration", "20", "--run-dir", str(run_dir),
-         "--initial-model", str(model), "--cloud", "127.0.0.1:9", "--shift", "payload:2.0@1"],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            str(NESTOR),
+            "robot",
+            "--robot-id",
+            "rec0",
+            "--record",
+            "--duration",
+            "20",
+            "--run-dir",
+            str(run_dir),
+            "--initial-model",
+            str(model),
+            "--cloud",
+            "127.0.0.1:9",
+            "--shift",
+            "payload:2.0@1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     robot_dir = run_dir / "robots" / "rec0"

@@ -20,8 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "config"
 # Where each node's config dataclass lives (read with ast: importing the sim would load pybullet).
 CONFIG_CLASSES = {
-    "policy": [("ros2_ws/src/nestor_robot/nestor_robot/policy_config.py", "PolicyNodeConfig"),
-               ("ros2_ws/src/nestor_core/nestor_core/policy_runtime.py", "RuntimeConfig")],
+    "policy": [
+        ("ros2_ws/src/nestor_robot/nestor_robot/policy_config.py", "PolicyNodeConfig"),
+        ("ros2_ws/src/nestor_core/nestor_core/policy_runtime.py", "RuntimeConfig"),
+    ],
     "uplink": [("ros2_ws/src/nestor_robot/nestor_robot/uplink_node.py", "UplinkNodeConfig")],
     "weight_sync": [("ros2_ws/src/nestor_robot/nestor_robot/weight_sync_node.py", "WeightSyncNodeConfig")],
     "perception": [("ros2_ws/src/nestor_robot/nestor_robot/perception_node.py", "PerceptionConfig")],
@@ -217,9 +219,24 @@ def test_fleet_smoke(tmp_path):
     env = dict(os.environ, ROS_DOMAIN_ID=str(_domain_id() % 50 + 50), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     run_dir = tmp_path / "run"
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "nestor"), "fleet", "--robots", "1", "--duration", "10",
-         "--run-dir", str(run_dir), "--initial-model", str(model), "--cloud", "127.0.0.1:9"],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            str(Path(sys.executable).parent / "nestor"),
+            "fleet",
+            "--robots",
+            "1",
+            "--duration",
+            "10",
+            "--run-dir",
+            str(run_dir),
+            "--initial-model",
+            str(model),
+            "--cloud",
+            "127.0.0.1:9",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     robot_dir = run_dir / "robots" / "robot0"

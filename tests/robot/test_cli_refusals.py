@@ -105,8 +105,9 @@ def test_sim_bridge_refuses_bad_input_in_one_line(tmp_path, params, fragment):
     if not any(p.startswith("task_file") for p in params):
         params += ["-p", f"task_file:={KUKA}"]
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    result = subprocess.run([str(BIN / "sim_bridge"), "--ros-args", *params], env=env, capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [str(BIN / "sim_bridge"), "--ros-args", *params], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("sim_bridge: error: ") and fragment in errors[0], result.stderr

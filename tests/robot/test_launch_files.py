@@ -70,11 +70,17 @@ def test_launch_actions_structure():
 def test_launch_actions_supervision():
     """Each node's respawn settings come from its NodeSpec; a control-path exit shuts the launch down."""
     tree = ast.parse(LAUNCH_ACTIONS.read_text())
-    [common] = [n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
-                and any(isinstance(t, ast.Name) and t.id == "common" for t in n.targets)]
+    [common] = [
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "common" for t in n.targets)
+    ]
     kwargs = {k.arg: k.value for k in common.keywords}
-    for arg, field in [("respawn", "respawn"), ("respawn_delay", "respawn_delay"),
-                       ("respawn_max_retries", "respawn_max_retries")]:
+    for arg, field in [
+        ("respawn", "respawn"),
+        ("respawn_delay", "respawn_delay"),
+        ("respawn_max_retries", "respawn_max_retries"),
+    ]:
         value = kwargs.get(arg)
         assert isinstance(value, ast.Attribute) and value.attr == field, f"{arg}= must be n.{field}"
     assert "sigterm_timeout" in kwargs, "the uplink needs its drain time before SIGTERM"
@@ -97,10 +103,16 @@ def test_launch_actions_lifecycle_transitions():
     tree = ast.parse(LAUNCH_ACTIONS.read_text())
     source = LAUNCH_ACTIONS.read_text()
     from_imports = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
-    assert {("launch_ros.actions", "LifecycleNode"), ("launch_ros.event_handlers", "OnStateTransition"),
-            ("launch_ros.events.lifecycle", "ChangeState"), ("lifecycle_msgs.msg", "Transition"),
-            ("launch.events", "matches_action"), ("launch.event_handlers", "OnProcessStart"),
-            ("launch.actions", "EmitEvent"), ("launch.actions", "RegisterEventHandler")} <= from_imports
+    assert {
+        ("launch_ros.actions", "LifecycleNode"),
+        ("launch_ros.event_handlers", "OnStateTransition"),
+        ("launch_ros.events.lifecycle", "ChangeState"),
+        ("lifecycle_msgs.msg", "Transition"),
+        ("launch.events", "matches_action"),
+        ("launch.event_handlers", "OnProcessStart"),
+        ("launch.actions", "EmitEvent"),
+        ("launch.actions", "RegisterEventHandler"),
+    } <= from_imports
     assert "if not n.lifecycle:" in source
     assert "ChangeState(lifecycle_node_matcher=matches_action(node), transition_id=transition_id)" in source
     [on_start] = _calls(tree, "OnProcessStart")
@@ -130,6 +142,7 @@ def test_launch_actions_run_against_recording_fakes(monkeypatch):
             obj = types.SimpleNamespace(kind=name, args=args, kwargs=kwargs)
             made.append(obj)
             return obj
+
         return make
 
     modules = {
@@ -188,11 +201,13 @@ def test_node_specs_respawn_the_network_side_only():
     assert uplink.stop_timeout_s == policy.stop_timeout_s + drain["drain_timeout_s"] > policy.stop_timeout_s
 
 
-
 def _kind_of(name: str) -> str:
     tree = ast.parse((LAUNCH / name).read_text())
-    [kind] = [n.value.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
-              and any(isinstance(t, ast.Name) and t.id == "KIND" for t in n.targets)]
+    [kind] = [
+        n.value.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "KIND" for t in n.targets)
+    ]
     return kind
 
 
@@ -219,13 +234,29 @@ def test_fleet_launch_declares_robots_and_shifts():
 def test_launch_values_become_the_cli_robot_specs(tmp_path):
     user = tmp_path / "mine.yaml"
     user.write_text("/**/policy:\n  ros__parameters:\n    horizon: 9\n")
-    fleet = specs_from("fleet", {"robots": "3", "shifts": "payload:4.0@20, friction:1.0@30", "namespace": "/lab/",
-                                 "params_file": str(user), "seed": "5"})
+    fleet = specs_from(
+        "fleet",
+        {
+            "robots": "3",
+            "shifts": "payload:4.0@20, friction:1.0@30",
+            "namespace": "/lab/",
+            "params_file": str(user),
+            "seed": "5",
+        },
+    )
     assert [s.ns for s in fleet] == ["lab/robot0", "lab/robot1", "lab/robot2"]
     assert all(s.shifts == ["payload:4.0@20", "friction:1.0@30"] for s in fleet)
     assert [s.seed for s in fleet] == [5, 6, 7]
-    cli_like = fleet_specs(3, "kuka_track", "runs/latest", "127.0.0.1:50051", seed=5,
-                           shifts=[["payload:4.0@20", "friction:1.0@30"]], namespace="lab", params_files=[str(user)])
+    cli_like = fleet_specs(
+        3,
+        "kuka_track",
+        "runs/latest",
+        "127.0.0.1:50051",
+        seed=5,
+        shifts=[["payload:4.0@20", "friction:1.0@30"]],
+        namespace="lab",
+        params_files=[str(user)],
+    )
     assert fleet == cli_like
     assert [s.shifts for s in specs_from("fleet", {"robots": "2"})] == [s.shifts for s in fleet_specs(2, "t", "r", "c")]
     [one] = specs_from("sim_robot", {"robot_id": "arm1", "namespace": "lab/arm1", "params_file": str(user)})
@@ -240,12 +271,15 @@ def test_launch_values_become_the_cli_robot_specs(tmp_path):
     assert [n.name for n in robot_nodes(recorded[0], str(CONFIG))][0] == "bag_recorder"
 
 
-@pytest.mark.parametrize("values, message", [
-    ({"robots": "two"}, "robots: expected an integer, got 'two'"),
-    ({"robots": "0"}, "robots: must be >= 1"),
-    ({"params_file": "/nonexistent.yaml"}, "params_file: cannot read /nonexistent.yaml"),
-    ({"record": "yes"}, "record: expected true or false, got 'yes'"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"robots": "two"}, "robots: expected an integer, got 'two'"),
+        ({"robots": "0"}, "robots: must be >= 1"),
+        ({"params_file": "/nonexistent.yaml"}, "params_file: cannot read /nonexistent.yaml"),
+        ({"record": "yes"}, "record: expected true or false, got 'yes'"),
+    ],
+)
 def test_bad_launch_values_name_the_argument(values, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         specs_from("fleet", values)
@@ -271,14 +305,19 @@ def test_user_params_file_sits_between_defaults_and_overrides(tmp_path):
 
     user = tmp_path / "mine.yaml"
     user.write_text("/**/policy:\n  ros__parameters:\n    horizon: 9\n    robot_id: not_me\n")
-    [spec] = specs_from("robot", {"robot_id": "arm3", "namespace": "lab/arm3", "params_file": str(user),
-                                  "run_dir": str(tmp_path)})
+    [spec] = specs_from(
+        "robot", {"robot_id": "arm3", "namespace": "lab/arm3", "params_file": str(user), "run_dir": str(tmp_path)}
+    )
     nodes = robot_nodes(spec, str(CONFIG))
     policy = next(n for n in nodes if n.name == "policy")
     overrides = tmp_path / "params.yaml"
     overrides.write_text(overrides_yaml(nodes))
-    args = ["--ros-args", *[a for f in policy.param_files for a in ("--params-file", f)],
-            "--params-file", str(overrides)]
+    args = [
+        "--ros-args",
+        *[a for f in policy.param_files for a in ("--params-file", f)],
+        "--params-file",
+        str(overrides),
+    ]
     context = Context()
     rclpy.init(context=context, domain_id=random.Random(os.getpid() ^ 0x7A7A).randint(1, 100))
     try:

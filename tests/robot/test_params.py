@@ -170,12 +170,14 @@ def test_set_refuses_bad_values_with_a_reason_and_applies_good_ones(make_node):
     node = make_node()
     changed = []
     config = declare_config(node, Ranged, on_change=changed.append)
-    results = node.set_parameters([
-        Parameter("rate_hz", value=50.0),  # read-only
-        Parameter("scale", value=7.0),  # out of range
-        Parameter("scale", value="big"),  # wrong type (floats are dynamically typed for `1` -> 1.0)
-        Parameter("scale", value=2),  # an int beyond the range
-    ])
+    results = node.set_parameters(
+        [
+            Parameter("rate_hz", value=50.0),  # read-only
+            Parameter("scale", value=7.0),  # out of range
+            Parameter("scale", value="big"),  # wrong type (floats are dynamically typed for `1` -> 1.0)
+            Parameter("scale", value=2),  # an int beyond the range
+        ]
+    )
     assert [r.successful for r in results] == [False] * 4
     assert "read-only" in results[0].reason
     assert "out of range" in results[1].reason

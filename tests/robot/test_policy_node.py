@@ -80,8 +80,10 @@ class _Driver:
 
         self.statuses = []  # (monotonic time, DiagnosticStatus)
         self.node.create_subscription(
-            DiagnosticArray, topics.POLICY_STATUS,
-            lambda m: self.statuses.extend((time.monotonic(), s) for s in m.status), STATUS_QOS,
+            DiagnosticArray,
+            topics.POLICY_STATUS,
+            lambda m: self.statuses.extend((time.monotonic(), s) for s in m.status),
+            STATUS_QOS,
         )
         self.nan_joint = None  # set: that joint's position is published as NaN
         self.corrupt = None  # set: (names, position, velocity) -> the same, malformed
@@ -101,9 +103,7 @@ class _Driver:
     def wait_connected(self, timeout: float, proc) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.state_pub.get_subscription_count() > 0 and self.node.count_publishers(
-                "effort_controller/commands"
-            ):
+            if self.state_pub.get_subscription_count() > 0 and self.node.count_publishers("effort_controller/commands"):
                 return
             assert proc.poll() is None, "policy_node exited early"
             self.executor.spin_once(timeout_sec=0.05)
@@ -167,15 +167,24 @@ def test_policy_node_end_to_end(models, tmp_path, executor):
         [
             str(BIN / "policy_node"),
             "--ros-args",
-            "-r", f"__ns:={namespace}",
-            "-p", "robot_id:=r1",
-            "-p", "task:=kuka_track",
-            "-p", f"initial_model:={models[0]}",
-            "-p", "initial_model_version:=1",
-            "-p", f"spool_path:={spool}",
-            "-p", f"run_dir:={run_dir}",
-            "-p", "status_period_s:=0.2",
-            "-p", f"executor:={executor}",
+            "-r",
+            f"__ns:={namespace}",
+            "-p",
+            "robot_id:=r1",
+            "-p",
+            "task:=kuka_track",
+            "-p",
+            f"initial_model:={models[0]}",
+            "-p",
+            "initial_model_version:=1",
+            "-p",
+            f"spool_path:={spool}",
+            "-p",
+            f"run_dir:={run_dir}",
+            "-p",
+            "status_period_s:=0.2",
+            "-p",
+            f"executor:={executor}",
         ],
         env=env,
         stdout=log,
@@ -228,11 +237,25 @@ def _start_policy(models, tmp_path, namespace, domain_id, *params):
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain_id))
     log = open(tmp_path / "policy.log", "w")
     argv = [
-        str(BIN / "policy_node"), "--ros-args", "-r", f"__ns:={namespace}",
-        "-p", "robot_id:=r1", "-p", "task:=kuka_track",
-        "-p", f"initial_model:={models[0]}", "-p", "initial_model_version:=1",
-        "-p", f"spool_path:={tmp_path / 'spool.sqlite'}", "-p", f"run_dir:={tmp_path / 'run'}",
-        "-p", "status_period_s:=0.2", *[a for p in params for a in ("-p", p)],
+        str(BIN / "policy_node"),
+        "--ros-args",
+        "-r",
+        f"__ns:={namespace}",
+        "-p",
+        "robot_id:=r1",
+        "-p",
+        "task:=kuka_track",
+        "-p",
+        f"initial_model:={models[0]}",
+        "-p",
+        "initial_model_version:=1",
+        "-p",
+        f"spool_path:={tmp_path / 'spool.sqlite'}",
+        "-p",
+        f"run_dir:={tmp_path / 'run'}",
+        "-p",
+        "status_period_s:=0.2",
+        *[a for p in params for a in ("-p", p)],
     ]
     return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT), log
 
@@ -282,7 +305,8 @@ def test_nan_joint_state_never_drives_an_actuator(models, tmp_path):
         assert driver.run(5.0, until=lambda: _read_stats(stats_file).get("bad_input_streak") == 0)
         # OK again once a whole status period passed without bad input (the stats refresh once per flush).
         assert driver.run(5.0, until=lambda: any(s.level == b"\x00" for t, s in driver.statuses if t > good_from)), [
-            (s.level, s.message) for _, s in driver.statuses[-3:]]
+            (s.level, s.message) for _, s in driver.statuses[-3:]
+        ]
     finally:
         driver.close()
         code = stop_policy(proc, log)
@@ -318,9 +342,12 @@ def test_malformed_joint_states_raise_the_status(models, tmp_path):
         for reason, corrupt in _MALFORMED.items():
             driver.corrupt = corrupt
             start = time.monotonic()
-            assert driver.run(6.0, until=lambda r=reason, t=start: any(
-                r in s.message and s.level in (b"\x01", b"\x02") for u, s in driver.statuses if u > t
-            )), [(s.level, s.message) for _, s in driver.statuses[-3:]]
+            assert driver.run(
+                6.0,
+                until=lambda r=reason, t=start: any(
+                    r in s.message and s.level in (b"\x01", b"\x02") for u, s in driver.statuses if u > t
+                ),
+            ), [(s.level, s.message) for _, s in driver.statuses[-3:]]
             driver.run(0.5)
             late = driver.commands_between(start + 0.3, time.monotonic())
             assert late and all(x == 0.0 for c in late for x in c)  # past the hold: zero effort
@@ -387,8 +414,12 @@ def test_parameter_services_from_a_plain_client(models, tmp_path):
         # L0 learns while l0_step_scale is 1 ...
         driver.run(1.5)
         norms = []
-        assert driver.run(5.0, until=lambda: norms.append(_read_stats(stats_file).get("l0_fast_state_norm"))
-                          or len(set(norms) - {None}) >= 2)
+        assert driver.run(
+            5.0,
+            until=lambda: (
+                norms.append(_read_stats(stats_file).get("l0_fast_state_norm")) or len(set(norms) - {None}) >= 2
+            ),
+        )
         freeze = SetParameters.Request(parameters=[param("l0_step_scale", double, 0.0)])
         (result,) = _call(driver, setter, freeze).results
         assert result.successful, result.reason
@@ -408,8 +439,13 @@ def test_parameter_services_from_a_plain_client(models, tmp_path):
     assert "parameters changed: {'l0_step_scale': 0.0}" in output
 
 
-_NODE_NAMES = {"policy_node": "policy", "uplink_node": "uplink", "weight_sync_node": "weight_sync",
-               "perception_node": "perception", "sim_bridge": "sim_bridge"}
+_NODE_NAMES = {
+    "policy_node": "policy",
+    "uplink_node": "uplink",
+    "weight_sync_node": "weight_sync",
+    "perception_node": "perception",
+    "sim_bridge": "sim_bridge",
+}
 
 
 @pytest.mark.parametrize("executable", sorted(_NODE_NAMES))
@@ -419,14 +455,26 @@ def test_unknown_parameter_in_a_params_file_is_refused(tmp_path, executable):
     params.write_text(f"/**/{name}:\n  ros__parameters:\n    l0_step_scal: 0\n")
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(_domain_id()))
     result = subprocess.run(
-        [str(BIN / executable), "--ros-args", "-r", f"__node:={name}", "--params-file", str(params),
-         *(["-p", "task_file:=x.yaml"] if name == "sim_bridge" else [])],
-        env=env, capture_output=True, text=True, timeout=60,
+        [
+            str(BIN / executable),
+            "--ros-args",
+            "-r",
+            f"__node:={name}",
+            "--params-file",
+            str(params),
+            *(["-p", "task_file:=x.yaml"] if name == "sim_bridge" else []),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if "error" in line]
-    assert lines == [f"{executable}: error: parameter l0_step_scal: node /{name} has no such parameter"
-                     + (" (did you mean 'l0_step_scale'?)" if name == "policy" else "")], result.stderr
+    assert lines == [
+        f"{executable}: error: parameter l0_step_scal: node /{name} has no such parameter"
+        + (" (did you mean 'l0_step_scale'?)" if name == "policy" else "")
+    ], result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -55,8 +55,9 @@ class _CostDriver(_Driver):
         from nestor_core.qos import EVENT_QOS
 
         self.rollbacks = []
-        self.node.create_subscription(self.String, topics.POLICY_ROLLBACK,
-                                      lambda m: self.rollbacks.append(json.loads(m.data)), EVENT_QOS)
+        self.node.create_subscription(
+            self.String, topics.POLICY_ROLLBACK, lambda m: self.rollbacks.append(json.loads(m.data)), EVENT_QOS
+        )
 
     def _publish_tick(self):
         super()._publish_tick()
@@ -67,8 +68,13 @@ class _CostDriver(_Driver):
 def test_policy_node_rolls_back_a_worse_model(tmp_path):
     good, bad = tmp_path / "good.onnx", tmp_path / "bad.onnx"
     env = dict(os.environ, PYTHONPATH=str(REPO / "cloud_brain"))
-    subprocess.run([sys.executable, "-c", _SCRIPT, ",".join(JOINTS), f"{good}=300", f"{bad}=30000"],
-                   check=True, env=env, cwd=REPO, timeout=120)
+    subprocess.run(
+        [sys.executable, "-c", _SCRIPT, ",".join(JOINTS), f"{good}=300", f"{bad}=30000"],
+        check=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     domain_id = _domain_id()
     namespace = f"/rtest{os.getpid()}"
     run_dir = tmp_path / "run"
@@ -77,15 +83,41 @@ def test_policy_node_rolls_back_a_worse_model(tmp_path):
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain_id))
     log = open(tmp_path / "policy.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [str(BIN / "policy_node"), "--ros-args", "-r", f"__ns:={namespace}", "-p", "robot_id:=r1",
-         "-p", "task:=kuka_track", "-p", f"initial_model:={good}", "-p", "initial_model_version:=1",
-         "-p", f"run_dir:={run_dir}", "-p", "status_period_s:=0.2", "-p", "rollback_window_ticks:=50",
-         "-p", "rollback_margin:=0.5", "-p", f"metrics_port:={port}"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            str(BIN / "policy_node"),
+            "--ros-args",
+            "-r",
+            f"__ns:={namespace}",
+            "-p",
+            "robot_id:=r1",
+            "-p",
+            "task:=kuka_track",
+            "-p",
+            f"initial_model:={good}",
+            "-p",
+            "initial_model_version:=1",
+            "-p",
+            f"run_dir:={run_dir}",
+            "-p",
+            "status_period_s:=0.2",
+            "-p",
+            "rollback_window_ticks:=50",
+            "-p",
+            "rollback_margin:=0.5",
+            "-p",
+            f"metrics_port:={port}",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     driver = _CostDriver(namespace, domain_id)
-    announce = {"version": 2, "path": str(bad), "sha256": hashlib.sha256(bad.read_bytes()).hexdigest(),
-                "task": "kuka_track"}
+    announce = {
+        "version": 2,
+        "path": str(bad),
+        "sha256": hashlib.sha256(bad.read_bytes()).hexdigest(),
+        "task": "kuka_track",
+    }
     try:
         driver.wait_connected(30.0, proc)
         driver.run(1.5)  # the pre-swap baseline

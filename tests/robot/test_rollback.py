@@ -72,21 +72,39 @@ def test_weight_sync_reports_bad_to_the_cloud_and_never_adopts_it_again(tmp_path
     from nestor_core import nestor_pb2
     from nestor_robot.weight_sync import WeightSync
 
-    config = CloudConfig(address="127.0.0.1:0", db_path=str(tmp_path / "c.db"), model_dir="",
-                         task_files=[task_files_arm], schedule=ScheduleConfig(enabled=False), max_workers=256,
-                         initial_model="cloud_testlib:initial_model").validate()
+    config = CloudConfig(
+        address="127.0.0.1:0",
+        db_path=str(tmp_path / "c.db"),
+        model_dir="",
+        task_files=[task_files_arm],
+        schedule=ScheduleConfig(enabled=False),
+        max_workers=256,
+        initial_model="cloud_testlib:initial_model",
+    ).validate()
     server = CloudServer(config, initial_model_fn=initial_model)
     server.start()
     try:
         active = server.registry.active("arm")
-        sync = WeightSync(server.address, "r7", "arm", str(tmp_path / "models"), lambda info: None,
-                          loader=lambda data, expected_sha256, version: None)
+        sync = WeightSync(
+            server.address,
+            "r7",
+            "arm",
+            str(tmp_path / "models"),
+            lambda info: None,
+            loader=lambda data, expected_sha256, version: None,
+        )
         assert sync.report_bad(active.version, "mean cost 3 vs 1 before") is True
         assert server.registry.bad_versions("r7") == {active.version}
         assert sync.stats()["bad_reports"] == 1
         # Persisted: a restarted weight sync refuses it too.
-        again = WeightSync(server.address, "r7", "arm", str(tmp_path / "models"), lambda info: None,
-                           loader=lambda data, expected_sha256, version: None)
+        again = WeightSync(
+            server.address,
+            "r7",
+            "arm",
+            str(tmp_path / "models"),
+            lambda info: None,
+            loader=lambda data, expected_sha256, version: None,
+        )
         assert again.bad_versions == {active.version}
         update = nestor_pb2.ModelUpdate(version=active.version, task="arm", sha256=active.sha256, onnx=active.onnx)
         assert again.handle_update(update) is None
@@ -113,8 +131,14 @@ def test_weight_sync_flags_a_version_the_cloud_took_back_as_a_downgrade(tmp_path
     from nestor_robot.weight_sync import WeightSync
 
     announced = []
-    sync = WeightSync("127.0.0.1:1", "r1", "arm", str(tmp_path / "models"), announced.append,
-                      loader=lambda data, expected_sha256, version: None)
+    sync = WeightSync(
+        "127.0.0.1:1",
+        "r1",
+        "arm",
+        str(tmp_path / "models"),
+        announced.append,
+        loader=lambda data, expected_sha256, version: None,
+    )
 
     def update(version):
         onnx = f"model-{version}".encode()

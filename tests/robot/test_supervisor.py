@@ -14,8 +14,17 @@ from nestor_bringup.supervisor import RestartPolicy, Supervisor
 
 
 def _crasher(name: str, respawn: bool, delay: float = 0.05, budget: int = 3) -> NodeSpec:
-    return NodeSpec(package="none", executable="python", name=name, namespace="", param_files=[], overrides={},
-                    respawn=respawn, respawn_delay=delay, respawn_max_retries=budget)
+    return NodeSpec(
+        package="none",
+        executable="python",
+        name=name,
+        namespace="",
+        param_files=[],
+        overrides={},
+        respawn=respawn,
+        respawn_delay=delay,
+        respawn_max_retries=budget,
+    )
 
 
 def test_restart_delay_doubles_up_to_the_cap():
@@ -49,7 +58,10 @@ def test_a_crashing_network_node_is_restarted_until_its_budget_is_spent(tmp_path
     # The log holds every start, each restart marked.
     log = (tmp_path / "robots" / "a" / "uplink.log").read_text()
     assert [line.split(":")[0] for line in log.splitlines() if line.startswith("# restart")] == [
-        "# restart 1", "# restart 2", "# restart 3"]
+        "# restart 1",
+        "# restart 2",
+        "# restart 3",
+    ]
 
 
 def test_a_control_path_death_stops_only_its_robot(tmp_path):

@@ -50,8 +50,12 @@ def tampered_update(version: int, onnx_bytes: bytes, key, rewrite_manifest: bool
     if rewrite_manifest:
         manifest = json.loads(update.manifest)
         manifest["sha256"] = digest
-        update.manifest = build_manifest(**{k: manifest[k] for k in (
-            "version", "parent", "task", "sha256", "io_signature", "metrics", "created_unix")})
+        update.manifest = build_manifest(
+            **{
+                k: manifest[k]
+                for k in ("version", "parent", "task", "sha256", "io_signature", "metrics", "created_unix")
+            }
+        )
     return update
 
 

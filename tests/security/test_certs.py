@@ -12,8 +12,20 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from nestor_core.manifest import load_private_key, load_public_key, sign, verify
 
 FILES = {
-    "ca.pem", "ca.key", "server.pem", "server.key", "robot0.pem", "robot0.key", "robot1.pem", "robot1.key",
-    "robot2.pem", "robot2.key", "admin.pem", "admin.key", "model_signing.pem", "model_signing.pub.pem",
+    "ca.pem",
+    "ca.key",
+    "server.pem",
+    "server.key",
+    "robot0.pem",
+    "robot0.key",
+    "robot1.pem",
+    "robot1.key",
+    "robot2.pem",
+    "robot2.key",
+    "admin.pem",
+    "admin.key",
+    "model_signing.pem",
+    "model_signing.pub.pem",
 }
 
 
@@ -74,15 +86,36 @@ def test_negative_robot_count_is_refused(tmp_path):
 
 def test_server_hosts_and_bundles(tmp_path):
     """--server-host names the compose service; --bundles gives each consumer its own files only."""
-    assert main(["certs", "--out", str(tmp_path), "--robots", "2", "--server-host", "cloud_brain",
-                 "--server-host", "10.0.0.5", "--bundles"]) == 0
+    assert (
+        main(
+            [
+                "certs",
+                "--out",
+                str(tmp_path),
+                "--robots",
+                "2",
+                "--server-host",
+                "cloud_brain",
+                "--server-host",
+                "10.0.0.5",
+                "--bundles",
+            ]
+        )
+        == 0
+    )
     san = _cert(tmp_path / "server.pem").extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["localhost", "cloud_brain"]
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "::1", "10.0.0.5"]
     bundles = tmp_path / "bundles"
     assert set(os.listdir(bundles)) == {"cloud", "robot0", "robot1"}
     assert set(os.listdir(bundles / "cloud")) == {
-        "ca.pem", "server.pem", "server.key", "model_signing.pem", "admin.pem", "admin.key"}
+        "ca.pem",
+        "server.pem",
+        "server.key",
+        "model_signing.pem",
+        "admin.pem",
+        "admin.key",
+    }
     assert set(os.listdir(bundles / "robot1")) == {"ca.pem", "robot1.pem", "robot1.key", "model_signing.pub.pem"}
     for path in (bundles / "cloud/server.key", bundles / "cloud/model_signing.pem", bundles / "robot1/robot1.key"):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path

@@ -16,8 +16,9 @@ DIGEST = "ab" * 32
 
 
 def _manifest(**overrides) -> bytes:
-    values = dict(version=3, parent=2, task=TASK, sha256=DIGEST, io_signature=IO, metrics={"cost": 0.5},
-                  created_unix=1700000000.5)
+    values = dict(
+        version=3, parent=2, task=TASK, sha256=DIGEST, io_signature=IO, metrics={"cost": 0.5}, created_unix=1700000000.5
+    )
     values.update(overrides)
     return m.build_manifest(**values)
 
@@ -88,8 +89,14 @@ def test_cloud_signs_with_the_configured_key_and_the_registry_stores_it(tmp_path
     v1 = registry.register(TASK, onnx, IO, status="active")
     v2 = registry.register(TASK, onnx + b"", IO, parent=1)
     for model in (v1, v2, registry.get(2)):
-        got = m.verify(model.manifest, model.signature, public_key, sha256=hashlib.sha256(onnx).hexdigest(),
-                       version=model.version, task=TASK)
+        got = m.verify(
+            model.manifest,
+            model.signature,
+            public_key,
+            sha256=hashlib.sha256(onnx).hexdigest(),
+            version=model.version,
+            task=TASK,
+        )
         assert got["parent"] == model.parent and got["io_signature"] == IO
     unsigned = ModelRegistry(tmp_path / "db2.sqlite").register(TASK, onnx, IO)
     assert unsigned.signature == b"" and unsigned.manifest

@@ -30,8 +30,14 @@ def context(monkeypatch):
 @pytest.fixture
 def models(tmp_path, pki, signing_key):
     """v1 and v3 stored (and signed sidecars written) by a weight_sync holding the key."""
-    sync = WeightSync("127.0.0.1:1", "robot0", TASK, str(tmp_path / "models"), lambda info: None,
-                      WeightSyncConfig(public_key_path=str(pki / "model_signing.pub.pem")))
+    sync = WeightSync(
+        "127.0.0.1:1",
+        "robot0",
+        TASK,
+        str(tmp_path / "models"),
+        lambda info: None,
+        WeightSyncConfig(public_key_path=str(pki / "model_signing.pub.pem")),
+    )
     return {v: sync.handle_update(signed_update(v, tiny_policy(0.1 * v), signing_key)) for v in (1, 3)}
 
 

@@ -93,7 +93,9 @@ def test_robot_cannot_promote_or_roll_back_and_admin_can(tls_server, pki):
         assert tls_server.registry.active("arm").version == arm.version
         # Reads are allowed to a robot.
         assert {m.version for m in stub.List(nestor_pb2.ListModelsRequest(task="arm"), timeout=DEADLINE).models} == {
-            arm.version, child.version}
+            arm.version,
+            child.version,
+        }
         status = nestor_pb2_grpc.FleetStub(ch).GetStatus(nestor_pb2.StatusRequest(), timeout=DEADLINE)
         assert len(status.models) == 3
     with channel(tls_server, pki, "admin") as ch:
@@ -157,7 +159,11 @@ def test_robot_clients_over_mutual_tls(tls_server, tls_config, pki, public_key, 
     uplink = Uplink(spool, tls_server.address, UplinkConfig(channel_credentials=creds, backoff_max_s=0.2))
     seen = []
     sync = WeightSync(
-        tls_server.address, "robot0", TASK, str(tmp_path / "models"), seen.append,
+        tls_server.address,
+        "robot0",
+        TASK,
+        str(tmp_path / "models"),
+        seen.append,
         WeightSyncConfig(channel_credentials=creds, public_key_path=str(pki / "model_signing.pub.pem")),
     )
     stop = threading.Event()
@@ -193,8 +199,12 @@ def test_tls_hook_names_the_parameter(pki):
 
 def test_insecure_mode_on_loopback_warns_loudly_and_enforces_nothing(tmp_path, task_files, caplog):
     config = CloudConfig(
-        address="127.0.0.1:0", db_path=str(tmp_path / "c.db"), model_dir="", task_files=task_files,
-        max_workers=256, grace_seconds=0.5,
+        address="127.0.0.1:0",
+        db_path=str(tmp_path / "c.db"),
+        model_dir="",
+        task_files=task_files,
+        max_workers=256,
+        grace_seconds=0.5,
     ).validate()
     config.schedule.enabled = False
     caplog.set_level(logging.WARNING, logger="cloud_brain.service.server")

@@ -128,25 +128,34 @@ def test_weight_sync_node_refuses_tampered_and_unsigned_models(tmp_path, pki, si
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     good = tiny_policy(0.4)
-    servicer = ModelsServicer([
-        signed_update(1, good, signing_key),
-        tampered_update(2, tiny_policy(0.6), signing_key),  # manifest_mismatch
-        tampered_update(3, tiny_policy(0.6), signing_key, rewrite_manifest=True),  # bad_signature
-        signed_update(4, tiny_policy(0.8), None),  # unsigned
-    ])
+    servicer = ModelsServicer(
+        [
+            signed_update(1, good, signing_key),
+            tampered_update(2, tiny_policy(0.6), signing_key),  # manifest_mismatch
+            tampered_update(3, tiny_policy(0.6), signing_key, rewrite_manifest=True),  # bad_signature
+            signed_update(4, tiny_policy(0.8), None),  # unsigned
+        ]
+    )
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     nestor_pb2_grpc.add_ModelsServicer_to_server(servicer, server)
     credentials = grpc.ssl_server_credentials(
-        [(pem(pki, "server.key"), pem(pki, "server.pem"))], root_certificates=pem(pki, "ca.pem"),
+        [(pem(pki, "server.key"), pem(pki, "server.pem"))],
+        root_certificates=pem(pki, "ca.pem"),
         require_client_auth=True,
     )
     port = server.add_secure_port("127.0.0.1:0", credentials)
     server.start()
     model_dir = tmp_path / "models"
     params = {
-        "robot_id": "robot0", "task": TASK, "cloud_address": f"127.0.0.1:{port}", "model_dir": str(model_dir),
-        "backoff_min_s": "0.05", "public_key_path": str(pki / "model_signing.pub.pem"),
-        "tls_ca": str(pki / "ca.pem"), "tls_cert": str(pki / "robot0.pem"), "tls_key": str(pki / "robot0.key"),
+        "robot_id": "robot0",
+        "task": TASK,
+        "cloud_address": f"127.0.0.1:{port}",
+        "model_dir": str(model_dir),
+        "backoff_min_s": "0.05",
+        "public_key_path": str(pki / "model_signing.pub.pem"),
+        "tls_ca": str(pki / "ca.pem"),
+        "tls_cert": str(pki / "robot0.pem"),
+        "tls_key": str(pki / "robot0.key"),
     }
     proc = start_node("weight_sync_node", **params)
     context = rclpy.Context()

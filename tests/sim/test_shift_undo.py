@@ -101,7 +101,7 @@ def test_apply_undo_interleaved_every_permutation_of_types(env):
 def test_reset_restores_nominal_with_shifts_active(env):
     nominal = dynamics(env)
     for schedule in (env.shift_texts, env.shift_texts[::-1], [env.shift_texts[0], "damping:1", env.shift_texts[0]]):
-        env.reset(seed=1, options={"shifts": [f"{t.split('#')[0]}@0.02{t[len(t.split('#')[0]):]}" for t in schedule]})
+        env.reset(seed=1, options={"shifts": [f"{t.split('#')[0]}@0.02{t[len(t.split('#')[0]) :]}" for t in schedule]})
         for _ in range(3):
             env.step(np.zeros(env.task.act_dim))
         assert len(env.active_shifts()) == len(schedule)

@@ -150,10 +150,13 @@ def verify(db_path: str) -> Verification:
 
 
 def _check_robot(conn: sqlite3.Connection, robot_id: str, last_seq: int, stored: int, dropped: int) -> list[str]:
-    ranges = [(f, c, "chunk") for f, c in conn.execute(
-        "SELECT first_seq, count FROM chunks WHERE robot_id = ?", (robot_id,))]
-    ranges += [(f, c, "dropped") for f, c in conn.execute(
-        "SELECT first_seq, count FROM dropped WHERE robot_id = ?", (robot_id,))]
+    ranges = [
+        (f, c, "chunk") for f, c in conn.execute("SELECT first_seq, count FROM chunks WHERE robot_id = ?", (robot_id,))
+    ]
+    ranges += [
+        (f, c, "dropped")
+        for f, c in conn.execute("SELECT first_seq, count FROM dropped WHERE robot_id = ?", (robot_id,))
+    ]
     ranges.sort()
     problems = []
     expected = 1
@@ -166,8 +169,9 @@ def _check_robot(conn: sqlite3.Connection, robot_id: str, last_seq: int, stored:
     in_chunks = sum(c for _, c, kind in ranges if kind == "chunk")
     in_drops = sum(c for _, c, kind in ranges if kind == "dropped")
     if in_chunks != stored or in_drops != dropped:
-        problems.append(f"robot {robot_id!r}: {in_chunks} stored/{in_drops} dropped, robots row says "
-                        f"{stored}/{dropped}")
+        problems.append(
+            f"robot {robot_id!r}: {in_chunks} stored/{in_drops} dropped, robots row says {stored}/{dropped}"
+        )
     for first, count, blob in conn.execute(
         "SELECT first_seq, count, chunk FROM chunks WHERE robot_id = ?", (robot_id,)
     ):

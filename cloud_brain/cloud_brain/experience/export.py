@@ -116,8 +116,9 @@ def joint_layout(task_file: str | None, obs_dim: int, act_dim: int) -> JointLayo
     return JointLayout(tuple(f"joint_{i}" for i in range(act_dim)), tuple(f"passive_{i}" for i in range(m)))
 
 
-def read_events(path: str | os.PathLike | None, robot_id: str, since: float | None = None,
-                until: float | None = None) -> list[dict]:
+def read_events(
+    path: str | os.PathLike | None, robot_id: str, since: float | None = None, until: float | None = None
+) -> list[dict]:
     """The robot's sim events (``events.jsonl`` of the sim bridge) with a stamp in [since, until]."""
     if not path:
         return []
@@ -139,4 +140,3 @@ def read_events(path: str | os.PathLike | None, robot_id: str, since: float | No
         if (since is None or stamp >= since) and (until is None or stamp <= until):
             events.append(event)
     return sorted(events, key=lambda e: e["stamp"])
-

@@ -60,8 +60,9 @@ def _array(values) -> dict:
     return {"layout": _EMPTY_LAYOUT, "data": [float(v) for v in values]}
 
 
-def write(path: str, store: ExperienceStore, selection: Selection, layout: JointLayout,
-          events: list[dict] = ()) -> dict:
+def write(
+    path: str, store: ExperienceStore, selection: Selection, layout: JointLayout, events: list[dict] = ()
+) -> dict:
     """Writes the selection to an MCAP file at ``path``; returns a summary (messages per topic).
 
     Raises:
@@ -79,8 +80,14 @@ def write(path: str, store: ExperienceStore, selection: Selection, layout: Joint
             prefix = f"/{selection.robot_id}/"
 
             def put(topic: str, message: dict, ns: int, seq: int = 0) -> None:
-                writer.write_message(prefix + topic, schemas[TOPICS[topic]], message, log_time=ns,
-                                     publish_time=ns, sequence=seq & 0xFFFFFFFF)
+                writer.write_message(
+                    prefix + topic,
+                    schemas[TOPICS[topic]],
+                    message,
+                    log_time=ns,
+                    publish_time=ns,
+                    sequence=seq & 0xFFFFFFFF,
+                )
                 counts[topic] += 1
 
             pending = list(events)
@@ -88,8 +95,10 @@ def write(path: str, store: ExperienceStore, selection: Selection, layout: Joint
             names = list(layout.controlled) + list(layout.passive)
             for batch, rows in select(store, selection):
                 if batch.obs.shape[1] != layout.obs_dim:
-                    raise ExportError(f"obs: width {batch.obs.shape[1]} of seq {batch.first_seq}, "
-                                      f"expected {layout.obs_dim} for the task's joints")
+                    raise ExportError(
+                        f"obs: width {batch.obs.shape[1]} of seq {batch.first_seq}, "
+                        f"expected {layout.obs_dim} for the task's joints"
+                    )
                 task = batch.task
                 blocks = layout.split(batch.obs)
                 for i in rows:
@@ -102,17 +111,30 @@ def write(path: str, store: ExperienceStore, selection: Selection, layout: Joint
                         version = int(batch.model_versions[i])
                         put("nestor/model_version", {"data": version}, ns, seq)
                     header = _header(ns)
-                    put("joint_states", {
-                        "header": header, "name": names,
-                        "position": [*map(float, blocks["q_c"][i]), *map(float, blocks["q_p"][i])],
-                        "velocity": [*map(float, blocks["qd_c"][i]), *map(float, blocks["qd_p"][i])],
-                        "effort": [],
-                    }, ns, seq)
-                    put("target", {
-                        "header": header, "name": list(layout.controlled),
-                        "position": [float(v) for v in blocks["q_ref"][i]],
-                        "velocity": [float(v) for v in blocks["qd_ref"][i]], "effort": [],
-                    }, ns, seq)
+                    put(
+                        "joint_states",
+                        {
+                            "header": header,
+                            "name": names,
+                            "position": [*map(float, blocks["q_c"][i]), *map(float, blocks["q_p"][i])],
+                            "velocity": [*map(float, blocks["qd_c"][i]), *map(float, blocks["qd_p"][i])],
+                            "effort": [],
+                        },
+                        ns,
+                        seq,
+                    )
+                    put(
+                        "target",
+                        {
+                            "header": header,
+                            "name": list(layout.controlled),
+                            "position": [float(v) for v in blocks["q_ref"][i]],
+                            "velocity": [float(v) for v in blocks["qd_ref"][i]],
+                            "effort": [],
+                        },
+                        ns,
+                        seq,
+                    )
                     put("effort_controller/commands", _array(batch.action[i]), ns, seq)
                     put("cost", {"data": float(batch.cost[i])}, ns, seq)
                     put("nestor/fast_read", _array(batch.fast_read[i]), ns, seq)
@@ -125,15 +147,30 @@ def write(path: str, store: ExperienceStore, selection: Selection, layout: Joint
             for event in pending:  # events after the last transition of the range
                 put("sim/events", {"data": json.dumps(event, sort_keys=True)}, round(event["stamp"] * 1e9))
             dropped = [(s, c) for s, c in store.dropped_ranges(selection.robot_id) if s <= last and s + c > first]
-            writer.add_metadata("nestor", {
-                "robot_id": selection.robot_id, "task": task, "first_seq": str(first), "last_seq": str(last),
-                "dropped_ranges": json.dumps(dropped), "exported_unix": f"{time.time():.3f}",
-            })
+            writer.add_metadata(
+                "nestor",
+                {
+                    "robot_id": selection.robot_id,
+                    "task": task,
+                    "first_seq": str(first),
+                    "last_seq": str(last),
+                    "dropped_ranges": json.dumps(dropped),
+                    "exported_unix": f"{time.time():.3f}",
+                },
+            )
             writer.finish()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return {"path": path, "format": "mcap", "robot_id": selection.robot_id, "task": task, "first_seq": first,
-            "last_seq": last, "transitions": counts["cost"], "messages": counts}
+    return {
+        "path": path,
+        "format": "mcap",
+        "robot_id": selection.robot_id,
+        "task": task,
+        "first_seq": first,
+        "last_seq": last,
+        "transitions": counts["cost"],
+        "messages": counts,
+    }

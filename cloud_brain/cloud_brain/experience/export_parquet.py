@@ -69,8 +69,9 @@ def _obs_layout(layout: JointLayout) -> dict[str, list[int]]:
     return {name: [bounds[i], bounds[i + 1]] for i, name in enumerate(names)}
 
 
-def write(path: str, store: ExperienceStore, selection: Selection, layout: JointLayout,
-          events: list[dict] = ()) -> dict:
+def write(
+    path: str, store: ExperienceStore, selection: Selection, layout: JointLayout, events: list[dict] = ()
+) -> dict:
     """Writes the selection to a Parquet file at ``path``; returns a summary.
 
     Raises:
@@ -79,32 +80,46 @@ def write(path: str, store: ExperienceStore, selection: Selection, layout: Joint
     batches = []
     for batch, rows in select(store, selection):
         if batch.obs.shape[1] != layout.obs_dim:
-            raise ExportError(f"obs: width {batch.obs.shape[1]} of seq {batch.first_seq}, "
-                              f"expected {layout.obs_dim} for the task's joints")
-        batches.append(pa.record_batch([
-            pa.array(batch.first_seq + rows.astype(np.int64)),
-            pa.array(batch.stamp[rows]),
-            pa.array(batch.model_versions[rows].astype(np.int64)),
-            _fixed(batch.obs[rows]),
-            _fixed(batch.action[rows]),
-            pa.array(batch.cost[rows]),
-            _fixed(batch.fast_read[rows]),
-            _fixed(batch.slow_read[rows]),
-            pa.array(batch.surprise[rows]),
-        ], schema=schema(layout.obs_dim, len(layout.controlled))))
+            raise ExportError(
+                f"obs: width {batch.obs.shape[1]} of seq {batch.first_seq}, "
+                f"expected {layout.obs_dim} for the task's joints"
+            )
+        batches.append(
+            pa.record_batch(
+                [
+                    pa.array(batch.first_seq + rows.astype(np.int64)),
+                    pa.array(batch.stamp[rows]),
+                    pa.array(batch.model_versions[rows].astype(np.int64)),
+                    _fixed(batch.obs[rows]),
+                    _fixed(batch.action[rows]),
+                    pa.array(batch.cost[rows]),
+                    _fixed(batch.fast_read[rows]),
+                    _fixed(batch.slow_read[rows]),
+                    pa.array(batch.surprise[rows]),
+                ],
+                schema=schema(layout.obs_dim, len(layout.controlled)),
+            )
+        )
         task = batch.task
     if not batches:
         raise ExportError(f"robot: no stored transition of {selection.robot_id!r} in the selection")
     first, last = batches[0].column(0)[0].as_py(), batches[-1].column(0)[-1].as_py()
     dropped = [(s, c) for s, c in store.dropped_ranges(selection.robot_id) if s <= last and s + c > first]
     metadata = {
-        "format_version": FORMAT_VERSION, "robot_id": selection.robot_id, "task": task,
-        "controlled_joints": list(layout.controlled), "passive_joints": list(layout.passive),
-        "obs_layout": _obs_layout(layout), "first_seq": first, "last_seq": last,
-        "dropped_ranges": dropped, "shift_events": list(events),
+        "format_version": FORMAT_VERSION,
+        "robot_id": selection.robot_id,
+        "task": task,
+        "controlled_joints": list(layout.controlled),
+        "passive_joints": list(layout.passive),
+        "obs_layout": _obs_layout(layout),
+        "first_seq": first,
+        "last_seq": last,
+        "dropped_ranges": dropped,
+        "shift_events": list(events),
     }
     table = pa.Table.from_batches(batches).replace_schema_metadata(
-        schema(layout.obs_dim, len(layout.controlled), metadata).metadata)
+        schema(layout.obs_dim, len(layout.controlled), metadata).metadata
+    )
     tmp = f"{path}.part"
     try:
         pq.write_table(table, tmp, compression="zstd")
@@ -113,5 +128,12 @@ def write(path: str, store: ExperienceStore, selection: Selection, layout: Joint
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return {"path": path, "format": "parquet", "robot_id": selection.robot_id, "task": task, "first_seq": first,
-            "last_seq": last, "transitions": table.num_rows}
+    return {
+        "path": path,
+        "format": "parquet",
+        "robot_id": selection.robot_id,
+        "task": task,
+        "first_seq": first,
+        "last_seq": last,
+        "transitions": table.num_rows,
+    }

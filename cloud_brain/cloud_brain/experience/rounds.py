@@ -49,13 +49,24 @@ class RoundLog:
             (row_id,) = conn.execute(
                 "INSERT INTO rounds (task, started_unix, finished_unix, parent_version, version, accepted,"
                 " experience_from, experience_to, reason, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (task, started_unix, time.time(), parent_version, version, int(accepted), experience_from,
-                 experience_to, reason, error),
+                (
+                    task,
+                    started_unix,
+                    time.time(),
+                    parent_version,
+                    version,
+                    int(accepted),
+                    experience_from,
+                    experience_to,
+                    reason,
+                    error,
+                ),
             ).fetchall()[0]
             return int(row_id)
 
-    def start_round(self, task: str, started_unix: float, parent_version: int, experience_from: int,
-                    experience_to: int) -> int:
+    def start_round(
+        self, task: str, started_unix: float, parent_version: int, experience_from: int, experience_to: int
+    ) -> int:
         """Record a round as running (error = ROUND_RUNNING) before it starts; returns its id."""
         with self.transaction() as conn:
             (row_id,) = conn.execute(
@@ -65,8 +76,9 @@ class RoundLog:
             ).fetchall()[0]
             return int(row_id)
 
-    def finish_round(self, round_id: int, version: int = 0, accepted: bool = False, reason: str = "",
-                     error: str = "") -> None:
+    def finish_round(
+        self, round_id: int, version: int = 0, accepted: bool = False, reason: str = "", error: str = ""
+    ) -> None:
         """Record how a started round ended (error empty = it produced `version`)."""
         with self.transaction() as conn:
             conn.execute(

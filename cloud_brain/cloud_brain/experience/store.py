@@ -221,22 +221,31 @@ class ExperienceStore(RoundLog):
                     (batch.robot_id, batch.first_seq - dropped, dropped, now),
                 )
         else:
-            raise SequenceGapError(batch.robot_id, last + 1 + batch.dropped_before, batch.first_seq,
-                                   batch.dropped_before)
+            raise SequenceGapError(
+                batch.robot_id, last + 1 + batch.dropped_before, batch.first_seq, batch.dropped_before
+            )
         blob = encoded if tail is batch and encoded is not None else to_chunk(tail).SerializeToString()
         mean_cost = float(tail.cost.mean())
         (row_id,) = conn.execute(
             "INSERT INTO chunks (robot_id, task, first_seq, count, model_version, mean_cost, received_unix, chunk)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (tail.robot_id, tail.task, tail.first_seq, len(tail), int(tail.model_versions[0]), mean_cost, now,
-             blob),
+            (tail.robot_id, tail.task, tail.first_seq, len(tail), int(tail.model_versions[0]), mean_cost, now, blob),
         ).fetchall()[0]
         conn.execute(
             "UPDATE robots SET task = ?, last_seq = ?, transitions = transitions + ?, dropped = dropped + ?,"
             " duplicates = duplicates + ?, model_version = ?, recent_cost = ?, last_contact_unix = ?"
             " WHERE robot_id = ?",
-            (tail.task, tail.last_seq, len(tail), dropped, n - len(tail), int(tail.model_versions[-1]),
-             mean_cost, now, batch.robot_id),
+            (
+                tail.task,
+                tail.last_seq,
+                len(tail),
+                dropped,
+                n - len(tail),
+                int(tail.model_versions[-1]),
+                mean_cost,
+                now,
+                batch.robot_id,
+            ),
         )
         return AppendResult(batch.robot_id, len(tail), n - len(tail), dropped, tail.last_seq, int(row_id))
 

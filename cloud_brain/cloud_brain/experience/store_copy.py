@@ -15,9 +15,14 @@ TABLES = ("robots", "chunks", "dropped", "models", "rounds", "bad_models", "cana
 
 def _columns(store: ExperienceStore, table: str) -> list[str]:
     if store.backend == "postgres":
-        return [r[0] for r in store.query(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'public'"
-            " ORDER BY ordinal_position", (table,))]
+        return [
+            r[0]
+            for r in store.query(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ? AND table_schema = 'public'"
+                " ORDER BY ordinal_position",
+                (table,),
+            )
+        ]
     return [r[1] for r in store.query(f"PRAGMA table_info({table})")]
 
 
@@ -35,9 +40,10 @@ def copy_store(source: str, target: str, page: int = 500) -> dict[str, int]:
             rows = src.query(f"SELECT {names} FROM {table} ORDER BY {order}")
             with dst.transaction() as conn:
                 for i in range(0, len(rows), page):
-                    for row in rows[i:i + page]:
-                        conn.execute(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})",
-                                     tuple(row))
+                    for row in rows[i : i + page]:
+                        conn.execute(
+                            f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})", tuple(row)
+                        )
             counts[table] = len(rows)
     finally:
         src.close()

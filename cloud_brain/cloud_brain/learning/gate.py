@@ -33,8 +33,7 @@ def gate_scenarios(task, config: ConsolidationConfig) -> dict[str, list[str]]:
     return scenarios
 
 
-def evaluate(onnx_bytes: bytes, env, scenarios: dict, config: ConsolidationConfig, seed: int,
-             map_fn=None) -> dict:
+def evaluate(onnx_bytes: bytes, env, scenarios: dict, config: ConsolidationConfig, seed: int, map_fn=None) -> dict:
     """Mean cost per scenario over the same seeded episodes, L0 on (as deployed).
 
     map_fn: `(onnx_bytes, task, scenarios, eval_ticks, seed) -> costs` evaluating the scenarios
@@ -60,8 +59,7 @@ def blend(parent: NestedPolicy, trained: NestedPolicy, alpha: float) -> NestedPo
     return out
 
 
-def select_candidate(parent_onnx: bytes, parent, trained, task, config: ConsolidationConfig, seed: int,
-                     map_fn=None):
+def select_candidate(parent_onnx: bytes, parent, trained, task, config: ConsolidationConfig, seed: int, map_fn=None):
     """Step 5: the largest step toward the trained weights that regresses on no gate scenario.
 
     Returns (onnx bytes or None, gate report).

@@ -89,8 +89,9 @@ def run_round(request: dict) -> dict:
         from cloud_brain.learning.window_consolidation import run_window_round
 
         reservoir_config = ReservoirConfig(config.l3_capacity_transitions, config.l3_window, config.l3_novelty_weight)
-        return run_window_round(request, config, task, ExperienceStore, L3Reservoir, reservoir_config,
-                                gate_scenarios, blend)
+        return run_window_round(
+            request, config, task, ExperienceStore, L3Reservoir, reservoir_config, gate_scenarios, blend
+        )
     parent = import_onnx(request["parent_onnx"])
     after_row, up_to_row = int(request.get("experience_from", 0)), int(request["experience_to"])
     # 1. sample memories: new rows, then L3 replay (drawn before the new rows are offered to it).
@@ -102,7 +103,8 @@ def run_round(request: dict) -> dict:
     )
     try:
         new_batches, replay_windows, l3_update, l3_stats = reservoir.round_inputs(
-            store, request["task"], after_row, up_to_row, config.replay_fraction > 0, task.effort_limit)
+            store, request["task"], after_row, up_to_row, config.replay_fraction > 0, task.effort_limit
+        )
     finally:
         reservoir.close()
         store.close()
@@ -132,8 +134,9 @@ def run_round(request: dict) -> dict:
             from cloud_brain.learning.round_worker import resolve
 
             gate_map = resolve(gate_map)
-        candidate_onnx, gate = select_candidate(request["parent_onnx"], parent, trained, task, config, seed,
-                                                gate_map or None)
+        candidate_onnx, gate = select_candidate(
+            request["parent_onnx"], parent, trained, task, config, seed, gate_map or None
+        )
     else:
         candidate_onnx, gate = export_onnx(trained), {"skipped": True, "accepted_alpha": 1.0, "parent": {}}
     accepted = candidate_onnx is not None

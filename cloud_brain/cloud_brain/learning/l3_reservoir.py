@@ -133,8 +133,17 @@ def windows_of_batch(task: str, row: int, batch, window: int) -> list[Window]:
     for start in range(0, len(batch) - window + 1, window):
         stop = start + window
         out.append(
-            Window(task, batch.robot_id, row, start, batch.obs[start:stop], batch.action[start:stop],
-                   batch.slow_read[start:stop], batch.cost[start:stop], batch.surprise[start:stop])
+            Window(
+                task,
+                batch.robot_id,
+                row,
+                start,
+                batch.obs[start:stop],
+                batch.action[start:stop],
+                batch.slow_read[start:stop],
+                batch.cost[start:stop],
+                batch.surprise[start:stop],
+            )
         )
     return out
 
@@ -144,9 +153,7 @@ def features(win: Window, effort_limit: np.ndarray | None = None) -> np.ndarray:
     n = win.action.shape[1]
     limit = np.ones(n) if effort_limit is None else np.asarray(effort_limit, np.float64)
     q, q_ref = win.obs[:, :n], win.obs[:, 2 * n : 3 * n]
-    return np.concatenate(
-        [q.mean(0), win.action.mean(0) / limit, 5.0 * (q_ref - q).mean(0)]
-    ).astype(np.float64)
+    return np.concatenate([q.mean(0), win.action.mean(0) / limit, 5.0 * (q_ref - q).mean(0)]).astype(np.float64)
 
 
 def _pack(win: Window) -> bytes:
@@ -231,8 +238,10 @@ class L3Reservoir:
             offered, s_sum, n_sum, n_count = self._conn.execute(
                 "SELECT offered, surprise_sum, novelty_sum, novelty_count FROM l3_progress WHERE task = ?", (task,)
             ).fetchone()
-            kept = [np.frombuffer(b, np.float64) for (b,) in self._conn.execute(
-                "SELECT features FROM l3_reservoir WHERE task = ?", (task,))]
+            kept = [
+                np.frombuffer(b, np.float64)
+                for (b,) in self._conn.execute("SELECT features FROM l3_reservoir WHERE task = ?", (task,))
+            ]
             bank = np.stack(kept) if kept else np.zeros((0, 0))
             inserted = 0
             for win in windows:
@@ -256,8 +265,20 @@ class L3Reservoir:
                     "INSERT OR IGNORE INTO l3_reservoir (task, robot_id, source_row, tick_offset, count, surprise,"
                     " novelty, weight, log_key, features, data, added_unix)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (task, win.robot_id, win.source_row, win.offset, len(win), surprise, novelty, weight, log_key,
-                     feat.tobytes(), _pack(win), time.time()),
+                    (
+                        task,
+                        win.robot_id,
+                        win.source_row,
+                        win.offset,
+                        len(win),
+                        surprise,
+                        novelty,
+                        weight,
+                        log_key,
+                        feat.tobytes(),
+                        _pack(win),
+                        time.time(),
+                    ),
                 )
                 if cursor.rowcount:
                     inserted += 1
@@ -265,11 +286,17 @@ class L3Reservoir:
             evicted = self._evict(task)
             self._conn.execute(
                 "UPDATE l3_progress SET offered = ?, surprise_sum = ?, novelty_sum = ?, novelty_count = ?"
-                " WHERE task = ?", (offered, s_sum, n_sum, n_count, task),
+                " WHERE task = ?",
+                (offered, s_sum, n_sum, n_count, task),
             )
         items, transitions = self.size(task)
-        return {"offered": len(windows), "inserted": inserted, "evicted": evicted, "items": items,
-                "transitions": transitions}
+        return {
+            "offered": len(windows),
+            "inserted": inserted,
+            "evicted": evicted,
+            "items": items,
+            "transitions": transitions,
+        }
 
     def _evict(self, task: str) -> int:
         """Drop the smallest keys until the task's transitions fit the capacity."""
@@ -319,7 +346,15 @@ class L3Reservoir:
         items, transitions = self.size(task)
         row = self._conn.execute(
             "SELECT AVG(surprise), AVG(novelty), AVG(weight), MIN(source_row), MAX(source_row)"
-            " FROM l3_reservoir WHERE task = ?", (task,)
+            " FROM l3_reservoir WHERE task = ?",
+            (task,),
         ).fetchone()
-        return {"items": items, "transitions": transitions, "mean_surprise": row[0], "mean_novelty": row[1],
-                "mean_weight": row[2], "oldest_row": row[3], "newest_row": row[4]}
+        return {
+            "items": items,
+            "transitions": transitions,
+            "mean_surprise": row[0],
+            "mean_novelty": row[1],
+            "mean_weight": row[2],
+            "oldest_row": row[3],
+            "newest_row": row[4],
+        }

@@ -61,5 +61,9 @@ def replay_memories(net: NestedPolicy, windows: list[Window]) -> Memories:
     if not windows:
         act = np.zeros((0, net.spec.act_dim), np.float32)
         return residual_targets(net, np.zeros((0, net.spec.obs_dim), np.float32), act, act)
-    return residual_targets(net, np.concatenate([w.obs for w in windows]), np.concatenate([w.action for w in windows]),
-                            np.concatenate([w.l1_read for w in windows]))
+    return residual_targets(
+        net,
+        np.concatenate([w.obs for w in windows]),
+        np.concatenate([w.action for w in windows]),
+        np.concatenate([w.l1_read for w in windows]),
+    )

@@ -134,8 +134,15 @@ def meta_learn_l0(net: NestedPolicy, windows: list[Window], config: Consolidatio
     if math.isfinite(loss_after) and loss_after < loss_before:
         params.write_back()
     values = {k: v.detach().reshape(-1)[:3].tolist() for k, v in params.values().items() if k != "fast_init"}
-    return {"steps": steps, "windows": len(obs), "loss_before": loss_before, "loss_after": loss_after,
-            "applied": loss_after < loss_before, "seconds": time.monotonic() - started, "values": values}
+    return {
+        "steps": steps,
+        "windows": len(obs),
+        "loss_before": loss_before,
+        "loss_after": loss_after,
+        "applied": loss_after < loss_before,
+        "seconds": time.monotonic() - started,
+        "values": values,
+    }
 
 
 def meta_learn_l1(net: NestedPolicy, sequences: list[dict], config: ConsolidationConfig) -> dict:
@@ -191,8 +198,13 @@ def meta_learn_l1(net: NestedPolicy, sequences: list[dict], config: Consolidatio
     old = net.l1_step
     if math.isfinite(after) and after < before:
         net.l1_step = float(np.clip(float(torch.exp(z.detach())), lo, hi))
-    return {"steps": min(config.meta_steps, 30), "loss_before": before, "loss_after": after,
-            "l1_step_before": old, "l1_step": net.l1_step}
+    return {
+        "steps": min(config.meta_steps, 30),
+        "loss_before": before,
+        "loss_after": after,
+        "l1_step_before": old,
+        "l1_step": net.l1_step,
+    }
 
 
 def sequences_of(batches) -> list[dict]:
@@ -209,7 +221,9 @@ def sequences_of(batches) -> list[dict]:
         runs[batch.robot_id] = [batch]
     out.extend(runs.values())
     return [
-        {name: np.concatenate([getattr(b, src) for b in run]) for name, src in
-         (("obs", "obs"), ("action", "action"), ("l1_read", "slow_read"))}
+        {
+            name: np.concatenate([getattr(b, src) for b in run])
+            for name, src in (("obs", "obs"), ("action", "action"), ("l1_read", "slow_read"))
+        }
         for run in out
     ]

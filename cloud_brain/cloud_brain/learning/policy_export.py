@@ -134,8 +134,17 @@ def export_onnx(net: NestedPolicy, metadata: dict[str, str] | None = None) -> by
     g.op("Identity", k, out="key")
 
     meta = {policy_io.FAST_INIT: json.dumps(_np(net.fast_init).tolist())}
-    return _finish_model(g, "nestor_policy", policy_io.shapes(d, n, kdim), policy_io.INPUTS, policy_io.OUTPUTS, spec,
-                         kdim, net, {**meta, **(metadata or {})})
+    return _finish_model(
+        g,
+        "nestor_policy",
+        policy_io.shapes(d, n, kdim),
+        policy_io.INPUTS,
+        policy_io.OUTPUTS,
+        spec,
+        kdim,
+        net,
+        {**meta, **(metadata or {})},
+    )
 
 
 def _finish_model(g: _Graph, name: str, shapes: dict, inputs, outputs, spec, key_dim: int, net, meta: dict) -> bytes:
@@ -148,8 +157,9 @@ def _finish_model(g: _Graph, name: str, shapes: dict, inputs, outputs, spec, key
     def value_info(n: str):
         return helper.make_tensor_value_info(n, TensorProto.FLOAT, list(shapes[n]))
 
-    graph = helper.make_graph(g.nodes, name, [value_info(n) for n in inputs], [value_info(n) for n in outputs],
-                              initializer=g.inits)
+    graph = helper.make_graph(
+        g.nodes, name, [value_info(n) for n in inputs], [value_info(n) for n in outputs], initializer=g.inits
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="nestor")
     model.ir_version = 8
     common = {

@@ -70,8 +70,13 @@ def init(address: str = "", num_cpus: int | None = None) -> bool:
         # An existing cluster (`ray start --head`, or ray:// through Ray Client) has its own settings.
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(
+            num_cpus=num_cpus,
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
     return True
 
 
@@ -127,8 +132,9 @@ def scenario_cost(onnx_bytes: bytes, task, ticks: int, seed: int, shifts: list[s
         env.close()
 
 
-def evaluate_parallel(onnx_bytes: bytes, task, scenarios: dict, ticks: int, seed: int,
-                      map_fn: Callable = ray_map) -> dict:
+def evaluate_parallel(
+    onnx_bytes: bytes, task, scenarios: dict, ticks: int, seed: int, map_fn: Callable = ray_map
+) -> dict:
     """Mean cost per gate scenario, every scenario a task of `map_fn` (default: one Ray task each)."""
     fn = functools.partial(scenario_cost, onnx_bytes, task, ticks, seed)
     return dict(zip(scenarios, map_fn(fn, list(scenarios.values())), strict=True))
@@ -144,8 +150,7 @@ class RayRoundRunner:
         parallel_gate: evaluate the gate's scenarios as parallel Ray tasks.
     """
 
-    def __init__(self, function_path: str, address: str = "", num_cpus: int | None = None,
-                 parallel_gate: bool = True):
+    def __init__(self, function_path: str, address: str = "", num_cpus: int | None = None, parallel_gate: bool = True):
         self.function_path = function_path
         self.address = address
         self.num_cpus = num_cpus

@@ -146,7 +146,9 @@ class RoundWorker:
         req_recv, req_send = ctx.Pipe(duplex=False)
         res_recv, res_send = ctx.Pipe(duplex=False)
         self._process = ctx.Process(
-            target=_worker, args=(self.function_path, req_recv, res_send, self.tensorboard_dir), daemon=True,
+            target=_worker,
+            args=(self.function_path, req_recv, res_send, self.tensorboard_dir),
+            daemon=True,
             name="nestor-consolidation",
         )
         self._process.start()
@@ -214,8 +216,9 @@ def run_in_child(function_path: str, request: dict, timeout: float, stop: thread
     """Run `module:function`(request) in a fresh spawn-context process and return its result."""
     ctx = multiprocessing.get_context("spawn")
     parent_conn, child_conn = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child, args=(function_path, request, child_conn), daemon=True,
-                          name="nestor-consolidation")
+    process = ctx.Process(
+        target=_child, args=(function_path, request, child_conn), daemon=True, name="nestor-consolidation"
+    )
     process.start()
     child_conn.close()
     deadline = time.monotonic() + timeout

@@ -206,8 +206,18 @@ class ConsolidationScheduler:
         log.info("round for %s: version %d %s (%s)", task, model.version, model.status, reason)
         return model
 
-    def _log_round(self, task: str, parent: int, version: int, accepted: bool, start: int, end: int,
-                   metrics: dict, reason: str = "", error: str = "") -> None:
+    def _log_round(
+        self,
+        task: str,
+        parent: int,
+        version: int,
+        accepted: bool,
+        start: int,
+        end: int,
+        metrics: dict,
+        reason: str = "",
+        error: str = "",
+    ) -> None:
         if self.in_process:
             return  # the scalars are written by the worker process, which holds torch
         from cloud_brain.learning.tensorboard_log import round_record
@@ -216,8 +226,9 @@ class ConsolidationScheduler:
         log_round = getattr(self._worker, "log_round", None)  # the Ray runner writes none
         if log_round is None:
             return
-        log_round(round_record(task, number, parent, version, accepted, start, end, metrics,
-                               reason=reason, error=error))
+        log_round(
+            round_record(task, number, parent, version, accepted, start, end, metrics, reason=reason, error=error)
+        )
 
     # --- thread -------------------------------------------------------------------------------
 
@@ -249,11 +260,13 @@ class ConsolidationScheduler:
             # A round another replica holds the lease of is running, not cut off.
             running_elsewhere = [t for t in self.tasks if lease.holder_of(self.store, f"round:{t}") is not None]
             interrupted = self.store.interrupt_running_rounds(
-                f"{INTERRUPTED}: the cloud stopped during the round", except_tasks=running_elsewhere)
+                f"{INTERRUPTED}: the cloud stopped during the round", except_tasks=running_elsewhere
+            )
             if interrupted:
                 log.warning(
                     "%d consolidation round(s) were cut off by a crash of the cloud (%s); recorded as "
-                    "interrupted, their experience is consolidated again", len(interrupted),
+                    "interrupted, their experience is consolidated again",
+                    len(interrupted),
                     ", ".join(f"{task} from row {first}" for task, first in interrupted),
                 )
             if not self.in_process and self.schedule.enabled:

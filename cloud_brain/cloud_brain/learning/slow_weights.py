@@ -40,5 +40,9 @@ def train_slow_weights(
         losses.append(float(loss.detach()))
     if not losses:
         return {"loss_first": None, "loss_last": None, "samples": len(obs), "replay_samples": 0}
-    return {"loss_first": losses[0], "loss_last": float(np.mean(losses[-20:])), "samples": len(obs),
-            "replay_samples": len(replay.obs) if use_replay else 0}
+    return {
+        "loss_first": losses[0],
+        "loss_last": float(np.mean(losses[-20:])),
+        "samples": len(obs),
+        "replay_samples": len(replay.obs) if use_replay else 0,
+    }

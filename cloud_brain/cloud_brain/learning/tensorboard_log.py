@@ -27,14 +27,29 @@ from typing import Any
 _writers: dict[str, Any] = {}
 
 
-def round_record(task: str, round_number: int, parent_version: int, version: int, accepted: bool,
-                 experience_from: int, experience_to: int, metrics: Mapping | None, reason: str = "",
-                 error: str = "") -> dict:
+def round_record(
+    task: str,
+    round_number: int,
+    parent_version: int,
+    version: int,
+    accepted: bool,
+    experience_from: int,
+    experience_to: int,
+    metrics: Mapping | None,
+    reason: str = "",
+    error: str = "",
+) -> dict:
     """The plain dict the scheduler sends to the worker for one finished (or failed) round."""
     return {
-        "task": task, "round": int(round_number), "parent_version": int(parent_version), "version": int(version),
-        "accepted": bool(accepted), "experience_rows": int(experience_to) - int(experience_from),
-        "metrics": dict(metrics or {}), "reason": reason, "error": error,
+        "task": task,
+        "round": int(round_number),
+        "parent_version": int(parent_version),
+        "version": int(version),
+        "accepted": bool(accepted),
+        "experience_rows": int(experience_to) - int(experience_from),
+        "metrics": dict(metrics or {}),
+        "reason": reason,
+        "error": error,
     }
 
 
@@ -74,8 +89,11 @@ def scalars(record: Mapping) -> dict[str, float]:
                 continue
             alpha = attempt.get("alpha")
             for scenario, cost in _leaves(attempt["costs"], ""):
-                out[f"gate_tried/{scenario}/alpha_{alpha:g}" if isinstance(alpha, (int, float))
-                    else f"gate_tried/{scenario}/step"] = cost
+                out[
+                    f"gate_tried/{scenario}/alpha_{alpha:g}"
+                    if isinstance(alpha, (int, float))
+                    else f"gate_tried/{scenario}/step"
+                ] = cost
             if record.get("accepted") and alpha == gate.get("accepted_alpha"):
                 for scenario, cost in _leaves(attempt["costs"], ""):
                     out[f"gate/{scenario}/v{record.get('version', 0)}"] = cost

@@ -41,8 +41,11 @@ def transitions_of(sequences: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, 
             nxt.append(obs[1:])
             act.append(action[:-1])
     if not prev:
-        return {"prev_obs": np.zeros((0, 0), np.float32), "obs": np.zeros((0, 0), np.float32),
-                "action": np.zeros((0, 0), np.float32)}
+        return {
+            "prev_obs": np.zeros((0, 0), np.float32),
+            "obs": np.zeros((0, 0), np.float32),
+            "action": np.zeros((0, 0), np.float32),
+        }
     return {"prev_obs": np.concatenate(prev), "obs": np.concatenate(nxt), "action": np.concatenate(act)}
 
 
@@ -119,9 +122,17 @@ def meta_learn_window(net, sequences, window: int, steps: int, lr: float, second
         rho = torch.sigmoid(net.rho_logit).reshape(-1).tolist()
         rho_g = torch.sigmoid(net.rho_g_logit).reshape(-1).tolist()
         lam_c, lam_g = (float(x.reshape(())) for x in net.lams())
-    return {"steps": done, "windows": len(past_d), "loss_before": before, "loss_after": after, "rho": rho,
-            "rho_g": rho_g,
-            "lam_c": lam_c, "lam_g": lam_g, "seconds": time.monotonic() - started}
+    return {
+        "steps": done,
+        "windows": len(past_d),
+        "loss_before": before,
+        "loss_after": after,
+        "rho": rho,
+        "rho_g": rho_g,
+        "lam_c": lam_c,
+        "lam_g": lam_g,
+        "seconds": time.monotonic() - started,
+    }
 
 
 def blend_part(parent, trained, alpha: float, part: str, blend):
@@ -166,8 +177,9 @@ def lived_scenarios(batches, act_dim: int, eval_shift_s: float, min_gain_change:
     return out
 
 
-def run_window_round(request: dict, config, task, store_cls, reservoir_cls, reservoir_config, gate_scenarios,
-                     blend) -> dict:
+def run_window_round(
+    request: dict, config, task, store_cls, reservoir_cls, reservoir_config, gate_scenarios, blend
+) -> dict:
     """One round for a window parent; the same request/response contract as l2 run_round."""
     from nestor_sim.tracking_env import TrackingEnv
 
@@ -179,18 +191,22 @@ def run_window_round(request: dict, config, task, store_cls, reservoir_cls, rese
     reservoir = reservoir_cls(request["db_path"], reservoir_config, seed=int(request.get("l3_seed", 0)))
     try:
         new_rows, replay_windows, l3_update, l3_stats = reservoir.round_inputs(
-            store, request["task"], after_row, up_to_row, config.replay_fraction > 0, task.effort_limit)
+            store, request["task"], after_row, up_to_row, config.replay_fraction > 0, task.effort_limit
+        )
     finally:
         reservoir.close()
         store.close()
     new_batches = [batch for _, batch in new_rows]
-    new_runs = [(b.obs, b.action) for b in new_batches][-max(1, config.max_transitions // 100):]
+    new_runs = [(b.obs, b.action) for b in new_batches][-max(1, config.max_transitions // 100) :]
     replay_runs = [(w.obs, w.action) for w in replay_windows]
     new = transitions_of(new_runs)
     if len(new["action"]) < config.batch_size:
-        return {"onnx": request["parent_onnx"], "accepted": False,
-                "reason": f"only {len(new['action'])} usable transitions (< batch {config.batch_size})",
-                "metrics": {"samples": len(new["action"]), "l3": {**l3_stats, "update": l3_update}}}
+        return {
+            "onnx": request["parent_onnx"],
+            "accepted": False,
+            "reason": f"only {len(new['action'])} usable transitions (< batch {config.batch_size})",
+            "metrics": {"samples": len(new["action"]), "l3": {**l3_stats, "update": l3_update}},
+        }
     env = TrackingEnv(task)
     try:
         model_samples = simulate_transitions(env, SysIdConfig(samples=4000), seed + 7919)
@@ -200,19 +216,38 @@ def run_window_round(request: dict, config, task, store_cls, reservoir_cls, rese
         if config.id_learning_rate <= 0:
             training = {"steps": 0}
         else:
-            training = fit_inverse_dynamics(trained, new, config.steps, config.id_learning_rate, config.batch_size,
-                                            seed, replay=replay if fraction else None, replay_fraction=fraction)
-        meta = meta_learn_window(trained, new_runs + replay_runs, min(config.meta_window, 32), config.meta_steps,
-                                 config.meta_lr, config.meta_seconds, seed)
+            training = fit_inverse_dynamics(
+                trained,
+                new,
+                config.steps,
+                config.id_learning_rate,
+                config.batch_size,
+                seed,
+                replay=replay if fraction else None,
+                replay_fraction=fraction,
+            )
+        meta = meta_learn_window(
+            trained,
+            new_runs + replay_runs,
+            min(config.meta_window, 32),
+            config.meta_steps,
+            config.meta_lr,
+            config.meta_seconds,
+            seed,
+        )
         if config.gate:
-            scenarios = {**gate_scenarios(task, config),
-                         **lived_scenarios(new_batches, task.act_dim, config.eval_shift_s)}
+            scenarios = {
+                **gate_scenarios(task, config),
+                **lived_scenarios(new_batches, task.act_dim, config.eval_shift_s),
+            }
             report = {"scenarios": {k: list(v) for k, v in scenarios.items()}, "tried": []}
 
             def costs(onnx_bytes: bytes) -> dict:
                 model = load_model(onnx_bytes)
-                return {name: float(np.mean(rollout(model, env, shifts, seed, config.eval_ticks).cost))
-                        for name, shifts in scenarios.items()}
+                return {
+                    name: float(np.mean(rollout(model, env, shifts, seed, config.eval_ticks).cost))
+                    for name, shifts in scenarios.items()
+                }
 
             baseline = costs(request["parent_onnx"])
             report["parent"] = baseline
@@ -237,8 +272,10 @@ def run_window_round(request: dict, config, task, store_cls, reservoir_cls, rese
         env.close()
     accepted = candidate_onnx is not None
     if accepted:
-        reason = f"no regression on {', '.join(report['parent']) or 'nothing (gate off)'} " \
-                 f"(step {report['accepted_alpha']:g}, {report.get('accepted_part', 'all')})"
+        reason = (
+            f"no regression on {', '.join(report['parent']) or 'nothing (gate off)'} "
+            f"(step {report['accepted_alpha']:g}, {report.get('accepted_part', 'all')})"
+        )
     else:
         candidate_onnx = export_window_onnx(trained)
         worst = report["tried"][-1]["regressed"] if report["tried"] else []
@@ -247,8 +284,14 @@ def run_window_round(request: dict, config, task, store_cls, reservoir_cls, rese
         "onnx": candidate_onnx,
         "accepted": accepted,
         "reason": reason,
-        "metrics": {"training": training, "meta": {"window": meta}, "gate": report,
-                    "l3": {**l3_stats, "update": l3_update, "replay_windows": len(replay_windows)},
-                    "round_seconds": time.time() - started, "seed": seed, "kind": "window"},
+        "metrics": {
+            "training": training,
+            "meta": {"window": meta},
+            "gate": report,
+            "l3": {**l3_stats, "update": l3_update, "replay_windows": len(replay_windows)},
+            "round_seconds": time.time() - started,
+            "seed": seed,
+            "kind": "window",
+        },
         "io_signature": window_io_signature(trained.spec),
     }

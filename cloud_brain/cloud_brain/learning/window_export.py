@@ -56,8 +56,9 @@ def export_window_onnx(net: WindowPolicy, metadata: dict[str, str] | None = None
         z = g.op("Tanh", linear(g.op("Tanh", linear(x, "id1")), "id2"))
         mass = g.op("Reshape", linear(z, "id_m"), g.const([n, m], dtype=np.int64))
         a = g.op("Transpose", g.op("Div", accel, weights["a_std"]), perm=[1, 0])
-        return g.op("Mul", g.op("Add", linear(z, "id_h"), g.op("Transpose", g.op("MatMul", mass, a), perm=[1, 0])),
-                    u_max)
+        return g.op(
+            "Mul", g.op("Add", linear(z, "id_h"), g.op("Transpose", g.op("MatMul", mass, a), perm=[1, 0])), u_max
+        )
 
     rate = g.const(float(spec.control_rate_hz))
     q0, qd0 = joint_state(prev)
@@ -67,8 +68,13 @@ def export_window_onnx(net: WindowPolicy, metadata: dict[str, str] | None = None
     a_ref = g.op("Mul", g.op("Sub", qdr, cols(prev, 3 * n, 4 * n)), rate)
     wn, zeta = weights["wn"], weights["zeta"]
     kp, kd = g.op("Mul", wn, wn), g.op("Mul", g.op("Mul", g.const(2.0), zeta), wn)
-    a_cmd = g.op("Add", a_ref, g.op("Add", g.op("Mul", kp, g.op("Sub", qr, cols(q1, 0, n))),
-                                    g.op("Mul", kd, g.op("Sub", qdr, cols(qd1, 0, n)))))
+    a_cmd = g.op(
+        "Add",
+        a_ref,
+        g.op(
+            "Add", g.op("Mul", kp, g.op("Sub", qr, cols(q1, 0, n))), g.op("Mul", kd, g.op("Sub", qdr, cols(qd1, 0, n)))
+        ),
+    )
     if p:
         a_cmd = g.op("Concat", a_cmd, g.op("Mul", cols(qd1, n, m), g.const(0.0)), axis=1)
     u_d = g.op("Identity", tau(q1, qd1, a_cmd), out="feedforward")
@@ -93,12 +99,14 @@ def export_window_onnx(net: WindowPolicy, metadata: dict[str, str] | None = None
     du = g.op("Sub", act, g.op("Div", total(g.op("Mul", w_g, act)), s0))
     dd = g.op("Sub", dist, g.op("Div", total(g.op("Mul", w_g, dist)), s0))
     wdu = g.op("Mul", w_g, du)
-    gg = g.op("Div", g.op("Add", total(g.op("Mul", wdu, dd)), g.op("Mul", lam_g, g0)),
-              g.op("Add", total(g.op("Mul", wdu, du)), lam_g))
+    gg = g.op(
+        "Div",
+        g.op("Add", total(g.op("Mul", wdu, dd)), g.op("Mul", lam_g, g0)),
+        g.op("Add", total(g.op("Mul", wdu, du)), lam_g),
+    )
     g_used = g.op("Clip", gg, g.const(G_BOUNDS[0]), g.const(G_BOUNDS[1]))
     resid = g.op("Sub", dist, g.op("Mul", g_used, act))
-    c = g.op("Div", g.op("Add", total(g.op("Mul", w_c, resid)), g.op("Mul", lam_c, c0)),
-             g.op("Add", total(w_c), lam_c))
+    c = g.op("Div", g.op("Add", total(g.op("Mul", w_c, resid)), g.op("Mul", lam_c, c0)), g.op("Add", total(w_c), lam_c))
 
     def comp(ud: str, c_: str, g_: str) -> str:
         c_ = g.op("Clip", c_, g.const(-C_MAX), g.const(C_MAX))
@@ -113,8 +121,12 @@ def export_window_onnx(net: WindowPolicy, metadata: dict[str, str] | None = None
     g.op("Sub", raw, u_d, out="fast_read")
     prior_only, _, _ = comp(ud, c0, g0)
     g.op("Mul", g.op("Sub", prior_only, ud), u_max, out="prior_read")
-    g.op("Add", g.op("Sub", qdr, cols(obs, n, 2 * n)), g.op("Mul", g.const(5.0), g.op("Sub", qr, cols(obs, 0, n))),
-         out="surprise")
+    g.op(
+        "Add",
+        g.op("Sub", qdr, cols(obs, n, 2 * n)),
+        g.op("Mul", g.const(5.0), g.op("Sub", qr, cols(obs, 0, n))),
+        out="surprise",
+    )
     g.op("Transpose", g.op("Concat", c_clip, g_clip, axis=0), perm=[1, 0], out="update_dir")
 
     meta = {
@@ -123,11 +135,21 @@ def export_window_onnx(net: WindowPolicy, metadata: dict[str, str] | None = None
         "nestor.hidden": str(spec.hidden),
         "nestor.rho_logit": json.dumps(_np(net.rho_logit).ravel().tolist()),
         "nestor.rho_g_logit": json.dumps(_np(net.rho_g_logit).ravel().tolist()),
-        "nestor.log_lam": json.dumps([float(net.log_lam_c.detach().reshape(())),
-                                      float(net.log_lam_g.detach().reshape(()))]),
+        "nestor.log_lam": json.dumps(
+            [float(net.log_lam_c.detach().reshape(())), float(net.log_lam_g.detach().reshape(()))]
+        ),
     }
-    return _finish_model(g, "nestor_window_policy", policy_io.window_shapes(d, n), policy_io.WINDOW_INPUTS,
-                         policy_io.WINDOW_OUTPUTS, spec, 2, net, {**meta, **(metadata or {})})
+    return _finish_model(
+        g,
+        "nestor_window_policy",
+        policy_io.window_shapes(d, n),
+        policy_io.WINDOW_INPUTS,
+        policy_io.WINDOW_OUTPUTS,
+        spec,
+        2,
+        net,
+        {**meta, **(metadata or {})},
+    )
 
 
 def window_io_signature(spec: WindowSpec) -> dict:

@@ -76,8 +76,10 @@ def simulate_transitions(env, config: SysIdConfig, seed: int) -> dict[str, np.nd
     limit = np.asarray(task.effort_limit, np.float64)
     initial = dict(task.initial_positions)
     period = float(task.episode_ticks) / task.control_rate_hz
-    out = {k: np.zeros((config.samples, d), np.float32) for k, d in
-           (("prev_obs", task.obs_dim), ("obs", task.obs_dim), ("action", n))}
+    out = {
+        k: np.zeros((config.samples, d), np.float32)
+        for k, d in (("prev_obs", task.obs_dim), ("obs", task.obs_dim), ("action", n))
+    }
     for i in range(config.samples):
         t = rng.uniform(0.0, period)
         q_ref, qd_ref = task.reference_at(t)
@@ -115,8 +117,14 @@ def set_normalisation(net: WindowPolicy, data: dict[str, np.ndarray]) -> None:
 
 
 def fit_inverse_dynamics(
-    net: WindowPolicy, data: dict[str, np.ndarray], steps: int, lr: float, batch: int, seed: int,
-    replay: dict[str, np.ndarray] | None = None, replay_fraction: float = 0.0,
+    net: WindowPolicy,
+    data: dict[str, np.ndarray],
+    steps: int,
+    lr: float,
+    batch: int,
+    seed: int,
+    replay: dict[str, np.ndarray] | None = None,
+    replay_fraction: float = 0.0,
 ) -> dict:
     """Regress the applied effort on (state, measured acceleration); updates net's slow weights.
 
@@ -157,8 +165,13 @@ def fit_inverse_dynamics(
     with torch.no_grad():
         prev, obs, act = sets[0]
         rmse = ((net.disturbance(prev, obs, act) / limit) ** 2).mean(0).sqrt()
-    return {"steps": steps, "samples": sizes, "loss_first": losses[0], "loss_last": float(np.mean(losses[-50:])),
-            "rmse_per_joint": rmse.tolist()}
+    return {
+        "steps": steps,
+        "samples": sizes,
+        "loss_first": losses[0],
+        "loss_last": float(np.mean(losses[-50:])),
+        "rmse_per_joint": rmse.tolist(),
+    }
 
 
 def identify(task_file: str, seed: int = 0, config: SysIdConfig = SysIdConfig()) -> tuple[WindowPolicy, dict]:

@@ -170,9 +170,22 @@ class ModelRegistry:
                 conn.execute("UPDATE models SET status = 'retired' WHERE task = ? AND status = 'active'", (task,))
             conn.execute(
                 f"INSERT INTO models ({_COLUMNS.format(onnx='onnx')}) VALUES ({', '.join('?' * 14)})",
-                (version, task, parent, created, digest, onnx, manifest, signature,
-                 json.dumps(io_signature, sort_keys=True), json.dumps(metrics, sort_keys=True),
-                 experience_from, experience_to, status, reason),
+                (
+                    version,
+                    task,
+                    parent,
+                    created,
+                    digest,
+                    onnx,
+                    manifest,
+                    signature,
+                    json.dumps(io_signature, sort_keys=True),
+                    json.dumps(metrics, sort_keys=True),
+                    experience_from,
+                    experience_to,
+                    status,
+                    reason,
+                ),
             )
         model = self.get(version)
         self._export(model)

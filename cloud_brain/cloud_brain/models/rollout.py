@@ -62,13 +62,19 @@ def canary_verdict(pre: dict[str, float], post: dict[str, float], max_regression
     before = float(np.mean([pre[r] for r in robots]))
     after = float(np.mean([post[r] for r in robots]))
     regression = (after - before) / max(abs(before), 1e-9)
-    text = (f"canaries {','.join(robots)}: mean cost {after:.4g} vs {before:.4g} before "
-            f"({regression:+.1%}, limit +{max_regression:.1%})")
+    text = (
+        f"canaries {','.join(robots)}: mean cost {after:.4g} vs {before:.4g} before "
+        f"({regression:+.1%}, limit +{max_regression:.1%})"
+    )
     return regression <= max_regression, text
 
 
 def version_costs(
-    store: ExperienceStore, robot_id: str, version: int, after_row: int = 0, up_to_row: int | None = None,
+    store: ExperienceStore,
+    robot_id: str,
+    version: int,
+    after_row: int = 0,
+    up_to_row: int | None = None,
     newest: int | None = None,
 ) -> np.ndarray:
     """Costs of the transitions `version` produced for `robot_id` in store rows (after_row, up_to_row].
@@ -119,8 +125,15 @@ class Rollout:
         metrics: optional cloud_brain.service.metrics.Metrics (rollout outcomes, canary gauge).
     """
 
-    def __init__(self, config: RolloutConfig, registry: ModelRegistry, store: ExperienceStore, bus: ModelBus,
-                 metrics=None, clock=time.monotonic):
+    def __init__(
+        self,
+        config: RolloutConfig,
+        registry: ModelRegistry,
+        store: ExperienceStore,
+        bus: ModelBus,
+        metrics=None,
+        clock=time.monotonic,
+    ):
         self.config = config
         self.registry = registry
         self.store = store
@@ -145,13 +158,19 @@ class Rollout:
             self._canaries[saved["task"]] = Canary(
                 model, saved["parent"], saved["robots"], saved["start_row"], self.clock() - ran, saved["started_unix"]
             )
-            log.info("rollout: resumed canary of version %d (%s) on %s, running %.0f s",
-                     model.version, saved["task"], ", ".join(saved["robots"]), ran)
+            log.info(
+                "rollout: resumed canary of version %d (%s) on %s, running %.0f s",
+                model.version,
+                saved["task"],
+                ", ".join(saved["robots"]),
+                ran,
+            )
 
     # --- the canaries table (cloud_brain.models.tables.CANARIES): running canaries survive a restart ---
 
-    def save_canary(self, task: str, candidate: int, parent: int, robots: list[str], start_row: int,
-                    started_unix: float) -> None:
+    def save_canary(
+        self, task: str, candidate: int, parent: int, robots: list[str], start_row: int, started_unix: float
+    ) -> None:
         """Record the task's running canary (replacing any earlier one), durably."""
         with self.store.transaction() as conn:
             conn.execute(
@@ -173,8 +192,14 @@ class Rollout:
             "SELECT task, candidate, parent, robots, start_row, started_unix FROM canaries ORDER BY task", ()
         )
         return [
-            {"task": t, "candidate": int(c), "parent": int(p), "robots": json.loads(r), "start_row": int(row),
-             "started_unix": float(u)}
+            {
+                "task": t,
+                "candidate": int(c),
+                "parent": int(p),
+                "robots": json.loads(r),
+                "start_row": int(row),
+                "started_unix": float(u),
+            }
             for t, c, p, r, row, u in rows
         ]
 
@@ -247,13 +272,19 @@ class Rollout:
             canaries = list(self._canaries.values())
         decided = []
         for canary in canaries:
-            post = {r: version_costs(self.store, r, canary.candidate.version, after_row=canary.start_row)
-                    for r in canary.robots}
+            post = {
+                r: version_costs(self.store, r, canary.candidate.version, after_row=canary.start_row)
+                for r in canary.robots
+            }
             ready = all(c.size >= self.config.canary_transitions for c in post.values())
             if not ready and self.clock() - canary.started < self.config.canary_timeout_seconds:
                 continue
-            pre = {r: version_costs(self.store, r, canary.parent, up_to_row=canary.start_row,
-                                    newest=self.config.baseline_transitions) for r in canary.robots}
+            pre = {
+                r: version_costs(
+                    self.store, r, canary.parent, up_to_row=canary.start_row, newest=self.config.baseline_transitions
+                )
+                for r in canary.robots
+            }
             promote, why = canary_verdict(
                 {r: float(c.mean()) for r, c in pre.items() if c.size},
                 {r: float(c.mean()) for r, c in post.items() if c.size},
@@ -276,8 +307,12 @@ class Rollout:
         return decided
 
     def _reject(self, canary: Canary, why: str) -> None:
-        log.warning("rollout: version %d rejected, canaries get version %d back: %s",
-                    canary.candidate.version, canary.parent, why)
+        log.warning(
+            "rollout: version %d rejected, canaries get version %d back: %s",
+            canary.candidate.version,
+            canary.parent,
+            why,
+        )
         self.registry.reject(canary.candidate.version, f"canary: {why}")
         self.clear_canary(canary.candidate.task, canary.candidate.version)
         self._count("rejected")

@@ -65,11 +65,14 @@ def identity_from_auth_context(auth: Mapping[str, list]) -> Identity | None:
     if not names or not names[0]:
         return None
     name = names[0]
-    uris = [u for u in _texts(auth.get("peer_uri")) + _texts(auth.get("x509_subject_alternative_name"))
-            if u.startswith(URI_PREFIX)]
+    uris = [
+        u
+        for u in _texts(auth.get("peer_uri")) + _texts(auth.get("x509_subject_alternative_name"))
+        if u.startswith(URI_PREFIX)
+    ]
     if not uris:
         return Identity(name=name, role=ROLE_ROBOT)
-    role, _, uri_name = uris[0][len(URI_PREFIX):].partition("/")
+    role, _, uri_name = uris[0][len(URI_PREFIX) :].partition("/")
     if role not in ROLES or uri_name != name:
         return None
     return Identity(name=name, role=role)

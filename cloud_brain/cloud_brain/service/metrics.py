@@ -24,9 +24,7 @@ class Metrics:
         self.duplicates = prom.Counter(
             "nestor_duplicate_transitions", "Transitions resent and already stored.", registry=r
         )
-        self.dropped = prom.Counter(
-            "nestor_dropped_transitions", "Transitions robots declared dropped.", registry=r
-        )
+        self.dropped = prom.Counter("nestor_dropped_transitions", "Transitions robots declared dropped.", registry=r)
         self.rejects = prom.Counter("nestor_rejected_chunks", "Chunks rejected, by reason.", ["reason"], registry=r)
         self.ack_latency = prom.Histogram(
             "nestor_ack_latency_seconds",
@@ -41,12 +39,16 @@ class Metrics:
             "nestor_consolidation_rounds", "Consolidation rounds by outcome.", ["task", "outcome"], registry=r
         )
         self.robot_model_version = prom.Gauge(
-            "nestor_robot_model_version", "Model version of each robot's newest stored transition.",
-            ["task", "robot_id"], registry=r,
+            "nestor_robot_model_version",
+            "Model version of each robot's newest stored transition.",
+            ["task", "robot_id"],
+            registry=r,
         )
         self.robot_rollbacks = prom.Counter(
-            "nestor_robot_rollbacks", "Versions robots rolled back and reported bad (Models.ReportBad).",
-            ["task"], registry=r,
+            "nestor_robot_rollbacks",
+            "Versions robots rolled back and reported bad (Models.ReportBad).",
+            ["task"],
+            registry=r,
         )
         self.rollouts = prom.Counter(
             "nestor_rollouts", "Staged rollouts by outcome (started, promoted, rejected).", ["outcome"], registry=r

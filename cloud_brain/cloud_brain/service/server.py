@@ -105,8 +105,9 @@ class CloudServer:
         Under a lease, so replicas starting together on one database register one each, not two.
         """
         # Building an initial model may take minutes (identification in simulation): wait that long.
-        with lease.waiting_for(self.store, "initial-models", self.holder, self.config.store.lease_seconds,
-                               timeout=900.0):
+        with lease.waiting_for(
+            self.store, "initial-models", self.holder, self.config.store.lease_seconds, timeout=900.0
+        ):
             self._ensure_initial_models()
 
     def _ensure_initial_models(self) -> None:
@@ -134,9 +135,17 @@ class CloudServer:
         authz = Authorizer(enforce=credentials is not None)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.max_workers), options=options)
         server.add_generic_rpc_handlers(
-            (experience_handler(ExperienceServicer(
-                self.store, self.tasks, self.metrics, authz, max_chunk_transitions=self.config.max_chunk_transitions
-            )),)
+            (
+                experience_handler(
+                    ExperienceServicer(
+                        self.store,
+                        self.tasks,
+                        self.metrics,
+                        authz,
+                        max_chunk_transitions=self.config.max_chunk_transitions,
+                    )
+                ),
+            )
         )
         nestor_pb2_grpc.add_ModelsServicer_to_server(
             ModelsServicer(self.registry, self.bus, self.tasks, authz, rollout=self.rollout, metrics=self.metrics),

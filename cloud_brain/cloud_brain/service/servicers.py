@@ -176,8 +176,9 @@ class ExperienceServicer:
                 yield [entry]
             return
         entries: queue.Queue = queue.Queue(maxsize=self.READ_AHEAD)
-        threading.Thread(target=self._read_ahead, args=(request_iterator, context, entries), name="ingest_read",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._read_ahead, args=(request_iterator, context, entries), name="ingest_read", daemon=True
+        ).start()
         while True:
             entry = entries.get()
             if entry is None:
@@ -235,21 +236,34 @@ class ExperienceServicer:
             self._reject(context, err.reason, grpc.StatusCode.OUT_OF_RANGE, str(err))
         if isinstance(err, (OverflowError, sqlite3.IntegrityError, sqlite3.InterfaceError)):
             # A value validation let through that the store cannot hold: still the chunk's fault.
-            self._reject(context, "bad_value", grpc.StatusCode.INVALID_ARGUMENT,
-                         f"first_seq={chunk.first_seq}: a value the store cannot hold: {err}")
+            self._reject(
+                context,
+                "bad_value",
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"first_seq={chunk.first_seq}: a value the store cannot hold: {err}",
+            )
         if isinstance(err, sqlite3.OperationalError):
             # Nothing was committed or acknowledged: the robot keeps the chunk and resends it later.
             if getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-                self._reject(context, "disk_full", grpc.StatusCode.RESOURCE_EXHAUSTED,
-                             f"store: disk full ({err}); nothing acknowledged, resend later")
+                self._reject(
+                    context,
+                    "disk_full",
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"store: disk full ({err}); nothing acknowledged, resend later",
+                )
             log.error("store error while ingesting from %s: %s", context.peer(), err)
             self.metrics.reject("store_error")
             context.abort(grpc.StatusCode.UNAVAILABLE, f"store: {err}")
         # A server bug: counted, logged with its traceback, named to the robot.
-        log.error("internal error while ingesting chunk first_seq=%s from %s", chunk.first_seq, context.peer(),
-                  exc_info=err)
-        self._reject(context, "internal_error", grpc.StatusCode.INTERNAL,
-                     f"first_seq={chunk.first_seq}: internal error ({type(err).__name__}); nothing stored")
+        log.error(
+            "internal error while ingesting chunk first_seq=%s from %s", chunk.first_seq, context.peer(), exc_info=err
+        )
+        self._reject(
+            context,
+            "internal_error",
+            grpc.StatusCode.INTERNAL,
+            f"first_seq={chunk.first_seq}: internal error ({type(err).__name__}); nothing stored",
+        )
 
     def _reject(self, context, reason: str, code: grpc.StatusCode, message: str) -> None:
         self.metrics.reject(reason)
@@ -318,8 +332,9 @@ class ModelsServicer(nestor_pb2_grpc.ModelsServicer):
         except RegistryError as err:
             context.abort(_REGISTRY_CODES[err.code], str(err))
         model = self.registry.get(request.version)
-        log.warning("robot %s rolled back version %d of %s: %s", request.robot_id, request.version, model.task,
-                    request.reason)
+        log.warning(
+            "robot %s rolled back version %d of %s: %s", request.robot_id, request.version, model.task, request.reason
+        )
         if self.metrics is not None:
             self.metrics.robot_rollbacks.labels(task=model.task).inc()
         return nestor_pb2.BadModelReply(version=request.version, robots_reporting=count)

@@ -76,8 +76,7 @@ def load_plugins() -> None:
         try:
             command = point.load()
         except Exception as err:  # any failure to import an optional package
-            print(f"nestor: warning: subcommand {point.name} unavailable: {type(err).__name__}: {err}",
-                  file=sys.stderr)
+            print(f"nestor: warning: subcommand {point.name} unavailable: {type(err).__name__}: {err}", file=sys.stderr)
             continue
         SUBCOMMANDS[command.name] = command
 
@@ -118,19 +117,26 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
         "--certs", default="", help="dir from `nestor-cloud certs`: mutual TLS and signed models (default insecure)"
     )
     parser.add_argument(
-        "--respawn-delay", type=positive_float("respawn-delay"), default=None,
+        "--respawn-delay",
+        type=positive_float("respawn-delay"),
+        default=None,
         help=f"first restart delay of a dead network-side node, x2 per crash in a row (default {RESPAWN_DELAY_S:g} s)",
     )
     parser.add_argument(
-        "--restart-budget", type=int, default=None,
+        "--restart-budget",
+        type=int,
+        default=None,
         help=f"restarts of one node within 10 min before its robot is stopped (default {RESTART_BUDGET})",
     )
     parser.add_argument(
-        "--record", action="store_true",
+        "--record",
+        action="store_true",
         help="record each robot's topics to <run_dir>/robots/<id>/recording.mcap (bag_recorder, own process)",
     )
     parser.add_argument(
-        "--params-file", action="append", default=[],
+        "--params-file",
+        action="append",
+        default=[],
         help="your own ROS params YAML over the per-node defaults (repeat; ids and paths still win)",
     )
 
@@ -160,8 +166,9 @@ def _resolve_common(args, shifts: list[str]) -> tuple[str, str]:
     return config_dir, os.path.abspath(run_dir)
 
 
-def run_robots(specs: list[RobotSpec], config_dir: str, run_dir: str, duration: float | None,
-               restart: RestartPolicy | None = None) -> int:
+def run_robots(
+    specs: list[RobotSpec], config_dir: str, run_dir: str, duration: float | None, restart: RestartPolicy | None = None
+) -> int:
     """Start every robot's nodes and supervise them until the run ends; returns the exit code.
 
     The lifecycle nodes are configured and activated (ProcessGroup) and supervised
@@ -196,15 +203,20 @@ def run_robots(specs: list[RobotSpec], config_dir: str, run_dir: str, duration: 
         finally:
             signals.stopping = True
             why = signal.Signals(signals.received).name if signals.received is not None else "stopping"
-            print(f"nestor: {why}: stopping the control nodes, then the uplinks drain their spools "
-                  "(a second Ctrl-C stops at once)", flush=True)
+            print(
+                f"nestor: {why}: stopping the control nodes, then the uplinks drain their spools "
+                "(a second Ctrl-C stops at once)",
+                flush=True,
+            )
             codes = group.stop()
             failed = set(supervisor.failed) if supervisor is not None else set()
             bad = {k: v for k, v in codes.items() if v not in (0, -2, 130) and k.split("/")[0] not in failed}
             if bad:
                 print(f"nestor: nodes exited with errors at stop: {bad}", file=sys.stderr)
-            print(f"stopped; {describe_spools(spool_left(run_dir, group.robots()))}; logs in {run_dir}/robots/",
-                  flush=True)
+            print(
+                f"stopped; {describe_spools(spool_left(run_dir, group.robots()))}; logs in {run_dir}/robots/",
+                flush=True,
+            )
     return 1 if supervisor is not None and supervisor.failed else 0
 
 
@@ -253,7 +265,10 @@ def _fleet_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--robots", type=positive_int, default=2, help="number of robots")
     parser.add_argument("--namespace", default="", help="namespace prefix: robot i runs in <namespace>/robot<i>")
     parser.add_argument(
-        "--shift", action="append", type=_shift, default=[],
+        "--shift",
+        action="append",
+        type=_shift,
+        default=[],
         help="give every robot this shift (repeat); default cycles through a built-in list",
     )
     _common_arguments(parser)
@@ -263,9 +278,18 @@ def _run_fleet(args) -> int:
     shifts = list(args.shift) or sorted({s for schedule in DEFAULT_FLEET_SHIFTS for s in schedule})
     config_dir, run_dir = _resolve_common(args, shifts)
     specs = fleet_specs(
-        args.robots, args.task, run_dir, args.cloud, args.seed, args.task_file, args.initial_model,
-        not args.no_sim, [list(args.shift)] if args.shift else None, namespace=args.namespace,
-        params_files=list(args.params_file), record=args.record,
+        args.robots,
+        args.task,
+        run_dir,
+        args.cloud,
+        args.seed,
+        args.task_file,
+        args.initial_model,
+        not args.no_sim,
+        [list(args.shift)] if args.shift else None,
+        namespace=args.namespace,
+        params_files=list(args.params_file),
+        record=args.record,
     )
     for spec in specs:
         spec.certs_dir = _certs(args)

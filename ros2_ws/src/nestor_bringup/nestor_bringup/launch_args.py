@@ -75,17 +75,30 @@ def specs_from(kind: str, values: dict[str, str]) -> list[RobotSpec]:
         raise ValueError(f"record: expected true or false, got {values['record']!r}")
     if kind == "fleet":
         specs = fleet_specs(
-            _int(values, "robots", 1), values["task"], values["run_dir"], values["cloud"],
-            seed=_int(values, "seed", 0), initial_model=values["initial_model"],
-            shifts=[shifts] if shifts else None, namespace=values["namespace"], params_files=params,
+            _int(values, "robots", 1),
+            values["task"],
+            values["run_dir"],
+            values["cloud"],
+            seed=_int(values, "seed", 0),
+            initial_model=values["initial_model"],
+            shifts=[shifts] if shifts else None,
+            namespace=values["namespace"],
+            params_files=params,
         )
     else:
-        specs = [RobotSpec(
-            robot_id=values["robot_id"], task=values["task"], cloud_address=values["cloud"],
-            run_dir=values["run_dir"], initial_model=values["initial_model"], namespace=values["namespace"],
-            sim=kind == "sim_robot", params_files=params,
-            **({"seed": _int(values, "seed", 0), "shifts": shifts} if kind == "sim_robot" else {}),
-        )]
+        specs = [
+            RobotSpec(
+                robot_id=values["robot_id"],
+                task=values["task"],
+                cloud_address=values["cloud"],
+                run_dir=values["run_dir"],
+                initial_model=values["initial_model"],
+                namespace=values["namespace"],
+                sim=kind == "sim_robot",
+                params_files=params,
+                **({"seed": _int(values, "seed", 0), "shifts": shifts} if kind == "sim_robot" else {}),
+            )
+        ]
     for spec in specs:
         spec.certs_dir = values["certs_dir"]
         spec.record = record == "true"

@@ -187,8 +187,10 @@ def _node(spec: RobotSpec, config_dir: str, package: str, executable: str, name:
         executable=executable,
         name=name,
         namespace=spec.ns,
-        param_files=[os.path.join(os.path.abspath(config_dir), "robot", f"{name}.yaml"),
-                     *(os.path.abspath(p) for p in spec.params_files)],
+        param_files=[
+            os.path.join(os.path.abspath(config_dir), "robot", f"{name}.yaml"),
+            *(os.path.abspath(p) for p in spec.params_files),
+        ],
         overrides=overrides,
         respawn=name in RESPAWN_NODES,
         lifecycle=lifecycle,
@@ -206,14 +208,32 @@ def robot_nodes(spec: RobotSpec, config_dir: str) -> list[NodeSpec]:
     spool = os.path.join(robot_dir, SPOOL_FILE)
     nodes = []
     if spec.record:  # first, so the bag covers the robot's whole run
-        nodes.append(_node(spec, config_dir, "nestor_robot", "bag_recorder", "bag_recorder",
-                           robot_id=spec.robot_id, path=os.path.join(robot_dir, RECORDING_FILE)))
+        nodes.append(
+            _node(
+                spec,
+                config_dir,
+                "nestor_robot",
+                "bag_recorder",
+                "bag_recorder",
+                robot_id=spec.robot_id,
+                path=os.path.join(robot_dir, RECORDING_FILE),
+            )
+        )
     if spec.sim:
         nodes.append(
             _node(
-                spec, config_dir, "nestor_sim", "sim_bridge", "sim_bridge",
-                task_file=task_file, robot_id=spec.robot_id, seed=int(spec.seed), shifts=list(spec.shifts),
-                run_dir=robot_dir, publish_target=not camera, camera_enabled=camera,
+                spec,
+                config_dir,
+                "nestor_sim",
+                "sim_bridge",
+                "sim_bridge",
+                task_file=task_file,
+                robot_id=spec.robot_id,
+                seed=int(spec.seed),
+                shifts=list(spec.shifts),
+                run_dir=robot_dir,
+                publish_target=not camera,
+                camera_enabled=camera,
             )
         )
     if camera:
@@ -227,13 +247,29 @@ def robot_nodes(spec: RobotSpec, config_dir: str) -> list[NodeSpec]:
     nodes += [
         _node(spec, config_dir, "nestor_robot", "policy_node", "policy", **policy, **signer),
         _node(
-            spec, config_dir, "nestor_robot", "uplink_node", "uplink",
-            robot_id=spec.robot_id, spool_path=spool, cloud_address=spec.cloud_address, run_dir=robot_dir, **tls,
+            spec,
+            config_dir,
+            "nestor_robot",
+            "uplink_node",
+            "uplink",
+            robot_id=spec.robot_id,
+            spool_path=spool,
+            cloud_address=spec.cloud_address,
+            run_dir=robot_dir,
+            **tls,
         ),
         _node(
-            spec, config_dir, "nestor_robot", "weight_sync_node", "weight_sync",
-            robot_id=spec.robot_id, task=spec.task, cloud_address=spec.cloud_address,
-            model_dir=os.path.join(robot_dir, MODEL_DIR), **tls, **signer,
+            spec,
+            config_dir,
+            "nestor_robot",
+            "weight_sync_node",
+            "weight_sync",
+            robot_id=spec.robot_id,
+            task=spec.task,
+            cloud_address=spec.cloud_address,
+            model_dir=os.path.join(robot_dir, MODEL_DIR),
+            **tls,
+            **signer,
         ),
     ]
     return nodes
@@ -259,18 +295,35 @@ def overrides_yaml(nodes: list[NodeSpec]) -> str:
 
 
 def fleet_specs(
-    robots: int, task: str, run_dir: str, cloud: str, seed: int = 0, task_file: str = "",
-    initial_model: str = "", sim: bool = True, shifts: list[list[str]] | None = None, namespace: str = "",
-    params_files: list[str] | None = None, record: bool = False,
+    robots: int,
+    task: str,
+    run_dir: str,
+    cloud: str,
+    seed: int = 0,
+    task_file: str = "",
+    initial_model: str = "",
+    sim: bool = True,
+    shifts: list[list[str]] | None = None,
+    namespace: str = "",
+    params_files: list[str] | None = None,
+    record: bool = False,
 ) -> list[RobotSpec]:
     """robot0..robotN-1, namespaces = ids (under `namespace` when set), seeds seed+i, shifts cycling."""
     cycle = shifts or DEFAULT_FLEET_SHIFTS
     prefix = namespace.strip("/")
     return [
         RobotSpec(
-            robot_id=f"robot{i}", task=task, task_file=task_file, cloud_address=cloud, run_dir=run_dir,
-            seed=seed + i, shifts=list(cycle[i % len(cycle)]), initial_model=initial_model, sim=sim,
-            namespace=f"{prefix}/robot{i}" if prefix else "", params_files=list(params_files or []),
+            robot_id=f"robot{i}",
+            task=task,
+            task_file=task_file,
+            cloud_address=cloud,
+            run_dir=run_dir,
+            seed=seed + i,
+            shifts=list(cycle[i % len(cycle)]),
+            initial_model=initial_model,
+            sim=sim,
+            namespace=f"{prefix}/robot{i}" if prefix else "",
+            params_files=list(params_files or []),
             record=record,
         )
         for i in range(robots)

@@ -155,8 +155,13 @@ class ProcessGroup:
             log.write(f"# {note}{' '.join(argv)}\n".encode())
             log.flush()
             return subprocess.Popen(
-                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=die_with_parent(signal.SIGTERM),
+                argv,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGTERM),
             )
 
     def start_robot(self, robot_id: str, nodes: list[NodeSpec]) -> list[ManagedProcess]:

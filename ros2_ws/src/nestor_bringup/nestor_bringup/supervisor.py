@@ -115,14 +115,20 @@ class Supervisor:
             if failure is not None:
                 failures.append(failure)
         for proc in self.group.lifecycle_failures():
-            if proc.robot_id in self.failed or proc.popen.poll() is not None or any(
-                    f.robot_id == proc.robot_id for f in failures):
+            if (
+                proc.robot_id in self.failed
+                or proc.popen.poll() is not None
+                or any(f.robot_id == proc.robot_id for f in failures)
+            ):
                 continue  # a death is handled above; one reason per robot
             changed.add(proc.robot_id)
-            failures.append(RobotFailure(
-                proc.robot_id, f"{proc.label} ({proc.spec.executable}) {proc.lifecycle_error}",
-                f"last lines of {proc.log_path}:\n{log_tail(proc.log_path, 12)}",
-            ))
+            failures.append(
+                RobotFailure(
+                    proc.robot_id,
+                    f"{proc.label} ({proc.spec.executable}) {proc.lifecycle_error}",
+                    f"last lines of {proc.log_path}:\n{log_tail(proc.log_path, 12)}",
+                )
+            )
         for proc in self.group.processes:
             state = self._state[id(proc)]
             if state.due is not None and now >= state.due and proc.robot_id not in self.failed:
@@ -131,14 +137,20 @@ class Supervisor:
                 self.group.restart(proc)
                 changed.add(proc.robot_id)
                 budget = self._budget(proc)
-                self._say(f"restarted {proc.label} (pid {proc.popen.pid}; restart {len(state.restarts)}/{budget} "
-                          f"within {self.policy.window_s:g} s)")
+                self._say(
+                    f"restarted {proc.label} (pid {proc.popen.pid}; restart {len(state.restarts)}/{budget} "
+                    f"within {self.policy.window_s:g} s)"
+                )
         for failure in failures:
             self.failed[failure.robot_id] = failure
             self._say(f"error: {failure.reason}; stopping robot {failure.robot_id}\n{failure.detail}")
             # In the background (its uplink may drain for a while): the other robots stay supervised.
-            stopper = threading.Thread(target=self.group.stop, kwargs={"robots": {failure.robot_id}},
-                                       name=f"stop-{failure.robot_id}", daemon=True)
+            stopper = threading.Thread(
+                target=self.group.stop,
+                kwargs={"robots": {failure.robot_id}},
+                name=f"stop-{failure.robot_id}",
+                daemon=True,
+            )
             stopper.start()
             self._stoppers.append(stopper)
             changed.add(failure.robot_id)
@@ -169,8 +181,9 @@ class Supervisor:
         state.in_a_row = 1 if now - proc.started_at >= self.policy.stable_s else state.in_a_row + 1
         delay = self.policy.delay(self._first_delay(proc), state.in_a_row)
         state.due = now + delay
-        self._say(f"warning: {proc.label} ({proc.spec.executable}) {how}; the robot keeps running, "
-                  f"restart in {delay:g} s")
+        self._say(
+            f"warning: {proc.label} ({proc.spec.executable}) {how}; the robot keeps running, restart in {delay:g} s"
+        )
         return None
 
     def status(self, robot_id: str) -> dict:

@@ -32,7 +32,10 @@ def format_value(value) -> str:
 def make_status(name: str, hardware_id: str, level, message: str, values: Mapping) -> DiagnosticStatus:
     """One DiagnosticStatus with ``values`` as KeyValues (see ``format_value``)."""
     return DiagnosticStatus(
-        level=level, name=name, hardware_id=hardware_id, message=message,
+        level=level,
+        name=name,
+        hardware_id=hardware_id,
+        message=message,
         values=[KeyValue(key=str(k), value=format_value(v)) for k, v in values.items()],
     )
 
@@ -74,8 +77,15 @@ class Diagnostics:
         out = DiagnosticArray(header=array.header)
         for status in array.status:
             name = self.name if status.name in ("", self.name, self._node.get_name()) else f"{self.name}: {status.name}"
-            out.status.append(DiagnosticStatus(level=status.level, name=name, message=status.message,
-                                               hardware_id=self.hardware_id, values=status.values))
+            out.status.append(
+                DiagnosticStatus(
+                    level=status.level,
+                    name=name,
+                    message=status.message,
+                    hardware_id=self.hardware_id,
+                    values=status.values,
+                )
+            )
         if not out.header.stamp.sec and not out.header.stamp.nanosec:
             out.header.stamp = self._node.get_clock().now().to_msg()
         self._pub.publish(out)

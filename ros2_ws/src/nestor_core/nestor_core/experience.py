@@ -124,11 +124,13 @@ def from_chunk(
             "bad_sequence", f"first_seq: first_seq={chunk.first_seq} + count={n} - 1 exceeds the largest seq {MAX_SEQ}"
         )
     if chunk.dropped_before > MAX_SEQ:
-        raise ChunkError("bad_sequence", f"dropped_before: first_seq={chunk.first_seq}: {chunk.dropped_before} "
-                         f"exceeds {MAX_SEQ}")
+        raise ChunkError(
+            "bad_sequence", f"dropped_before: first_seq={chunk.first_seq}: {chunk.dropped_before} exceeds {MAX_SEQ}"
+        )
     if chunk.model_version > MAX_SEQ:
-        raise ChunkError("bad_sequence", f"model_version: first_seq={chunk.first_seq}: {chunk.model_version} "
-                         f"exceeds {MAX_SEQ}")
+        raise ChunkError(
+            "bad_sequence", f"model_version: first_seq={chunk.first_seq}: {chunk.model_version} exceeds {MAX_SEQ}"
+        )
     arrays = {}
     dims = {"obs": obs_dim, "act": act_dim}
     for name, (dtype, kind) in _FIELDS.items():

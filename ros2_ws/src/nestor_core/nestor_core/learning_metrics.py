@@ -76,8 +76,13 @@ def forgetting(cost_before: float, cost_after: float) -> float:
 # do-nothing shift scores 0 ticks and ratios of 1.00, and a better model is not punished for a
 # lower pre-shift cost.
 
-PAIRED_WINDOWS_S = (("0-0.5s", 0.0, 0.5), ("0.5-1s", 0.5, 1.0), ("1-2s", 1.0, 2.0), ("2-5s", 2.0, 5.0),
-                    ("5-10s", 5.0, 10.0))
+PAIRED_WINDOWS_S = (
+    ("0-0.5s", 0.0, 0.5),
+    ("0.5-1s", 0.5, 1.0),
+    ("1-2s", 1.0, 2.0),
+    ("2-5s", 2.0, 5.0),
+    ("5-10s", 5.0, 10.0),
+)
 LIVE_WINDOWS_S = PAIRED_WINDOWS_S + (("10-20s", 10.0, 20.0),)
 LATE_TICKS = (300, 600)  # the "settled" window after the shift, in ticks
 BLOWUP_FACTOR = 1.0e3  # a run whose cost exceeds this multiple of its control's peak has blown up

@@ -51,6 +51,7 @@ def die_with_parent(sig: int = signal.SIGTERM):
 
 def watch_parent(pid: int, period_s: float = 0.5, exit_code: int = 0) -> threading.Thread:
     """Start a daemon thread that calls os._exit(exit_code) once this process's parent is not `pid`."""
+
     def watch() -> None:
         while True:
             if os.getppid() != pid:

@@ -181,9 +181,7 @@ def sidecar_fields(manifest_bytes: bytes, signature: bytes) -> dict:
     }
 
 
-def verify_stored(
-    model_path: str, onnx_bytes: bytes, public_key: Ed25519PublicKey, version: int | None = None
-) -> dict:
+def verify_stored(model_path: str, onnx_bytes: bytes, public_key: Ed25519PublicKey, version: int | None = None) -> dict:
     """Re-verify a stored model against the signed manifest in its sidecar; returns the manifest.
 
     Raises:

@@ -175,8 +175,15 @@ class ConfigBinding:
             dynamic fields update it in place.
     """
 
-    def __init__(self, node: Node, config_cls, prefix: str, bounds_of: dict, kinds: dict,
-                 on_change: Callable[[dict], None] | None):
+    def __init__(
+        self,
+        node: Node,
+        config_cls,
+        prefix: str,
+        bounds_of: dict,
+        kinds: dict,
+        on_change: Callable[[dict], None] | None,
+    ):
         self._node = node
         self._cls = config_cls
         self._prefix = prefix
@@ -218,7 +225,7 @@ class ConfigBinding:
     def _on_set(self, parameters: list[Parameter]) -> SetParametersResult:
         prefix, changes = self._prefix, {}
         for parameter in parameters:
-            field = parameter.name[len(prefix):] if parameter.name.startswith(prefix) else None
+            field = parameter.name[len(prefix) :] if parameter.name.startswith(prefix) else None
             if field not in self._kinds:
                 continue  # another config's parameter
             elem, is_array, _ = self._kinds[field]
@@ -287,7 +294,10 @@ def declare_parameters(
         bounds = bounds_of.get(field.name)
         # A double parameter accepts an integer override (YAML `1`); read() coerces it.
         descriptor = ParameterDescriptor(
-            name=name, type=ptype, description=description, dynamic_typing=elem is float,
+            name=name,
+            type=ptype,
+            description=description,
+            dynamic_typing=elem is float,
             read_only=field.name not in dynamic_fields,
             **_descriptor_range(f"{config_cls.__name__}.{field.name}", elem, is_array, bounds),
         )

@@ -122,8 +122,9 @@ class MeasurementWindow:
             self.obs[:-2] = self.obs[1:-1]
             self.dist[-1], self.action[-1], self.obs[-2] = dist, action, start_obs
             self.filled = min(self.filled + 1, self.k)
-            self.age[: self.k] = np.where(np.arange(self.k).reshape(-1, 1) >= self.k - self.filled, self._ages,
-                                          policy_io.EMPTY_AGE)
+            self.age[: self.k] = np.where(
+                np.arange(self.k).reshape(-1, 1) >= self.k - self.filled, self._ages, policy_io.EMPTY_AGE
+            )
 
     def set_newest(self, valid: bool) -> None:
         self.age[self.k, 0] = 0.0 if valid else policy_io.EMPTY_AGE
@@ -184,8 +185,15 @@ class PolicyRuntime:
 
     def _window_feeds(self, model: PolicyModel, obs, prev, prev_action) -> dict[str, np.ndarray]:
         w = self.window
-        return {"obs": obs, "prev_obs": prev, "prev_action": prev_action, "window_dist": w.dist,
-                "window_action": w.action, "window_age": w.age, "l0_scale": self._scale}
+        return {
+            "obs": obs,
+            "prev_obs": prev,
+            "prev_action": prev_action,
+            "window_dist": w.dist,
+            "window_action": w.action,
+            "window_age": w.age,
+            "l0_scale": self._scale,
+        }
 
     def _step_window(self, obs: np.ndarray) -> TickOutput:
         self._obs[0] = obs
@@ -194,7 +202,8 @@ class PolicyRuntime:
             self._prev[0] = obs
         self.window.set_newest(has_prev)
         action, fast_read, l1_read, surprise, coef, disturbance, _ = self.model.session.run(
-            None, self._window_feeds(self.model, self._obs, self._prev, self._prev_action))
+            None, self._window_feeds(self.model, self._obs, self._prev, self._prev_action)
+        )
         if has_prev:
             self.window.push(disturbance[0], self._prev_action[0], self._prev[0])
         self.last_disturbance = disturbance[0]

@@ -41,7 +41,6 @@ def set_sched_priority(priority: int) -> str:
     return f"scheduling: SCHED_FIFO priority {priority} on {len(tids)} threads"
 
 
-
 def freeze_heap() -> None:
     """Move every object alive now out of the garbage collector's reach (gc.freeze).
 

@@ -45,7 +45,9 @@ _DEPENDS = {
     "sensor_msgs/msg/Image": ["std_msgs/msg/Header", "builtin_interfaces/msg/Time"],
     "diagnostic_msgs/msg/DiagnosticStatus": ["diagnostic_msgs/msg/KeyValue"],
     "diagnostic_msgs/msg/DiagnosticArray": [
-        "std_msgs/msg/Header", "builtin_interfaces/msg/Time", "diagnostic_msgs/msg/DiagnosticStatus",
+        "std_msgs/msg/Header",
+        "builtin_interfaces/msg/Time",
+        "diagnostic_msgs/msg/DiagnosticStatus",
         "diagnostic_msgs/msg/KeyValue",
     ],
 }

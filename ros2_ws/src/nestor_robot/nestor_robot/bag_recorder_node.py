@@ -100,13 +100,18 @@ class BagRecorderNode(Node):
         self._subs = []
         wanted = {**TOPICS, **(IMAGE_TOPICS if self.config.record_images else {})}
         for topic, (msg_type, profile) in wanted.items():
-            depth_qos = QoSProfile(depth=self.config.depth, reliability=profile.reliability,
-                                   durability=profile.durability, history=profile.history)
+            depth_qos = QoSProfile(
+                depth=self.config.depth,
+                reliability=profile.reliability,
+                durability=profile.durability,
+                history=profile.history,
+            )
             # The channel needs the full topic name, which the subscription resolves; no callback
             # runs before the executor spins, so the holder is filled in time.
             holder = []
-            sub = self.create_subscription(msg_type, topic, lambda data, h=holder: self.bag.put(h[0], data),
-                                           depth_qos, raw=True)
+            sub = self.create_subscription(
+                msg_type, topic, lambda data, h=holder: self.bag.put(h[0], data), depth_qos, raw=True
+            )
             holder.append(self.bag.add_topic(sub.topic_name, _datatype(msg_type)))
             self._subs.append(sub)
         self.diagnostics = Diagnostics(self, self.config.robot_id, qos.STATUS_QOS, self.diagnostic_status)

@@ -26,9 +26,7 @@ def open_channel(target: str, credentials: Callable[[], grpc.ChannelCredentials]
     return grpc.insecure_channel(target, options=options)
 
 
-def tls_credentials(
-    ca: str, cert: str, key: str, prefix: str = "tls_"
-) -> Callable[[], grpc.ChannelCredentials] | None:
+def tls_credentials(ca: str, cert: str, key: str, prefix: str = "tls_") -> Callable[[], grpc.ChannelCredentials] | None:
     """A `channel_credentials` hook for mutual TLS from PEM files; None when all three are empty.
 
     The files are read now, so a wrong path fails at start-up with the parameter's name rather

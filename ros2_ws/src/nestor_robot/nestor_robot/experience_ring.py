@@ -78,8 +78,9 @@ class RingFile:
             offset += count * dtype.itemsize
 
     @classmethod
-    def create(cls, path: str, spool_id: int, robot_id: str, task: str, obs_dim: int, act_dim: int, capacity: int,
-               l1_size: int) -> RingFile:
+    def create(
+        cls, path: str, spool_id: int, robot_id: str, task: str, obs_dim: int, act_dim: int, capacity: int, l1_size: int
+    ) -> RingFile:
         """A new, zeroed ring with a fresh epoch for the spool `spool_id` (replacing any file at `path`)."""
         columns = _columns(capacity, obs_dim, act_dim, l1_size)
         size = _size(columns)
@@ -88,7 +89,8 @@ class RingFile:
         header[_SPOOL] = spool_id
         header[_OBS], header[_ACT], header[_L1] = obs_dim, act_dim, l1_size
         names = robot_id.encode()[:_NAME_BYTES].ljust(_NAME_BYTES, b"\0") + task.encode()[:_NAME_BYTES].ljust(
-            _NAME_BYTES, b"\0")
+            _NAME_BYTES, b"\0"
+        )
         tmp = f"{path}.new{os.getpid()}"
         with open(tmp, "wb") as f:
             f.write(MAGIC + header.tobytes()[8:] + names)
@@ -134,10 +136,18 @@ class RingFile:
         rows = np.arange(start, stop) % self.capacity
         c = self.columns
         return ExperienceBatch(
-            robot_id=self.robot_id, task=self.task, first_seq=int(first_seq),
-            obs=c["obs"][rows], action=c["action"][rows], cost=c["cost"][rows], fast_read=c["fast_read"][rows],
-            slow_read=c["slow_read"][rows], surprise=c["surprise"][rows], stamp=c["stamp"][rows],
-            model_versions=c["model_versions"][rows], l1_state=c["l1"].copy(),
+            robot_id=self.robot_id,
+            task=self.task,
+            first_seq=int(first_seq),
+            obs=c["obs"][rows],
+            action=c["action"][rows],
+            cost=c["cost"][rows],
+            fast_read=c["fast_read"][rows],
+            slow_read=c["slow_read"][rows],
+            surprise=c["surprise"][rows],
+            stamp=c["stamp"][rows],
+            model_versions=c["model_versions"][rows],
+            l1_state=c["l1"].copy(),
         )
 
     def close(self) -> None:

@@ -93,9 +93,14 @@ def observation_layout(
         + [f"joint_states.velocity[{j}]" for j in passive]
     )
     n, p = len(controlled), len(passive)
-    limits = np.concatenate([
-        np.full(n, max_abs_position), np.full(n, max_abs_velocity),
-        np.full(n, max_abs_position), np.full(n, max_abs_velocity),
-        np.full(p, max_abs_position), np.full(p, max_abs_velocity),
-    ]).astype(np.float32)
+    limits = np.concatenate(
+        [
+            np.full(n, max_abs_position),
+            np.full(n, max_abs_velocity),
+            np.full(n, max_abs_position),
+            np.full(n, max_abs_velocity),
+            np.full(p, max_abs_position),
+            np.full(p, max_abs_velocity),
+        ]
+    ).astype(np.float32)
     return labels, limits

@@ -87,8 +87,12 @@ class PerceptionNode(Node):
 
     def _diagnostic_status(self) -> tuple:
         """(level, message, values) for /diagnostics: images with and without the marker."""
-        values = {"images_with_marker": self._found, "images_without_marker": self._missed,
-                  "target_x": self._last[1] if self._last else None, "target_velocity": self._velocity}
+        values = {
+            "images_with_marker": self._found,
+            "images_without_marker": self._missed,
+            "target_x": self._last[1] if self._last else None,
+            "target_velocity": self._velocity,
+        }
         if self._found == 0:
             return diagnostics.WARN, "no marker seen yet", values
         return diagnostics.OK, "tracking the marker", values

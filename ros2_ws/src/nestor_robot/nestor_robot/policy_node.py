@@ -111,8 +111,9 @@ class PolicyNode(ManagedNode):
                 raise ConfigError(f"parameter public_key_path: {err}") from None
         self.loader = ModelLoader(cfg.task, public_key, self._log)
         if cfg.spool_path:
-            self.sink = ExperienceSink(cfg.spool_path, cfg.robot_id, cfg.spool_capacity, cfg.spool_full_policy,
-                                       cfg.ring_dir, self._log)
+            self.sink = ExperienceSink(
+                cfg.spool_path, cfg.robot_id, cfg.spool_capacity, cfg.spool_full_policy, cfg.ring_dir, self._log
+            )
         else:
             self._log.warning("spool_path is empty: experience is not recorded")
         if cfg.initial_model:
@@ -142,8 +143,10 @@ class PolicyNode(ManagedNode):
         """Start the tick, the model loader, the flusher and the status timer."""
         cfg = self.config
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._load_loop, name="model_loader", daemon=True),
-                         threading.Thread(target=self._flush_loop, name="spool_flusher", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._load_loop, name="model_loader", daemon=True),
+            threading.Thread(target=self._flush_loop, name="spool_flusher", daemon=True),
+        ]
         for thread in self._threads:
             thread.start()
         self._status_timer = self.create_timer(cfg.status_period_s, self.publish_status)
@@ -211,8 +214,9 @@ class PolicyNode(ManagedNode):
             return
         model = runtime.model
         obs = self._observation.obs
-        reason = self._observation.fill(msg.name, msg.position, msg.velocity, model.controlled_joints,
-                                        model.passive_joints) or self.guard.check(obs)
+        reason = self._observation.fill(
+            msg.name, msg.position, msg.velocity, model.controlled_joints, model.passive_joints
+        ) or self.guard.check(obs)
         if reason is not None:
             # Neither L0 nor L1 sees this tick and nothing is recorded; the actuators get the safe command.
             self._bad_input(reason)
@@ -238,8 +242,9 @@ class PolicyNode(ManagedNode):
 
     def _on_target(self, msg: JointState) -> None:
         if self.runtime is not None:
-            reason = self._observation.set_target(msg.name, msg.position, msg.velocity,
-                                                  self.runtime.model.controlled_joints)
+            reason = self._observation.set_target(
+                msg.name, msg.position, msg.velocity, self.runtime.model.controlled_joints
+            )
             if reason is not None:
                 self._bad_input(reason)
 
@@ -261,13 +266,16 @@ class PolicyNode(ManagedNode):
             self._observation = ObservationBuilder(model.obs_dim, model.act_dim)
             self._make_guard(model)
             if self.sink is not None:
-                self.recorder = self.sink.recorder(model.task, model.obs_dim, model.act_dim, cfg.recorder_capacity,
-                                                   self.runtime.l1.state.size)
+                self.recorder = self.sink.recorder(
+                    model.task, model.obs_dim, model.act_dim, cfg.recorder_capacity, self.runtime.l1.state.size
+                )
         else:
             previous_model = self._previous_model = self.runtime.model
             self.runtime.swap(model)
-            if (model.controlled_joints, model.passive_joints) != (previous_model.controlled_joints,
-                                                                   previous_model.passive_joints):
+            if (model.controlled_joints, model.passive_joints) != (
+                previous_model.controlled_joints,
+                previous_model.passive_joints,
+            ):
                 self._make_guard(model)
             self.swaps += 1
             self._rollback.on_swap(previous, model.version)
@@ -303,13 +311,27 @@ class PolicyNode(ManagedNode):
         self.model_version, self.model_sha256 = model.version, model.sha256
         self.rollbacks += 1
         report = RollbackReport(
-            robot_id=self.config.robot_id, task=self.config.task, version=verdict.version, reverted_to=model.version,
-            reason=verdict.reason, pre_cost=verdict.pre_cost, post_cost=verdict.post_cost,
-            window_ticks=verdict.window_ticks, tick=self.runtime.ticks, wall_time=time.time(),
+            robot_id=self.config.robot_id,
+            task=self.config.task,
+            version=verdict.version,
+            reverted_to=model.version,
+            reason=verdict.reason,
+            pre_cost=verdict.pre_cost,
+            post_cost=verdict.post_cost,
+            window_ticks=verdict.window_ticks,
+            tick=self.runtime.ticks,
+            wall_time=time.time(),
         )
         self.rollback_log = [*self.rollback_log[-19:], report.to_dict()]
-        self.swap_log.append({"tick": report.tick, "wall_time": report.wall_time, "from_version": verdict.version,
-                              "to_version": model.version, "rollback": True})
+        self.swap_log.append(
+            {
+                "tick": report.tick,
+                "wall_time": report.wall_time,
+                "from_version": verdict.version,
+                "to_version": model.version,
+                "rollback": True,
+            }
+        )
         self._log.warning(f"rolled back model {verdict.version} -> {model.version}: {verdict.reason}")
         # A local DDS write; weight_sync forwards it to the cloud off this thread.
         self._rollback_pub.publish(String(data=report.encode()))
@@ -349,8 +371,9 @@ class PolicyNode(ManagedNode):
     def publish_status(self) -> None:
         """Publish the newest stats computed by the background thread (timer callback)."""
         if self._last_stats is not None:
-            array = DiagnosticArray(status=[policy_status(self._last_stats, self.get_fully_qualified_name(),
-                                                          self.config.robot_id)])
+            array = DiagnosticArray(
+                status=[policy_status(self._last_stats, self.get_fully_qualified_name(), self.config.robot_id)]
+            )
             array.header.stamp = self.get_clock().now().to_msg()
             self._status_pub.publish(array)
             self._diagnostics.publish(array)

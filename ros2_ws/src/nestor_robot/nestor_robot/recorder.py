@@ -46,9 +46,17 @@ class ExperienceRecorder:
                 raise ValueError(f"ring: {ring.path} holds {ring.capacity} rows of {ring.obs_dim}/{ring.act_dim}")
             c = ring.columns
             self._obs, self._action, self._fast_read, self._slow_read = (
-                c["obs"], c["action"], c["fast_read"], c["slow_read"])
+                c["obs"],
+                c["action"],
+                c["fast_read"],
+                c["slow_read"],
+            )
             self._cost, self._surprise, self._stamp, self._version = (
-                c["cost"], c["surprise"], c["stamp"], c["model_versions"])
+                c["cost"],
+                c["surprise"],
+                c["stamp"],
+                c["model_versions"],
+            )
             self._l1 = c["l1"]
         else:
             self._obs = np.zeros((capacity, obs_dim), np.float32)

@@ -34,8 +34,10 @@ class Verdict:
 
     @property
     def reason(self) -> str:
-        return (f"mean cost {self.post_cost:.4g} over {self.window_ticks} ticks after the swap vs "
-                f"{self.pre_cost:.4g} before")
+        return (
+            f"mean cost {self.post_cost:.4g} over {self.window_ticks} ticks after the swap vs "
+            f"{self.pre_cost:.4g} before"
+        )
 
 
 class RollbackMonitor:

@@ -25,6 +25,8 @@ from nestor_robot import spool_schema
 log = logging.getLogger(__name__)
 
 FULL_POLICIES = ("drop_oldest", "reject_newest")
+
+
 @dataclasses.dataclass(frozen=True)
 class AppendResult:
     """What one `Spool.append` did.

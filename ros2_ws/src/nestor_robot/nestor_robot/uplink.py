@@ -164,8 +164,9 @@ class Uplink:
                 if error is not None and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and progressed:
                     continue  # a stream that simply reached its deadline is reopened at once
                 stalled = self._stream is not None and self._stream.stalled
-                if stalled or (error is not None and error.code() in (grpc.StatusCode.UNAVAILABLE,
-                                                                       grpc.StatusCode.UNKNOWN)):
+                if stalled or (
+                    error is not None and error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN)
+                ):
                     # A dead server may leave the channel in a bad state; start fresh, on the next
                     # replica when there are several (at once, until every one failed in a row).
                     channel.close()
@@ -330,8 +331,12 @@ class Uplink:
         self._suspect = (first_seq, times)
         if times >= self.config.poison_after:
             self._suspect = None
-            log.error("uplink: chunk first_seq=%d ended %d streams in a row with %s: quarantined as poison",
-                      first_seq, times, err.code().name)
+            log.error(
+                "uplink: chunk first_seq=%d ended %d streams in a row with %s: quarantined as poison",
+                first_seq,
+                times,
+                err.code().name,
+            )
             self._quarantine_refused(err, f"{err.code().name.lower()} x{times}")
 
     def _quarantine_refused(self, err: grpc.RpcError, why: str = "invalid_argument") -> None:
@@ -358,8 +363,9 @@ class Uplink:
         # The same error on every retry (a cloud that is down) is logged once, then at debug level.
         repeated = text == self._last_logged
         self._last_logged = text
-        (log.debug if repeated else log.warning)("uplink: stream ended: %s%s", text,
-                                                  "" if repeated else " (retrying; repeats are not logged)")
+        (log.debug if repeated else log.warning)(
+            "uplink: stream ended: %s%s", text, "" if repeated else " (retrying; repeats are not logged)"
+        )
         with self._lock:
             self._stats["errors"] += 1
             self._stats["last_error"] = text

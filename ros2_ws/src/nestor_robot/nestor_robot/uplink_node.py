@@ -162,7 +162,8 @@ class UplinkNode(ManagedNode):
         if left:
             log.warning(
                 "stop: %d transitions not acknowledged after %g s; they stay in the spool for the next start",
-                left, self.config.drain_timeout_s,
+                left,
+                self.config.drain_timeout_s,
             )
         else:
             log.info("stop: spool drained, every transition acknowledged by the cloud")
@@ -217,11 +218,18 @@ class UplinkNode(ManagedNode):
         if not self.config.run_dir:
             return
         stats = {
-            "robot_id": self.config.robot_id, "cloud_address": self.config.cloud_address,
-            "connected": link["connected"], "last_error": link["last_error"],
-            "disconnected_since": self._disconnected_since, "acked_through": spool["acked_through"],
-            "spool_depth": spool["depth_transitions"], "dropped": spool["dropped"], "sent": link["sent"],
-            "acked": link["acked"], "reconnects": link["reconnects"], "wall_time": time.time(),
+            "robot_id": self.config.robot_id,
+            "cloud_address": self.config.cloud_address,
+            "connected": link["connected"],
+            "last_error": link["last_error"],
+            "disconnected_since": self._disconnected_since,
+            "acked_through": spool["acked_through"],
+            "spool_depth": spool["depth_transitions"],
+            "dropped": spool["dropped"],
+            "sent": link["sent"],
+            "acked": link["acked"],
+            "reconnects": link["reconnects"],
+            "wall_time": time.time(),
         }
         path = os.path.join(self.config.run_dir, "uplink_stats.json")
         try:
@@ -260,6 +268,7 @@ def drain(spool: Spool, uplink_thread: threading.Thread, timeout_s: float, perio
 
 def main(args=None):
     run_node(UplinkNode, args)
+
 
 if __name__ == "__main__":
     main()

@@ -343,8 +343,9 @@ class WeightSync:
     def mark_bad(self, version: int) -> None:
         """Never adopt `version` again, across restarts (<model_dir>/bad_versions.json)."""
         self.bad_versions.add(int(version))
-        _write_model_file(os.path.join(self.model_dir, "bad_versions.json"),
-                     json.dumps(sorted(self.bad_versions)).encode())
+        _write_model_file(
+            os.path.join(self.model_dir, "bad_versions.json"), json.dumps(sorted(self.bad_versions)).encode()
+        )
 
     def report_bad(self, version: int, reason: str, attempts: int = 5, timeout_s: float = 5.0) -> bool:
         """Mark `version` bad locally and tell the cloud (Models.ReportBad), retrying a few times.
@@ -365,10 +366,19 @@ class WeightSync:
                 log.warning("weight_sync: reported v%d bad to the cloud: %s", version, reason)
                 return True
             except grpc.RpcError as err:
-                log.error("weight_sync: ReportBad v%d failed (%s: %s), attempt %d/%d", version, err.code().name,
-                          err.details(), attempt + 1, attempts)
-                if err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-                                  grpc.StatusCode.PERMISSION_DENIED):
+                log.error(
+                    "weight_sync: ReportBad v%d failed (%s: %s), attempt %d/%d",
+                    version,
+                    err.code().name,
+                    err.details(),
+                    attempt + 1,
+                    attempts,
+                )
+                if err.code() in (
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    grpc.StatusCode.NOT_FOUND,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                ):
                     break
             finally:
                 channel.close()

@@ -176,5 +176,6 @@ class WeightSyncNode(ManagedNode):
 def main(args=None):
     run_node(WeightSyncNode, args)
 
+
 if __name__ == "__main__":
     main()

@@ -153,6 +153,13 @@ def blend_part(parent, trained, alpha: float, part: str, blend):
     return out
 
 
+def _from_start(spec: str) -> str:
+    """The same shift spec ('type:magnitude@at_s[#target]') applied from t = 0."""
+    base, _, rest = spec.partition("@")
+    _, _, target = rest.partition("#")
+    return f"{base}@0" + (f"#{target}" if target else "")
+
+
 def lived_scenarios(batches, act_dim: int, eval_shift_s: float, min_gain_change: float = 0.1) -> dict:
     """Gate scenarios for the conditions the robots reported with their experience.
 
@@ -240,6 +247,15 @@ def run_window_round(
                 **gate_scenarios(task, config),
                 **lived_scenarios(new_batches, task.act_dim, config.eval_shift_s),
             }
+            # A swap must not make a robot worse where it stands: each shift also from tick 0 (the
+            # robot already in it when the model arrives, as the demo's deployed figure measures).
+            scenarios.update(
+                {
+                    f"{name} from t=0": [_from_start(s) for s in shifts]
+                    for name, shifts in list(scenarios.items())
+                    if shifts
+                }
+            )
             report = {"scenarios": {k: list(v) for k, v in scenarios.items()}, "tried": []}
 
             def costs(onnx_bytes: bytes) -> dict:

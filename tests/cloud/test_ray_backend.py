@@ -190,7 +190,9 @@ def test_a_real_round_on_ray_gives_the_local_workers_result(ray_cluster, kuka_st
     on_ray = runner.run({**request, "db_path": ray_db}, timeout=600)
     assert on_ray["accepted"] == local["accepted"] and on_ray["reason"] == local["reason"]
     gate_local, gate_ray = local["metrics"]["gate"], on_ray["metrics"]["gate"]
-    assert len(gate_local["parent"]) == 3  # nominal + two shifts
+    # nominal + two shifts mid-episode + the same two from tick 0
+    assert len(gate_local["parent"]) == 5
+    assert sum(name.endswith(" from t=0") for name in gate_local["parent"]) == 2
     assert gate_ray["parent"] == gate_local["parent"]
     assert [t["costs"] for t in gate_ray["tried"]] == [t["costs"] for t in gate_local["tried"]]
     assert on_ray["onnx"] == local["onnx"]

@@ -17,7 +17,7 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export PYTHONDONTWRITEBYTECODE = 1
 
 PACKAGES := ros2_ws/src/nestor_core ros2_ws/src/nestor_robot ros2_ws/src/nestor_bringup sim cloud_brain demo
-SETUP_FILES := requirements.txt $(foreach p,$(PACKAGES),$(wildcard $(p)/setup.py $(p)/pyproject.toml))
+SETUP_FILES := requirements.txt $(foreach p,$(PACKAGES),$(wildcard $(p)/setup.py $(p)/setup.cfg $(p)/pyproject.toml))
 
 .PHONY: venv postgres test test-fast demo lint proto certs bench bench-learning bench-load clean
 

@@ -5,10 +5,6 @@
 
 Seeds and shifts per robot come from nestor_bringup.nodes.fleet_specs (the same list as the CLI):
 `shifts:=` gives every robot that schedule; empty cycles through the built-in list.
-
-Nodes and their supervision come from nestor_bringup.launch_actions (the same for the three launch
-files): the lifecycle nodes (sim_bridge, policy, uplink, weight_sync) are launch_ros LifecycleNodes,
-configured on every process start and activated once inactive.
 """
 
 from launch.actions import DeclareLaunchArgument, OpaqueFunction

@@ -5,10 +5,6 @@
 
 `shifts` is a comma-separated list; empty keeps the task file's own shifts. The arguments come
 from nestor_bringup.launch_args (the same table for the three launch files).
-
-Nodes and their supervision come from nestor_bringup.launch_actions (the same for the three launch
-files): the lifecycle nodes (sim_bridge, policy, uplink, weight_sync) are launch_ros LifecycleNodes,
-configured on every process start and activated once inactive.
 """
 
 from launch.actions import DeclareLaunchArgument, OpaqueFunction

@@ -1,7 +1,9 @@
+"""nestor_bringup: the launch files and config/ YAML go to share/ (metadata in setup.cfg)."""
+
 import os
 from glob import glob
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 package_name = "nestor_bringup"
 here = os.path.dirname(os.path.abspath(__file__))
@@ -16,24 +18,11 @@ def config_files() -> list[tuple[str, list[str]]]:
 
 
 setup(
-    name=package_name,
-    version="0.1.0",
-    packages=find_packages(exclude=["test"]),
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", sorted(glob("launch/*.launch.py", root_dir=here))),
         *config_files(),
     ],
-    install_requires=["setuptools", "PyYAML"],
-    zip_safe=True,
-    maintainer="nestor developers",
-    maintainer_email="nestor@example.com",
-    description="nestor bring-up: robot node list, launch files, parameter defaults, the nestor robot/fleet CLI.",
-    license="Apache-2.0",
-    entry_points={
-        "console_scripts": [
-            "nestor = nestor_bringup.cli:main",
-        ],
-    },
+    entry_points={"console_scripts": ["nestor = nestor_bringup.cli:main"]},
 )

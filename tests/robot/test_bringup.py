@@ -1,6 +1,5 @@
 """nestor_bringup: the robot node list, the per-node defaults, the process group and the CLI."""
 
-import ast
 import importlib.util
 import json
 import os
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from config_fields import dataclass_defaults
 from nestor_bringup import cli
 from nestor_bringup.nodes import RobotSpec, fleet_specs, overrides_yaml, robot_nodes
 from nestor_bringup.process_group import ProcessGroup
@@ -34,19 +34,6 @@ CONFIG_CLASSES = {
 
 def _domain_id() -> int:
     return random.Random(os.getpid() ^ 0x5A5A).randint(1, 100)
-
-
-def _dataclass_defaults(path: Path, class_name: str) -> dict:
-    tree = ast.parse(path.read_text())
-    cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == class_name)
-    out = {}
-    for stmt in cls.body:
-        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-            try:
-                out[stmt.target.id] = ast.literal_eval(stmt.value) if stmt.value is not None else None
-            except ValueError:
-                out[stmt.target.id] = ...  # a field(default_factory=...)
-    return out
 
 
 def test_kuka_robot_nodes():
@@ -99,7 +86,7 @@ def test_defaults_files_match_node_configs(node):
     for path, class_name in CONFIG_CLASSES[node]:
         if not (REPO / path).exists():
             pytest.skip(f"{path} not written yet")
-        fields.update(_dataclass_defaults(REPO / path, class_name))
+        fields.update(dataclass_defaults(REPO / path, class_name))
     unknown = sorted(set(params) - set(fields))
     assert not unknown, f"{node}.yaml sets parameters the node does not declare: {unknown}"
     for name, value in params.items():

@@ -7,7 +7,13 @@ import typing
 
 import pytest
 import rclpy
-from nestor_core.params import ConfigError, declare_config, docstring_attributes, refuse_undeclared
+from nestor_core.params import (
+    ConfigError,
+    declare_config,
+    docstring_attributes,
+    parameter_fields,
+    refuse_undeclared,
+)
 from nestor_core.policy_runtime import RuntimeConfig
 from nestor_robot.perception_node import PerceptionConfig
 from nestor_robot.policy_config import RUNTIME_DYNAMIC, RUNTIME_RANGES, PolicyNodeConfig
@@ -244,11 +250,11 @@ NODE_CONFIGS = [
 def test_every_node_parameter_has_a_range_and_is_read_only_unless_dynamic(make_node, cls, ranges, dynamic):
     node = make_node()
     declare_config(node, cls, ranges=ranges, dynamic=dynamic)  # a numeric field without range raises
-    hints = typing.get_type_hints(cls)
-    for field in dataclasses.fields(cls):
-        described = node.describe_parameter(field.name)
-        assert described.read_only == (field.name not in dynamic), field.name
-        if hints[field.name] is float:
-            assert described.floating_point_range, field.name
-        elif hints[field.name] is int:
-            assert described.integer_range, field.name
+    for name, (_, owner, _) in parameter_fields(cls).items():  # nested plain configs' fields included
+        described = node.describe_parameter(name)
+        annotation = typing.get_type_hints(owner)[name]
+        assert described.read_only == (name not in dynamic), name
+        if annotation is float:
+            assert described.floating_point_range, name
+        elif annotation is int:
+            assert described.integer_range, name

@@ -4,15 +4,15 @@ Each `**`<node>`** (`<file>: <Class>` [plus `<file>: <Class>`])` heading of the 
 Parameters section is followed by a table whose rows must name exactly the dataclasses' fields.
 A row's default column gives the value of `config/robot/<node>.yaml` (or the dataclass default
 when the YAML leaves the field out), and in brackets the dataclass default where it differs.
-The dataclasses are read with `ast` (importing the sim would load pybullet).
+The dataclasses are read with `ast` (tests/config_fields.py; importing the sim would load pybullet).
 """
 
-import ast
 import re
 from pathlib import Path
 
 import pytest
 import yaml
+from config_fields import dataclass_defaults
 
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
@@ -22,23 +22,6 @@ SOURCES = {
     "nestor_sim/": "sim/nestor_sim/",
 }
 NODES = ["sim_bridge", "perception", "policy", "uplink", "weight_sync"]
-
-
-def _fields(path: Path, class_name: str) -> dict:
-    """field -> literal default (... for a default_factory) of a dataclass, read with ast."""
-    tree = ast.parse(path.read_text())
-    cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == class_name)
-    out = {}
-    for stmt in cls.body:
-        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-            if "ClassVar" in ast.unparse(stmt.annotation):
-                continue
-            try:
-                out[stmt.target.id] = ast.literal_eval(stmt.value)
-            except ValueError:
-                call = ast.unparse(stmt.value)
-                out[stmt.target.id] = [] if "default_factory=list" in call else ...
-    return out
 
 
 def _section(node: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -64,7 +47,7 @@ def test_readme_parameter_table_matches_the_dataclasses_and_yaml(node):
     classes, rows = _section(node)
     defaults = {}
     for path, cls in classes:
-        defaults.update(_fields(path, cls))
+        defaults.update(dataclass_defaults(path, cls))
     doc = yaml.safe_load((REPO / "config" / "robot" / f"{node}.yaml").read_text())
     shipped = doc[f"/**/{node}"]["ros__parameters"]
     documented = {}

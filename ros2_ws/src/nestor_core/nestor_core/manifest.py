@@ -128,28 +128,28 @@ def verify(
 # ---------------------------------------------------------------- keys (PEM files)
 
 
-def load_private_key(path: str) -> Ed25519PrivateKey:
-    """An unencrypted PEM ed25519 private key; ValueError names the path."""
+def _load_key(path: str, load, key_type: type, what: str):
+    """A PEM key of `key_type` read with `load(data)`; ValueError names the path."""
     try:
         with open(path, "rb") as f:
-            key = serialization.load_pem_private_key(f.read(), password=None)
+            key = load(f.read())
     except (OSError, ValueError, TypeError) as err:
-        raise ValueError(f"{path}: cannot load ed25519 private key: {err}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path}: not an ed25519 private key ({type(key).__name__})")
+        raise ValueError(f"{path}: cannot load ed25519 {what} key: {err}") from None
+    if not isinstance(key, key_type):
+        raise ValueError(f"{path}: not an ed25519 {what} key ({type(key).__name__})")
     return key
+
+
+def load_private_key(path: str) -> Ed25519PrivateKey:
+    """An unencrypted PEM ed25519 private key; ValueError names the path."""
+    return _load_key(
+        path, lambda data: serialization.load_pem_private_key(data, password=None), Ed25519PrivateKey, "private"
+    )
 
 
 def load_public_key(path: str) -> Ed25519PublicKey:
     """A PEM ed25519 public key; ValueError names the path."""
-    try:
-        with open(path, "rb") as f:
-            key = serialization.load_pem_public_key(f.read())
-    except (OSError, ValueError, TypeError) as err:
-        raise ValueError(f"{path}: cannot load ed25519 public key: {err}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError(f"{path}: not an ed25519 public key ({type(key).__name__})")
-    return key
+    return _load_key(path, serialization.load_pem_public_key, Ed25519PublicKey, "public")
 
 
 def private_key_pem(key: Ed25519PrivateKey) -> bytes:

@@ -15,6 +15,10 @@ After start-up the same rules hold:
   * `refuse_undeclared(node)`, called once all configs are declared, refuses a parameter that a
     params file or `-p` sets but the node does not declare (a typo such as `l0_step_scal`).
 
+A plain config nests in a node config as a field `nested(PlainConfig, "a", "b")`: its fields a
+and b are parameters of the same names (no prefix), described by PlainConfig's docstring and
+ranged by the node config's RANGES; its other fields (credentials, ...) keep their defaults.
+
 Field descriptions come from `dataclasses.field(metadata={"description": ...})` or, failing that,
 from the Google-style `Attributes:` section of the dataclass docstring (`a, b: text` documents
 both a and b).
@@ -96,6 +100,28 @@ def docstring_attributes(cls) -> dict[str, str]:
             current.append(stripped)
     if in_section:
         flush()
+    return out
+
+
+def nested(plain_cls, *names: str):
+    """A node config field holding a `plain_cls`, whose fields `names` are parameters of the same names."""
+    return dataclasses.field(default_factory=plain_cls, metadata={"nested": names})
+
+
+def parameter_fields(config_cls) -> dict[str, tuple[str | None, type, dataclasses.Field]]:
+    """parameter name -> (nesting field or None, owning dataclass, its field) of a node config."""
+    out = {}
+    for field in dataclasses.fields(config_cls):
+        if not field.init:
+            continue
+        names = field.metadata.get("nested")
+        if names is None:
+            out[field.name] = (None, config_cls, field)
+            continue
+        plain_cls = typing.get_type_hints(config_cls)[field.name]
+        plain_fields = {f.name: f for f in dataclasses.fields(plain_cls)}
+        for name in names:
+            out[name] = (field.name, plain_cls, plain_fields[name])
     return out
 
 
@@ -188,10 +214,32 @@ class ConfigBinding:
         self._cls = config_cls
         self._prefix = prefix
         self._bounds_of = bounds_of
-        self._kinds = kinds  # field -> (element type, is_array, was a tuple)
+        self._kinds = kinds  # parameter -> (element type, is_array, was a tuple, nesting field or None)
+        self._plain = {parent: owner for parent, owner, _ in parameter_fields(config_cls).values() if parent}
         self._on_change = on_change
         self.config = None
         node.add_on_set_parameters_callback(self._on_set)
+
+    def _value(self, field: str, value, name: str):
+        """`value` of parameter `name` (field `field`) coerced to the field's type and range-checked."""
+        elem, is_array, _, _ = self._kinds[field]
+        value = _coerce(value, elem, is_array, name)
+        bounds = self._bounds_of.get(field)
+        if not is_array and not _in_range(value, bounds):  # also an int given for a float
+            raise ConfigError(f"parameter {name}: {value} is outside [{bounds[0]}, {bounds[1]}]")
+        return value
+
+    def _build(self, values: dict, base=None):
+        """The config of {field: value}: nested fields go into their plain configs (from `base`'s)."""
+        top, inner = {}, {}
+        for field, value in values.items():
+            parent = self._kinds[field][3]
+            (top if parent is None else inner.setdefault(parent, {}))[field] = value
+        if base is None:
+            plain = {parent: self._plain[parent](**fields) for parent, fields in inner.items()}
+            return self._cls(**top, **plain)
+        plain = {parent: dataclasses.replace(getattr(base, parent), **fields) for parent, fields in inner.items()}
+        return dataclasses.replace(base, **top, **plain)
 
     def read(self):
         """The config from the parameters' current values, validated once.
@@ -201,7 +249,7 @@ class ConfigBinding:
                 refuses; the message names the parameter.
         """
         values = {}
-        for field, (elem, is_array, as_tuple) in self._kinds.items():
+        for field, (_, is_array, as_tuple, _) in self._kinds.items():
             name = self._prefix + field
             try:
                 value = self._node.get_parameter(name).value
@@ -211,13 +259,10 @@ class ConfigBinding:
                 value = []
             if value is None:
                 raise ConfigError(f"parameter {name}: not set")
-            values[field] = _coerce(value, elem, is_array, name)
-            bounds = self._bounds_of.get(field)
-            if not is_array and not _in_range(values[field], bounds):  # an int given for a float
-                raise ConfigError(f"parameter {name}: {values[field]} is outside [{bounds[0]}, {bounds[1]}]")
+            values[field] = self._value(field, value, name)
             if as_tuple:
                 values[field] = tuple(values[field])
-        config = self._cls(**values)
+        config = self._build(values)
         _validate(config, self._prefix)
         self.config = config
         return config
@@ -228,23 +273,19 @@ class ConfigBinding:
             field = parameter.name[len(prefix) :] if parameter.name.startswith(prefix) else None
             if field not in self._kinds:
                 continue  # another config's parameter
-            elem, is_array, _ = self._kinds[field]
             try:
-                value = _coerce(parameter.value, elem, is_array, parameter.name)
-                if not is_array and not _in_range(value, self._bounds_of.get(field)):
-                    low, high = self._bounds_of[field]
-                    raise ConfigError(f"parameter {parameter.name}: {value} is outside [{low}, {high}]")
+                changes[field] = self._value(field, parameter.value, parameter.name)
             except ConfigError as err:
                 return SetParametersResult(successful=False, reason=str(err))
-            changes[field] = value
         if not changes or self.config is None:  # not configured yet: read() validates later
             return SetParametersResult(successful=True)
         try:
-            _validate(dataclasses.replace(self.config, **changes), prefix)
+            _validate(self._build(changes, self.config), prefix)
         except ConfigError as err:
             return SetParametersResult(successful=False, reason=str(err))
         for field, value in changes.items():
-            setattr(self.config, field, value)
+            parent = self._kinds[field][3]
+            setattr(self.config if parent is None else getattr(self.config, parent), field, value)
         if self._on_change is not None:
             self._on_change(changes)
         return SetParametersResult(successful=True)
@@ -264,7 +305,7 @@ def declare_parameters(
     Args:
         node: the node that owns the parameters.
         config_cls: a dataclass whose fields all have defaults of type bool, int, float, str or a
-            list of one of these.
+            list of one of these, or are `nested(...)` plain configs.
         prefix: parameter name prefix, e.g. "runtime." (include the separator).
         ranges: field -> (low, high), inclusive; added to `config_cls.RANGES`. math.inf is allowed.
         dynamic: fields that may change at run time; added to `config_cls.DYNAMIC`. The others
@@ -276,30 +317,28 @@ def declare_parameters(
         ConfigError: a value rclpy refuses at declaration (wrong type, out of range); the message
             names the parameter.
     """
-    hints = typing.get_type_hints(config_cls)
-    docs = docstring_attributes(config_cls)
     bounds_of = {**getattr(config_cls, "RANGES", {}), **(ranges or {})}
     dynamic_fields = set(getattr(config_cls, "DYNAMIC", ())) | set(dynamic or ())
+    docs = {config_cls: docstring_attributes(config_cls)}
     kinds = {}
-    for field in dataclasses.fields(config_cls):
-        if not field.init:
-            continue
-        name = prefix + field.name
-        ptype, elem, is_array = _ros_type(hints[field.name], field.name)
+    for field_name, (parent, owner, field) in parameter_fields(config_cls).items():
+        name = prefix + field_name
+        ptype, elem, is_array = _ros_type(typing.get_type_hints(owner)[field_name], field_name)
         default = _default(field)
-        kinds[field.name] = (elem, is_array, isinstance(default, tuple))
+        kinds[field_name] = (elem, is_array, isinstance(default, tuple), parent)
         if is_array:
             default = list(default)
-        description = field.metadata.get("description") or docs.get(field.name, "")
-        bounds = bounds_of.get(field.name)
+        owner_docs = docs.setdefault(owner, docstring_attributes(owner))
+        description = field.metadata.get("description") or owner_docs.get(field_name, "")
+        bounds = bounds_of.get(field_name)
         # A double parameter accepts an integer override (YAML `1`); read() coerces it.
         descriptor = ParameterDescriptor(
             name=name,
             type=ptype,
             description=description,
             dynamic_typing=elem is float,
-            read_only=field.name not in dynamic_fields,
-            **_descriptor_range(f"{config_cls.__name__}.{field.name}", elem, is_array, bounds),
+            read_only=field_name not in dynamic_fields,
+            **_descriptor_range(f"{owner.__name__}.{field_name}", elem, is_array, bounds),
         )
         # rclpy cannot infer an array type from [], so an empty default is declared by type only.
         initial = Parameter.Type(ptype) if is_array and not default else default
@@ -310,25 +349,16 @@ def declare_parameters(
     return ConfigBinding(node, config_cls, prefix, bounds_of, kinds, on_change)
 
 
-def declare_config(
-    node: Node,
-    config_cls,
-    prefix: str = "",
-    *,
-    ranges: Mapping[str, tuple[float, float]] | None = None,
-    dynamic: Iterable[str] | None = None,
-    on_change: Callable[[dict], None] | None = None,
-):
+def declare_config(node: Node, config_cls, prefix: str = "", **options):
     """Declare the parameters of `config_cls` and return the config read from them.
 
-    The binder of plain nodes: `declare_parameters` then `ConfigBinding.read`.
+    The binder of plain nodes: `declare_parameters` (the same arguments) then `ConfigBinding.read`.
 
     Raises:
         ConfigError: a value of the wrong type or out of range, or one that `config_cls.validate()`
             refuses; the message names the parameter.
     """
-    binding = declare_parameters(node, config_cls, prefix, ranges=ranges, dynamic=dynamic, on_change=on_change)
-    return binding.read()
+    return declare_parameters(node, config_cls, prefix, **options).read()
 
 
 def _validate(config, prefix: str) -> None:

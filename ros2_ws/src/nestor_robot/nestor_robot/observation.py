@@ -36,6 +36,14 @@ def _floats(values) -> np.ndarray:
     return np.frombuffer(values, np.float64) if len(values) else np.zeros(0)
 
 
+def _sizes(what: str, names: Sequence[str], position, velocity) -> str | None:
+    """The reason when a message's position or velocity array does not match its names; None if it does."""
+    count = len(names)
+    if len(position) != count or len(velocity) != count:
+        return f"{what}: {count} names but {len(position)} positions, {len(velocity)} velocities"
+    return None
+
+
 class ObservationBuilder:
     """The observation buffer of one model shape (obs_dim, act_dim), refilled on every tick.
 
@@ -62,9 +70,8 @@ class ObservationBuilder:
         idx = self._target.lookup(names, controlled)
         if idx is None:
             return f"target: joint {self._target.missing!r} missing"
-        count = len(names)
-        if len(position) != count or len(velocity) != count:
-            return f"target: {count} names but {len(position)} positions, {len(velocity)} velocities"
+        if (reason := _sizes("target", names, position, velocity)) is not None:
+            return reason
         self.q_ref[:] = np.frombuffer(position, np.float64)[idx]
         self.qd_ref[:] = np.frombuffer(velocity, np.float64)[idx]
         self.have_target = True
@@ -83,9 +90,8 @@ class ObservationBuilder:
             passive_idx = self._passive.lookup(names, passive)
             if passive_idx is None:
                 return f"joint_states: joint {self._passive.missing!r} missing"
-        count = len(names)
-        if len(position) != count or len(velocity) != count:
-            return f"joint_states: {count} names but {len(position)} positions, {len(velocity)} velocities"
+        if (reason := _sizes("joint_states", names, position, velocity)) is not None:
+            return reason
         q, qd = _floats(position), _floats(velocity)
         obs = self.obs
         obs[0:n] = q[ctrl]

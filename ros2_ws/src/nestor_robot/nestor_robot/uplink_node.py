@@ -16,7 +16,7 @@ from nestor_core import qos
 from nestor_core.atomic_file import write_json_atomic
 from nestor_core.diagnostics import Diagnostics
 from nestor_core.lifecycle import ManagedNode
-from nestor_core.params import INF, declare_parameters, refuse_undeclared
+from nestor_core.params import INF, declare_parameters, nested, refuse_undeclared
 
 from nestor_robot.channel import tls_credentials
 from nestor_robot.robot_metrics import UplinkMetrics
@@ -30,18 +30,14 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class UplinkNodeConfig:
-    """Parameters of the `uplink` node.
+    """Parameters of the `uplink` node; `uplink` nests the Uplink's own config.
 
     Attributes:
         robot_id: this robot; must match the spool's owner.
         spool_path: SQLite spool file shared with the policy node.
         cloud_address: host:port of the cloud's Experience service; several replicas comma-separated (fail over).
-        window: most chunks in flight without an ack.
-        backoff_min_s: first reconnect delay after an error.
-        backoff_max_s: cap of the reconnect delay.
-        stream_deadline_s: deadline of one Ingest stream (reopened when it expires).
-        ack_timeout_s: reopen the stream when an ack is this late.
-        poll_period_s: how often an idle stream looks for new chunks.
+        uplink: the UplinkConfig whose window, backoff_min_s, backoff_max_s, stream_deadline_s,
+            ack_timeout_s and poll_period_s are parameters of these names (nestor_robot.uplink).
         status_period_s: period of the uplink/status diagnostics.
         tls_ca: PEM CA that signed the cloud's server cert; with tls_cert and tls_key turns on mutual TLS.
         tls_cert: PEM client certificate of this robot (its CN must equal robot_id to upload).
@@ -56,12 +52,9 @@ class UplinkNodeConfig:
     robot_id: str = "robot0"
     spool_path: str = "/tmp/nestor_spool.sqlite"
     cloud_address: str = "127.0.0.1:50051"
-    window: int = 8
-    backoff_min_s: float = 0.1
-    backoff_max_s: float = 10.0
-    stream_deadline_s: float = 300.0
-    ack_timeout_s: float = 30.0
-    poll_period_s: float = 0.05
+    uplink: UplinkConfig = nested(
+        UplinkConfig, "window", "backoff_min_s", "backoff_max_s", "stream_deadline_s", "ack_timeout_s", "poll_period_s"
+    )
     status_period_s: float = 1.0
     tls_ca: str = ""
     tls_cert: str = ""
@@ -91,15 +84,9 @@ class UplinkNodeConfig:
         return self
 
     def uplink_config(self) -> UplinkConfig:
-        return UplinkConfig(
-            window=self.window,
-            backoff_min_s=self.backoff_min_s,
-            backoff_max_s=self.backoff_max_s,
-            stream_deadline_s=self.stream_deadline_s,
-            ack_timeout_s=self.ack_timeout_s,
-            poll_period_s=self.poll_period_s,
-            channel_credentials=tls_credentials(self.tls_ca, self.tls_cert, self.tls_key),
-        ).validate()
+        """The nested UplinkConfig with the channel credentials of the tls_* files."""
+        credentials = tls_credentials(self.tls_ca, self.tls_cert, self.tls_key)
+        return dataclasses.replace(self.uplink, channel_credentials=credentials).validate()
 
 
 class UplinkNode(ManagedNode):

@@ -16,7 +16,7 @@ from nestor_core import diagnostics, qos, topics
 from nestor_core.announcements import AnnouncementError, ModelAnnouncement, RollbackReport
 from nestor_core.diagnostics import Diagnostics
 from nestor_core.lifecycle import ManagedNode
-from nestor_core.params import INF, declare_parameters, refuse_undeclared
+from nestor_core.params import INF, declare_parameters, nested, refuse_undeclared
 from std_msgs.msg import String
 
 from nestor_robot.channel import tls_credentials
@@ -26,17 +26,15 @@ from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
 
 @dataclasses.dataclass
 class WeightSyncNodeConfig:
-    """Parameters of the `weight_sync` node.
+    """Parameters of the `weight_sync` node; `sync` nests the WeightSync's own config.
 
     Attributes:
         robot_id: this robot.
         task: model lineage to follow, e.g. "kuka_track".
         cloud_address: host:port of the cloud's Models service; several replicas comma-separated (fail over).
         model_dir: directory of verified models (<task>-v<version>.onnx plus a .json sidecar).
-        backoff_min_s: first reconnect delay after an error.
-        backoff_max_s: cap of the reconnect delay.
-        stream_deadline_s: deadline of one Subscribe stream (re-subscribed when it expires).
-        public_key_path: PEM ed25519 public key of the model signer; set = only validly signed models are accepted.
+        sync: the WeightSyncConfig whose backoff_min_s, backoff_max_s, stream_deadline_s and
+            public_key_path are parameters of these names (nestor_robot.weight_sync).
         tls_ca: PEM CA that signed the cloud's server cert; with tls_cert and tls_key turns on mutual TLS.
         tls_cert: PEM client certificate of this robot.
         tls_key: PEM private key of tls_cert. All three empty = insecure channel (loopback dev only).
@@ -46,10 +44,9 @@ class WeightSyncNodeConfig:
     task: str = "kuka_track"
     cloud_address: str = "127.0.0.1:50051"
     model_dir: str = "/tmp/nestor_models"
-    backoff_min_s: float = 0.2
-    backoff_max_s: float = 30.0
-    stream_deadline_s: float = 600.0
-    public_key_path: str = ""
+    sync: WeightSyncConfig = nested(
+        WeightSyncConfig, "backoff_min_s", "backoff_max_s", "stream_deadline_s", "public_key_path"
+    )
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
@@ -64,14 +61,13 @@ class WeightSyncNodeConfig:
         for name in ("robot_id", "task", "model_dir"):
             if not getattr(self, name):
                 raise ValueError(f"{name}: must not be empty")
-        if not 0 < self.backoff_min_s <= self.backoff_max_s:
-            raise ValueError(
-                f"backoff_min_s/backoff_max_s: need 0 < min <= max, got {self.backoff_min_s}, {self.backoff_max_s}"
-            )
-        if not self.stream_deadline_s > 0:
-            raise ValueError(f"stream_deadline_s: must be > 0, got {self.stream_deadline_s}")
-        tls_credentials(self.tls_ca, self.tls_cert, self.tls_key)
+        self.sync_config()
         return self
+
+    def sync_config(self) -> WeightSyncConfig:
+        """The nested WeightSyncConfig with the channel credentials of the tls_* files."""
+        credentials = tls_credentials(self.tls_ca, self.tls_cert, self.tls_key)
+        return dataclasses.replace(self.sync, channel_credentials=credentials).validate()
 
 
 class WeightSyncNode(ManagedNode):
@@ -95,13 +91,7 @@ class WeightSyncNode(ManagedNode):
 
     def configure(self) -> None:
         self.config = config = self.binding.read()
-        sync_config = WeightSyncConfig(
-            backoff_min_s=config.backoff_min_s,
-            backoff_max_s=config.backoff_max_s,
-            stream_deadline_s=config.stream_deadline_s,
-            channel_credentials=tls_credentials(config.tls_ca, config.tls_cert, config.tls_key),
-            public_key_path=config.public_key_path,
-        )
+        sync_config = config.sync_config()
         if sync_config.channel_credentials is None:
             self.get_logger().warning(
                 f"INSECURE: subscribing to {config.cloud_address} without TLS (tls_ca/tls_cert/tls_key empty)"

@@ -327,3 +327,9 @@ def parse_shift(text: str) -> ShiftSpec:
     if problem:
         raise ValueError(f"shift {text!r}: {problem[0]}: {problem[1]}")
     return shift
+
+
+def format_shift(shift: ShiftSpec) -> str:
+    """The CLI/parameter form ``type:magnitude@at_s[#target]`` of a shift (inverse of ``parse_shift``)."""
+    target = shift.link if shift.type == "payload" else shift.joint
+    return f"{shift.type}:{shift.magnitude:g}@{shift.at_s:g}" + (f"#{target}" if target else "")

@@ -7,10 +7,12 @@ trained weights that regresses on no seen dynamics is the candidate.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import numpy as np
 import torch
 from nestor_core.policy_model import load_model
+from nestor_sim.shifts import format_shift, parse_shift
 
 from cloud_brain.learning.evaluation import rollout
 from cloud_brain.learning.policy_export import export_onnx
@@ -19,18 +21,41 @@ from cloud_brain.learning.round_config import ConsolidationConfig
 
 
 def gate_scenarios(task, config: ConsolidationConfig) -> dict[str, list[str]]:
-    """Dynamics the candidate must not regress on: nominal plus each seen shift."""
+    """Dynamics the candidate must not regress on: nominal plus each seen shift at `eval_shift_s`.
+
+    The shifts are `config.gate_shifts` ('type:magnitude[#target]') or, when None, the task file's.
+    """
+    if config.gate_shifts is None:
+        shifts = list(task.shifts)
+    else:
+        shifts = [parse_shift(text) for text in config.gate_shifts]
     scenarios = {"nominal": []}
-    if config.gate_shifts is not None:
-        for text in config.gate_shifts:
-            kind, _, rest = text.partition(":")
-            magnitude, _, target = rest.partition("#")
-            suffix = f"#{target}" if target else ""
-            scenarios[f"{kind}:{float(magnitude):g}"] = [f"{kind}:{float(magnitude):g}@{config.eval_shift_s:g}{suffix}"]
-        return scenarios
-    for shift in task.shifts:
-        scenarios[f"{shift.type}:{shift.magnitude:g}"] = [f"{shift.type}:{shift.magnitude:g}@{config.eval_shift_s:g}"]
+    for shift in shifts:
+        scenarios[f"{shift.type}:{shift.magnitude:g}"] = [format_shift(replace(shift, at_s=config.eval_shift_s))]
     return scenarios
+
+
+def with_from_start(scenarios: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The scenarios plus each shifted one from tick 0 (`"<name> from t=0"`).
+
+    A swap must not make a robot worse where it stands: the robot already in the shift when the
+    model arrives, as the demo's deployed figure measures.
+    """
+    out = dict(scenarios)
+    for name, shifts in scenarios.items():
+        if shifts:
+            out[f"{name} from t=0"] = [format_shift(replace(parse_shift(s), at_s=0.0)) for s in shifts]
+    return out
+
+
+def gate_map_of(request: dict):
+    """The round request's scenario map, resolved to a function; None evaluates here, in turn.
+
+    `gate_map` is set by cloud_brain.learning.ray_backend's round task (one Ray task per scenario).
+    """
+    from cloud_brain.learning.round_worker import resolve
+
+    return resolve(request["gate_map"]) if request.get("gate_map") else None
 
 
 def evaluate(onnx_bytes: bytes, env, scenarios: dict, config: ConsolidationConfig, seed: int, map_fn=None) -> dict:

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 from cloud_brain.experience.store import ExperienceStore
-from cloud_brain.learning.gate import blend, gate_scenarios, select_candidate
+from cloud_brain.learning.gate import blend, gate_map_of, gate_scenarios, select_candidate
 from cloud_brain.learning.l3_reservoir import L3Reservoir, ReservoirConfig, windows_of_batch
 from cloud_brain.learning.memories import memories_of, replay_memories
 from cloud_brain.learning.meta_learning import meta_learn_l0, meta_learn_l1, sequences_of
@@ -129,13 +129,8 @@ def run_round(request: dict) -> dict:
     }
     # 5. gate. 6. export.
     if config.gate:
-        gate_map = request.get("gate_map")  # set by cloud_brain.learning.ray_backend's round task
-        if gate_map:
-            from cloud_brain.learning.round_worker import resolve
-
-            gate_map = resolve(gate_map)
         candidate_onnx, gate = select_candidate(
-            request["parent_onnx"], parent, trained, task, config, seed, gate_map or None
+            request["parent_onnx"], parent, trained, task, config, seed, gate_map_of(request)
         )
     else:
         candidate_onnx, gate = export_onnx(trained), {"skipped": True, "accepted_alpha": 1.0, "parent": {}}

@@ -24,9 +24,8 @@ import time
 
 import numpy as np
 import torch
-from nestor_core.policy_model import load_model
 
-from cloud_brain.learning.evaluation import rollout
+from cloud_brain.learning.gate import evaluate, gate_map_of, with_from_start
 from cloud_brain.learning.window_export import export_window_onnx, import_window_onnx, window_io_signature
 from cloud_brain.learning.window_model import SysIdConfig, fit_inverse_dynamics, simulate_transitions
 from cloud_brain.learning.window_policy import C_MAX, G_BOUNDS, ridge_fit
@@ -153,13 +152,6 @@ def blend_part(parent, trained, alpha: float, part: str, blend):
     return out
 
 
-def _from_start(spec: str) -> str:
-    """The same shift spec ('type:magnitude@at_s[#target]') applied from t = 0."""
-    base, _, rest = spec.partition("@")
-    _, _, target = rest.partition("#")
-    return f"{base}@0" + (f"#{target}" if target else "")
-
-
 def lived_scenarios(batches, act_dim: int, eval_shift_s: float, min_gain_change: float = 0.1) -> dict:
     """Gate scenarios for the conditions the robots reported with their experience.
 
@@ -243,27 +235,14 @@ def run_window_round(
             seed,
         )
         if config.gate:
-            scenarios = {
-                **gate_scenarios(task, config),
-                **lived_scenarios(new_batches, task.act_dim, config.eval_shift_s),
-            }
-            # A swap must not make a robot worse where it stands: each shift also from tick 0 (the
-            # robot already in it when the model arrives, as the demo's deployed figure measures).
-            scenarios.update(
-                {
-                    f"{name} from t=0": [_from_start(s) for s in shifts]
-                    for name, shifts in list(scenarios.items())
-                    if shifts
-                }
+            scenarios = with_from_start(
+                {**gate_scenarios(task, config), **lived_scenarios(new_batches, task.act_dim, config.eval_shift_s)}
             )
             report = {"scenarios": {k: list(v) for k, v in scenarios.items()}, "tried": []}
+            gate_map = gate_map_of(request)
 
             def costs(onnx_bytes: bytes) -> dict:
-                model = load_model(onnx_bytes)
-                return {
-                    name: float(np.mean(rollout(model, env, shifts, seed, config.eval_ticks).cost))
-                    for name, shifts in scenarios.items()
-                }
+                return evaluate(onnx_bytes, env, scenarios, config, seed, gate_map)
 
             baseline = costs(request["parent_onnx"])
             report["parent"] = baseline

@@ -13,6 +13,7 @@ import pathlib
 from typing import Any
 
 import yaml
+from nestor_core.validation import at_least, positive, tcp_port
 
 from cloud_brain.learning.round_config import ConsolidationConfig
 
@@ -270,17 +271,10 @@ class CloudConfig:
         r = self.rollout
         if not 0.0 <= r.canary_fraction <= 1.0:
             raise ConfigError(f"rollout.canary_fraction: must be in [0, 1], got {r.canary_fraction}")
-        if r.canary_transitions < 1:
-            raise ConfigError(f"rollout.canary_transitions: must be >= 1, got {r.canary_transitions}")
-        if r.baseline_transitions < 1:
-            raise ConfigError(f"rollout.baseline_transitions: must be >= 1, got {r.baseline_transitions}")
-        for name in ("canary_timeout_seconds", "poll_seconds"):
-            if not getattr(r, name) > 0:
-                raise ConfigError(f"rollout.{name}: must be > 0, got {getattr(r, name)}")
-        if r.max_regression < 0:
-            raise ConfigError(f"rollout.max_regression: must be >= 0, got {r.max_regression}")
-        if not 0 <= self.metrics_port <= 65535:
-            raise ConfigError(f"metrics_port: must be in 0..65535, got {self.metrics_port}")
+        at_least(r, 1, "canary_transitions", "baseline_transitions", prefix="rollout.", error=ConfigError)
+        positive(r, "canary_timeout_seconds", "poll_seconds", prefix="rollout.", error=ConfigError)
+        at_least(r, 0, "max_regression", prefix="rollout.", error=ConfigError)
+        tcp_port(self, "metrics_port", error=ConfigError)
         for name in ("initial_model", "consolidate"):
             value = getattr(self, name)
             if value.count(":") != 1 or not all(value.split(":")):

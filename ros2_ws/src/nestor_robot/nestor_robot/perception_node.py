@@ -14,6 +14,7 @@ import numpy as np
 from nestor_core import diagnostics, qos, topics
 from nestor_core.diagnostics import Diagnostics, robot_of
 from nestor_core.params import INF, declare_config, refuse_undeclared
+from nestor_core.validation import non_empty, positive, require
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 
@@ -53,14 +54,11 @@ class PerceptionConfig:
     }
 
     def validate(self) -> PerceptionConfig:
-        if not self.controlled_joint:
-            raise ValueError("controlled_joint: must not be empty")
-        if not 0.0 < self.velocity_alpha <= 1.0:
-            raise ValueError(f"velocity_alpha: must be in (0, 1], got {self.velocity_alpha}")
-        if not 0.0 < self.fov_deg < 180.0:
-            raise ValueError(f"fov_deg: must be in (0, 180), got {self.fov_deg}")
-        if not self.distance > 0.0:
-            raise ValueError(f"distance: must be > 0, got {self.distance}")
+        non_empty(self, "controlled_joint")
+        alpha, fov = self.velocity_alpha, self.fov_deg
+        require(0.0 < alpha <= 1.0, "velocity_alpha", f"must be in (0, 1], got {alpha}")
+        require(0.0 < fov < 180.0, "fov_deg", f"must be in (0, 180), got {fov}")
+        positive(self, "distance")
         return self
 
     def calibration(self) -> CameraCalibration:

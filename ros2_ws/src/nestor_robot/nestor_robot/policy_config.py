@@ -6,6 +6,7 @@ import typing
 
 from nestor_core.executors import check_kind
 from nestor_core.params import INF
+from nestor_core.validation import at_least, non_empty, positive, require, tcp_port
 
 SPOOL_FULL_POLICIES = ("drop_oldest", "reject_newest")
 
@@ -106,37 +107,20 @@ class PolicyNodeConfig:
     }
 
     def validate(self) -> "PolicyNodeConfig":
-        if not self.robot_id:
-            raise ValueError("robot_id: must not be empty")
-        if not self.task:
-            raise ValueError("task: must not be empty")
-        if self.spool_capacity < 1:
-            raise ValueError(f"spool_capacity: must be >= 1, got {self.spool_capacity}")
-        if self.spool_full_policy not in SPOOL_FULL_POLICIES:
-            raise ValueError(f"spool_full_policy: {self.spool_full_policy!r} not in {SPOOL_FULL_POLICIES}")
-        if self.recorder_capacity < 1:
-            raise ValueError(f"recorder_capacity: must be >= 1, got {self.recorder_capacity}")
-        for name in ("flush_period_s", "control_rate_hz", "status_period_s"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        non_empty(self, "robot_id", "task")
+        at_least(self, 1, "spool_capacity")
+        policy = self.spool_full_policy
+        require(policy in SPOOL_FULL_POLICIES, "spool_full_policy", f"{policy!r} not in {SPOOL_FULL_POLICIES}")
+        at_least(self, 1, "recorder_capacity")
+        positive(self, "flush_period_s", "control_rate_hz", "status_period_s")
         check_kind(self.executor)
-        if self.tick_samples < 1:
-            raise ValueError(f"tick_samples: must be >= 1, got {self.tick_samples}")
-        if self.initial_model and not os.path.isfile(self.initial_model):
-            raise ValueError(f"initial_model: no such file {self.initial_model!r}")
-        if self.ring_dir and self.spool_path and not os.path.isdir(self.ring_dir):
-            raise ValueError(f"ring_dir: no such directory {self.ring_dir!r}")
-        if self.public_key_path and not os.path.isfile(self.public_key_path):
-            raise ValueError(f"public_key_path: no such file {self.public_key_path!r}")
-        if self.rollback_window_ticks < 0:
-            raise ValueError(f"rollback_window_ticks: must be >= 0, got {self.rollback_window_ticks}")
-        if self.rollback_margin < 0:
-            raise ValueError(f"rollback_margin: must be >= 0, got {self.rollback_margin}")
-        if not 0 <= self.metrics_port <= 65535:
-            raise ValueError(f"metrics_port: must be in 0..65535, got {self.metrics_port}")
-        if self.input_hold_ticks < 0:
-            raise ValueError(f"input_hold_ticks: must be >= 0, got {self.input_hold_ticks}")
-        for name in ("max_abs_position", "max_abs_velocity"):
-            if not getattr(self, name) > 0.0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        at_least(self, 1, "tick_samples")
+        model, ring, key = self.initial_model, self.ring_dir, self.public_key_path
+        require(not model or os.path.isfile(model), "initial_model", f"no such file {model!r}")
+        require(not (ring and self.spool_path) or os.path.isdir(ring), "ring_dir", f"no such directory {ring!r}")
+        require(not key or os.path.isfile(key), "public_key_path", f"no such file {key!r}")
+        at_least(self, 0, "rollback_window_ticks", "rollback_margin")
+        tcp_port(self, "metrics_port")
+        at_least(self, 0, "input_hold_ticks")
+        positive(self, "max_abs_position", "max_abs_velocity")
         return self

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import grpc
 from nestor_core import nestor_pb2, nestor_pb2_grpc
+from nestor_core.validation import at_least, positive, require
 
 from nestor_robot.channel import Backoff, open_channel
 from nestor_robot.failover import Failover
@@ -69,17 +70,10 @@ class UplinkConfig:
     channel_options: tuple = ()
 
     def validate(self) -> "UplinkConfig":
-        if self.window < 1:
-            raise ValueError(f"window: must be >= 1, got {self.window}")
-        if self.poison_after < 1:
-            raise ValueError(f"poison_after: must be >= 1, got {self.poison_after}")
-        if not 0 < self.backoff_min_s <= self.backoff_max_s:
-            raise ValueError(
-                f"backoff_min_s/backoff_max_s: need 0 < min <= max, got {self.backoff_min_s}, {self.backoff_max_s}"
-            )
-        for name in ("stream_deadline_s", "ack_timeout_s", "poll_period_s"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        at_least(self, 1, "window", "poison_after")
+        low, high = self.backoff_min_s, self.backoff_max_s
+        require(0 < low <= high, "backoff_min_s/backoff_max_s", f"need 0 < min <= max, got {low}, {high}")
+        positive(self, "stream_deadline_s", "ack_timeout_s", "poll_period_s")
         return self
 
 

@@ -17,6 +17,7 @@ from nestor_core.atomic_file import write_json_atomic
 from nestor_core.diagnostics import Diagnostics
 from nestor_core.lifecycle import ManagedNode
 from nestor_core.params import INF, declare_parameters, nested, refuse_undeclared
+from nestor_core.validation import non_empty, positive
 
 from nestor_robot.channel import tls_credentials
 from nestor_robot.robot_metrics import UplinkMetrics
@@ -76,10 +77,8 @@ class UplinkNodeConfig:
     }
 
     def validate(self) -> "UplinkNodeConfig":
-        if not self.robot_id:
-            raise ValueError("robot_id: must not be empty")
-        if not self.status_period_s > 0:
-            raise ValueError(f"status_period_s: must be > 0, got {self.status_period_s}")
+        non_empty(self, "robot_id")
+        positive(self, "status_period_s")
         self.uplink_config()
         return self
 

@@ -17,6 +17,7 @@ from nestor_core.announcements import AnnouncementError, ModelAnnouncement, Roll
 from nestor_core.diagnostics import Diagnostics
 from nestor_core.lifecycle import ManagedNode
 from nestor_core.params import INF, declare_parameters, nested, refuse_undeclared
+from nestor_core.validation import non_empty
 from std_msgs.msg import String
 
 from nestor_robot.channel import tls_credentials
@@ -58,9 +59,7 @@ class WeightSyncNodeConfig:
     }
 
     def validate(self) -> "WeightSyncNodeConfig":
-        for name in ("robot_id", "task", "model_dir"):
-            if not getattr(self, name):
-                raise ValueError(f"{name}: must not be empty")
+        non_empty(self, "robot_id", "task", "model_dir")
         self.sync_config()
         return self
 

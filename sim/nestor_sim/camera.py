@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from nestor_sim.task import CameraSpec
+from nestor_sim.task_spec import CameraSpec
 
 # Pure red is unambiguous in HSV; nothing else in the scenes is red.
 MARKER_RGBA = (1.0, 0.0, 0.0, 1.0)

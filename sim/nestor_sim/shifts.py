@@ -165,6 +165,24 @@ class Plant:
 
         return undo
 
+    def gravity_torque(self, q: list[float]) -> np.ndarray:
+        """Effort that holds the movable joints at ``q`` against gravity (true, shifted masses).
+
+        tau = sum over links of J_com(link)^T * m(link) * (0, 0, g): the ideal gravity
+        compensation a perfect model would add. Not calculateInverseDynamics: PyBullet caches
+        its inverse-dynamics model on first use and ignores later changeDynamics(mass=...).
+        """
+        p, body = self.client, self.body
+        zeros = [0.0] * len(q)
+        tau = np.zeros(len(q))
+        for link in range(p.getNumJoints(body)):
+            info = p.getDynamicsInfo(body, link)
+            mass, com = info[0], info[3]  # com: centre of mass in the link (joint) frame.
+            if mass > 0.0:
+                jac_lin, _ = p.calculateJacobian(body, link, com, q, zeros, zeros)
+                tau += mass * 9.81 * np.asarray(jac_lin)[2]
+        return tau
+
     def restore_nominal(self) -> None:
         """Drops every active shift and pushes every nominal value to the engine again."""
         self._active = []

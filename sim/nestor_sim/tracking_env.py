@@ -34,15 +34,17 @@ import pybullet
 from pybullet_utils.bullet_client import BulletClient
 
 from nestor_sim.camera import Camera
-from nestor_sim.shifts import Plant, ShiftSpec, Undo, apply_shift
+from nestor_sim.reference_table import ReferenceTable
+from nestor_sim.shift_schedule import ShiftSchedule
+from nestor_sim.shifts import Plant
 from nestor_sim.task import TaskSpec, load_task, with_shifts
 
-REF_BLOCK = 1024  # ticks of reference computed at a time (see TrackingEnv._reference_row)
 
-
-def _gather(indices) -> Callable[[list[float]], tuple[float, ...]]:
-    """A function picking ``indices`` out of a list as a tuple (operator.itemgetter, also for one index)."""
+def _gather(indices, size: int = -1) -> Callable[[tuple[float, ...]], tuple[float, ...]]:
+    """A function picking ``indices`` out of a tuple of ``size`` (operator.itemgetter, also for one index)."""
     indices = [int(i) for i in indices]
+    if indices == list(range(size)):
+        return tuple  # every entry in order: the tuple itself
     if len(indices) == 1:
         i = indices[0]
         return lambda values: (values[i],)
@@ -131,12 +133,12 @@ class TrackingEnv(gym.Env):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(spec.obs_dim,), dtype=np.float32)
 
         self._camera: Camera | None = None
-        self._active: list[tuple[ShiftSpec, Undo]] = []
-        self._active_dicts: list[dict[str, Any]] | None = None
-        self._pending: list[ShiftSpec] = []
+        self._shifts = ShiftSchedule(self.plant)
         self.tick = 0
         self._ref_tick = -1
         self._ref = (np.zeros(n), np.zeros(n))
+        self._ref_table = ReferenceTable(spec)
+        self._reference_row = lambda: self._ref_table.row(self.tick)
         self.reference_offset_s = 0.0
         self.initial_perturbation = np.zeros(n)
         self._cid = self._p._client
@@ -151,12 +153,13 @@ class TrackingEnv(gym.Env):
         self._neg_limit_list = (-self.effort_limit).tolist()
         # Observation from state + [q_ref..., qd_ref...].
         self._obs_get = _gather(
-            [*self._c_slot, *(m + self._c_slot), *range(2 * m, 2 * m + 2 * n), *self._p_slot, *(m + self._p_slot)]
+            [*self._c_slot, *(m + self._c_slot), *range(2 * m, 2 * m + 2 * n), *self._p_slot, *(m + self._p_slot)],
+            2 * m + 2 * n,
         )
-        self._cq_get = _gather(self._c_slot)
-        self._cqd_get = _gather(m + self._c_slot)
-        self._ref_rows: list[list[float]] = []  # reference table: ticks _ref_base.. of the episode
-        self._ref_base = 0
+        # In the observation: q_c, qd_c, then q_ref, qd_ref (the cost's operands).
+        self._obs_q, self._obs_qd, self._obs_qd_ref = slice(0, n), slice(n, 2 * n), slice(3 * n, 4 * n)
+        self._weights = self.task.cost.w_pos, self.task.cost.w_vel, self.task.cost.w_effort
+        self._zeros32 = np.zeros(spec.obs_dim, dtype=np.float32)
         self._substeps = range(spec.physics_substeps)
         self._episode_ticks = spec.episode_ticks
         self._reset_state(spec.shifts)
@@ -195,21 +198,10 @@ class TrackingEnv(gym.Env):
         events = self.advance()
         cost, obs_values = self._cost_and_obs()
         obs = np.array(obs_values, dtype=np.float32)
-        terminated = not (math.isfinite(cost) and np.isfinite(obs).all())
+        # obs . 0 is NaN exactly when obs holds an inf or a NaN: np.isfinite(obs).all() at a third of the cost.
+        terminated = not (math.isfinite(cost) and math.isfinite(obs.dot(self._zeros32)))
         truncated = self.tick >= self._episode_ticks
-        return (
-            obs,
-            -cost,
-            terminated,
-            truncated,
-            {
-                "cost": cost,
-                "t": self.tick * self.task.dt,
-                "tick": self.tick,
-                "shifts_active": self.active_shifts(),
-                "shift_events": events,
-            },
-        )
+        return obs, -cost, terminated, truncated, self._info(events, cost)
 
     def render(self):
         """Returns the camera image in "rgb_array" mode (the GUI draws itself in "human")."""
@@ -276,7 +268,7 @@ class TrackingEnv(gym.Env):
             step(physicsClientId=cid)
         self.tick += 1
         self._read_state()
-        return self._apply_due_shifts()
+        return self._apply_due_shifts() if self._shifts.pending else []
 
     def observation(self) -> np.ndarray:
         """Returns obs = concat(q_c, qd_c, q_ref, qd_ref, q_p, qd_p) as float32."""
@@ -306,53 +298,31 @@ class TrackingEnv(gym.Env):
         return self._ref
 
     def _reference_row(self) -> list[float]:
-        """[q_ref..., qd_ref...] at the current tick: a row of the episode's reference table.
-
-        The table holds REF_BLOCK ticks at a time, computed with the very operations of
-        ``task.reference_at(offset + tick * dt)`` (the same values bit for bit), so a tick looks
-        a row up instead of evaluating sines; a run past the block gets the next block.
-        """
-        k = self.tick - self._ref_base
-        if not 0 <= k < len(self._ref_rows):
-            self._ref_base, k = self.tick, 0
-            c, a, w, phase0 = self.task._reference_arrays
-            ticks = np.arange(self.tick, self.tick + REF_BLOCK, dtype=np.float64)
-            phase = phase0[None, :] + w[None, :] * (self.reference_offset_s + ticks * self.task.dt)[:, None]
-            self._ref_rows = np.concatenate([c + a * np.sin(phase), a * w * np.cos(phase)], axis=1).tolist()
-        return self._ref_rows[k]
+        """[q_ref..., qd_ref...] at the current tick: a row of the episode's ``ReferenceTable``."""
+        return self._ref_table.row(self.tick)
 
     def _cost_and_obs(self) -> tuple[float, tuple[float, ...]]:
         """(cost, observation values) of the current state, on Python floats (see __init__)."""
-        state, ref = self._state, self._reference_row()
-        n = len(self._u_list)
-        pos = sum([(d := r - q) * d for r, q in zip(ref, self._cq_get(state), strict=False)])
-        vel = sum([(d := r - qd) * d for r, qd in zip(ref[n:], self._cqd_get(state), strict=True)])
-        eff = sum([(d := u / limit) * d for u, limit in zip(self._u_list, self._limit_list, strict=True)])
-        w = self.task.cost
-        return w.w_pos * pos + w.w_vel * vel + w.w_effort * eff, self._obs_get((*state, *ref))
+        ref = self._ref_table.row(self.tick)
+        obs = self._obs_get((*self._state, *ref))
+        sub, mul = operator.sub, operator.mul
+        d = list(map(sub, ref, obs[self._obs_q]))  # q_ref - q_c (map stops after the n of q_c)
+        pos = sum(map(mul, d, d))
+        d = list(map(sub, obs[self._obs_qd_ref], obs[self._obs_qd]))
+        vel = sum(map(mul, d, d))
+        w_pos, w_vel, w_effort = self._weights
+        if not w_effort:  # u is clipped, so the effort term is finite: weighted by 0, it adds +0.0
+            return w_pos * pos + w_vel * vel, obs
+        d = list(map(operator.truediv, self._u_list, self._limit_list))
+        return w_pos * pos + w_vel * vel + w_effort * sum(map(mul, d, d)), obs
 
     def cost(self) -> float:
         """Tracking cost of the current state and last effort (see the module docstring)."""
         return self._cost_and_obs()[0]
 
     def gravity_torque(self) -> np.ndarray:
-        """Effort that holds the controlled joints against gravity now (true, shifted masses).
-
-        tau = sum over links of J_com(link)^T * m(link) * (0, 0, g): the ideal gravity
-        compensation a perfect model would add. Not calculateInverseDynamics: PyBullet caches
-        its inverse-dynamics model on first use and ignores later changeDynamics(mass=...).
-        """
-        p, body = self._p, self.body
-        q = self._q.tolist()
-        zeros = [0.0] * len(q)
-        tau = np.zeros(len(q))
-        for link in range(p.getNumJoints(body)):
-            info = p.getDynamicsInfo(body, link)
-            mass, com = info[0], info[3]  # com: centre of mass in the link (joint) frame.
-            if mass > 0.0:
-                jac_lin, _ = p.calculateJacobian(body, link, com, q, zeros, zeros)
-                tau += mass * 9.81 * np.asarray(jac_lin)[2]
-        return tau[self._c_slot]
+        """Effort that holds the controlled joints against gravity now (see ``Plant.gravity_torque``)."""
+        return self.plant.gravity_torque(self._q.tolist())[self._c_slot]
 
     def render_camera(self, marker_x: float | None = None) -> np.ndarray:
         """Renders the task camera as an (H, W, 3) uint8 RGB image.
@@ -369,18 +339,15 @@ class TrackingEnv(gym.Env):
 
     def active_shifts(self) -> list[dict[str, Any]]:
         """The shifts in effect, as dicts (rebuilt only when a shift is applied or undone)."""
-        if self._active_dicts is None:
-            self._active_dicts = [shift.to_dict() for shift, _ in self._active]
-        return list(self._active_dicts)
+        return self._shifts.active_dicts()
 
     # -------------------------------------------------------------------- internals
 
     def _reset_state(self, schedule, offset: float = 0.0, perturbation=None) -> list[dict[str, Any]]:
-        self._active = []
-        self._active_dicts = None
-        plant = self.plant
-        plant.restore_nominal()
+        self.plant.restore_nominal()
+        self._shifts.reset(schedule)
         self.reference_offset_s = offset
+        self._ref_table.reset(offset)
         self.initial_perturbation = np.zeros(self.task.act_dim) if perturbation is None else perturbation
         # The controlled joints start where the reference moved to by the offset, perturbed.
         shift = self.task.reference_at(offset)[0] - self.task.reference_at(0.0)[0] + self.initial_perturbation
@@ -391,12 +358,7 @@ class TrackingEnv(gym.Env):
             self._p.resetJointState(self.body, joint, position, 0.0)
         self.tick = 0
         self._ref_tick = -1
-        self._ref_rows = []  # the offset changed: the reference table is rebuilt on demand
         self._u_list = [0.0] * self.task.act_dim
-        self._pending = sorted(schedule, key=lambda s: s.at_s)
-        for shift in self._pending:
-            if shift.link is not None and shift.link not in plant.link_index:
-                raise ValueError(f"shifts: unknown link {shift.link!r}")
         self._read_state()
         return self._apply_due_shifts()
 
@@ -415,41 +377,17 @@ class TrackingEnv(gym.Env):
         """Velocities of the movable joints (this tick's read), as a new array."""
         return np.array(self._state[len(self._movable) :])
 
+    @property
+    def _pending(self) -> list:
+        """The shifts still to fire this episode (the schedule's list, earliest first)."""
+        return self._shifts.pending
+
+    @_pending.setter
+    def _pending(self, shifts) -> None:
+        self._shifts.pending = list(shifts)
+
     def _apply_due_shifts(self) -> list[dict[str, Any]]:
-        events = []
-        # A small tolerance so that at_s = k * dt fires on tick k despite float rounding.
-        while self._pending and self._pending[0].at_s <= self.t + 1e-9:
-            shift = self._pending.pop(0)
-            before = self._held_value(shift)
-            undo = apply_shift(self.plant, shift)
-            refused = self._refused(shift, before)
-            if refused:
-                # The engine did not take the change (e.g. a negative link mass): not active, and the
-                # event says so instead of claiming it was applied.
-                undo()
-                events.append({**shift.to_dict(), "t": self.t, "tick": self.tick, "refused": refused})
-                continue
-            self._active.append((shift, undo))
-            self._active_dicts = None
-            events.append({**shift.to_dict(), "t": self.t, "tick": self.tick})
-        return events
-
-    def _payload_link(self, shift: ShiftSpec) -> int:
-        return self.plant.link_index[shift.link] if shift.link else max(self.plant.link_index.values())
-
-    def _held_value(self, shift: ShiftSpec) -> float | None:
-        """The engine-side value a shift changes, read back from PyBullet (payload: the link mass)."""
-        if shift.type != "payload":
-            return None
-        return self._p.getDynamicsInfo(self.body, self._payload_link(shift))[0]
-
-    def _refused(self, shift: ShiftSpec, before: float | None) -> str:
-        if before is None:
-            return ""
-        now, wanted = self._held_value(shift), before + shift.magnitude
-        if math.isclose(now, wanted, rel_tol=1e-6, abs_tol=1e-9):
-            return ""
-        return f"PyBullet kept the link mass at {now:g} kg (asked for {wanted:g} kg)"
+        return self._shifts.apply_due(self.t, self.tick)
 
     def _info(self, events, cost: float | None = None) -> dict[str, Any]:
         return {

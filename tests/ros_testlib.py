@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -57,3 +58,27 @@ def stop_policy(proc: subprocess.Popen, log) -> int | None:
         return stop_process(proc, signal.SIGINT, timeout_s=15)
     finally:
         log.close()
+
+
+def random_domain_id() -> int:
+    """A DDS domain in 1..100 that differs from run to run (tests of one machine stay apart)."""
+    return random.Random(os.getpid() ^ time.time_ns()).randint(1, 100)
+
+
+def ros_env(domain_id: int) -> dict[str, str]:
+    """This process's environment with DDS on loopback in `domain_id`."""
+    return dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain_id))
+
+
+def policy_argv(namespace: str, model, *params: str) -> list[str]:
+    """The venv's policy_node in `namespace` as robot r1 on kuka_track from `model`, plus `params` (name:=value)."""
+    argv = [str(Path(sys.executable).parent / "policy_node"), "--ros-args", "-r", f"__ns:={namespace}"]
+    for param in ("robot_id:=r1", "task:=kuka_track", f"initial_model:={model}", *params):
+        argv += ["-p", param]
+    return argv
+
+
+def launch_policy(argv: list[str], log_path: Path, domain_id: int):
+    """Start `argv` in `domain_id` with its output in `log_path`; returns (process, open log for stop_policy)."""
+    log = open(log_path, "w")  # noqa: SIM115 - closed by stop_policy
+    return subprocess.Popen(argv, env=ros_env(domain_id), stdout=log, stderr=subprocess.STDOUT), log

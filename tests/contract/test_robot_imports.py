@@ -4,7 +4,7 @@ Every module of nestor_core and nestor_robot, found recursively with pkgutil.wal
 generated gRPC stubs included), is imported in one fresh interpreter; afterwards none of torch,
 pybullet, matplotlib or cloud_brain may be in sys.modules. yaml is not on the list: rclpy itself
 imports it (tests/robot checks the robot sources for it instead). This is a superset of
-tests/robot/test_policy_node.py::test_robot_modules_import_no_torch, which lists top-level modules only
+tests/robot/test_robot_sources.py::test_robot_modules_import_no_torch, which lists top-level modules only
 and checks torch and pybullet.
 """
 

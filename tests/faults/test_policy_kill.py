@@ -11,17 +11,15 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from nestor_core.experience import from_chunk
 from nestor_robot.spool import Spool
 from policy_testlib import tiny_policy
+from ros_testlib import launch_policy, policy_argv
 
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
 
 
 class Driver:
@@ -94,37 +92,18 @@ def test_policy_killed_mid_run_loses_and_duplicates_nothing(tmp_path):
     spool_path, ring_dir = tmp_path / "spool.sqlite", tmp_path / "ring"
     ring_dir.mkdir()
     domain_id, namespace = random.randint(1, 100), f"/kill{os.getpid()}"
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain_id))
 
     def start(flush_period_s: float, log_name: str) -> subprocess.Popen:
-        log = open(tmp_path / log_name, "w")
-        return subprocess.Popen(
-            [
-                str(BIN / "policy_node"),
-                "--ros-args",
-                "-r",
-                f"__ns:={namespace}",
-                "-p",
-                "robot_id:=r1",
-                "-p",
-                "task:=kuka_track",
-                "-p",
-                f"initial_model:={model}",
-                "-p",
-                f"spool_path:={spool_path}",
-                "-p",
-                f"ring_dir:={ring_dir}",
-                "-p",
-                f"run_dir:={tmp_path / log_name}.d",
-                "-p",
-                f"flush_period_s:={flush_period_s}",
-                "-p",
-                "status_period_s:=0.2",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        argv = policy_argv(
+            namespace,
+            model,
+            f"spool_path:={spool_path}",
+            f"ring_dir:={ring_dir}",
+            f"run_dir:={tmp_path / log_name}.d",
+            f"flush_period_s:={flush_period_s}",
+            "status_period_s:=0.2",
         )
+        return launch_policy(argv, tmp_path / log_name, domain_id)[0]
 
     driver = Driver(namespace, domain_id)
     procs = [start(30.0, "policy1.log")]

@@ -13,16 +13,13 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from pathlib import Path
 
 import pytest
+from policy_driver import Driver, read_stats
 from policy_models import JOINTS, REPO
-from ros_testlib import stop_policy
-from test_policy_node import _domain_id, _Driver, _read_stats
+from ros_testlib import launch_policy, policy_argv, random_domain_id, stop_policy
 
 pytestmark = pytest.mark.slow
-
-BIN = Path(sys.executable).parent
 
 _SCRIPT = """
 import sys
@@ -46,7 +43,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class _CostDriver(_Driver):
+class _CostDriver(Driver):
     """The cost of a tick is the squared effort of the newest command."""
 
     def __init__(self, namespace, domain_id):
@@ -75,42 +72,22 @@ def test_policy_node_rolls_back_a_worse_model(tmp_path):
         cwd=REPO,
         timeout=120,
     )
-    domain_id = _domain_id()
+    domain_id = random_domain_id()
     namespace = f"/rtest{os.getpid()}"
     run_dir = tmp_path / "run"
     stats_file = run_dir / "policy_stats.json"
     port = _free_port()
-    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain_id))
-    log = open(tmp_path / "policy.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            str(BIN / "policy_node"),
-            "--ros-args",
-            "-r",
-            f"__ns:={namespace}",
-            "-p",
-            "robot_id:=r1",
-            "-p",
-            "task:=kuka_track",
-            "-p",
-            f"initial_model:={good}",
-            "-p",
-            "initial_model_version:=1",
-            "-p",
-            f"run_dir:={run_dir}",
-            "-p",
-            "status_period_s:=0.2",
-            "-p",
-            "rollback_window_ticks:=50",
-            "-p",
-            "rollback_margin:=0.5",
-            "-p",
-            f"metrics_port:={port}",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    argv = policy_argv(
+        namespace,
+        good,
+        "initial_model_version:=1",
+        f"run_dir:={run_dir}",
+        "status_period_s:=0.2",
+        "rollback_window_ticks:=50",
+        "rollback_margin:=0.5",
+        f"metrics_port:={port}",
     )
+    proc, log = launch_policy(argv, tmp_path / "policy.log", domain_id)
     driver = _CostDriver(namespace, domain_id)
     announce = {
         "version": 2,
@@ -122,8 +99,8 @@ def test_policy_node_rolls_back_a_worse_model(tmp_path):
         driver.wait_connected(30.0, proc)
         driver.run(1.5)  # the pre-swap baseline
         driver.announce(announce)
-        assert driver.run(15.0, until=lambda: _read_stats(stats_file).get("rollbacks") == 1), _read_stats(stats_file)
-        stats = _read_stats(stats_file)
+        assert driver.run(15.0, until=lambda: read_stats(stats_file).get("rollbacks") == 1), read_stats(stats_file)
+        stats = read_stats(stats_file)
         assert stats["model_version"] == 1 and stats["bad_versions"] == [2] and stats["swaps"] == 1
         event = stats["rollback_log"][-1]
         assert (event["version"], event["reverted_to"]) == (2, 1)
@@ -134,7 +111,7 @@ def test_policy_node_rolls_back_a_worse_model(tmp_path):
         # Announced again: ignored, never re-adopted.
         driver.announce(announce)
         driver.run(1.0)
-        stats = _read_stats(stats_file)
+        stats = read_stats(stats_file)
         assert stats["model_version"] == 1 and stats["swaps"] == 1 and stats["rollbacks"] == 1
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         for line in ("nestor_robot_model_version 1.0", "nestor_robot_rollbacks 1.0", "nestor_robot_swaps 1.0"):

@@ -26,12 +26,12 @@ from collections.abc import Callable
 
 import grpc
 from nestor_core import nestor_pb2, nestor_pb2_grpc
-from nestor_core.atomic_file import write_atomic
 from nestor_core.manifest import load_public_key, sidecar_fields, verify, verify_stored
 from nestor_core.policy_model import load_model
 
 from nestor_robot.channel import Backoff, open_channel
 from nestor_robot.failover import Failover
+from nestor_robot.model_store import local_models, model_path, read_bad, store_model, write_bad
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +81,6 @@ class UpdateRejected(Exception):
         self.reason = reason
 
 
-def model_path(model_dir: str, task: str, version: int) -> str:
-    return os.path.join(model_dir, f"{task}-v{version}.onnx")
-
-
-def _write_model_file(path: str, data: bytes) -> None:
-    """Durable (fsync, rename, fsync the directory) and private, as the models have always been."""
-    write_atomic(path, data, durable=True, mode=0o600)
-
-
 class WeightSync:
     """Subscribes to the task's model versions and announces each verified one.
 
@@ -137,7 +128,7 @@ class WeightSync:
         else:
             log.warning("weight_sync: public_key_path is empty: model signatures are NOT verified")
         os.makedirs(self.model_dir, exist_ok=True)
-        self.bad_versions: set[int] = self._read_bad()
+        self.bad_versions: set[int] = read_bad(self.model_dir)
         self._lock = threading.Lock()
         self._call = None
         self.current: dict | None = None
@@ -158,7 +149,7 @@ class WeightSync:
 
     def load_local(self) -> dict | None:
         """Adopt the newest complete, verified local model (announcing it); None when there is none."""
-        for info in self._local_models():
+        for info in local_models(self.model_dir, self.task):
             if info["version"] in self.bad_versions:
                 continue
             try:
@@ -332,10 +323,9 @@ class WeightSync:
             raise UpdateRejected("wrong_task", f"model metadata task {model_task!r}, subscribed to {self.task!r}")
         path = model_path(self.model_dir, self.task, version)
         info = {"version": version, "path": path, "sha256": digest, "task": self.task, "parent": int(update.parent)}
-        _write_model_file(path, bytes(update.onnx))
-        # The sidecar is written last: a model file without one is incomplete and ignored.
+        # The sidecar becomes visible last: a model file without one is incomplete and ignored.
         sidecar = dict(info, path=os.path.basename(path), **sidecar_fields(update.manifest, update.signature))
-        _write_model_file(path[: -len(".onnx")] + ".json", json.dumps(sidecar, sort_keys=True).encode())
+        store_model(path, bytes(update.onnx), json.dumps(sidecar, sort_keys=True).encode())
         return info
 
     # ---------------------------------------------------------------- rollbacks
@@ -343,9 +333,7 @@ class WeightSync:
     def mark_bad(self, version: int) -> None:
         """Never adopt `version` again, across restarts (<model_dir>/bad_versions.json)."""
         self.bad_versions.add(int(version))
-        _write_model_file(
-            os.path.join(self.model_dir, "bad_versions.json"), json.dumps(sorted(self.bad_versions)).encode()
-        )
+        write_bad(self.model_dir, self.bad_versions)
 
     def report_bad(self, version: int, reason: str, attempts: int = 5, timeout_s: float = 5.0) -> bool:
         """Mark `version` bad locally and tell the cloud (Models.ReportBad), retrying a few times.
@@ -386,41 +374,6 @@ class WeightSync:
         with self._lock:
             self._stats["bad_report_errors"] += 1
         return False
-
-    def _read_bad(self) -> set[int]:
-        try:
-            with open(os.path.join(self.model_dir, "bad_versions.json")) as f:
-                return {int(v) for v in json.load(f)}
-        except FileNotFoundError:
-            return set()
-        except (OSError, ValueError, TypeError) as err:
-            log.error("weight_sync: unreadable bad_versions.json (%s); starting without it", err)
-            return set()
-
-    def _local_models(self) -> list[dict]:
-        """Complete local models of this task (sidecar present, sha256 matching), newest first."""
-        pattern = re.compile(rf"{re.escape(self.task)}-v(\d+)\.json")
-        found = []
-        for name in os.listdir(self.model_dir):
-            match = pattern.fullmatch(name)
-            if not match:
-                continue
-            try:
-                with open(os.path.join(self.model_dir, name), "rb") as f:
-                    sidecar = json.load(f)
-                info = {
-                    "version": int(match.group(1)),
-                    "path": model_path(self.model_dir, self.task, int(match.group(1))),
-                    "sha256": str(sidecar["sha256"]),
-                    "task": self.task,
-                    "parent": int(sidecar.get("parent", 0)),
-                }
-            except (OSError, ValueError, KeyError, TypeError) as err:
-                log.error("weight_sync: ignoring unreadable sidecar %s: %s", name, err)
-                continue
-            if os.path.exists(info["path"]):
-                found.append(info)
-        return sorted(found, key=lambda i: i["version"], reverse=True)
 
     def _cancel_on_stop(self, stop_event: threading.Event) -> None:
         stop_event.wait()

@@ -3,7 +3,8 @@
 Wiring and short callbacks over plain, tested classes: `ObservationBuilder` (observation.py),
 `ModelLoader` (model_loader.py: announcement rules, verification, pending slot), `TickStats`
 (tick_stats.py), `InputGuard`, `RollbackMonitor`, `ExperienceSink` (spool and ring), and
-policy_status.py (the stats and the DiagnosticStatus). Parameters: `PolicyNodeConfig`.
+policy_status.py (the stats and the DiagnosticStatus); its process (signals, executor, shutdown order) is
+policy_process.py. Parameters: `PolicyNodeConfig`.
 A lifecycle node (nestor_core.lifecycle): configure opens the spool and loads the initial model,
 activate starts the tick and the threads, deactivate stops them and flushes, cleanup releases.
 
@@ -19,26 +20,21 @@ import collections
 import math
 import os
 import queue
-import signal
-import sys
 import threading
 import time
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nestor_core import topics
 from nestor_core.announcements import RollbackReport
 from nestor_core.diagnostics import Diagnostics
-from nestor_core.executors import check_kind, make_executor, spin
+from nestor_core.executors import check_kind
 from nestor_core.lifecycle import ManagedNode
 from nestor_core.manifest import ManifestRejected, load_public_key
 from nestor_core.params import ConfigError, declare_parameters, refuse_undeclared
 from nestor_core.policy_model import ModelRejected, PolicyModel
 from nestor_core.policy_runtime import PolicyRuntime, RuntimeConfig
 from nestor_core.qos import COMMAND_QOS, EVENT_QOS, SENSOR_QOS, STATUS_QOS
-from nestor_core.realtime import freeze_heap, set_sched_priority
-from rclpy.executors import ExternalShutdownException
-from rclpy.signals import SignalHandlerOptions
+from nestor_core.realtime import set_sched_priority
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, String
 
@@ -47,6 +43,7 @@ from nestor_robot.input_guard import InputGuard, observation_layout
 from nestor_robot.model_loader import ModelLoader
 from nestor_robot.observation import ObservationBuilder
 from nestor_robot.policy_config import RUNTIME_DYNAMIC, RUNTIME_RANGES, PolicyNodeConfig
+from nestor_robot.policy_process import run_policy_process
 from nestor_robot.policy_status import collect_stats, policy_status, write_stats
 from nestor_robot.robot_metrics import PolicyMetrics
 from nestor_robot.rollback import RollbackMonitor, Verdict
@@ -382,43 +379,8 @@ class PolicyNode(ManagedNode):
         write_stats(self.config.run_dir, stats, self._log)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 def main(args=None) -> None:
-    # Our own SIGINT/SIGTERM handling: the executor stops and finishes its in-flight tick while the
-    # context is still valid; then the recorder is flushed into the spool and rclpy shuts down.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    node = executor = None
-    code = 0
-    try:
-        node = PolicyNode()
-        executor = make_executor(node.executor_kind)
-        node.start_alone()  # with autostart (the default); else it waits for `configure`
-        freeze_heap()
-        executor.add_node(node)
-        spin(executor)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, OSError) as err:  # ConfigError among them
-        if node is not None and node.stage != "unconfigured":
-            raise
-        print(f"policy_node: error: {err}", file=sys.stderr, flush=True)
-        code = 2
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if executor is not None:
-            executor.shutdown(timeout_sec=2.0)
-        if node is not None:
-            node.teardown()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    if code:
-        sys.exit(code)
+    run_policy_process(PolicyNode, args)
 
 
 if __name__ == "__main__":

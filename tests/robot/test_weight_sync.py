@@ -249,3 +249,28 @@ def test_weight_sync_node_announces_verified_model_on_dds(tmp_path, monkeypatch)
     assert not (model_dir / f"{TASK}-v6.onnx").exists()
     assert "sha256_mismatch" in output
     assert proc.returncode == 0, output
+
+
+def test_store_writes_model_then_sidecar_privately_and_leaves_no_temp(tmp_path):
+    from nestor_robot.model_store import local_models, store_model
+
+    path = str(tmp_path / f"{TASK}-v4.onnx")
+    store_model(path, b"model", json.dumps({"sha256": "ab" * 32, "parent": 3}).encode())
+    assert (tmp_path / f"{TASK}-v4.onnx").read_bytes() == b"model"
+    assert sorted(os.listdir(tmp_path)) == [f"{TASK}-v4.json", f"{TASK}-v4.onnx"]  # no temporary file left
+    assert all(os.stat(tmp_path / name).st_mode & 0o777 == 0o600 for name in os.listdir(tmp_path))
+    assert local_models(str(tmp_path), TASK) == [
+        {"version": 4, "path": path, "sha256": "ab" * 32, "task": TASK, "parent": 3}
+    ]
+
+
+def test_the_gate_session_is_unoptimized_and_still_runs_every_check():
+    from nestor_core.policy_model import ModelRejected, load_model
+
+    data = tiny_policy()
+    gate, policy = load_model(data, optimize=False), load_model(data)
+    assert (gate.obs_dim, gate.act_dim, gate.sha256) == (policy.obs_dim, policy.act_dim, policy.sha256)
+    for bad, reason in ((b"not an onnx model", "onnx_invalid"), (tiny_policy(float("nan")), "non_finite_output")):
+        with pytest.raises(ModelRejected) as err:
+            load_model(bad, optimize=False)
+        assert err.value.reason == reason

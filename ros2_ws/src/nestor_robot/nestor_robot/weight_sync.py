@@ -8,7 +8,8 @@ the signed manifest, so the policy node can re-verify it). The checks, in order:
      (nestor_core.manifest.verify; reasons unsigned, bad_signature, bad_manifest, manifest_mismatch);
   1. sha256 of the bytes and the manifest's sha256;
   2. onnx.checker, the policy input/output signature and a finite smoke inference, via
-     `nestor_core.policy_model.load_model`.
+     `nestor_core.policy_model.load_model` (on a session built without graph optimizations: it is
+     dropped after the checks; the policy node builds, and checks, the optimized one it runs).
 Any failure keeps the current model, and is logged and counted by reason.
 
 Plain client logic, no rclpy: `weight_sync_node` wraps it in a ROS node.
@@ -81,6 +82,15 @@ class UpdateRejected(Exception):
         self.reason = reason
 
 
+def _gate_model(onnx_bytes: bytes, expected_sha256: str | None = None, version: int = 0):
+    """Every load_model check, on a session built without graph optimizations.
+
+    Weight sync drops the session after the checks; the policy node builds (and checks) the
+    optimized session it runs.
+    """
+    return load_model(onnx_bytes, expected_sha256, version, optimize=False)
+
+
 class WeightSync:
     """Subscribes to the task's model versions and announces each verified one.
 
@@ -94,7 +104,7 @@ class WeightSync:
             model, from the sync thread; it must not block for long.
         config: transport settings.
         loader: verifies ONNX bytes, signature `load_model(onnx_bytes, expected_sha256, version)`,
-            raising on any failure; defaults to `nestor_core.policy_model.load_model`.
+            raising on any failure; defaults to `nestor_core.policy_model.load_model` (optimize=False).
     """
 
     def __init__(
@@ -118,7 +128,7 @@ class WeightSync:
         self.model_dir = str(model_dir)
         self.on_model = on_model
         self.config = (config or WeightSyncConfig()).validate()
-        self.loader = loader or load_model
+        self.loader = loader or _gate_model
         self.public_key = None
         if self.config.public_key_path:
             try:

@@ -22,8 +22,11 @@ from concurrent import futures
 from bench.common import TASK_FILE
 
 
-def cloud_server(workdir: pathlib.Path, max_workers: int = 256):
-    """A CloudServer on 127.0.0.1:0 with a real SQLite store in workdir; scheduler off."""
+def cloud_server(workdir: pathlib.Path, max_workers: int = 256, signing_key: str = ""):
+    """A CloudServer on 127.0.0.1:0 with a real SQLite store in workdir; scheduler off.
+
+    signing_key: PEM ed25519 private key that signs every manifest ("" = unsigned).
+    """
     from cloud_brain.config import CloudConfig, ScheduleConfig
     from cloud_brain.service.server import CloudServer
 
@@ -39,6 +42,7 @@ def cloud_server(workdir: pathlib.Path, max_workers: int = 256):
         schedule=ScheduleConfig(enabled=False),
         max_workers=max_workers,
         grace_seconds=1.0,
+        signing_key=signing_key,
     ).validate()
     server = CloudServer(config, initial_model_fn=lambda task_file, seed: (onnx, io_signature))
     return server, onnx, io_signature

@@ -27,6 +27,16 @@ SERVICE_WAIT_S = 60.0
 REFUSAL_MARK = "configure refused: "
 
 
+def _state_or_none(client) -> str | None:
+    """The node's lifecycle state, or None when its services do not answer within 2 s."""
+    from nestor_core.lifecycle import TransitionRefused
+
+    try:
+        return client.state(timeout_s=2.0)
+    except TransitionRefused:
+        return None
+
+
 def refusal_from_log(log_path: Path) -> str:
     """The reason of the newest `configure refused: ...` line in a node's log ("" when none)."""
     try:
@@ -107,11 +117,9 @@ class LifecycleManager:
         while state is None:
             if cancelled():
                 return ""
-            try:
-                state = client.state(timeout_s=2.0)
-            except TransitionRefused:
-                if time.monotonic() >= deadline:
-                    return f"no answer from its lifecycle services after {SERVICE_WAIT_S:g} s"
+            state = _state_or_none(client)
+            if state is None and time.monotonic() >= deadline:
+                return f"no answer from its lifecycle services after {SERVICE_WAIT_S:g} s"
         for transition, goal in (("configure", "inactive"), ("activate", "active")):
             if cancelled():
                 return ""
@@ -123,10 +131,7 @@ class LifecycleManager:
             except TransitionRefused as err:
                 if cancelled():
                     return ""
-                try:
-                    state = client.state(timeout_s=2.0)
-                except TransitionRefused:
-                    state = None
+                state = _state_or_none(client)
                 if state == goal:
                     continue  # answered late, but done
                 time.sleep(0.2)  # the node's log line may trail its answer

@@ -6,6 +6,7 @@ channel in their streaming thread.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 
@@ -39,6 +40,26 @@ def tls_credentials(ca: str, cert: str, key: str, prefix: str = "tls_") -> Calla
     if files is None:
         return None
     return files.channel_credentials
+
+
+@dataclasses.dataclass
+class TlsFiles:
+    """The robot's mutual-TLS files, nested in the uplink and weight_sync node configs.
+
+    Attributes:
+        tls_ca: PEM CA that signed the cloud's server cert; with tls_cert and tls_key turns on mutual TLS.
+        tls_cert: PEM client certificate of this robot (its CN must equal robot_id to upload).
+        tls_key: PEM private key of tls_cert. All three empty = insecure channel (loopback dev only).
+    """
+
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    def apply(self, plain_config):
+        """`plain_config` (UplinkConfig, WeightSyncConfig) with these credentials, validated."""
+        credentials = tls_credentials(self.tls_ca, self.tls_cert, self.tls_key)
+        return dataclasses.replace(plain_config, channel_credentials=credentials).validate()
 
 
 class Backoff:

@@ -19,8 +19,8 @@ from nestor_core.lifecycle import ManagedNode
 from nestor_core.params import INF, declare_parameters, nested, refuse_undeclared
 from nestor_core.validation import non_empty, positive
 
-from nestor_robot.channel import tls_credentials
-from nestor_robot.robot_metrics import UplinkMetrics
+from nestor_robot.channel import TlsFiles
+from nestor_robot.robot_metrics import UplinkMetrics, stop_serving
 from nestor_robot.spin import run_node
 from nestor_robot.spool import Spool
 from nestor_robot.uplink import Uplink, UplinkConfig
@@ -40,9 +40,8 @@ class UplinkNodeConfig:
         uplink: the UplinkConfig whose window, backoff_min_s, backoff_max_s, stream_deadline_s,
             ack_timeout_s and poll_period_s are parameters of these names (nestor_robot.uplink).
         status_period_s: period of the uplink/status diagnostics.
-        tls_ca: PEM CA that signed the cloud's server cert; with tls_cert and tls_key turns on mutual TLS.
-        tls_cert: PEM client certificate of this robot (its CN must equal robot_id to upload).
-        tls_key: PEM private key of tls_cert. All three empty = insecure channel (loopback dev only).
+        tls: the TlsFiles whose tls_ca, tls_cert and tls_key are parameters of these names
+            (nestor_robot.channel).
         metrics_port: Prometheus /metrics port on 127.0.0.1 (spool depth, acked seq, ack latency); 0 = off.
         drain_timeout_s: on SIGINT/SIGTERM, keep sending until the cloud has acked everything the
             spool holds, for at most this long; whatever is left stays for the next start.
@@ -57,9 +56,7 @@ class UplinkNodeConfig:
         UplinkConfig, "window", "backoff_min_s", "backoff_max_s", "stream_deadline_s", "ack_timeout_s", "poll_period_s"
     )
     status_period_s: float = 1.0
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
+    tls: TlsFiles = nested(TlsFiles, "tls_ca", "tls_cert", "tls_key")
     metrics_port: int = 0
     drain_timeout_s: float = 30.0
     run_dir: str = ""
@@ -84,8 +81,7 @@ class UplinkNodeConfig:
 
     def uplink_config(self) -> UplinkConfig:
         """The nested UplinkConfig with the channel credentials of the tls_* files."""
-        credentials = tls_credentials(self.tls_ca, self.tls_cert, self.tls_key)
-        return dataclasses.replace(self.uplink, channel_credentials=credentials).validate()
+        return self.tls.apply(self.uplink)
 
 
 class UplinkNode(ManagedNode):
@@ -158,10 +154,8 @@ class UplinkNode(ManagedNode):
         self.thread = None
 
     def cleanup(self) -> None:
-        if self.metrics_http is not None:
-            self.metrics_http[0].shutdown()
-            self.metrics_http[0].server_close()
-            self.metrics_http = None
+        stop_serving(self.metrics_http)
+        self.metrics_http = None
         if self.diagnostics is not None:
             self.diagnostics.destroy()
             self.diagnostics = None

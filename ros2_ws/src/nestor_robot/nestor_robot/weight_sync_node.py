@@ -20,7 +20,7 @@ from nestor_core.params import INF, declare_parameters, nested, refuse_undeclare
 from nestor_core.validation import non_empty
 from std_msgs.msg import String
 
-from nestor_robot.channel import tls_credentials
+from nestor_robot.channel import TlsFiles
 from nestor_robot.spin import run_node
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
 
@@ -36,9 +36,8 @@ class WeightSyncNodeConfig:
         model_dir: directory of verified models (<task>-v<version>.onnx plus a .json sidecar).
         sync: the WeightSyncConfig whose backoff_min_s, backoff_max_s, stream_deadline_s and
             public_key_path are parameters of these names (nestor_robot.weight_sync).
-        tls_ca: PEM CA that signed the cloud's server cert; with tls_cert and tls_key turns on mutual TLS.
-        tls_cert: PEM client certificate of this robot.
-        tls_key: PEM private key of tls_cert. All three empty = insecure channel (loopback dev only).
+        tls: the TlsFiles whose tls_ca, tls_cert and tls_key are parameters of these names
+            (nestor_robot.channel).
     """
 
     robot_id: str = "robot0"
@@ -48,9 +47,7 @@ class WeightSyncNodeConfig:
     sync: WeightSyncConfig = nested(
         WeightSyncConfig, "backoff_min_s", "backoff_max_s", "stream_deadline_s", "public_key_path"
     )
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
+    tls: TlsFiles = nested(TlsFiles, "tls_ca", "tls_cert", "tls_key")
 
     RANGES: typing.ClassVar[dict] = {
         "backoff_min_s": (0.0, 3600.0),
@@ -65,8 +62,7 @@ class WeightSyncNodeConfig:
 
     def sync_config(self) -> WeightSyncConfig:
         """The nested WeightSyncConfig with the channel credentials of the tls_* files."""
-        credentials = tls_credentials(self.tls_ca, self.tls_cert, self.tls_key)
-        return dataclasses.replace(self.sync, channel_credentials=credentials).validate()
+        return self.tls.apply(self.sync)
 
 
 class WeightSyncNode(ManagedNode):

@@ -27,6 +27,7 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
     from cloud_brain.learning.memories import sample_memories
     from cloud_brain.learning.policy_export import import_onnx
     from cloud_brain.learning.round_config import ConsolidationConfig
+    from cloud_brain.learning.round_worker import round_request
     from cloud_brain.learning.slow_weights import train_slow_weights
     from nestor_core.policy_model import load_model
     from nestor_sim.task import load_task
@@ -108,17 +109,7 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
     bare_s = bare(config.steps)
     detail["training"] = {**training, "seconds": train_s, "bare_seconds": bare_s, "mlp_sizes": sizes}
 
-    request = {
-        "db_path": str(db),
-        "task": "kuka_track",
-        "task_file": str(TASK_FILE),
-        "parent_version": 1,
-        "parent_onnx": onnx,
-        "experience_from": 0,
-        "experience_to": up_to,
-        "seed": 1,
-        "config": overrides,
-    }
+    request = round_request(str(db), "kuka_track", str(TASK_FILE), 1, onnx, (0, up_to), 1, overrides)
     t0 = time.perf_counter()
     result = run_round(request)
     round_s = time.perf_counter() - t0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -30,24 +31,26 @@ def _template(robot_id: str, n: int):
     return to_chunk(batch)
 
 
+@dataclasses.dataclass(eq=False)
 class Client:
     """One simulated robot: a paced Ingest stream with a send window; reconnects after errors."""
 
-    def __init__(self, robot_id, address, creds, chunk, period, window, end):
-        self.robot_id = robot_id
-        self.address = address
-        self.creds = creds
-        self.chunk = chunk
-        self.period = period
-        self.window = window
-        self.end = end
-        self.template = _template(robot_id, chunk)
-        self.cond = threading.Condition()
-        self.in_flight: dict[int, float] = {}
-        self.next_seq = 1
-        self.acked = 0
-        self.latencies: list[float] = []
-        self.errors: list[str] = []
+    robot_id: str
+    address: str
+    creds: object  # grpc.ChannelCredentials
+    chunk: int
+    period: float
+    window: int
+    end: float
+    cond: threading.Condition = dataclasses.field(default_factory=threading.Condition, init=False)
+    in_flight: dict[int, float] = dataclasses.field(default_factory=dict, init=False)
+    next_seq: int = dataclasses.field(default=1, init=False)
+    acked: int = dataclasses.field(default=0, init=False)
+    latencies: list[float] = dataclasses.field(default_factory=list, init=False)
+    errors: list[str] = dataclasses.field(default_factory=list, init=False)
+
+    def __post_init__(self):
+        self.template = _template(self.robot_id, self.chunk)
 
     def _requests(self, sent_through: list[int]):
         next_send = time.monotonic()
@@ -123,3 +126,24 @@ def run_clients(clients: list[Client], start_at: float, duration: float) -> list
     for t in threads:
         t.join(duration + 120)
     return threads
+
+
+def run_and_report(clients: list[Client], start_at: float, duration: float, out, **extra) -> None:
+    """`run_clients`, then put one result dict per client on the queue `out`.
+
+    extra: more keys of each result, name -> function of the client.
+    """
+    threads = run_clients(clients, start_at, duration)
+    out.put(
+        [
+            {
+                "robot_id": c.robot_id,
+                "acked": c.acked,
+                "latencies": c.latencies,
+                "errors": c.errors,
+                "alive": t.is_alive(),
+                **{name: value(c) for name, value in extra.items()},
+            }
+            for c, t in zip(clients, threads, strict=True)
+        ]
+    )

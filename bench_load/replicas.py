@@ -34,7 +34,7 @@ import time
 from nestor_core.lifeline import stop_process
 from nestor_core.tls import identity_files
 
-from bench_load.client import Client, run_clients
+from bench_load.client import Client, run_and_report
 from bench_load.run import BIN, _percentile, _rss_mb, _start_cloud, load_arguments
 
 
@@ -76,21 +76,7 @@ def _worker(robot_ids, addresses, certs_dir, chunk, period, window, start_at, du
         order = addresses[k % len(addresses) :] + addresses[: k % len(addresses)]
         creds = identity_files(certs, robot_id).channel_credentials()
         clients.append(FailoverClient(robot_id, order, creds, chunk, period, window, start_at + duration))
-    threads = run_clients(clients, start_at, duration)
-    out.put(
-        [
-            {
-                "robot_id": c.robot_id,
-                "acked": c.acked,
-                "latencies": c.latencies,
-                "errors": c.errors,
-                "ack_times": c.ack_times,
-                "alive": t.is_alive(),
-                "first": c.addresses[0],
-            }
-            for c, t in zip(clients, threads, strict=True)
-        ]
-    )
+    run_and_report(clients, start_at, duration, out, ack_times=lambda c: c.ack_times, first=lambda c: c.addresses[0])
 
 
 def _stored(target: str) -> dict[str, tuple[int, int, bool]]:

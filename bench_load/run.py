@@ -33,7 +33,7 @@ import time
 from nestor_core.lifeline import stop_process
 from nestor_core.tls import identity_files
 
-from bench_load.client import ACT_DIM, OBS_DIM, Client, run_clients
+from bench_load.client import ACT_DIM, OBS_DIM, Client, run_and_report
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
@@ -52,19 +52,7 @@ def _worker(robot_ids, address, certs_dir, chunk, period, window, start_at, dura
     for robot_id in robot_ids:
         creds = identity_files(certs, robot_id).channel_credentials()
         clients.append(Client(robot_id, address, creds, chunk, period, window, start_at + duration))
-    threads = run_clients(clients, start_at, duration)
-    out.put(
-        [
-            {
-                "robot_id": c.robot_id,
-                "acked": c.acked,
-                "latencies": c.latencies,
-                "errors": c.errors,
-                "alive": t.is_alive(),
-            }
-            for c, t in zip(clients, threads, strict=True)
-        ]
-    )
+    run_and_report(clients, start_at, duration, out)
 
 
 # ------------------------------------------------------------------------------------- cloud

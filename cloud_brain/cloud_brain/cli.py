@@ -73,7 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--ready-file", help='write {"address": "host:port"} here once serving')
     serve.add_argument("--log-level", default="INFO", help="logging level")
 
-    def client(p: argparse.ArgumentParser) -> None:
+    def client(parent, name: str, summary: str) -> argparse.ArgumentParser:
+        """A subcommand that calls the server: its connection options and --json."""
+        p = parent.add_parser(name, help=summary)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
         p.add_argument("--address", default=DEFAULT_ADDRESS, help="server host:port (env NESTOR_CLOUD_ADDRESS)")
         p.add_argument("--timeout", type=float, default=5.0, help="deadline of each call, seconds")
         p.add_argument("--ca", default=os.environ.get("NESTOR_TLS_CA", ""), help="CA PEM (env NESTOR_TLS_CA)")
@@ -83,29 +86,18 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--key", default=os.environ.get("NESTOR_TLS_KEY", ""), help="client key PEM (env NESTOR_TLS_KEY)"
         )
+        return p
 
-    health = sub.add_parser("health", help="standard gRPC health check; exit 0 only when SERVING")
-    client(health)
+    health = client(sub, "health", "standard gRPC health check; exit 0 only when SERVING")
     health.add_argument("--service", default="", help='service name ("" = the server as a whole)')
-    health.add_argument("--json", action="store_true", help="machine-readable output")
-    status = sub.add_parser("status", help="robots, model versions and counters")
-    client(status)
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    client(sub, "status", "robots, model versions and counters")
 
     models = sub.add_parser("models", help="list, promote, roll back model versions")
     msub = models.add_subparsers(dest="models_command", required=True)
-    mlist = msub.add_parser("list", help="list versions")
-    client(mlist)
-    mlist.add_argument("--task", default="", help="only this task")
-    mlist.add_argument("--json", action="store_true", help="machine-readable output")
-    promote = msub.add_parser("promote", help="make VERSION its task's active version")
-    client(promote)
-    promote.add_argument("version", type=int)
-    promote.add_argument("--json", action="store_true", help="machine-readable output")
-    rollback = msub.add_parser("rollback", help="re-activate the parent of the task's active version")
-    client(rollback)
+    client(msub, "list", "list versions").add_argument("--task", default="", help="only this task")
+    client(msub, "promote", "make VERSION its task's active version").add_argument("version", type=int)
+    rollback = client(msub, "rollback", "re-activate the parent of the task's active version")
     rollback.add_argument("--task", required=True)
-    rollback.add_argument("--json", action="store_true", help="machine-readable output")
 
     certs = sub.add_parser("certs", help="write a dev CA, server/robot/admin certs and the model-signing keys")
     certs.add_argument("--out", default="certs", help="output directory (an existing CA and signing key are reused)")

@@ -7,7 +7,6 @@ Validation happens once, in `CloudConfig.validate`, and every error names the fi
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import pathlib
 from typing import Any
@@ -16,6 +15,21 @@ import yaml
 from nestor_core.validation import at_least, positive, tcp_port
 
 from cloud_brain.learning.round_config import ConsolidationConfig
+from cloud_brain.tls_config import TlsConfig, is_loopback_host
+
+__all__ = [
+    "CloudConfig",
+    "ConfigError",
+    "ConsolidationBackendConfig",
+    "RolloutConfig",
+    "ScheduleConfig",
+    "StoreConfig",
+    "TlsConfig",
+    "config_from_dict",
+    "is_loopback_host",
+    "load_config",
+    "read_yaml_mapping",
+]
 
 
 class ConfigError(ValueError):
@@ -125,39 +139,6 @@ class ConsolidationBackendConfig:
     """On Ray, evaluate the gate's scenarios as parallel tasks (False: inside the round's task)."""
     round: ConsolidationConfig = dataclasses.field(default_factory=ConsolidationConfig, metadata={"flat": True})
     """The hyper-parameters of one round, sent with every round request; written flat in the section."""
-
-
-@dataclasses.dataclass
-class TlsConfig:
-    """Mutual TLS of the gRPC server. All three paths set = TLS on; all empty = insecure.
-
-    With TLS on every client must present a certificate signed by `client_ca`, and the servicers
-    authorise by it (cloud_brain.service.authz). Insecure mode is refused unless `address` is a loopback
-    address, and even there it logs an INSECURE warning at startup; it enforces no authorisation.
-    `nestor-cloud certs --out certs` writes a development set of these files.
-    """
-
-    cert: str = ""
-    """PEM certificate chain of the server (e.g. certs/server.pem)."""
-    key: str = ""
-    """PEM private key of the server certificate (e.g. certs/server.key)."""
-    client_ca: str = ""
-    """PEM CA bundle that signs client certificates (e.g. certs/ca.pem); client auth is required."""
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.cert or self.key or self.client_ca)
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for localhost and loopback IP literals (127.0.0.0/8, ::1); any other name is not."""
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclasses.dataclass

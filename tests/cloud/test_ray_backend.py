@@ -167,20 +167,10 @@ SMALL_ROUND = {
 
 def test_a_real_round_on_ray_gives_the_local_workers_result(ray_cluster, kuka_store):
     from cloud_brain.learning import ray_backend
-    from cloud_brain.learning.round_worker import run_in_child
+    from cloud_brain.learning.round_worker import round_request, run_in_child
 
     db, onnx, up_to = kuka_store
-    request = {
-        "db_path": db,
-        "task": "kuka_track",
-        "task_file": str(TASK_FILE),
-        "parent_version": 1,
-        "parent_onnx": onnx,
-        "experience_from": 0,
-        "experience_to": up_to,
-        "seed": 3,
-        "config": SMALL_ROUND,
-    }
+    request = round_request(db, "kuka_track", str(TASK_FILE), 1, onnx, (0, up_to), 3, SMALL_ROUND)
     # The L3 reservoir is updated by each round: give each run the same starting database.
     local_db, ray_db = db + ".local", db + ".ray"
     for copy in (local_db, ray_db):

@@ -7,6 +7,7 @@ module with a ``write(path, store, selection, layout, events)`` function plus on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -140,3 +141,29 @@ def read_events(
         if (since is None or stamp >= since) and (until is None or stamp <= until):
             events.append(event)
     return sorted(events, key=lambda e: e["stamp"])
+
+
+@contextlib.contextmanager
+def replacing(path: str) -> Iterator[str]:
+    """Yields a temporary path beside ``path``, moved over it when the block ends (removed if it raises)."""
+    tmp = f"{path}.part"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def summary(path: str, fmt: str, selection: Selection, task: str, first: int, last: int, transitions: int) -> dict:
+    """What every format's ``write`` returns: the file, its format and the range it holds."""
+    return {
+        "path": path,
+        "format": fmt,
+        "robot_id": selection.robot_id,
+        "task": task,
+        "first_seq": first,
+        "last_seq": last,
+        "transitions": transitions,
+    }

@@ -26,13 +26,12 @@ it is complete.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cloud_brain.experience.export import ExportError, JointLayout, Selection, select
+from cloud_brain.experience.export import ExportError, JointLayout, Selection, replacing, select, summary
 from cloud_brain.experience.store import ExperienceStore
 
 FORMAT_VERSION = 1
@@ -120,20 +119,6 @@ def write(
     table = pa.Table.from_batches(batches).replace_schema_metadata(
         schema(layout.obs_dim, len(layout.controlled), metadata).metadata
     )
-    tmp = f"{path}.part"
-    try:
+    with replacing(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return {
-        "path": path,
-        "format": "parquet",
-        "robot_id": selection.robot_id,
-        "task": task,
-        "first_seq": first,
-        "last_seq": last,
-        "transitions": table.num_rows,
-    }
+    return summary(path, "parquet", selection, task, first, last, table.num_rows)

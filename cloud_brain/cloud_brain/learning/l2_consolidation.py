@@ -59,7 +59,7 @@ import torch
 
 from cloud_brain.experience.store import ExperienceStore
 from cloud_brain.learning.gate import blend, gate_map_of, gate_scenarios, select_candidate
-from cloud_brain.learning.l3_reservoir import L3Reservoir, ReservoirConfig, windows_of_batch
+from cloud_brain.learning.l3_reservoir import L3Reservoir, ReservoirConfig, read_round_inputs, windows_of_batch
 from cloud_brain.learning.memories import memories_of, replay_memories
 from cloud_brain.learning.meta_learning import meta_learn_l0, meta_learn_l1, sequences_of
 from cloud_brain.learning.policy_export import export_onnx, import_onnx, io_signature
@@ -85,29 +85,18 @@ def run_round(request: dict) -> dict:
     task = load_task(request["task_file"])
     from cloud_brain.learning.window_export import is_window_onnx
 
+    reservoir_config = ReservoirConfig(config.l3_capacity_transitions, config.l3_window, config.l3_novelty_weight)
     if is_window_onnx(request["parent_onnx"]):
         from cloud_brain.learning.window_consolidation import run_window_round
 
-        reservoir_config = ReservoirConfig(config.l3_capacity_transitions, config.l3_window, config.l3_novelty_weight)
         return run_window_round(
             request, config, task, ExperienceStore, L3Reservoir, reservoir_config, gate_scenarios, blend
         )
     parent = import_onnx(request["parent_onnx"])
-    after_row, up_to_row = int(request.get("experience_from", 0)), int(request["experience_to"])
     # 1. sample memories: new rows, then L3 replay (drawn before the new rows are offered to it).
-    store = ExperienceStore(request["db_path"])
-    reservoir = L3Reservoir(
-        request["db_path"],
-        ReservoirConfig(config.l3_capacity_transitions, config.l3_window, config.l3_novelty_weight),
-        seed=int(request.get("l3_seed", 0)),
+    new_batches, replay_windows, l3_update, l3_stats = read_round_inputs(
+        request, config.replay_fraction > 0, task.effort_limit, ExperienceStore, L3Reservoir, reservoir_config
     )
-    try:
-        new_batches, replay_windows, l3_update, l3_stats = reservoir.round_inputs(
-            store, request["task"], after_row, up_to_row, config.replay_fraction > 0, task.effort_limit
-        )
-    finally:
-        reservoir.close()
-        store.close()
     memories = memories_of(parent, [batch for _, batch in new_batches], config.max_transitions)
     if len(memories.obs) < config.batch_size:
         return {

@@ -358,3 +358,19 @@ class L3Reservoir:
             "oldest_row": row[3],
             "newest_row": row[4],
         }
+
+
+def read_round_inputs(request: dict, replay: bool, effort_limit, store_cls, reservoir_cls, reservoir_config) -> tuple:
+    """`L3Reservoir.round_inputs` of a round request, on connections of its own (closed before returning).
+
+    store_cls, reservoir_cls: ExperienceStore and L3Reservoir (or stand-ins), each opened on
+    ``request["db_path"]``; the reservoir's seed is ``request["l3_seed"]`` (default 0).
+    """
+    after_row, up_to_row = int(request.get("experience_from", 0)), int(request["experience_to"])
+    store = store_cls(request["db_path"])
+    reservoir = reservoir_cls(request["db_path"], reservoir_config, seed=int(request.get("l3_seed", 0)))
+    try:
+        return reservoir.round_inputs(store, request["task"], after_row, up_to_row, replay, effort_limit)
+    finally:
+        reservoir.close()
+        store.close()

@@ -19,6 +19,7 @@ a round gives the same result for the same seed as on the local worker.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -140,23 +141,23 @@ def evaluate_parallel(
     return dict(zip(scenarios, map_fn(fn, list(scenarios.values())), strict=True))
 
 
+@dataclasses.dataclass(eq=False)
 class RayRoundRunner:
     """Runs rounds as Ray tasks; the scheduler's drop-in for RoundWorker (start/run/close).
 
-    Args:
+    Attributes:
         function_path: `module:function` of the round (config.consolidate).
         address: "" = a private local cluster; "auto" or a cluster address otherwise.
         num_cpus: CPUs of a private local cluster (workers that run tasks at once).
         parallel_gate: evaluate the gate's scenarios as parallel Ray tasks.
     """
 
-    def __init__(self, function_path: str, address: str = "", num_cpus: int | None = None, parallel_gate: bool = True):
-        self.function_path = function_path
-        self.address = address
-        self.num_cpus = num_cpus
-        self.parallel_gate = parallel_gate
-        self._started = False
-        self._lock = threading.Lock()
+    function_path: str
+    address: str = ""
+    num_cpus: int | None = None
+    parallel_gate: bool = True
+    _started: bool = dataclasses.field(default=False, init=False)
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, init=False)
 
     def start(self, timeout: float = 120.0) -> None:
         with self._lock:

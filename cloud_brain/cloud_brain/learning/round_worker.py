@@ -22,6 +22,36 @@ from nestor_core.lifeline import watch_parent
 log = logging.getLogger(__name__)
 
 
+def round_request(
+    db_path: str,
+    task: str,
+    task_file: str,
+    parent_version: int,
+    parent_onnx: bytes,
+    experience: tuple[int, int],
+    seed: int,
+    config: dict | None = None,
+) -> dict:
+    """The request a round function takes: consolidate `task` from its parent over the rows in `experience`.
+
+    experience: (from, to) store row ids, from exclusive, to inclusive. config: ConsolidationConfig
+    overrides (left out when None).
+    """
+    request = {
+        "db_path": db_path,
+        "task": task,
+        "task_file": task_file,
+        "parent_version": parent_version,
+        "parent_onnx": parent_onnx,
+        "experience_from": experience[0],
+        "experience_to": experience[1],
+        "seed": seed,
+    }
+    if config is not None:
+        request["config"] = config
+    return request
+
+
 def resolve(path: str):
     """Import `module:function`."""
     module, _, name = path.partition(":")

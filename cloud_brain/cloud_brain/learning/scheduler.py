@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from cloud_brain.config import ScheduleConfig
 from cloud_brain.experience import lease
 from cloud_brain.experience.store import ExperienceStore
-from cloud_brain.learning.round_worker import INTERRUPTED, RoundError, RoundWorker, resolve
+from cloud_brain.learning.round_worker import INTERRUPTED, RoundError, RoundWorker, resolve, round_request
 from cloud_brain.models.registry import ModelRegistry, ModelVersion
 from cloud_brain.tasks import TaskSpec
 
@@ -140,18 +140,10 @@ class ConsolidationScheduler:
         if parent is None:
             raise RoundError(f"task {task!r} has no active version to consolidate from")
         start, end = self.next_range(task)
-        request = {
-            "db_path": self.db_path,
-            "task": task,
-            "task_file": spec.file,
-            "parent_version": parent.version,
-            "parent_onnx": parent.onnx,
-            "experience_from": start,
-            "experience_to": end,
-            "seed": self.seed + self.store.round_count(task, include_failed=True) + 1,
-        }
-        if self.round_config is not None:
-            request["config"] = self.round_config
+        seed = self.seed + self.store.round_count(task, include_failed=True) + 1
+        request = round_request(
+            self.db_path, task, spec.file, parent.version, parent.onnx, (start, end), seed, self.round_config
+        )
         started = time.time()
         clock = self._clocks.setdefault(task, _TaskClock(time.monotonic()))
         round_id = self.store.start_round(task, started, parent.version, start, end)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from cloud_brain.learning.gate import evaluate, gate_map_of, with_from_start
+from cloud_brain.learning.l3_reservoir import read_round_inputs
 from cloud_brain.learning.window_export import export_window_onnx, import_window_onnx, window_io_signature
 from cloud_brain.learning.window_model import SysIdConfig, fit_inverse_dynamics, simulate_transitions
 from cloud_brain.learning.window_policy import C_MAX, G_BOUNDS, ridge_fit
@@ -185,16 +186,9 @@ def run_window_round(
     started = time.time()
     seed = int(request.get("seed", 0))
     parent = import_window_onnx(request["parent_onnx"])
-    after_row, up_to_row = int(request.get("experience_from", 0)), int(request["experience_to"])
-    store = store_cls(request["db_path"])
-    reservoir = reservoir_cls(request["db_path"], reservoir_config, seed=int(request.get("l3_seed", 0)))
-    try:
-        new_rows, replay_windows, l3_update, l3_stats = reservoir.round_inputs(
-            store, request["task"], after_row, up_to_row, config.replay_fraction > 0, task.effort_limit
-        )
-    finally:
-        reservoir.close()
-        store.close()
+    new_rows, replay_windows, l3_update, l3_stats = read_round_inputs(
+        request, config.replay_fraction > 0, task.effort_limit, store_cls, reservoir_cls, reservoir_config
+    )
     new_batches = [batch for _, batch in new_rows]
     new_runs = [(b.obs, b.action) for b in new_batches][-max(1, config.max_transitions // 100) :]
     replay_runs = [(w.obs, w.action) for w in replay_windows]

@@ -207,11 +207,8 @@ class ModelRegistry:
                 return self.get(version)
             if status == "rejected":
                 raise RegistryError("precondition", f"version: {version} was rejected by evaluation; not promoted")
-            conn.execute("UPDATE models SET status = 'retired' WHERE task = ? AND status = 'active'", (task,))
-            conn.execute("UPDATE models SET status = 'active' WHERE version = ?", (version,))
-        model = self.get(version)
-        self._activated(model)
-        return model
+            _make_active(conn, task, version)
+        return self._activated(self.get(version))
 
     def rollback(self, task: str) -> ModelVersion:
         """Re-activate the parent of the task's active version, retiring the current one."""
@@ -224,11 +221,8 @@ class ModelRegistry:
             current, parent = row
             if not parent:
                 raise RegistryError("precondition", f"task: active version {current} of {task!r} has no parent")
-            conn.execute("UPDATE models SET status = 'retired' WHERE version = ?", (current,))
-            conn.execute("UPDATE models SET status = 'active' WHERE version = ?", (parent,))
-        model = self.get(parent)
-        self._activated(model)
-        return model
+            _make_active(conn, task, parent)  # retires `current`, the task's one active version
+        return self._activated(self.get(parent))
 
     def reject(self, version: int, reason: str) -> ModelVersion:
         """Mark a candidate version rejected (a failed canary); the active version is untouched."""
@@ -263,9 +257,11 @@ class ModelRegistry:
         """Versions `robot_id` reported bad."""
         return {int(r[0]) for r in self.store.query("SELECT version FROM bad_models WHERE robot_id = ?", (robot_id,))}
 
-    def _activated(self, model: ModelVersion) -> None:
+    def _activated(self, model: ModelVersion) -> ModelVersion:
+        """Tell `on_activate` that `model` became active; returns it."""
         if self.on_activate is not None:
             self.on_activate(model)
+        return model
 
     def _export(self, model: ModelVersion) -> None:
         if not self.export_dir:
@@ -275,3 +271,9 @@ class ModelRegistry:
         stem = f"v{model.version}_{model.task}"
         (directory / f"{stem}.onnx").write_bytes(model.onnx)
         (directory / f"{stem}.manifest.json").write_bytes(model.manifest)
+
+
+def _make_active(conn, task: str, version: int) -> None:
+    """Inside a write transaction: retire the task's active version and make `version` active."""
+    conn.execute("UPDATE models SET status = 'retired' WHERE task = ? AND status = 'active'", (task,))
+    conn.execute("UPDATE models SET status = 'active' WHERE version = ?", (version,))

@@ -52,32 +52,24 @@ def _parse_chunk(data: bytes) -> tuple[nestor_pb2.ExperienceChunk | Malformed, b
         return Malformed(str(err)), data
 
 
+_IDENTITY = ("version", "parent", "task", "sha256")  # the fields ModelInfo and ModelUpdate share
+
+
+def _fields(model: ModelVersion, names: tuple[str, ...]) -> dict:
+    return {name: getattr(model, name) for name in names}
+
+
 def model_info(model: ModelVersion) -> nestor_pb2.ModelInfo:
     """Registry version -> ModelInfo (no ONNX bytes)."""
     return nestor_pb2.ModelInfo(
-        version=model.version,
-        parent=model.parent,
-        task=model.task,
-        sha256=model.sha256,
-        status=model.status,
-        created_unix=model.created_unix,
+        **_fields(model, (*_IDENTITY, "status", "created_unix", "experience_from", "experience_to")),
         metrics_json=json.dumps(model.metrics, sort_keys=True),
-        experience_from=model.experience_from,
-        experience_to=model.experience_to,
     )
 
 
 def model_update(model: ModelVersion) -> nestor_pb2.ModelUpdate:
     """Registry version -> ModelUpdate pushed to robots."""
-    return nestor_pb2.ModelUpdate(
-        version=model.version,
-        parent=model.parent,
-        task=model.task,
-        sha256=model.sha256,
-        onnx=model.onnx,
-        manifest=model.manifest,
-        signature=model.signature,
-    )
+    return nestor_pb2.ModelUpdate(**_fields(model, (*_IDENTITY, "onnx", "manifest", "signature")))
 
 
 def _authorize(context, check, *args) -> None:

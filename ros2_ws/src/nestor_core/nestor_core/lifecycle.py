@@ -27,7 +27,9 @@ import time
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState, TransitionCallbackReturn
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
 
 AUTOSTART = "autostart"
 AUTOSTART_HELP = (
@@ -80,6 +82,24 @@ class ManagedNode(LifecycleNode):
 
     def cleanup(self) -> None:
         """Release the resources; must cope with a half-done configure()."""
+
+    def release(self, *attributes: str) -> None:
+        """Destroy each named handle that is set, then set it to None (for cleanup()).
+
+        A lifecycle publisher, subscription or timer is destroyed on the node; another object
+        (Diagnostics, a spool) by its own destroy() or close().
+        """
+        for attribute in attributes:
+            handle = getattr(self, attribute)
+            if isinstance(handle, LifecyclePublisher):
+                self.destroy_lifecycle_publisher(handle)
+            elif isinstance(handle, Subscription):
+                self.destroy_subscription(handle)
+            elif isinstance(handle, Timer):
+                self.destroy_timer(handle)
+            elif handle is not None:
+                (handle.destroy if hasattr(handle, "destroy") else handle.close)()
+            setattr(self, attribute, None)
 
     # ------------------------------------------------------------------ rclpy transition callbacks
 

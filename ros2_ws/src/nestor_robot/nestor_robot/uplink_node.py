@@ -156,15 +156,7 @@ class UplinkNode(ManagedNode):
     def cleanup(self) -> None:
         stop_serving(self.metrics_http)
         self.metrics_http = None
-        if self.diagnostics is not None:
-            self.diagnostics.destroy()
-            self.diagnostics = None
-        if self.status_pub is not None:
-            self.destroy_lifecycle_publisher(self.status_pub)
-            self.status_pub = None
-        if self.spool is not None:
-            self.spool.close()
-            self.spool = None
+        self.release("diagnostics", "status_pub", "spool")
         self.uplink = None
 
     def publish_status(self) -> None:

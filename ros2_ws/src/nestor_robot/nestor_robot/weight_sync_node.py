@@ -118,15 +118,7 @@ class WeightSyncNode(ManagedNode):
         self._reporters = []
 
     def cleanup(self) -> None:
-        if self.diagnostics is not None:
-            self.diagnostics.destroy()
-            self.diagnostics = None
-        if self.rollback_sub is not None:
-            self.destroy_subscription(self.rollback_sub)
-            self.rollback_sub = None
-        if self.publisher is not None:
-            self.destroy_lifecycle_publisher(self.publisher)
-            self.publisher = None
+        self.release("diagnostics", "rollback_sub", "publisher")
         self.sync = None
 
     def diagnostic_status(self) -> tuple:

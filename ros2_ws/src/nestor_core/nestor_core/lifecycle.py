@@ -31,6 +31,8 @@ from rclpy.lifecycle import LifecycleNode, LifecyclePublisher, LifecycleState, T
 from rclpy.subscription import Subscription
 from rclpy.timer import Timer
 
+from nestor_core.params import ConfigBinding, declare_parameters, refuse_undeclared
+
 AUTOSTART = "autostart"
 AUTOSTART_HELP = (
     "configure and activate at start (a node started on its own); the bringup and the launch files "
@@ -82,6 +84,15 @@ class ManagedNode(LifecycleNode):
 
     def cleanup(self) -> None:
         """Release the resources; must cope with a half-done configure()."""
+
+    def bind(self, config_cls, **options) -> ConfigBinding:
+        """Declare the parameters of `config_cls` (nestor_core.params) and refuse undeclared ones.
+
+        configure() reads and validates them with the binding's read().
+        """
+        binding = declare_parameters(self, config_cls, **options)
+        refuse_undeclared(self)
+        return binding
 
     def release(self, *attributes: str) -> None:
         """Destroy each named handle that is set, then set it to None (for cleanup()).

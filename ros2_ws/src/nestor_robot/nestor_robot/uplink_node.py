@@ -16,7 +16,7 @@ from nestor_core import qos
 from nestor_core.atomic_file import write_json_atomic
 from nestor_core.diagnostics import Diagnostics
 from nestor_core.lifecycle import ManagedNode
-from nestor_core.params import INF, declare_parameters, nested, refuse_undeclared
+from nestor_core.params import INF, nested
 from nestor_core.validation import non_empty, positive
 
 from nestor_robot.channel import TlsFiles
@@ -94,8 +94,7 @@ class UplinkNode(ManagedNode):
 
     def __init__(self, **kwargs):
         super().__init__("uplink", **kwargs)
-        self.binding = declare_parameters(self, UplinkNodeConfig)
-        refuse_undeclared(self)
+        self.binding = self.bind(UplinkNodeConfig)
         self.config: UplinkNodeConfig | None = None
         self.spool: Spool | None = None
         self.metrics_http = None

@@ -16,7 +16,7 @@ from nestor_core import diagnostics, qos, topics
 from nestor_core.announcements import AnnouncementError, ModelAnnouncement, RollbackReport
 from nestor_core.diagnostics import Diagnostics
 from nestor_core.lifecycle import ManagedNode
-from nestor_core.params import INF, declare_parameters, nested, refuse_undeclared
+from nestor_core.params import INF, nested
 from nestor_core.validation import non_empty
 from std_msgs.msg import String
 
@@ -75,8 +75,7 @@ class WeightSyncNode(ManagedNode):
 
     def __init__(self, **kwargs):
         super().__init__("weight_sync", **kwargs)
-        self.binding = declare_parameters(self, WeightSyncNodeConfig)
-        refuse_undeclared(self)
+        self.binding = self.bind(WeightSyncNodeConfig)
         self.config: WeightSyncNodeConfig | None = None
         self.sync: WeightSync | None = None
         self.publisher = self.rollback_sub = self.diagnostics = self.thread = None

@@ -76,13 +76,16 @@ NOTES = {
         "(bit-identical to task.reference_at), per-tick work on Python floats instead of ~20 numpy calls."
     ),
     "ingest_transitions_per_s": (
-        "py-spy (500 Hz, --threads) of the cloud process over the one-stream run, before issue 16's group "
-        "commit: 47 % of the stream thread in COMMIT (synchronous=FULL fsync), 14 % validate_chunk "
-        "(from_chunk), 6 % to_chunk re-encode, 13 % waiting for the next request. Now (group commit: a "
-        "reader thread validates ahead, every chunk validated so far goes into one transaction with a "
-        "savepoint each, acked after that COMMIT): the reader waits 42 % for requests (the client's window "
-        "of 8 unacked chunks bounds a group), the stream thread 21 % in COMMIT, 5 % to_chunk. Bottleneck: "
-        "window 8 x one commit round trip per group; the re-encode is h2's (store the bytes as received)."
+        "py-spy 0.4.3 (500 Hz, --threads) of the cloud process over the one-stream run (2000 chunks, window 8, "
+        "2026-12-02, load 1-9): stream thread 74 % of its samples in COMMIT (synchronous=FULL fsync of the WAL), "
+        "8 % the appends, no to_chunk (chunks are stored as received); reader thread 73 % waiting for the next "
+        "request, 13 % validate_chunk (from_chunk/from_tensor). Groups average 4.2 chunks (the window of 8, "
+        "which is the uplink's default, splits into two groups in flight), so the bound is 8 chunks per about "
+        "two commits plus one ack round trip; this disk's fsync is p50 2 ms / p90 10 ms (shared by 6 agents). "
+        "Tried in the same run: no read-ahead 61k vs 90k/s; a committer thread per stream (commit the next group "
+        "while acks are sent) 71k vs 72k and 50k vs 51k (no gain, dropped); wal_autocheckpoint 10000 no clear gain. "
+        "At 100 clients (bench_load) the reader thread's extra hop cost ack p50 (server-side 23 vs 19 and 20 vs 18 "
+        "ms, commit itself p50 2-3 ms): streams opened while more than 4 are open now have no reader."
     ),
     "weight_push_p99_ms_n32": (
         "Not changed in issue 16 (the policy_node split with a model loader had not landed): each "

@@ -11,7 +11,6 @@ allows everything, which is what the server uses when TLS is off.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import sqlite3
@@ -28,9 +27,10 @@ from cloud_brain.experience.group_commit import GroupCommit
 from cloud_brain.experience.ingest import ChunkError, SequenceGapError, validate_chunk
 from cloud_brain.experience.store import ExperienceStore
 from cloud_brain.models.model_bus import ModelBus
-from cloud_brain.models.registry import ModelRegistry, ModelVersion, RegistryError
+from cloud_brain.models.registry import ModelRegistry, RegistryError
 from cloud_brain.models.rollout import Rollout
 from cloud_brain.service.authz import ALLOW_ALL, Authorizer, PermissionDenied
+from cloud_brain.service.messages import model_info, model_update
 from cloud_brain.service.metrics import Metrics
 from cloud_brain.tasks import TaskSpec
 
@@ -52,26 +52,6 @@ def _parse_chunk(data: bytes) -> tuple[nestor_pb2.ExperienceChunk | Malformed, b
         return Malformed(str(err)), data
 
 
-_IDENTITY = ("version", "parent", "task", "sha256")  # the fields ModelInfo and ModelUpdate share
-
-
-def _fields(model: ModelVersion, names: tuple[str, ...]) -> dict:
-    return {name: getattr(model, name) for name in names}
-
-
-def model_info(model: ModelVersion) -> nestor_pb2.ModelInfo:
-    """Registry version -> ModelInfo (no ONNX bytes)."""
-    return nestor_pb2.ModelInfo(
-        **_fields(model, (*_IDENTITY, "status", "created_unix", "experience_from", "experience_to")),
-        metrics_json=json.dumps(model.metrics, sort_keys=True),
-    )
-
-
-def model_update(model: ModelVersion) -> nestor_pb2.ModelUpdate:
-    """Registry version -> ModelUpdate pushed to robots."""
-    return nestor_pb2.ModelUpdate(**_fields(model, (*_IDENTITY, "onnx", "manifest", "signature")))
-
-
 def _authorize(context, check, *args) -> None:
     """Run an Authorizer check; a refusal aborts the call with PERMISSION_DENIED."""
     try:
@@ -87,8 +67,8 @@ _REGISTRY_CODES = {"not_found": grpc.StatusCode.NOT_FOUND, "precondition": grpc.
 class ExperienceServicer:
     """Experience.Ingest: one ack per chunk, each after the durable commit that stored it.
 
-    Per stream, a reader thread decodes and validates the chunks as they arrive (read-ahead,
-    bounded by READ_AHEAD); the stream's thread takes every chunk validated so far and hands them to
+    Per stream (while at most READ_AHEAD_STREAMS are open), a reader thread decodes and validates
+    the chunks as they arrive (read-ahead, bounded by READ_AHEAD); the stream's thread takes every chunk validated so far and hands them to
     the store's group commit (`experience.group_commit`), which stores them, with whatever other
     streams queued meanwhile, in one transaction. Acks follow in order once that COMMIT returned.
     The first bad chunk ends the stream as before: the chunks before it are stored and acked, it
@@ -96,6 +76,9 @@ class ExperienceServicer:
     """
 
     READ_AHEAD = 64  # chunks a stream's reader validates ahead; 0 = no reader thread (groups form across streams only)
+    # A stream opened while more than this many are open gets no reader: groups then form across
+    # streams, and the reader's extra thread hop cost ack p50 at 100 streams (issue 16, bench_load).
+    READ_AHEAD_STREAMS = 4
 
     def __init__(
         self,
@@ -112,6 +95,21 @@ class ExperienceServicer:
         self.authz = authz
         self.max_chunk_transitions = max_chunk_transitions
         self.group_commit = group_commit or GroupCommit(store)
+        self._open = [0]  # Ingest streams open now (under _open_lock)
+        self._open_lock = threading.Lock()
+
+    def _opened(self, context) -> int:
+        """Count a new stream until its RPC ends; returns how many are open with it."""
+
+        def closed():
+            with self._open_lock:
+                self._open[0] -= 1
+
+        with self._open_lock:
+            self._open[0] += 1
+            n = self._open[0]
+        context.add_callback(closed)
+        return n
 
     def _prepare(self, chunk, context):
         """Decode, authorise and validate one chunk (reader thread); returns the batch or raises."""
@@ -151,14 +149,14 @@ class ExperienceServicer:
             log.debug("ingest stream from %s ended: %s", context.peer(), err)
         put(None)
 
-    def _groups(self, request_iterator, context) -> Iterator[list]:
+    def _groups(self, request_iterator, context, ahead: bool) -> Iterator[list]:
         """The stream's chunks as groups of (chunk, received, (batch, bytes), error), each up to its first bad one.
 
-        READ_AHEAD 0: one chunk at a time, read and validated on the stream's own thread (a group
-        then only forms across streams). Otherwise a reader thread reads ahead and a group is every
+        Not `ahead`: one chunk at a time, read and validated on the calling thread (a group then
+        only forms across streams). Otherwise a reader thread reads ahead and a group is every
         chunk it has validated so far.
         """
-        if not self.READ_AHEAD:
+        if not ahead:
             for chunk, data in request_iterator:
                 received = time.monotonic()
                 try:
@@ -189,7 +187,8 @@ class ExperienceServicer:
 
     def Ingest(self, request_iterator, context) -> Iterator[nestor_pb2.IngestAck]:
         key = object()  # this stream, for the group commit
-        for group in self._groups(request_iterator, context):
+        ahead = bool(self.READ_AHEAD) and self._opened(context) <= self.READ_AHEAD_STREAMS
+        for group in self._groups(request_iterator, context, ahead):
             good = [e for e in group if e[3] is None]
             outcomes: list = []
             if good:

@@ -68,9 +68,10 @@ class ExperienceServicer:
     """Experience.Ingest: one ack per chunk, each after the durable commit that stored it.
 
     Per stream (while at most READ_AHEAD_STREAMS are open), a reader thread decodes and validates
-    the chunks as they arrive (read-ahead, bounded by READ_AHEAD); the stream's thread takes every chunk validated so far and hands them to
-    the store's group commit (`experience.group_commit`), which stores them, with whatever other
-    streams queued meanwhile, in one transaction. Acks follow in order once that COMMIT returned.
+    the chunks as they arrive (read-ahead, bounded by READ_AHEAD); the stream's thread takes every
+    chunk validated so far and hands them to the store's group commit (`experience.group_commit`),
+    which stores them, with whatever other streams queued meanwhile, in one transaction. Acks
+    follow in order once that COMMIT returned.
     The first bad chunk ends the stream as before: the chunks before it are stored and acked, it
     and those after it are not.
     """

@@ -104,6 +104,7 @@ class Plant:
         }
         self._active: list[tuple[object, ShiftSpec]] = []
         self._loaded: set[int] = set()  # links whose mass is (or was) changed by a payload
+        self.revision = 0  # bumped whenever effort_gain / torque_bias may have changed
 
     def set_friction_motors(self) -> None:
         """Pushes ``friction`` to the engine as zero-velocity motors (force 0 = motor off)."""
@@ -197,6 +198,7 @@ class Plant:
         )
         for _, shift in self._active:
             SHIFT_TYPES[shift.type](self, shift, state)
+        self.revision += 1
         self.effort_gain[:] = state.effort_gain
         self.torque_bias[:] = state.torque_bias
         if force or not np.array_equal(self.friction, state.friction):

@@ -138,7 +138,6 @@ class TrackingEnv(gym.Env):
         self._ref_tick = -1
         self._ref = (np.zeros(n), np.zeros(n))
         self._ref_table = ReferenceTable(spec)
-        self._reference_row = lambda: self._ref_table.row(self.tick)
         self.reference_offset_s = 0.0
         self.initial_perturbation = np.zeros(n)
         self._cid = self._p._client
@@ -151,15 +150,15 @@ class TrackingEnv(gym.Env):
         self._state: tuple[float, ...] = (0.0,) * (2 * m)
         self._limit_list = self.effort_limit.tolist()
         self._neg_limit_list = (-self.effort_limit).tolist()
-        # Observation from state + [q_ref..., qd_ref...].
         self._obs_get = _gather(
             [*self._c_slot, *(m + self._c_slot), *range(2 * m, 2 * m + 2 * n), *self._p_slot, *(m + self._p_slot)],
             2 * m + 2 * n,
         )
-        # In the observation: q_c, qd_c, then q_ref, qd_ref (the cost's operands).
+        # Observation from state + [q_ref..., qd_ref...]: q_c, qd_c, q_ref, qd_ref (the cost's operands) first.
         self._obs_q, self._obs_qd, self._obs_qd_ref = slice(0, n), slice(n, 2 * n), slice(3 * n, 4 * n)
         self._weights = self.task.cost.w_pos, self.task.cost.w_vel, self.task.cost.w_effort
         self._zeros32 = np.zeros(spec.obs_dim, dtype=np.float32)
+        self._actuation: tuple[int, list[float], list[float]] = (-1, [], [])  # plant.revision, gain, bias
         self._substeps = range(spec.physics_substeps)
         self._episode_ticks = spec.episode_ticks
         self._reset_state(spec.shifts)
@@ -259,7 +258,9 @@ class TrackingEnv(gym.Env):
         plant, cid = self.plant, self._cid
         # The torque is constant within a tick. The raw pybullet functions with the client id
         # skip BulletClient's per-call attribute lookup (most of a substep's Python time).
-        gain, bias = plant.effort_gain.tolist(), plant.torque_bias.tolist()
+        if self._actuation[0] != plant.revision:  # a shift changed gain or bias: list them again
+            self._actuation = plant.revision, plant.effort_gain.tolist(), plant.torque_bias.tolist()
+        _, gain, bias = self._actuation
         torque = [g * u + b for g, u, b in zip(gain, self._u_list, bias, strict=True)]
         set_motors, step = pybullet.setJointMotorControlArray, pybullet.stepSimulation
         for _ in self._substeps:

@@ -68,12 +68,15 @@ SECTIONS: dict[str, tuple[tuple[str, ...], float, float]] = {
 # Where a missed target was profiled, and what was found (see the report for the evidence).
 NOTES = {
     "sim_steps_per_s": (
-        "py-spy (2 kHz, 36k TrackingEnv.step under the bench's PD loop): 76 % of a step is the 8 substeps' "
-        "setJointMotorControlArray + stepSimulation C calls (the bare side's calls), 3 % getJointStates; "
-        "the rest is the Python of the Gymnasium contract spread over many lines, none above 4 %: the float32 "
-        "obs array, the cost, the clip, the info dict, the actuator torque list. Already done (issue 16): "
-        "one getJointStates read into a tuple, precomputed gathers for obs/cost, a per-episode reference table "
-        "(bit-identical to task.reference_at), per-tick work on Python floats instead of ~20 numpy calls."
+        "The bare side makes the env's physics calls exactly (8 x TORQUE_CONTROL setJointMotorControlArray + "
+        "stepSimulation, one getJointStates; shifts fold into that torque list, no per-substep reads or "
+        "changeDynamics): advance() alone is 0.92-0.98x bare. Segment timers in the bench's PD loop (2026-12-02, "
+        "load 14-30 on 2 cores): per step set_effort 8 us, advance 118 us vs bare 98, the rest (cost, float32 obs, "
+        "finiteness, info) 29 us; unloaded (timeit) the same Python is ~10 us. Issue 16 cut it: one "
+        "getJointStates read, precomputed gathers, a per-episode reference table, cost from the obs tuple by map, "
+        "isfinite as obs.dot(0), no zero-weight effort term, actuator lists cached per plant revision "
+        "(bit-identical to main). Alternated same-run pairs: 0.62 -> 0.69x. Bottleneck: the interpreter's cost "
+        "of the Gymnasium contract, which grows ~3x under the machine's load while the C physics does not."
     ),
     "ingest_transitions_per_s": (
         "py-spy 0.4.3 (500 Hz, --threads) of the cloud process over the one-stream run (2000 chunks, window 8, "

@@ -11,9 +11,18 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import cloud_testlib  # noqa: E402
+from cloud_brain.experience.store import ExperienceStore  # noqa: E402
 from cloud_brain.service.server import CloudServer  # noqa: E402
 from cloud_brain.tasks import TaskSpec  # noqa: E402
 from cloud_testlib import ACT_DIM, OBS_DIM  # noqa: E402
+
+
+@pytest.fixture
+def store(store_target):
+    """An ExperienceStore on each backend the run covers (tests/conftest.py store_target)."""
+    s = ExperienceStore(store_target)
+    yield s
+    s.close()
 
 
 @pytest.fixture

@@ -16,13 +16,6 @@ from hypothesis import strategies as st
 from nestor_core.experience import ChunkError
 
 
-@pytest.fixture
-def store(store_target):
-    s = ExperienceStore(store_target)
-    yield s
-    s.close()
-
-
 def test_pragmas_wal_and_full_sync(tmp_path):
     store = ExperienceStore(tmp_path / "exp.db")
     assert store.query("PRAGMA journal_mode")[0][0] == "wal"

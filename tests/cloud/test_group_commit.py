@@ -7,15 +7,8 @@ import threading
 
 import pytest
 from cloud_brain.experience.group_commit import GroupCommit
-from cloud_brain.experience.store import NOT_ATTEMPTED, AppendResult, ExperienceStore, SequenceGapError
+from cloud_brain.experience.store import NOT_ATTEMPTED, AppendResult, SequenceGapError
 from cloud_testlib import make_batch
-
-
-@pytest.fixture
-def store(store_target):
-    s = ExperienceStore(store_target)
-    yield s
-    s.close()
 
 
 def test_append_many_stores_several_streams_in_one_transaction(store):

@@ -335,19 +335,19 @@ class ModelsServicer(nestor_pb2_grpc.ModelsServicer):
         _authorize(context, self.authz.read)
         return nestor_pb2.ListModelsReply(models=[model_info(m) for m in self.registry.list(request.task or None)])
 
-    def Promote(self, request, context):
-        _authorize(context, self.authz.admin, "Promote")
+    def _change(self, context, name: str, change) -> nestor_pb2.ModelReply:
+        """An admin's registry change (`change()` returns the version it activated), refusals as statuses."""
+        _authorize(context, self.authz.admin, name)
         try:
-            return nestor_pb2.ModelReply(model=model_info(self.registry.promote(request.version)))
+            return nestor_pb2.ModelReply(model=model_info(change()))
         except RegistryError as err:
             context.abort(_REGISTRY_CODES[err.code], str(err))
 
+    def Promote(self, request, context):
+        return self._change(context, "Promote", lambda: self.registry.promote(request.version))
+
     def Rollback(self, request, context):
-        _authorize(context, self.authz.admin, "Rollback")
-        try:
-            return nestor_pb2.ModelReply(model=model_info(self.registry.rollback(request.task)))
-        except RegistryError as err:
-            context.abort(_REGISTRY_CODES[err.code], str(err))
+        return self._change(context, "Rollback", lambda: self.registry.rollback(request.task))
 
 
 class FleetServicer(nestor_pb2_grpc.FleetServicer):

@@ -80,6 +80,11 @@ def _export(*args):
     return proc
 
 
+def _export_robot0(fmt, out, config, *args):
+    """`nestor-cloud export --format FMT --robot robot0 --out OUT --config CONFIG ARGS...`."""
+    return _export("--format", fmt, "--robot", "robot0", "--out", out, "--config", config, *args)
+
+
 def _rows(batches, first, last):
     """seq -> (batch, row) of the stored transitions in [first, last]."""
     out = {}
@@ -103,14 +108,9 @@ def _read_mcap(path):
 
 def test_mcap_export_every_value_matches_the_store(exported):
     out = exported["tmp"] / "robot0.mcap"
-    proc = _export(
-        "--format",
+    proc = _export_robot0(
         "mcap",
-        "--robot",
-        "robot0",
-        "--out",
         out,
-        "--config",
         exported["config"],
         "--events",
         exported["events"],
@@ -173,14 +173,9 @@ def test_mcap_export_every_value_matches_the_store(exported):
 def test_mcap_seq_and_time_ranges(exported):
     out = exported["tmp"] / "range.mcap"
     assert (
-        _export(
-            "--format",
+        _export_robot0(
             "mcap",
-            "--robot",
-            "robot0",
-            "--out",
             out,
-            "--config",
             exported["config"],
             "--from-seq",
             20,
@@ -195,17 +190,12 @@ def test_mcap_seq_and_time_ranges(exported):
     # stamps of seqs 31..55 (inclusive), through the robot clock.
     since, until = T0 + 30 * 0.01 - 1e-6, T0 + 54 * 0.01 + 1e-6
     assert (
-        _export(
-            "--format",
+        _export_robot0(
             "mcap",
-            "--robot",
-            "robot0",
-            "--out",
             out,
+            exported["tmp"] / "none.yaml",
             "--db",
             exported["db"],
-            "--config",
-            exported["tmp"] / "none.yaml",
             "--since",
             since,
             "--until",
@@ -221,14 +211,9 @@ def test_mcap_seq_and_time_ranges(exported):
 
 def test_parquet_round_trip(exported):
     out = exported["tmp"] / "robot0.parquet"
-    proc = _export(
-        "--format",
+    proc = _export_robot0(
         "parquet",
-        "--robot",
-        "robot0",
-        "--out",
         out,
-        "--config",
         exported["config"],
         "--events",
         exported["events"],

@@ -91,11 +91,17 @@ NOTES = {
         "ms, commit itself p50 2-3 ms): streams opened while more than 4 are open now have no reader."
     ),
     "weight_push_p99_ms_n32": (
-        "Not changed in issue 16 (the policy_node split with a model loader had not landed): each "
-        "subscriber runs load_model (onnx.checker + an onnxruntime session + two smoke inferences) and two "
-        "fsync'd writes per version, and the policy node verifies the file again when it swaps; with N "
-        "subscribers on 2 cores these serialise, so the all-received time grows ~linearly with N (the Ray "
-        "peer, each actor building one ORT session, grows the same way: see peer_ratio)."
+        "The figure is now the user's path (issue 16): signed manifest -> WeightSync (signature, sha256, "
+        "onnx.checker, session, smoke, durable store, announce) -> the policy's ModelLoader (signed sidecar, "
+        "sha256, its own session) -> swapped. py-spy (200 Hz, one robot's path x 400 models, steady state): "
+        "47 % the policy's optimized onnxruntime session build, 23 % weight sync's gate session (45 % before: "
+        "it was optimized too; now built without graph optimizations, every check still run), 8 % the two "
+        "smoke runs (the policy's also warms its session off the tick), 8 % the durable store (3 fsyncs "
+        "batched, was 4), 3 % onnx.checker, 0.3 % signature, 0.1 % sha256. Bottleneck: one session build "
+        "per robot (~6 ms unoptimized + ~11 ms optimized on an idle core) x N robots sharing 2 cores, so the "
+        "all-swapped time grows ~linearly with N: 32 x ~17 ms / 2 cores is ~270 ms before any load; 100 ms "
+        "at 32 needs the robots' own CPUs. Alternated before/after, same run (load 12-44): N=8 p50 0.56x, "
+        "p99 0.74x; N=32 p50 0.85x (stored p50 0.75x), p99 within the noise."
     ),
     "ros_target_250hz_missed_fraction": (
         "Neighbour ablation (bench.ros_loop detail.ablation; 2 x 40 s per variant, 250 Hz, same run, load "

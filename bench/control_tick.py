@@ -73,22 +73,16 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
 
     us = 1e6
     b, s, p = (pct(np.asarray(x) * us, (50, 90, 99)) for x in (bare, step, path))
+
+    def against_bare(q: dict, description: str) -> dict:
+        return figure(q["p99"], b["p99"], "us", p50=q["p50"], limit_p50=b["p50"], description=description)
+
     figures = {
-        "control_tick_p99_us": figure(
-            s["p99"],
-            b["p99"],
-            "us",
-            p50=s["p50"],
-            limit_p50=b["p50"],
-            description="PolicyRuntime.step p99 vs bare onnxruntime session.run p99 (same graph, same feeds)",
+        "control_tick_p99_us": against_bare(
+            s, "PolicyRuntime.step p99 vs bare onnxruntime session.run p99 (same graph, same feeds)"
         ),
-        "policy_tick_path_p99_us": figure(
-            p["p99"],
-            b["p99"],
-            "us",
-            p50=p["p50"],
-            limit_p50=b["p50"],
-            description="runtime.step + ExperienceRecorder.record p99 (node tick without ROS) vs bare session.run",
+        "policy_tick_path_p99_us": against_bare(
+            p, "runtime.step + ExperienceRecorder.record p99 (node tick without ROS) vs bare session.run"
         ),
     }
     return {

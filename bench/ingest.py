@@ -57,22 +57,9 @@ def start_server(
     ready = workdir / f"{tag}.ready.json"
     ready.unlink(missing_ok=True)
     log = open(workdir / f"{tag}.log", "wb")
+    argv = [sys.executable, "-m", "bench.servers", kind, "--workdir", str(workdir), "--ready-file", str(ready)]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.servers",
-            kind,
-            "--workdir",
-            str(workdir),
-            "--ready-file",
-            str(ready),
-            *(extra or []),
-        ],
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
+        [*argv, *(extra or [])], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
     )
     log.close()
     deadline = time.monotonic() + timeout_s

@@ -29,6 +29,32 @@ class Recorder:
         return [m["version"] for m in self.models]
 
 
+def model_update_probe(context: rclpy.Context, domain_id: int, received: list):
+    """A probe node in `domain_id` that appends every decoded MODEL_UPDATE to `received`; (node, executor)."""
+    import json
+
+    from nestor_core import qos, topics
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import String
+
+    rclpy.init(context=context, domain_id=domain_id)
+    node = rclpy.create_node("weight_sync_probe", context=context)
+    node.create_subscription(String, topics.MODEL_UPDATE, lambda m: received.append(json.loads(m.data)), qos.EVENT_QOS)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    return node, executor
+
+
+def wait_for(predicate, timeout: float = 20.0, period: float = 0.02) -> bool:
+    """Poll `predicate` every `period` until true or `timeout`; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(period)
+    return predicate()
+
+
 def stop_node(proc: subprocess.Popen, context: rclpy.Context | None = None) -> str:
     """Shut the probe's context down, stop the node (SIGINT, 10 s, then SIGKILL) and return its output."""
     if context is not None and context.ok():

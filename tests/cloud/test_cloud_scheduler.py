@@ -33,7 +33,8 @@ def parts(tmp_path, tasks):
     store.close()
 
 
-def make_scheduler(parts, tasks, consolidate="cloud_testlib:run_round", in_process=True, **schedule):
+def make_scheduler(parts, tasks, consolidate="cloud_testlib:run_round", in_process=True, options=None, **schedule):
+    """A scheduler of task arm; `schedule` overrides ScheduleConfig fields, `options` go to the scheduler."""
     store, registry, _ = parts
     config = ScheduleConfig(
         **{
@@ -45,7 +46,9 @@ def make_scheduler(parts, tasks, consolidate="cloud_testlib:run_round", in_proce
             **schedule,
         }
     )
-    return ConsolidationScheduler(store, registry, {"arm": tasks["arm"]}, config, consolidate, in_process=in_process)
+    return ConsolidationScheduler(
+        store, registry, {"arm": tasks["arm"]}, config, consolidate, in_process=in_process, **(options or {})
+    )
 
 
 def test_accepted_round_registers_and_activates_a_child(parts, tasks):
@@ -72,15 +75,12 @@ def test_accepted_round_registers_and_activates_a_child(parts, tasks):
 def test_the_consolidation_section_goes_with_every_round_request(parts, tasks):
     store, registry, _ = parts
     round_config = config_from_dict({"consolidation": {"steps": 7, "blend_steps": [1.0, 0.5]}}).consolidation.round
-    schedule = ScheduleConfig(every_transitions=10, min_transitions=5, every_seconds=3600, poll_seconds=0.05)
-    scheduler = ConsolidationScheduler(
-        store,
-        registry,
-        {"arm": tasks["arm"]},
-        schedule,
-        "cloud_testlib:config_round",
-        in_process=True,
-        round_config=dataclasses.asdict(round_config),
+    scheduler = make_scheduler(
+        parts,
+        tasks,
+        consolidate="cloud_testlib:config_round",
+        options={"round_config": dataclasses.asdict(round_config)},
+        failure_backoff_seconds=ScheduleConfig().failure_backoff_seconds,
     )
     store.append(make_batch(first_seq=1, n=12))
     sent = scheduler.run_round("arm").metrics["config"]

@@ -23,6 +23,18 @@ def _set(compose: dict, path: str, value) -> None:
 
 
 _DELETE = object()
+_CLOUD_COMMAND = "services/cloud_brain/command"
+
+
+def _robot(n: int, cloud: str) -> tuple:
+    """(path, value, check) of robot<n>'s command dialing `cloud` with its certificates."""
+    return (
+        f"services/robot{n}/command",
+        [f"robot_id:=robot{n}", f"cloud:={cloud}", "certs_dir:=/certs"],
+        check_robot_fleet,
+    )
+
+
 BREAKAGES = [
     ("version key", "version", "3.9", check_schema, "version"),
     ("unknown service key", "services/robot0/dependson", ["cloud_brain"], check_schema, "dependson"),
@@ -125,20 +137,8 @@ BREAKAGES = [
     ("publish wrong port", "services/cloud_brain/ports", ["50052:50052"], check_cloud, "miss the listen port"),
     ("shared domain", "services/robot1/environment/ROS_DOMAIN_ID", "11", check_robot_fleet, "also used"),
     ("no health gate", "services/robot0/depends_on", [CLOUD], check_robot_fleet, "service_healthy"),
-    (
-        "missing config",
-        "services/cloud_brain/command",
-        ["serve", "--config", "/app/config/nope.yaml"],
-        check_cloud,
-        "--config",
-    ),
-    (
-        "bad cli flag",
-        "services/cloud_brain/command",
-        ["serve", "--confg", "/app/config/cloud.yaml"],
-        check_cloud,
-        "rejected",
-    ),
+    ("missing config", _CLOUD_COMMAND, ["serve", "--config", "/app/config/nope.yaml"], check_cloud, "--config"),
+    ("bad cli flag", _CLOUD_COMMAND, ["serve", "--confg", "/app/config/cloud.yaml"], check_cloud, "rejected"),
     ("no data volume", "services/cloud_brain/volumes/0", _DELETE, check_cloud, "db_path"),
     ("bad address", "services/cloud_brain/command", ["serve", "--address", "0.0.0.0"], check_cloud, "address"),
     ("upstream image unpinned", "services/postgres/image", "postgres:latest", check_builds, "pinned image"),
@@ -198,20 +198,8 @@ BREAKAGES = [
         check_tls,
         "cloud_replica_b",
     ),
-    (
-        "replica robot wrong port",
-        "services/robot2/command",
-        ["robot_id:=robot2", "cloud:=cloud_replica_a:50051,cloud_replica_b:50052", "certs_dir:=/certs"],
-        check_robot_fleet,
-        "listens on port",
-    ),
-    (
-        "default robot dials a profile service",
-        "services/robot0/command",
-        ["robot_id:=robot0", "cloud:=cloud_brain:50051,cloud_replica_a:50051", "certs_dir:=/certs"],
-        check_robot_fleet,
-        "needs it",
-    ),
+    ("replica robot wrong port", *_robot(2, "cloud_replica_a:50051,cloud_replica_b:50052"), "listens on port"),
+    ("default robot dials a profile service", *_robot(0, "cloud_brain:50051,cloud_replica_a:50051"), "needs it"),
 ]
 
 

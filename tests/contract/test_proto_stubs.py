@@ -223,17 +223,14 @@ def test_chunk_rejects_row_count_mismatch(batch, name):
     assert err.value.reason == "bad_shape"
 
 
-@pytest.mark.parametrize(
-    ("field", "value", "reason"),
-    [("robot_id", "", "missing_robot_id"), ("task", "", "missing_task"), ("first_seq", 0, "bad_sequence")],
-)
-def test_chunk_rejects_header(field, value, reason):
+def _crane_batch(obs_dim: int) -> ExperienceBatch:
+    """Two valid crane transitions of robot0 from seq 1 (obs of `obs_dim`, one action)."""
     ones = np.ones((2, 1), np.float32)
-    good = ExperienceBatch(
+    return ExperienceBatch(
         robot_id="robot0",
         task="crane",
         first_seq=1,
-        obs=np.ones((2, 3), np.float32),
+        obs=np.ones((2, obs_dim), np.float32),
         action=ones,
         cost=ones[:, 0],
         fast_read=ones,
@@ -242,6 +239,14 @@ def test_chunk_rejects_header(field, value, reason):
         stamp=np.zeros(2),
         model_versions=np.ones(2, np.int64),
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [("robot_id", "", "missing_robot_id"), ("task", "", "missing_task"), ("first_seq", 0, "bad_sequence")],
+)
+def test_chunk_rejects_header(field, value, reason):
+    good = _crane_batch(obs_dim=3)
     chunk = _wire(good)
     from_chunk(chunk, obs_dim=3, act_dim=1)
     setattr(chunk, field, value)
@@ -251,20 +256,7 @@ def test_chunk_rejects_header(field, value, reason):
 
 
 def test_chunk_rejects_wrong_dtype():
-    ones = np.ones((2, 1), np.float32)
-    batch = ExperienceBatch(
-        robot_id="robot0",
-        task="crane",
-        first_seq=1,
-        obs=ones,
-        action=ones,
-        cost=ones[:, 0],
-        fast_read=ones,
-        slow_read=ones,
-        surprise=ones[:, 0],
-        stamp=np.zeros(2),
-        model_versions=np.ones(2, np.int64),
-    )
+    batch = _crane_batch(obs_dim=1)
     chunk = _wire(batch)
     chunk.cost.CopyFrom(to_tensor(np.ones(2, np.float64)))
     with pytest.raises(ChunkError, match="cost") as err:

@@ -5,6 +5,7 @@ Everything talks 127.0.0.1 only; every loop has a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -97,17 +98,10 @@ class CloudProcess:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(CLOUD_TESTS), os.environ.get("PYTHONPATH", "")]))
         self.starts += 1
         log = open(self.workdir / f"cloud-{self.starts}.log", "wb")  # noqa: SIM115 - owned by the child
+        argv = [str(BIN / "nestor-cloud"), "serve", "--config", str(config_path), "--ready-file", str(ready)]
+        argv += ["--log-level", "WARNING"]
         self.popen = subprocess.Popen(
-            [
-                str(BIN / "nestor-cloud"),
-                "serve",
-                "--config",
-                str(config_path),
-                "--ready-file",
-                str(ready),
-                "--log-level",
-                "WARNING",
-            ],
+            argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -184,6 +178,27 @@ class SpoolWriter:
         self._stop.set()
         self._thread.join(10)
         return self.appended
+
+
+@contextlib.contextmanager
+def streaming(spool, address: str, config, period_s: float):
+    """Robot r1's uplink of `spool` to `address` in a thread, fed by a SpoolWriter of 10-transition chunks.
+
+    Yields (uplink, writer); on exit the writer stops, then the uplink (joined within 10 s).
+    """
+    from nestor_robot.uplink import Uplink
+
+    uplink = Uplink(spool, address, config)
+    stop = threading.Event()
+    thread = threading.Thread(target=uplink.run, args=(stop,), daemon=True)
+    writer = SpoolWriter(spool, "r1", chunk=10, period_s=period_s).start()
+    thread.start()
+    try:
+        yield uplink, writer
+    finally:
+        writer.stop()
+        stop.set()
+        thread.join(10)
 
 
 def stored_chunks(db_path: str, robot_id: str) -> list[tuple[int, int, bytes]]:

@@ -12,6 +12,7 @@ when the proxy closes, so nothing outlives the test. Only 127.0.0.1 is ever boun
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import struct
@@ -30,14 +31,10 @@ def _loopback(address: str) -> tuple[str, int]:
 
 def _reset(sock: socket.socket) -> None:
     """Close with RST (SO_LINGER 0), like a peer that vanished."""
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-    try:
+    with contextlib.suppress(OSError):
         sock.close()
-    except OSError:
-        pass
 
 
 class TcpProxy:
@@ -165,11 +162,7 @@ class TcpProxy:
             if pair in self._pairs:
                 self._pairs.remove(pair)
         for sock in pair:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass

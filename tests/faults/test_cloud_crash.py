@@ -4,24 +4,18 @@ uploaded == stored, with no duplicate and no corrupt row: an ack lost with the c
 robot resend chunks the cloud already committed, and the cloud stores them once.
 """
 
-import threading
-
 import pytest
-from faultlib import SpoolWriter, assert_exactly_once, drained, wait_for
+from faultlib import assert_exactly_once, drained, streaming, wait_for
 from nestor_robot.spool import Spool
-from nestor_robot.uplink import Uplink, UplinkConfig
+from nestor_robot.uplink import UplinkConfig
 
 pytestmark = pytest.mark.slow
 
 
 def test_cloud_killed_mid_stream_restarts_and_the_uplink_resumes(cloud, tmp_path):
     spool = Spool(str(tmp_path / "spool.sqlite"), "r1")
-    uplink = Uplink(spool, cloud.address, UplinkConfig(backoff_min_s=0.05, backoff_max_s=0.5, ack_timeout_s=5.0))
-    stop = threading.Event()
-    thread = threading.Thread(target=uplink.run, args=(stop,), daemon=True)
-    writer = SpoolWriter(spool, "r1", chunk=10, period_s=0.01).start()
-    thread.start()
-    try:
+    config = UplinkConfig(backoff_min_s=0.05, backoff_max_s=0.5, ack_timeout_s=5.0)
+    with streaming(spool, cloud.address, config, 0.01) as (uplink, writer):
         for _ in range(2):
             acked = spool.acked_through()
             wait_for(lambda a=acked: spool.acked_through() > a + 200, 20, "acks before the crash")
@@ -41,10 +35,6 @@ def test_cloud_killed_mid_stream_restarts_and_the_uplink_resumes(cloud, tmp_path
             wait_for(lambda a=before["acked_through"]: spool.acked_through() > a, 20, "acks after the restart")
         uploaded = writer.stop()
         wait_for(lambda: drained(spool), 30, "the spool to drain")
-    finally:
-        writer.stop()
-        stop.set()
-        thread.join(10)
     stats = uplink.stats()
     assert stats["reconnects"] >= 2 and stats["errors"] >= 2
     assert spool.stats()["dropped"] == 0 and not writer.errors

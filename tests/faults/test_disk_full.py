@@ -10,14 +10,13 @@ uploaded == stored.
 import errno
 import os
 import subprocess
-import threading
 
 import grpc
 import pytest
-from faultlib import CloudProcess, SpoolWriter, assert_exactly_once, drained, wait_for
+from faultlib import CloudProcess, assert_exactly_once, drained, streaming, wait_for
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_robot.spool import Spool
-from nestor_robot.uplink import Uplink, UplinkConfig
+from nestor_robot.uplink import UplinkConfig
 
 pytestmark = pytest.mark.slow
 
@@ -65,31 +64,25 @@ def test_disk_full_refuses_with_resource_exhausted_then_resumes(small_disk, tmp_
     cloud = CloudProcess(tmp_path / "cloud", str(small_disk / "nestor.db"))
     cloud.start()
     spool = Spool(str(tmp_path / "spool.sqlite"), "r1")
-    uplink = Uplink(spool, cloud.address, UplinkConfig(backoff_min_s=0.05, backoff_max_s=0.5))
-    stop = threading.Event()
-    thread = threading.Thread(target=uplink.run, args=(stop,), daemon=True)
-    writer = SpoolWriter(spool, "r1", chunk=10, period_s=0.01).start()
-    thread.start()
+    config = UplinkConfig(backoff_min_s=0.05, backoff_max_s=0.5)
     filler = small_disk / "filler"
     try:
-        wait_for(lambda: spool.acked_through() > 200, 20, "acks before the disk fills")
-        fill(filler)
-        wait_for(lambda: "disk full" in uplink.stats()["last_error"], 20, "a disk-full refusal")
-        error = uplink.stats()["last_error"]
-        assert error.startswith("RESOURCE_EXHAUSTED") and "disk full" in error, error
-        stalled = spool.acked_through()
-        depth = spool.stats()["depth_transitions"]
-        wait_for(lambda: spool.stats()["depth_transitions"] > depth + 200, 10, "the spool to grow")
-        assert spool.acked_through() == stalled, "something was acknowledged while the disk was full"
-        assert status(cloud.address).rejected_by_reason["disk_full"] >= 1
-        filler.unlink()
-        wait_for(lambda: spool.acked_through() > stalled, 20, "acks after space returned")
-        uploaded = writer.stop()
-        wait_for(lambda: drained(spool), 30, "the spool to drain")
+        with streaming(spool, cloud.address, config, 0.01) as (uplink, writer):
+            wait_for(lambda: spool.acked_through() > 200, 20, "acks before the disk fills")
+            fill(filler)
+            wait_for(lambda: "disk full" in uplink.stats()["last_error"], 20, "a disk-full refusal")
+            error = uplink.stats()["last_error"]
+            assert error.startswith("RESOURCE_EXHAUSTED") and "disk full" in error, error
+            stalled = spool.acked_through()
+            depth = spool.stats()["depth_transitions"]
+            wait_for(lambda: spool.stats()["depth_transitions"] > depth + 200, 10, "the spool to grow")
+            assert spool.acked_through() == stalled, "something was acknowledged while the disk was full"
+            assert status(cloud.address).rejected_by_reason["disk_full"] >= 1
+            filler.unlink()
+            wait_for(lambda: spool.acked_through() > stalled, 20, "acks after space returned")
+            uploaded = writer.stop()
+            wait_for(lambda: drained(spool), 30, "the spool to drain")
     finally:
-        writer.stop()
-        stop.set()
-        thread.join(10)
         cloud.stop()
     assert spool.stats()["dropped"] == 0 and not writer.errors
     spool.close()

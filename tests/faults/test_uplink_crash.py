@@ -27,30 +27,20 @@ def _free_port() -> int:
 def _start_uplink(spool_path, address, log_path, metrics_port=0):
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
     with open(log_path, "ab") as log:
+        params = {
+            "robot_id": "r1",
+            "spool_path": spool_path,
+            "cloud_address": address,
+            "backoff_max_s": 0.5,
+            "window": 4,
+            "metrics_port": metrics_port,
+            "status_period_s": 0.2,
+        }
+        argv = [str(BIN / "uplink_node"), "--ros-args"]
+        for name, value in params.items():
+            argv += ["-p", f"{name}:={value}"]
         return subprocess.Popen(
-            [
-                str(BIN / "uplink_node"),
-                "--ros-args",
-                "-p",
-                "robot_id:=r1",
-                "-p",
-                f"spool_path:={spool_path}",
-                "-p",
-                f"cloud_address:={address}",
-                "-p",
-                "backoff_max_s:=0.5",
-                "-p",
-                "window:=4",
-                "-p",
-                f"metrics_port:={metrics_port}",
-                "-p",
-                "status_period_s:=0.2",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
         )
 
 

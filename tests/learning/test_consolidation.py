@@ -12,6 +12,20 @@ from nestor_core.policy_runtime import RuntimeConfig
 from nestor_sim.tracking_env import TrackingEnv
 
 
+def _request(tmp_path, task_file, parent, experience_to: int, seed: int) -> dict:
+    """A round request over the store in tmp_path, rows 0..experience_to, from parent version 1."""
+    return {
+        "db_path": str(tmp_path / "nestor.db"),
+        "task": "kuka_track",
+        "task_file": task_file,
+        "parent_version": 1,
+        "parent_onnx": parent,
+        "experience_from": 0,
+        "experience_to": experience_to,
+        "seed": seed,
+    }
+
+
 @pytest.mark.slow
 def test_round_learns_what_the_fast_memory_learned(tmp_path, kuka_task_file):
     parent, _ = initial_model(kuka_task_file)
@@ -22,17 +36,8 @@ def test_round_learns_what_the_fast_memory_learned(tmp_path, kuka_task_file):
             for batch in collect_experience(parent, env, f"robot{i}", shifts=[shift], seed=i, ticks=2000):
                 store.append(batch)
         assert store.count_transitions("kuka_track") == 4000
-        request = {
-            "db_path": str(tmp_path / "nestor.db"),
-            "task": "kuka_track",
-            "task_file": kuka_task_file,
-            "parent_version": 1,
-            "parent_onnx": parent,
-            "experience_from": 0,
-            "experience_to": store.max_row_id(),
-            "seed": 1,
-            "config": {"steps": 300, "eval_ticks": 600},
-        }
+        request = _request(tmp_path, kuka_task_file, parent, store.max_row_id(), seed=1)
+        request["config"] = {"steps": 300, "eval_ticks": 600}
         result = run_round(request)
         assert result["accepted"], result["reason"]
         gate = result["metrics"]["gate"]
@@ -55,18 +60,7 @@ def test_round_with_too_little_data_keeps_the_parent(tmp_path, kuka_task_file):
     parent, _ = initial_model(kuka_task_file)
     store = ExperienceStore(tmp_path / "nestor.db")
     store.close()
-    result = run_round(
-        {
-            "db_path": str(tmp_path / "nestor.db"),
-            "task": "kuka_track",
-            "task_file": kuka_task_file,
-            "parent_version": 1,
-            "parent_onnx": parent,
-            "experience_from": 0,
-            "experience_to": 0,
-            "seed": 0,
-        }
-    )
+    result = run_round(_request(tmp_path, kuka_task_file, parent, 0, seed=0))
     assert not result["accepted"] and "usable transitions" in result["reason"]
     assert result["onnx"] == parent
 

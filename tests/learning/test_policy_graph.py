@@ -11,6 +11,7 @@ from cloud_brain.learning.policy_net import NestedPolicy, NetSpec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from learning_testlib import onnx_beside_torch, perturbed_net
 from nestor_core import policy_io
 from nestor_core.policy_model import ModelRejected, load_model, sha256_hex
 
@@ -28,12 +29,7 @@ SPEC = NetSpec(
 
 
 def perturbed(seed: int = 1) -> NestedPolicy:
-    net = NestedPolicy(SPEC, seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    return net
+    return perturbed_net(NestedPolicy, SPEC, seed)
 
 
 def feeds(rng, net=SPEC, scale=1.0):
@@ -49,14 +45,8 @@ def feeds(rng, net=SPEC, scale=1.0):
 def test_onnx_export_matches_torch_forward():
     net = perturbed()
     model = load_model(export_onnx(net))
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        f = feeds(rng)
-        got = model.session.run(None, f)
-        with torch.no_grad():
-            want = net(*(torch.from_numpy(f[k]) for k in policy_io.INPUTS))
-        for name, g, w in zip(policy_io.OUTPUTS, got, want, strict=True):
-            np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
+    for name, g, w in onnx_beside_torch(net, model, feeds, policy_io.INPUTS, policy_io.OUTPUTS):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
 def test_onnx_is_the_checkpoint_round_trip():

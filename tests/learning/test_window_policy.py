@@ -16,6 +16,7 @@ from cloud_brain.learning.window_policy import WindowPolicy, WindowSpec, ridge_f
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from learning_testlib import onnx_beside_torch, perturbed_net
 from nestor_core import learning_metrics, policy_io
 from nestor_core.policy_model import load_model
 from nestor_core.policy_runtime import PolicyRuntime, RuntimeConfig
@@ -30,12 +31,7 @@ K = 6
 
 
 def perturbed(seed: int = 1) -> WindowPolicy:
-    net = WindowPolicy(SPEC, seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    return net
+    return perturbed_net(WindowPolicy, SPEC, seed)
 
 
 def feeds(rng, scale=1.0):
@@ -55,16 +51,10 @@ def test_window_onnx_matches_torch_forward():
     net = perturbed()
     model = load_model(export_window_onnx(net))
     assert model.l0_kind == policy_io.WINDOW
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        f = feeds(rng)
-        got = model.session.run(None, f)
-        with torch.no_grad():
-            want = net(*(torch.from_numpy(f[k]) for k in policy_io.WINDOW_INPUTS))
-        for name, g, w in zip(policy_io.WINDOW_OUTPUTS, got, want, strict=True):
-            # float32 differences of large efforts: tolerance relative to the output's magnitude
-            scale = max(1.0, float(np.abs(w.numpy()).max()))
-            np.testing.assert_allclose(g, w.numpy(), rtol=1e-3, atol=1e-4 * scale, err_msg=name)
+    for name, g, w in onnx_beside_torch(net, model, feeds, policy_io.WINDOW_INPUTS, policy_io.WINDOW_OUTPUTS):
+        # float32 differences of large efforts: tolerance relative to the output's magnitude
+        scale = max(1.0, float(np.abs(w).max()))
+        np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4 * scale, err_msg=name)
 
 
 def test_window_onnx_is_the_checkpoint():

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from policy_models import JOINTS
-from ros_testlib import launch_policy, policy_argv
+from ros_testlib import launch_policy, policy_argv, stop_policy
 
 
 def read_stats(path: Path) -> dict:
@@ -44,6 +44,13 @@ def start_policy(models, tmp_path, namespace, domain_id, *params):
         *params,
     )
     return launch_policy(argv, tmp_path / "policy.log", domain_id)
+
+
+def finish(driver, proc, log) -> tuple[int | None, str]:
+    """Close the driver, stop the policy node; its exit code and its log's text."""
+    driver.close()
+    code = stop_policy(proc, log)
+    return code, Path(log.name).read_text()
 
 
 class Driver:

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from nestor_bringup.cli import default_config_dir
 from nestor_demo.cloud_process import load_cloud_base
+from task_testlib import edited_task
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
@@ -34,11 +34,7 @@ def _refused(result: subprocess.CompletedProcess, *fragments: str) -> None:
 
 
 def _task(tmp_path: Path, edit) -> Path:
-    data = yaml.safe_load(KUKA.read_text())
-    edit(data)
-    path = tmp_path / "task.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return edited_task(KUKA, tmp_path / "task.yaml", edit)
 
 
 @pytest.mark.parametrize(

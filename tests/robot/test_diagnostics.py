@@ -31,27 +31,9 @@ def test_every_node_publishes_on_diagnostics(tmp_path):
 
     domain = random.Random(os.getpid() ^ 0xD1A6).randint(1, 100)
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    robot = subprocess.Popen(
-        [
-            str(NESTOR),
-            "robot",
-            "--robot-id",
-            "diag7",
-            "--task",
-            "crane",
-            "--record",
-            "--duration",
-            "40",
-            "--run-dir",
-            str(tmp_path / "run"),
-            "--cloud",
-            "127.0.0.1:9",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    argv = [str(NESTOR), "robot", "--robot-id", "diag7", "--task", "crane", "--record", "--duration", "40"]
+    argv += ["--run-dir", str(tmp_path / "run"), "--cloud", "127.0.0.1:9"]
+    robot = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     context = Context()
     rclpy.init(context=context, domain_id=domain)
     seen: dict[str, DiagnosticStatus] = {}

@@ -9,9 +9,9 @@ import os
 import time
 
 import pytest
-from policy_driver import Driver, assert_contiguous, read_stats, spool_rows, start_policy
+from policy_driver import Driver, assert_contiguous, finish, read_stats, spool_rows, start_policy
 from policy_models import JOINTS
-from ros_testlib import random_domain_id, stop_policy
+from ros_testlib import random_domain_id
 
 
 @pytest.mark.parametrize("executor", ["events", "single"])
@@ -52,9 +52,7 @@ def test_policy_node_end_to_end(models, tmp_path, executor):
         assert stats["reject_log"][-1]["reason"] == "sha256_mismatch"
         assert stats["tick_us"]["p50"] > 0
     finally:
-        driver.close()
-        stop_policy(proc, log)
-    output = (tmp_path / "policy.log").read_text()
+        _, output = finish(driver, proc, log)
     assert proc.returncode == 0, output
     # Everything recorded reached the spool, with contiguous seqs from 1.
     final = read_stats(stats_file)
@@ -112,9 +110,7 @@ def test_nan_joint_state_never_drives_an_actuator(models, tmp_path):
             (s.level, s.message) for _, s in driver.statuses[-3:]
         ]
     finally:
-        driver.close()
-        code = stop_policy(proc, log)
-    output = (tmp_path / "policy.log").read_text()
+        code, output = finish(driver, proc, log)
     assert code == 0, output
     assert "non_finite: joint_states.position[lbr_iiwa_joint_4] is nan" in output
     final = read_stats(stats_file)
@@ -159,9 +155,8 @@ def test_malformed_joint_states_raise_the_status(models, tmp_path):
         driver.corrupt = None
         driver.run(1.0)
     finally:
-        driver.close()
-        code = stop_policy(proc, log)
-    assert code == 0, (tmp_path / "policy.log").read_text()
+        code, output = finish(driver, proc, log)
+    assert code == 0, output
     counts = list(seen.values())
     assert counts == sorted(counts) and counts[0] > 0, seen
     final = read_stats(stats_file)

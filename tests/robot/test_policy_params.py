@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from policy_driver import Driver, read_stats, start_policy
-from ros_testlib import random_domain_id, ros_env, stop_policy
+from policy_driver import Driver, finish, read_stats, start_policy
+from ros_testlib import random_domain_id, ros_env
 
 BIN = Path(sys.executable).parent
 
@@ -81,9 +81,7 @@ def test_parameter_services_from_a_plain_client(models, tmp_path):
         assert driver.run(5.0, until=lambda: read_stats(stats_file)["ticks"] > ticks + 100)
         assert read_stats(stats_file)["l0_fast_state_norm"] == frozen
     finally:
-        driver.close()
-        code = stop_policy(proc, log)
-    output = (tmp_path / "policy.log").read_text()
+        code, output = finish(driver, proc, log)
     assert code == 0, output
     assert "parameters changed: {'l0_step_scale': 0.0}" in output
 

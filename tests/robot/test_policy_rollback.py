@@ -15,9 +15,9 @@ import sys
 import urllib.request
 
 import pytest
-from policy_driver import Driver, read_stats
+from policy_driver import Driver, finish, read_stats
 from policy_models import JOINTS, REPO
-from ros_testlib import launch_policy, policy_argv, random_domain_id, stop_policy
+from ros_testlib import launch_policy, policy_argv, random_domain_id
 
 pytestmark = pytest.mark.slow
 
@@ -118,6 +118,5 @@ def test_policy_node_rolls_back_a_worse_model(tmp_path):
             assert line in text, text
         assert "nestor_robot_missed_ticks" in text and "nestor_robot_spool_depth_transitions" in text
     finally:
-        driver.close()
-        stop_policy(proc, log)
-    assert proc.returncode == 0, (tmp_path / "policy.log").read_text()
+        _, output = finish(driver, proc, log)
+    assert proc.returncode == 0, output

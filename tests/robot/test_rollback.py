@@ -85,26 +85,23 @@ def test_weight_sync_reports_bad_to_the_cloud_and_never_adopts_it_again(tmp_path
     server.start()
     try:
         active = server.registry.active("arm")
-        sync = WeightSync(
-            server.address,
-            "r7",
-            "arm",
-            str(tmp_path / "models"),
-            lambda info: None,
-            loader=lambda data, expected_sha256, version: None,
-        )
+
+        def weight_sync() -> WeightSync:
+            return WeightSync(
+                server.address,
+                "r7",
+                "arm",
+                str(tmp_path / "models"),
+                lambda info: None,
+                loader=lambda data, expected_sha256, version: None,
+            )
+
+        sync = weight_sync()
         assert sync.report_bad(active.version, "mean cost 3 vs 1 before") is True
         assert server.registry.bad_versions("r7") == {active.version}
         assert sync.stats()["bad_reports"] == 1
         # Persisted: a restarted weight sync refuses it too.
-        again = WeightSync(
-            server.address,
-            "r7",
-            "arm",
-            str(tmp_path / "models"),
-            lambda info: None,
-            loader=lambda data, expected_sha256, version: None,
-        )
+        again = weight_sync()
         assert again.bad_versions == {active.version}
         update = nestor_pb2.ModelUpdate(version=active.version, task="arm", sha256=active.sha256, onnx=active.onnx)
         assert again.handle_update(update) is None

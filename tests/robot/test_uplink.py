@@ -212,6 +212,17 @@ def test_cloud_starting_late_is_retried_with_backoff(spool):
     assert sorted(cloud.stored) == list(range(1, 16))
 
 
+def _drain(spool, servicer, acked_through: int) -> dict:
+    """Run an Uplink against `servicer` until the spool is acked through `acked_through`; its stats."""
+    server, port = start_server(servicer)
+    try:
+        with Running(Uplink(spool, f"127.0.0.1:{port}", FAST)) as uplink:
+            assert wait_for(lambda: spool.acked_through() == acked_through)
+            return uplink.stats()
+    finally:
+        server.stop(0)
+
+
 def test_refused_chunk_is_quarantined_and_the_gap_announced(spool):
     append_n(spool, 2, 5)  # 1-10
     poisoned = make_batch(11, 5)
@@ -219,13 +230,7 @@ def test_refused_chunk_is_quarantined_and_the_gap_announced(spool):
     spool.append(poisoned)
     append_n(spool, 2, 5)  # 16-25
     cloud = MemoryCloud()
-    server, port = start_server(ExperienceServicer(cloud))
-    try:
-        with Running(Uplink(spool, f"127.0.0.1:{port}", FAST)) as uplink:
-            assert wait_for(lambda: spool.acked_through() == 25)
-            stats = uplink.stats()
-    finally:
-        server.stop(0)
+    stats = _drain(spool, ExperienceServicer(cloud), 25)
     assert sorted(cloud.stored) == list(range(1, 11)) + list(range(16, 26))
     assert cloud.dropped == 5
     assert stats["rejected_chunks"] == 1 and stats["rejected"] == 5
@@ -236,13 +241,7 @@ def test_chunk_that_keeps_failing_on_the_server_is_quarantined_not_resent_foreve
     append_n(spool, 3, 5)  # 1-15; the server fails on 6-10 every time (UNKNOWN)
     cloud = MemoryCloud()
     servicer = ExperienceServicer(cloud, crash_on_seq=6)
-    server, port = start_server(servicer)
-    try:
-        with Running(Uplink(spool, f"127.0.0.1:{port}", FAST)) as uplink:
-            assert wait_for(lambda: spool.acked_through() == 15)
-            stats = uplink.stats()
-    finally:
-        server.stop(0)
+    stats = _drain(spool, servicer, 15)
     assert servicer.crashes == FAST.poison_after == 3
     assert sorted(cloud.stored) == list(range(1, 6)) + list(range(11, 16))
     assert cloud.dropped == 5  # the gap was announced, not hidden

@@ -13,7 +13,7 @@ import pytest
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
 from policy_testlib import ACT, KEY, OBS, TASK, tiny_policy  # noqa: F401
-from ros_testlib import Recorder, spin_until, start_node, stop_node
+from ros_testlib import Recorder, model_update_probe, spin_until, start_node, stop_node, wait_for
 
 
 def update(version: int, onnx_bytes: bytes, parent: int = 0, sha256: str | None = None) -> nestor_pb2.ModelUpdate:
@@ -151,15 +151,6 @@ def start_models_server(servicer, port: int = 0) -> tuple[grpc.Server, int]:
     return server, bound
 
 
-def wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 def test_subscribe_over_grpc_resubscribes_with_current_version(tmp_path):
     good1, good3 = tiny_policy(0.1), tiny_policy(0.3)
     servicer = ModelsServicer([update(1, good1), tampered(2, tiny_policy(0.2)), update(3, good3, parent=1)])
@@ -199,9 +190,6 @@ def _domain_id() -> int:
 @pytest.mark.slow
 def test_weight_sync_node_announces_verified_model_on_dds(tmp_path, monkeypatch):
     import rclpy
-    from nestor_core import qos, topics
-    from rclpy.executors import SingleThreadedExecutor
-    from std_msgs.msg import String
 
     domain = _domain_id()
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
@@ -223,13 +211,7 @@ def test_weight_sync_node_announces_verified_model_on_dds(tmp_path, monkeypatch)
     try:
         # Subscribe only after the node announced: transient-local durability must deliver it.
         assert wait_for(lambda: (model_dir / f"{TASK}-v7.json").exists(), timeout=30), "model never stored"
-        rclpy.init(context=context, domain_id=domain)
-        node = rclpy.create_node("weight_sync_probe", context=context)
-        node.create_subscription(
-            String, topics.MODEL_UPDATE, lambda m: received.append(json.loads(m.data)), qos.EVENT_QOS
-        )
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
+        node, executor = model_update_probe(context, domain, received)
         spin_until(executor, lambda: bool(received), proc)
         node.destroy_node()
         executor.shutdown()

@@ -9,11 +9,12 @@ from concurrent import futures
 
 import grpc
 import pytest
+import ros_testlib
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nestor_core import nestor_pb2_grpc
 from nestor_core.manifest import verify_stored
 from nestor_robot.weight_sync import WeightSync, WeightSyncConfig
-from ros_testlib import Recorder, spin_until, start_node, stop_node
+from ros_testlib import Recorder, model_update_probe, spin_until, start_node, stop_node
 from security_testlib import TASK, pem, signed_update, tampered_update, tiny_policy
 
 
@@ -109,20 +110,12 @@ class ModelsServicer(nestor_pb2_grpc.ModelsServicer):
 
 
 def wait_for(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+    return ros_testlib.wait_for(predicate, timeout, period=0.05)
 
 
 @pytest.mark.slow
 def test_weight_sync_node_refuses_tampered_and_unsigned_models(tmp_path, pki, signing_key, monkeypatch):
     import rclpy
-    from nestor_core import qos, topics
-    from rclpy.executors import SingleThreadedExecutor
-    from std_msgs.msg import String
 
     domain = 1 + (os.getpid() * 13 + random.randrange(1000)) % 100
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
@@ -163,13 +156,7 @@ def test_weight_sync_node_refuses_tampered_and_unsigned_models(tmp_path, pki, si
     output = ""
     try:
         assert wait_for(lambda: (model_dir / f"{TASK}-v1.json").exists()), "model v1 never stored"
-        rclpy.init(context=context, domain_id=domain)
-        node = rclpy.create_node("weight_sync_probe", context=context)
-        node.create_subscription(
-            String, topics.MODEL_UPDATE, lambda m: received.append(json.loads(m.data)), qos.EVENT_QOS
-        )
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
+        node, executor = model_update_probe(context, domain, received)
         spin_until(executor, lambda: bool(received), proc)
         # Give refused versions time to be announced, were they (wrongly) accepted.
         end = time.monotonic() + 1.0

@@ -5,6 +5,7 @@ import re
 import pytest
 import yaml
 from nestor_sim.task import ShiftSpec, load_task, parse_shift, with_shifts
+from task_testlib import edited_task
 
 
 def test_both_tasks_load(kuka_yaml, crane_yaml):
@@ -37,11 +38,7 @@ def test_reference_is_sinusoid(crane_yaml):
 
 
 def _write(tmp_path, crane_yaml, edit):
-    data = yaml.safe_load(crane_yaml.read_text())
-    edit(data)
-    path = tmp_path / "crane.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return edited_task(crane_yaml, tmp_path / "crane.yaml", edit)
 
 
 @pytest.mark.parametrize(

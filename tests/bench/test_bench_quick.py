@@ -20,14 +20,8 @@ FIGURE_KEYS = ("value", "limit", "ratio", "target", "met", "unit")
 def test_bench_quick_writes_complete_json(tmp_path):
     out = tmp_path / "bench.json"
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--out", str(out)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=420,
-    )
+    argv = [sys.executable, "-m", "bench.run", "--quick", "--out", str(out)]
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=420)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads(out.read_text())
     assert report["quick"] is True

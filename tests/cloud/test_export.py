@@ -16,8 +16,7 @@ import yaml
 from cloud_brain.experience.dataset import DatasetError, load
 from cloud_brain.experience.export_mcap import TOPICS
 from cloud_brain.experience.store import ExperienceStore
-from mcap.reader import make_reader
-from mcap_ros2.decoder import DecoderFactory
+from mcap_testlib import read_mcap
 from nestor_core.experience import ExperienceBatch
 from nestor_core.ros2_msgdefs import FIELDS, msgdef
 
@@ -95,17 +94,6 @@ def _rows(batches, first, last):
     return out
 
 
-def _read_mcap(path):
-    by_topic = {}
-    with open(path, "rb") as f:
-        reader = make_reader(f, decoder_factories=[DecoderFactory()])
-        assert reader.get_header().profile == "ros2"
-        for schema, channel, message, decoded in reader.iter_decoded_messages():
-            by_topic.setdefault(channel.topic, []).append((schema.name, message, decoded))
-        metadata = {m.name: m.metadata for m in reader.iter_metadata()}
-    return by_topic, metadata
-
-
 def test_mcap_export_every_value_matches_the_store(exported):
     out = exported["tmp"] / "robot0.mcap"
     proc = _export_robot0(
@@ -121,7 +109,7 @@ def test_mcap_export_every_value_matches_the_store(exported):
     rows = _rows(exported["batches"], 1, 80)
     assert (summary["first_seq"], summary["last_seq"], summary["transitions"]) == (1, 80, len(rows)) == (1, 80, 70)
 
-    by_topic, metadata = _read_mcap(out)
+    by_topic, metadata = read_mcap(out)
     assert set(by_topic) == {f"/robot0/{t}" for t in TOPICS}
     for topic, datatype in TOPICS.items():
         assert {name for name, _, _ in by_topic[f"/robot0/{topic}"]} == {datatype}
@@ -184,7 +172,7 @@ def test_mcap_seq_and_time_ranges(exported):
         ).returncode
         == 0
     )
-    by_topic, _ = _read_mcap(out)
+    by_topic, _ = read_mcap(out)
     assert [m.sequence for _, m, _ in by_topic["/robot0/cost"]] == [*range(20, 41), *range(51, 61)]
     assert [(m.sequence, d.data) for _, m, d in by_topic["/robot0/nestor/model_version"]] == [(20, 1), (51, 2)]
     # stamps of seqs 31..55 (inclusive), through the robot clock.
@@ -203,7 +191,7 @@ def test_mcap_seq_and_time_ranges(exported):
         ).returncode
         == 0
     )
-    by_topic, _ = _read_mcap(out)
+    by_topic, _ = read_mcap(out)
     assert [m.sequence for _, m, _ in by_topic["/robot0/cost"]] == [*range(31, 41), *range(51, 56)]
     # Without the task file the joints get generic names.
     assert list(by_topic["/robot0/joint_states"][0][2].name) == ["joint_0", "passive_0"]

@@ -30,6 +30,9 @@ from nestor_core import nestor_pb2  # noqa: E402
 from nestor_core.experience import from_chunk  # noqa: E402
 
 BIN = pathlib.Path(sys.executable).parent
+# Popen options of a child process under test: output into its log, no stdin, its own session (a
+# signal to the test's process group does not reach it; the test signals it alone).
+DETACHED = {"stderr": subprocess.STDOUT, "stdin": subprocess.DEVNULL, "start_new_session": True}
 TASK = "arm"
 
 
@@ -100,15 +103,7 @@ class CloudProcess:
         log = open(self.workdir / f"cloud-{self.starts}.log", "wb")  # noqa: SIM115 - owned by the child
         argv = [str(BIN / "nestor-cloud"), "serve", "--config", str(config_path), "--ready-file", str(ready)]
         argv += ["--log-level", "WARNING"]
-        self.popen = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=REPO,
-            start_new_session=True,
-        )
+        self.popen = subprocess.Popen(argv, stdout=log, env=env, cwd=REPO, **DETACHED)
         log.close()
 
         def up():

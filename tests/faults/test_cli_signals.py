@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faultlib import BIN, REPO, wait_for
+from faultlib import BIN, DETACHED, REPO, wait_for
 from test_supervision import pid_alive, processes_of, read_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -45,9 +45,7 @@ def _start(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, Path]:
         [str(BIN / "nestor"), *args, "--run-dir", str(run_dir), "--cloud", "127.0.0.1:9"],
         env=env,
         stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
+        **DETACHED,
     )
     log.close()
     return proc, run_dir

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from faultlib import BIN, REPO, CloudProcess, wait_for
+from faultlib import BIN, DETACHED, REPO, CloudProcess, wait_for
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_robot.spool import Spool
 
@@ -166,9 +166,7 @@ def test_network_nodes_crash_and_come_back_while_the_robot_runs_then_sigint_drai
         ],
         env=env,
         stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
+        **DETACHED,
     )
     listener = StatusListener("robot0", domain_id)
     spool = None

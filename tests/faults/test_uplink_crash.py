@@ -11,7 +11,7 @@ import subprocess
 import urllib.request
 
 import pytest
-from faultlib import BIN, SpoolWriter, assert_exactly_once, drained, wait_for
+from faultlib import BIN, DETACHED, SpoolWriter, assert_exactly_once, drained, wait_for
 from nestor_core.lifeline import stop_process
 from nestor_robot.spool import Spool
 
@@ -39,9 +39,7 @@ def _start_uplink(spool_path, address, log_path, metrics_port=0):
         argv = [str(BIN / "uplink_node"), "--ros-args"]
         for name, value in params.items():
             argv += ["-p", f"{name}:={value}"]
-        return subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-        )
+        return subprocess.Popen(argv, stdout=log, env=env, **DETACHED)
 
 
 def test_uplink_process_killed_and_restarted(cloud, tmp_path):

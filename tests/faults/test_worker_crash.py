@@ -54,13 +54,9 @@ def test_cloud_killed_during_a_round_leaves_no_worker_and_the_round_is_rerun(tmp
     marker = tmp_path / "round.pid"
     monkeypatch.setenv("NESTOR_TEST_ROUND_PID", str(marker))
     monkeypatch.setenv("NESTOR_TEST_ROUND_SECONDS", "120")
-    schedule = {
-        "enabled": True,
-        "every_transitions": 10,
-        "min_transitions": 1,
-        "poll_seconds": 0.2,
-        "failure_backoff_seconds": 1.0,
-    }
+    # Rounds as soon as there are 10 transitions; a failed round is retried after 1 s.
+    schedule = {"enabled": True, "every_transitions": 10, "min_transitions": 1}
+    schedule |= {"poll_seconds": 0.2, "failure_backoff_seconds": 1.0}
     cloud = CloudProcess(
         tmp_path / "cloud",
         str(tmp_path / "cloud" / "nestor.db"),

@@ -8,20 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from mcap.reader import make_reader
-from mcap_ros2.decoder import DecoderFactory
+from mcap_testlib import read_mcap
 
 NESTOR = Path(sys.executable).parent / "nestor"
 
 
 def _read(path):
-    out = {}
-    with open(path, "rb") as f:
-        reader = make_reader(f, decoder_factories=[DecoderFactory()])
-        assert reader.get_header().profile == "ros2"
-        for schema, channel, message, decoded in reader.iter_decoded_messages():
-            out.setdefault(channel.topic, []).append((schema.name, message, decoded))
-    return out
+    return read_mcap(path)[0]
 
 
 def test_bag_writes_serialized_messages_that_decode_back(tmp_path):
@@ -80,29 +73,9 @@ def test_record_option_bags_the_robots_topics(tmp_path):
         ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
     )
     run_dir = tmp_path / "run"
-    done = subprocess.run(
-        [
-            str(NESTOR),
-            "robot",
-            "--robot-id",
-            "rec0",
-            "--record",
-            "--duration",
-            "20",
-            "--run-dir",
-            str(run_dir),
-            "--initial-model",
-            str(model),
-            "--cloud",
-            "127.0.0.1:9",
-            "--shift",
-            "payload:2.0@1",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    argv = [str(NESTOR), "robot", "--robot-id", "rec0", "--record", "--duration", "20", "--run-dir", str(run_dir)]
+    argv += ["--initial-model", str(model), "--cloud", "127.0.0.1:9", "--shift", "payload:2.0@1"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     robot_dir = run_dir / "robots" / "rec0"
     bag = robot_dir / "recording.mcap"

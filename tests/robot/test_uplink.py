@@ -7,6 +7,7 @@ from concurrent import futures
 import grpc
 import numpy as np
 import pytest
+import ros_testlib
 from nestor_core import nestor_pb2, nestor_pb2_grpc
 from nestor_core.experience import ChunkError, ExperienceBatch, from_chunk
 from nestor_robot.channel import Backoff
@@ -114,12 +115,7 @@ def start_server(servicer, port: int = 0) -> tuple[grpc.Server, int]:
 
 
 def wait_for(predicate, timeout: float = 20.0, period: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(period)
-    return predicate()
+    return ros_testlib.wait_for(predicate, timeout, period)
 
 
 class Running:

@@ -54,13 +54,3 @@ def server(cloud_config):
     srv.start()
     yield srv
     srv.stop(0.5)
-
-
-@pytest.fixture
-def store(store_target):
-    """An ExperienceStore on each backend (SQLite, then PostgreSQL), closed after the test."""
-    from cloud_brain.experience.store import ExperienceStore
-
-    s = ExperienceStore(store_target)
-    yield s
-    s.close()

@@ -96,14 +96,7 @@ def _rows(batches, first, last):
 
 def test_mcap_export_every_value_matches_the_store(exported):
     out = exported["tmp"] / "robot0.mcap"
-    proc = _export_robot0(
-        "mcap",
-        out,
-        exported["config"],
-        "--events",
-        exported["events"],
-        "--json",
-    )
+    proc = _export_robot0("mcap", out, exported["config"], "--events", exported["events"], "--json")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     rows = _rows(exported["batches"], 1, 80)
@@ -160,18 +153,7 @@ def test_mcap_export_every_value_matches_the_store(exported):
 
 def test_mcap_seq_and_time_ranges(exported):
     out = exported["tmp"] / "range.mcap"
-    assert (
-        _export_robot0(
-            "mcap",
-            out,
-            exported["config"],
-            "--from-seq",
-            20,
-            "--to-seq",
-            60,
-        ).returncode
-        == 0
-    )
+    assert _export_robot0("mcap", out, exported["config"], "--from-seq", 20, "--to-seq", 60).returncode == 0
     by_topic, _ = read_mcap(out)
     assert [m.sequence for _, m, _ in by_topic["/robot0/cost"]] == [*range(20, 41), *range(51, 61)]
     assert [(m.sequence, d.data) for _, m, d in by_topic["/robot0/nestor/model_version"]] == [(20, 1), (51, 2)]
@@ -179,15 +161,7 @@ def test_mcap_seq_and_time_ranges(exported):
     since, until = T0 + 30 * 0.01 - 1e-6, T0 + 54 * 0.01 + 1e-6
     assert (
         _export_robot0(
-            "mcap",
-            out,
-            exported["tmp"] / "none.yaml",
-            "--db",
-            exported["db"],
-            "--since",
-            since,
-            "--until",
-            until,
+            "mcap", out, exported["tmp"] / "none.yaml", "--db", exported["db"], "--since", since, "--until", until
         ).returncode
         == 0
     )
@@ -199,15 +173,7 @@ def test_mcap_seq_and_time_ranges(exported):
 
 def test_parquet_round_trip(exported):
     out = exported["tmp"] / "robot0.parquet"
-    proc = _export_robot0(
-        "parquet",
-        out,
-        exported["config"],
-        "--events",
-        exported["events"],
-        "--to-seq",
-        70,
-    )
+    proc = _export_robot0("parquet", out, exported["config"], "--events", exported["events"], "--to-seq", 70)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"60 transitions of robot0 \(seq 1\.\.70", proc.stdout)
     data = load(out)

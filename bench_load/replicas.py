@@ -26,7 +26,6 @@ import os
 import pathlib
 import queue
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from nestor_core.lifeline import stop_process
 from nestor_core.tls import identity_files
 
 from bench_load.client import Client, run_and_report
-from bench_load.run import BIN, _percentile, _rss_mb, _start_cloud, load_arguments
+from bench_load.run import _percentile, _rss_mb, _start_cloud, load_arguments, lost_and_broken, make_certs, run_config
 
 
 class FailoverClient(Client):
@@ -153,12 +152,7 @@ def _phase(
     stored = _stored(target)
     latencies = [x for r in reports for x in r["latencies"]]
     errors = [e for r in reports for e in r["errors"]]
-    lost, broken = 0, []
-    for r in reports:
-        _, transitions, contiguous = stored.get(r["robot_id"], (0, 0, r["acked"] == 0))
-        lost += max(0, r["acked"] - transitions)
-        if not contiguous:
-            broken.append(r["robot_id"])
+    lost, broken = lost_and_broken(reports, stored)
     acked = sum(r["acked"] for r in reports)
     out = {
         "replicas": replicas,
@@ -209,13 +203,7 @@ def run(
 
     with tempfile.TemporaryDirectory(prefix="bench-replicas-") as tmp:
         work = pathlib.Path(tmp)
-        certs = work / "certs"
-        subprocess.run(
-            [str(BIN / "nestor-cloud"), "certs", "--out", str(certs), "--robots", str(clients)],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        certs = make_certs(work, clients)
         pg = PostgresServer().start()  # its own temp dir: the postgres user cannot enter `work`
         try:
             args = (clients, duration, procs, chunk, period, window)
@@ -243,17 +231,7 @@ def run(
             pg.cleanup()
     base = phases["sqlite_1"]["throughput_transitions_per_s"]
     result = {
-        "config": {
-            "clients": clients,
-            "duration_s": duration,
-            "procs": procs,
-            "chunk_transitions": chunk,
-            "period_s": period,
-            "window": window,
-            "tls": True,
-            "cores": os.cpu_count(),
-            "offered_transitions_per_s": clients * chunk / period,
-        },
+        "config": run_config(clients, duration, procs, chunk, period, window, cores=os.cpu_count()),
         "phases": phases,
         "postgres_2_vs_sqlite_1_throughput": round(phases["postgres_2"]["throughput_transitions_per_s"] / base, 3)
         if base

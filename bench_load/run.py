@@ -159,16 +159,33 @@ def _stored(db_path: str) -> dict[str, tuple[int, int, bool]]:
 # ------------------------------------------------------------------------------------- main
 
 
+def make_certs(work: pathlib.Path, clients: int) -> pathlib.Path:
+    """`nestor-cloud certs` for robot0..robot{clients-1} in <work>/certs; returns that directory."""
+    certs = work / "certs"
+    subprocess.run(
+        [str(BIN / "nestor-cloud"), "certs", "--out", str(certs), "--robots", str(clients)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return certs
+
+
+def lost_and_broken(reports: list[dict], stored: dict) -> tuple[int, list[str]]:
+    """(acked transitions the store does not hold, robots whose stored seqs are not contiguous)."""
+    lost, broken = 0, []
+    for r in reports:
+        _, transitions, contiguous = stored.get(r["robot_id"], (0, 0, r["acked"] == 0))
+        lost += max(0, r["acked"] - transitions)
+        if not contiguous:
+            broken.append(r["robot_id"])
+    return lost, broken
+
+
 def run(clients: int, duration: float, procs: int, chunk: int, period: float, window: int, out: pathlib.Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         work = pathlib.Path(tmp)
-        certs = work / "certs"
-        subprocess.run(
-            [str(BIN / "nestor-cloud"), "certs", "--out", str(certs), "--robots", str(clients)],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        certs = make_certs(work, clients)
         cloud, address = _start_cloud(work, certs, clients)
         robot_ids = [f"robot{i}" for i in range(clients)]
         ctx = mp.get_context("spawn")
@@ -208,27 +225,11 @@ def run(clients: int, duration: float, procs: int, chunk: int, period: float, wi
     latencies = [x for r in reports for x in r["latencies"]]
     errors = [e for r in reports for e in r["errors"]]
     missing = [rid for rid in robot_ids if rid not in {r["robot_id"] for r in reports}]
-    lost = 0
-    broken = []
-    for r in reports:
-        last_seq, transitions, contiguous = stored.get(r["robot_id"], (0, 0, r["acked"] == 0))
-        lost += max(0, r["acked"] - transitions)
-        if not contiguous:
-            broken.append(r["robot_id"])
+    lost, broken = lost_and_broken(reports, stored)
     acked = sum(r["acked"] for r in reports)
     steady = [p for p in rss if p[0] >= duration * 0.25 and p[0] <= duration]
     result = {
-        "config": {
-            "clients": clients,
-            "duration_s": duration,
-            "procs": procs,
-            "chunk_transitions": chunk,
-            "period_s": period,
-            "window": window,
-            "tls": True,
-            "task": "kuka_track",
-            "offered_transitions_per_s": clients * chunk / period,
-        },
+        "config": run_config(clients, duration, procs, chunk, period, window, task="kuka_track"),
         "elapsed_s": round(elapsed, 1),
         "transitions_acked": acked,
         "chunks_acked": len(latencies),
@@ -257,6 +258,21 @@ def run(clients: int, duration: float, procs: int, chunk: int, period: float, wi
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     return result
+
+
+def run_config(clients: int, duration: float, procs: int, chunk: int, period: float, window: int, **extra) -> dict:
+    """The "config" of a load benchmark's result: what was offered (extra: more keys)."""
+    return {
+        "clients": clients,
+        "duration_s": duration,
+        "procs": procs,
+        "chunk_transitions": chunk,
+        "period_s": period,
+        "window": window,
+        "tls": True,
+        **extra,
+        "offered_transitions_per_s": clients * chunk / period,
+    }
 
 
 def load_arguments(doc: str, quick_help: str, duration_help: str, out: str) -> argparse.ArgumentParser:

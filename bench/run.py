@@ -101,7 +101,7 @@ NOTES = {
         "per robot (~6 ms unoptimized + ~11 ms optimized on an idle core) x N robots sharing 2 cores, so the "
         "all-swapped time grows ~linearly with N: 32 x ~17 ms / 2 cores is ~270 ms before any load; 100 ms "
         "at 32 needs the robots' own CPUs. Alternated before/after, same run (load 12-44): N=8 p50 0.56x, "
-        "p99 0.74x; N=32 p50 0.85x (stored p50 0.75x), p99 within the noise."
+        "p99 0.74x; N=32 p50 0.85x and 0.65x in two runs (stored p50 0.75x, 0.61x), p99 1.0x and 0.87x."
     ),
     "ros_target_250hz_missed_fraction": (
         "Neighbour ablation (bench.ros_loop detail.ablation; 2 x 40 s per variant, 250 Hz, same run, load "

@@ -21,7 +21,6 @@ replicas, the database server and the clients share them).
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import pathlib
 import queue
@@ -34,7 +33,17 @@ from nestor_core.lifeline import stop_process
 from nestor_core.tls import identity_files
 
 from bench_load.client import Client, run_and_report
-from bench_load.run import _percentile, _rss_mb, _start_cloud, load_arguments, lost_and_broken, make_certs, run_config
+from bench_load.run import (
+    _percentile,
+    _rss_mb,
+    _start_cloud,
+    client_processes,
+    load_arguments,
+    lost_and_broken,
+    make_certs,
+    run_config,
+    stop_workers,
+)
 
 
 class FailoverClient(Client):
@@ -110,18 +119,9 @@ def _phase(
         for i in range(replicas):
             clouds.append(_start_cloud(work, certs, clients, extra=store_cfg, name=f"{name}-r{i}"))
         addresses = [address for _, address in clouds]
-        robot_ids = [f"robot{i}" for i in range(clients)]
-        ctx = mp.get_context("spawn")
-        results: mp.Queue = ctx.Queue()
-        start_at = time.monotonic() + 3.0
-        workers = [
-            ctx.Process(
-                target=_worker,
-                args=(robot_ids[i::procs], addresses, str(certs), chunk, period, window, start_at, duration, results),
-                daemon=True,
-            )
-            for i in range(procs)
-        ]
+        _, workers, results, start_at = client_processes(
+            _worker, clients, procs, addresses, certs, chunk, period, window, duration=duration
+        )
         rss = {i: [] for i in range(replicas)}
         reports: list[dict] = []
         killed_at = None
@@ -142,10 +142,7 @@ def _phase(
                 except queue.Empty:
                     pass
         finally:
-            for w in workers:
-                w.join(10)
-                if w.is_alive():
-                    w.kill()
+            stop_workers(workers)
     finally:
         for proc, _ in clouds:
             stop_process(proc, signal.SIGTERM, timeout_s=30, kill_timeout_s=10)

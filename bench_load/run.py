@@ -55,6 +55,35 @@ def _worker(robot_ids, address, certs_dir, chunk, period, window, start_at, dura
     run_and_report(clients, start_at, duration, out)
 
 
+def client_processes(worker, clients: int, procs: int, address, certs, *stream_args, duration: float):
+    """`procs` spawned processes, each running `worker` over every procs-th of robot0..robotN-1.
+
+    Returns (robot_ids, processes (not started), results queue, start_at): the workers import and
+    build their clients in the first 3 s, then all stream from `start_at` for `duration` s.
+    """
+    robot_ids = [f"robot{i}" for i in range(clients)]
+    ctx = mp.get_context("spawn")
+    results: mp.Queue = ctx.Queue()
+    start_at = time.monotonic() + 3.0
+    workers = [
+        ctx.Process(
+            target=worker,
+            args=(robot_ids[i::procs], address, str(certs), *stream_args, start_at, duration, results),
+            daemon=True,
+        )
+        for i in range(procs)
+    ]
+    return robot_ids, workers, results, start_at
+
+
+def stop_workers(workers) -> None:
+    """Join each client process (10 s), then kill what is left."""
+    for w in workers:
+        w.join(10)
+        if w.is_alive():
+            w.kill()
+
+
 # ------------------------------------------------------------------------------------- cloud
 
 
@@ -187,18 +216,9 @@ def run(clients: int, duration: float, procs: int, chunk: int, period: float, wi
         work = pathlib.Path(tmp)
         certs = make_certs(work, clients)
         cloud, address = _start_cloud(work, certs, clients)
-        robot_ids = [f"robot{i}" for i in range(clients)]
-        ctx = mp.get_context("spawn")
-        results: mp.Queue = ctx.Queue()
-        start_at = time.monotonic() + 3.0  # workers import and build their clients first
-        workers = [
-            ctx.Process(
-                target=_worker,
-                args=(robot_ids[i::procs], address, str(certs), chunk, period, window, start_at, duration, results),
-                daemon=True,
-            )
-            for i in range(procs)
-        ]
+        robot_ids, workers, results, start_at = client_processes(
+            _worker, clients, procs, address, certs, chunk, period, window, duration=duration
+        )
         rss: list[tuple[float, float]] = []
         reports: list[dict] = []
         try:
@@ -214,10 +234,7 @@ def run(clients: int, duration: float, procs: int, chunk: int, period: float, wi
                     pass
             elapsed = max(t for t, _ in rss) if rss else duration
         finally:
-            for w in workers:
-                w.join(10)
-                if w.is_alive():
-                    w.kill()
+            stop_workers(workers)
             stop_process(cloud, signal.SIGTERM, timeout_s=30, kill_timeout_s=10)
         stored = _stored(str(work / "cloud.db"))
         cloud_log_tail = (work / "cloud.log").read_text(errors="replace")[-2000:]

@@ -177,6 +177,7 @@ def run(quick: bool, workdir: pathlib.Path) -> dict:
                             "swaps",
                             "tick_us",
                             "rtt_ms",
+                            "steal_fraction",
                         )
                     }
                     detail["ablation"][name]["cloud_up"] = cloud_up

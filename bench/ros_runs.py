@@ -8,6 +8,7 @@ does and measures ticks, misses and round trips over a window; run_pingpong meas
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import sqlite3
 import subprocess
@@ -16,6 +17,7 @@ import time
 
 import numpy as np
 import yaml
+from nestor_demo.stall_probe import read_steal_s
 
 from bench.common import CONFIG, REPO, TASK_FILE, RssSampler, pct
 from bench.ros_probe import Probe
@@ -62,6 +64,14 @@ def fresh_stats(stats_path: pathlib.Path, after_wall: float, timeout_s: float = 
     if stats is None:
         raise RuntimeError(f"no stats in {stats_path}")
     return stats
+
+
+def steal_over(steal0: float | None, steal1: float | None, seconds: float) -> dict:
+    """{"steal_s", "steal_fraction"} of a window: stolen CPU seconds, and their share of all vCPUs' time."""
+    if steal0 is None or steal1 is None or seconds <= 0:
+        return {"steal_s": None, "steal_fraction": None}
+    steal = steal1 - steal0
+    return {"steal_s": round(steal, 2), "steal_fraction": round(steal / (seconds * (os.cpu_count() or 1)), 5)}
 
 
 def run_robot(
@@ -116,10 +126,10 @@ def run_robot(
         time.sleep(1.0)  # past start-up transients
         if sample_rss:  # from the start of the window: the slope is steady-state growth, not start-up
             sampler = RssSampler({p.spec.name: p.popen.pid for p in group.processes}, period_s=1.0).start()
-        t_start = time.time()
+        t_start, steal0 = time.time(), read_steal_s()
         s0 = fresh_stats(stats_path, t_start)
         time.sleep(seconds)
-        t_end = time.time()
+        t_end, steal1 = time.time(), read_steal_s()
         s1 = fresh_stats(stats_path, t_end)
         dead = group.dead()
         if dead:
@@ -146,6 +156,8 @@ def run_robot(
                 "spool": s1.get("spool"),
                 "recorder_overflow": s1.get("recorder_overflow"),
                 "model_version_end": s1.get("model_version"),
+                # CPU time the hypervisor took from this VM's vCPUs over the window (/proc/stat steal).
+                **steal_over(steal0, steal1, t_end - t_start),
             }
         )
     finally:

@@ -12,9 +12,8 @@ import json
 import logging
 import os
 import re
-import secrets
 
-from nestor_core.atomic_file import write_atomic
+from nestor_core.atomic_file import write_atomic, write_atomic_many
 
 log = logging.getLogger(__name__)
 
@@ -31,37 +30,13 @@ def write_private(path: str, data: bytes) -> None:
 
 
 def store_model(path: str, onnx: bytes, sidecar: bytes) -> None:
-    """Write a model file and its sidecar durably, the sidecar becoming visible last.
+    """Write a model file and its sidecar durably and privately, the sidecar becoming visible last.
 
-    The two fsyncs are batched: both temporary files are written and fsynced, renamed in order
-    (model, then sidecar) and the directory is fsynced once (three fsyncs, where two `write_private`
-    calls take four). After a crash a sidecar without its model is ignored (`local_models`) and
-    anything read back is verified again before use.
+    One batched write (`write_atomic_many`): three fsyncs, where two `write_private` calls take
+    four. After a crash a sidecar without its model is ignored (`local_models`) and anything read
+    back is verified again before use.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    targets = (path, path[: -len(".onnx")] + ".json")
-    tmps = []
-    try:
-        for target, data in zip(targets, (onnx, sidecar), strict=True):
-            tmp = os.path.join(directory, f".{os.path.basename(target)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            tmps.append(tmp)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        for tmp, target in zip(tmps, targets, strict=True):
-            os.replace(tmp, target)
-    except BaseException:
-        for tmp in tmps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic_many([(path, onnx), (path[: -len(".onnx")] + ".json", sidecar)], durable=True, mode=0o600)
 
 
 def read_bad(model_dir: str) -> set[int]:

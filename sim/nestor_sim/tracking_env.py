@@ -378,15 +378,6 @@ class TrackingEnv(gym.Env):
         """Velocities of the movable joints (this tick's read), as a new array."""
         return np.array(self._state[len(self._movable) :])
 
-    @property
-    def _pending(self) -> list:
-        """The shifts still to fire this episode (the schedule's list, earliest first)."""
-        return self._shifts.pending
-
-    @_pending.setter
-    def _pending(self, shifts) -> None:
-        self._shifts.pending = list(shifts)
-
     def _apply_due_shifts(self) -> list[dict[str, Any]]:
         return self._shifts.apply_due(self.t, self.tick)
 

@@ -77,7 +77,7 @@ def test_a_shift_the_physics_does_not_hold_is_not_reported_as_applied(crane):
     crane.reset(options={"shifts": []})
     link = crane.plant.link_index["pole"]
     mass = crane._p.getDynamicsInfo(crane.body, link)[0]
-    crane._pending = [ShiftSpec("payload", -1000.0, 0.0, link="pole")]  # bypasses validation on purpose
+    crane._shifts.pending = [ShiftSpec("payload", -1000.0, 0.0, link="pole")]  # bypasses validation on purpose
     (event,) = crane._apply_due_shifts()
     assert "PyBullet kept the link mass" in event["refused"]
     assert crane.active_shifts() == []
